@@ -1,0 +1,91 @@
+// The node database's contents: records that came from the authority (or the API), and the
+// daemon's own bookkeeping about accounts and syncs. Plain JSON-serialisable data.
+import type { Rspec } from '../rspec/resources.js';
+import type { Loan } from '../rspec/loans.js';
+
+export type AccountKind = 'sliver' | 'delegate';
+
+export interface SliverRecord {
+  readonly record_key: string; // `sliver_${name}`
+  readonly type: 'sliver';
+  readonly name: string;
+  readonly slice_id: number;
+  readonly timestamp: number;
+  readonly expiry: number | null;
+  readonly rspec: Rspec;
+  readonly initscript: string | null;
+  readonly vref: string | null;
+  readonly keys: readonly string[];
+  readonly controllers: readonly string[];
+  /** Loans this sliver gives, set on the node (SetLoans); kept across document updates. */
+  readonly loans: readonly Loan[];
+  readonly unknown_resources: Readonly<Record<string, string>>;
+}
+
+export interface DelegateRecord {
+  readonly record_key: string; // `delegate_${name}`
+  readonly type: 'delegate';
+  readonly name: string;
+  readonly timestamp: number;
+  readonly expiry: number | null;
+  readonly keys: readonly string[];
+}
+
+export interface TimestampRecord {
+  readonly record_key: 'timestamp';
+  readonly type: 'timestamp';
+  /** Version of the authority document in force. */
+  readonly timestamp: number;
+  readonly expiry: null;
+}
+
+export interface BwcapRecord {
+  readonly record_key: 'bwcap';
+  readonly type: 'bwcap';
+  readonly timestamp: number;
+  readonly expiry: null;
+  readonly cap_kbit: number | null;
+}
+
+export type NodeRecord = SliverRecord | DelegateRecord | TimestampRecord | BwcapRecord;
+
+export type AccountState = 'absent' | 'creating' | 'running' | 'stopped' | 'destroying' | 'failed';
+
+export interface AccountStatus {
+  readonly name: string;
+  readonly kind: AccountKind;
+  readonly state: AccountState;
+  /** Why the account is failed or refused; null when all is well. */
+  readonly reason: string | null;
+  /** ISO time of the last state change. */
+  readonly since: string;
+  /** Hash of the configuration last applied to the host, null before the first configure. */
+  readonly appliedHash: string | null;
+  readonly uid: number | null;
+  /** Consecutive failed attempts of the current operation. */
+  readonly attempts: number;
+}
+
+export type SyncOutcome = 'applied' | 'unchanged' | 'older' | 'rejected' | 'unreachable';
+
+export interface SyncStatus {
+  /** ISO time of the sync attempt. */
+  readonly at: string;
+  readonly outcome: SyncOutcome;
+  readonly detail: string;
+  /** Where the document came from (URL, "push", "last-good"). */
+  readonly source: string;
+  /** Timestamp of the document in force after this sync. */
+  readonly documentTimestamp: number | null;
+}
+
+export interface NodeDatabase {
+  readonly version: 1;
+  readonly records: Readonly<Record<string, NodeRecord>>;
+  readonly accounts: Readonly<Record<string, AccountStatus>>;
+  readonly lastSync: SyncStatus | null;
+}
+
+export function emptyDatabase(): NodeDatabase {
+  return { version: 1, records: {}, accounts: {}, lastSync: null };
+}

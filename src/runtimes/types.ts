@@ -1,0 +1,49 @@
+// The interface between the supervisors and whatever an account is made of on this host.
+// Everything that touches the host lives behind it, so the core can be tested without root.
+import type { AccountKind } from '../db/types.js';
+import type { Rspec } from '../rspec/resources.js';
+
+/** What an account should look like on the host, derived from its record. */
+export interface AccountSpec {
+  readonly name: string;
+  readonly kind: AccountKind;
+  /** authorized_keys lines. */
+  readonly keys: readonly string[];
+  /** Shell script run as the sliver's user when it starts; null for none. */
+  readonly initscript: string | null;
+  /** False when the sliver must be stopped with its login disabled (rspec enabled=0). */
+  readonly enabled: boolean;
+  /** The effective rspec (loans applied), for the limits that the runtime enforces. */
+  readonly rspec: Rspec;
+}
+
+/** An account this daemon owns, as found on the host (recognised by its ownership marker). */
+export interface ObservedAccount {
+  readonly name: string;
+  readonly kind: AccountKind;
+  readonly uid: number;
+  /** True when the account can log in (its sliver is started). */
+  readonly loginEnabled: boolean;
+}
+
+export interface HostSnapshot {
+  /** Accounts that carry this daemon's ownership marker. */
+  readonly owned: readonly ObservedAccount[];
+  /** Every other account name on the host: never to be managed. */
+  readonly foreign: ReadonlySet<string>;
+}
+
+export interface AccountRuntime {
+  /** Reads the accounts on the host. */
+  observe(): Promise<HostSnapshot>;
+  /** Creates the account with its home; succeeds if an owned account of that name exists already. */
+  create(spec: AccountSpec): Promise<{ uid: number }>;
+  /** Brings keys, shell and limits in line with the spec; idempotent. */
+  configure(spec: AccountSpec): Promise<void>;
+  /** Enables login and runs the initscript (slivers); idempotent. */
+  start(spec: AccountSpec): Promise<void>;
+  /** Kills every process of the account and disables its login; idempotent. */
+  stop(name: string, kind: AccountKind): Promise<void>;
+  /** Stops the account and removes it and everything it owned; succeeds if it is already gone. */
+  destroy(name: string, kind: AccountKind): Promise<void>;
+}

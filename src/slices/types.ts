@@ -1,0 +1,50 @@
+// The typed form of an authority document (slices.xml) after parsing and validation,
+// restricted to what concerns this node.
+import type { Rspec } from '../rspec/resources.js';
+
+export interface SliverSpec {
+  /** Slice name, also the sliver's Unix account name (e.g. "princeton_sirius"). */
+  readonly name: string;
+  readonly sliceId: number;
+  /** Seconds since the epoch; the slice's version as the authority stamped it. */
+  readonly timestamp: number;
+  /** Seconds since the epoch after which the sliver must go, or null for never. */
+  readonly expiry: number | null;
+  /** Canonical resource names only; defaults are not filled in here. */
+  readonly rspec: Rspec;
+  readonly initscript: string | null;
+  readonly vref: string | null;
+  /** authorized_keys lines of the slice's users, in document order, without duplicates. */
+  readonly keys: readonly string[];
+  /** Delegate account names allowed to act on this slice through the API. */
+  readonly controllers: readonly string[];
+  /** Resources the program does not know, kept and reported, never fatal. */
+  readonly unknownResources: Readonly<Record<string, string>>;
+}
+
+export interface DelegateSpec {
+  readonly name: string;
+  readonly timestamp: number;
+  readonly expiry: number | null;
+  readonly keys: readonly string[];
+}
+
+/** Something in the document that was left out, and why. */
+export interface SkippedEntry {
+  /** What was skipped, e.g. `slice "x" (id 17)` or `delegate "d"`. */
+  readonly what: string;
+  readonly reason: string;
+}
+
+export interface SlicesDocument {
+  /** The document's version: its own timestamp, else the newest slice timestamp, else 0. */
+  readonly timestamp: number;
+  readonly nodeId: number;
+  readonly slivers: readonly SliverSpec[];
+  readonly delegates: readonly DelegateSpec[];
+  /** Node-wide outgoing bandwidth cap in kbit/s, or null when the document sets none. */
+  readonly bwcapKbit: number | null;
+  readonly skipped: readonly SkippedEntry[];
+  /** Number of <slice> elements in the whole document (all nodes). */
+  readonly slicesSeen: number;
+}
