@@ -1,0 +1,229 @@
+// One supervisor per account: a serial queue of that account's operations, with retry and backoff.
+// Accounts never wait for one another, except for the node-wide bound on creates and destroys.
+import type { AccountKind, AccountState } from '../db/types.js';
+import type { Logger } from '../log.js';
+import { specHash, type Op } from '../reconcile/plan.js';
+import type { AccountRuntime, ObservedAccount } from '../runtimes/types.js';
+import type { Limiter } from './limiter.js';
+
+/** What a supervisor reports after each step; the daemon records it in the database. */
+export interface AccountReport {
+  readonly name: string;
+  readonly kind: AccountKind;
+  readonly state: AccountState;
+  readonly reason: string | null;
+  /** Set after a successful configure; undefined means "unchanged". */
+  readonly appliedHash?: string | null;
+  readonly uid?: number | null;
+  readonly attempts: number;
+}
+
+export interface SupervisorOptions {
+  readonly runtime: AccountRuntime;
+  readonly limiter: Limiter;
+  readonly logger: Logger;
+  readonly retryInitialMs: number;
+  readonly retryMaxMs: number;
+  /** An operation that takes longer than this is reported failed and its slot released. */
+  readonly opTimeoutMs: number;
+  readonly report: (report: AccountReport) => void;
+}
+
+export interface Supervisors {
+  /** Tells each account's supervisor about the host as found at start-up. */
+  seed(observed: readonly ObservedAccount[]): void;
+  /** Hands over a new plan: for each account named in it, its pending operations are replaced. */
+  submit(ops: readonly Op[]): void;
+  /** Resolves when no account has an operation running, pending or waiting for a retry. */
+  idle(): Promise<void>;
+  /** Names of accounts with work running, pending or waiting for a retry. */
+  busy(): string[];
+  /** Cancels retries and pending work, and waits for running operations to end. */
+  stop(): Promise<void>;
+}
+
+interface AccountQueue {
+  readonly name: string;
+  kind: AccountKind;
+  /** The state the account is in when nothing is running: what the last success left. */
+  steady: AccountState;
+  pending: Op[];
+  running: Promise<void> | null;
+  retryTimer: NodeJS.Timeout | null;
+  attempts: number;
+}
+
+function describeError(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms < 1000 ? `${ms} ms` : `${ms / 1000} s`}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+const HEAVY = new Set(['create', 'destroy']);
+
+export function createSupervisors(options: SupervisorOptions): Supervisors {
+  const queues = new Map<string, AccountQueue>();
+  let stopped = false;
+  let idleWaiters: Array<() => void> = [];
+
+  const queueFor = (name: string, kind: AccountKind): AccountQueue => {
+    let q = queues.get(name);
+    if (!q) {
+      q = { name, kind, steady: 'absent', pending: [], running: null, retryTimer: null, attempts: 0 };
+      queues.set(name, q);
+    }
+    return q;
+  };
+
+  const isBusy = (q: AccountQueue) => q.running !== null || q.pending.length > 0 || q.retryTimer !== null;
+
+  const notifyIfIdle = () => {
+    if ([...queues.values()].some(isBusy)) return;
+    const waiters = idleWaiters;
+    idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  };
+
+  const report = (q: AccountQueue, state: AccountState, reason: string | null, extra: Partial<AccountReport> = {}) => {
+    options.report({ name: q.name, kind: q.kind, state, reason, attempts: q.attempts, ...extra });
+  };
+
+  const perform = async (q: AccountQueue, op: Op): Promise<Partial<AccountReport>> => {
+    const { runtime } = options;
+    switch (op.action) {
+      case 'create': {
+        const { uid } = await runtime.create(op.spec!);
+        q.steady = 'stopped';
+        return { uid };
+      }
+      case 'configure':
+        await runtime.configure(op.spec!);
+        return { appliedHash: specHash(op.spec!) };
+      case 'start':
+        await runtime.start(op.spec!);
+        q.steady = 'running';
+        return {};
+      case 'stop':
+        await runtime.stop(op.account, op.kind);
+        q.steady = 'stopped';
+        return {};
+      case 'destroy':
+        await runtime.destroy(op.account, op.kind);
+        q.steady = 'absent';
+        return { appliedHash: null, uid: null };
+    }
+  };
+
+  const runOne = async (q: AccountQueue, op: Op): Promise<boolean> => {
+    const started = Date.now();
+    if (op.action === 'create') report(q, 'creating', null);
+    if (op.action === 'destroy') report(q, 'destroying', null);
+    q.kind = op.kind;
+    try {
+      const task = () => withTimeout(perform(q, op), options.opTimeoutMs, op.action);
+      const extra = HEAVY.has(op.action) ? await options.limiter.run(task) : await task();
+      q.attempts = 0;
+      report(q, q.steady, null, extra);
+      options.logger.info('operation done', {
+        account: q.name, kind: op.kind, op: op.action, why: op.why, duration_ms: Date.now() - started,
+      });
+      return true;
+    } catch (error) {
+      q.attempts++;
+      const reason = `${op.action} failed: ${describeError(error)}`;
+      report(q, 'failed', reason);
+      options.logger.warn('operation failed', {
+        account: q.name, kind: op.kind, op: op.action, attempt: q.attempts, error: describeError(error),
+        duration_ms: Date.now() - started,
+      });
+      return false;
+    }
+  };
+
+  const retryDelay = (attempts: number) =>
+    Math.min(options.retryMaxMs, options.retryInitialMs * 2 ** Math.max(0, attempts - 1));
+
+  const drain = (q: AccountQueue) => {
+    if (q.running || q.retryTimer || stopped) return;
+    const op = q.pending[0];
+    if (!op) {
+      notifyIfIdle();
+      return;
+    }
+    q.running = (async () => {
+      const ok = await runOne(q, op);
+      // The plan may have been replaced while the operation ran; only drop what was run.
+      if (q.pending[0] === op) {
+        if (ok) q.pending.shift();
+      }
+      q.running = null;
+      if (!ok && !stopped && q.pending[0] === op) {
+        const delay = retryDelay(q.attempts);
+        q.retryTimer = setTimeout(() => {
+          q.retryTimer = null;
+          drain(q);
+        }, delay);
+        q.retryTimer.unref();
+        return;
+      }
+      drain(q);
+    })();
+  };
+
+  return {
+    seed(observed) {
+      for (const account of observed) {
+        const q = queueFor(account.name, account.kind);
+        q.steady = account.loginEnabled ? 'running' : 'stopped';
+      }
+    },
+
+    submit(ops) {
+      if (stopped) return;
+      const byAccount = new Map<string, Op[]>();
+      for (const op of ops) {
+        const list = byAccount.get(op.account) ?? [];
+        list.push(op);
+        byAccount.set(op.account, list);
+      }
+      for (const [name, list] of byAccount) {
+        const q = queueFor(name, list[0]!.kind);
+        const previousFirst = q.pending[0];
+        q.pending = list;
+        // A plan that asks for something else than the operation being retried need not wait
+        // out that operation's backoff (say, a destroy for a sliver whose create keeps failing).
+        if (q.retryTimer && (!previousFirst || previousFirst.action !== list[0]!.action)) {
+          clearTimeout(q.retryTimer);
+          q.retryTimer = null;
+        }
+        drain(q);
+      }
+    },
+
+    idle() {
+      if (![...queues.values()].some(isBusy)) return Promise.resolve();
+      return new Promise((resolve) => idleWaiters.push(resolve));
+    },
+
+    busy() {
+      return [...queues.values()].filter(isBusy).map((q) => q.name);
+    },
+
+    async stop() {
+      stopped = true;
+      for (const q of queues.values()) {
+        if (q.retryTimer) clearTimeout(q.retryTimer);
+        q.retryTimer = null;
+        q.pending = [];
+      }
+      await Promise.all([...queues.values()].map((q) => q.running));
+      notifyIfIdle();
+    },
+  };
+}

@@ -1,0 +1,142 @@
+// How an authority document becomes the node's records. Pure: the database and the document in,
+// the next database and a summary of what changed out.
+import type { DelegateSpec, SliverSpec, SlicesDocument } from '../slices/types.js';
+import type { DelegateRecord, NodeDatabase, NodeRecord, SliverRecord } from './types.js';
+
+export function sliverKey(name: string): string {
+  return `sliver_${name}`;
+}
+
+export function delegateKey(name: string): string {
+  return `delegate_${name}`;
+}
+
+export interface RecordChanges {
+  readonly added: readonly string[];
+  readonly updated: readonly string[];
+  readonly removed: readonly string[];
+  /** Records kept because the node holds a newer version than the document's (no rollback). */
+  readonly keptNewer: readonly string[];
+}
+
+export type DocumentOutcome =
+  | { kind: 'older'; inForce: number; offered: number }
+  | { kind: 'applied'; database: NodeDatabase; changes: RecordChanges };
+
+export function documentTimestampInForce(db: NodeDatabase): number | null {
+  const record = db.records['timestamp'];
+  return record ? record.timestamp : null;
+}
+
+function isExpired(record: NodeRecord, nowSeconds: number): boolean {
+  return record.expiry !== null && record.expiry <= nowSeconds;
+}
+
+function sliverRecord(spec: SliverSpec, previous: NodeRecord | undefined): SliverRecord {
+  return {
+    record_key: sliverKey(spec.name),
+    type: 'sliver',
+    name: spec.name,
+    slice_id: spec.sliceId,
+    timestamp: spec.timestamp,
+    expiry: spec.expiry,
+    rspec: { ...spec.rspec },
+    initscript: spec.initscript,
+    vref: spec.vref,
+    keys: [...spec.keys],
+    controllers: [...spec.controllers],
+    // Loans are the node's own business (set through the API); the authority does not know them.
+    loans: previous?.type === 'sliver' ? previous.loans : [],
+    unknown_resources: { ...spec.unknownResources },
+  };
+}
+
+function delegateRecord(spec: DelegateSpec): DelegateRecord {
+  return {
+    record_key: delegateKey(spec.name),
+    type: 'delegate',
+    name: spec.name,
+    timestamp: spec.timestamp,
+    expiry: spec.expiry,
+    keys: [...spec.keys],
+  };
+}
+
+function sameRecord(a: NodeRecord, b: NodeRecord): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/**
+ * Applies a comprehensive authority document, following the original node manager's rules:
+ * - a document older than the one in force changes nothing;
+ * - a record the node holds in a newer version than the document's is kept;
+ * - a sliver or delegate record the document no longer lists goes, unless it is newer than the
+ *   document itself (it was delivered after the document was made, e.g. by a ticket);
+ * - expired records go, and expired entries of the document are not added.
+ */
+export function applyDocument(db: NodeDatabase, doc: SlicesDocument, nowSeconds: number): DocumentOutcome {
+  const inForce = documentTimestampInForce(db);
+  if (inForce !== null && doc.timestamp < inForce) {
+    return { kind: 'older', inForce, offered: doc.timestamp };
+  }
+
+  const offered = new Map<string, NodeRecord>();
+  for (const spec of doc.slivers) offered.set(sliverKey(spec.name), sliverRecord(spec, db.records[sliverKey(spec.name)]));
+  for (const spec of doc.delegates) offered.set(delegateKey(spec.name), delegateRecord(spec));
+
+  const records: Record<string, NodeRecord> = {};
+  const added: string[] = [];
+  const updated: string[] = [];
+  const removed: string[] = [];
+  const keptNewer: string[] = [];
+
+  for (const [key, record] of Object.entries(db.records)) {
+    if (record.type !== 'sliver' && record.type !== 'delegate') continue;
+    const next = offered.get(key);
+    if (next && record.timestamp > next.timestamp) {
+      keptNewer.push(key);
+      if (!isExpired(record, nowSeconds)) records[key] = record;
+      else removed.push(key);
+      offered.delete(key);
+    } else if (!next && record.timestamp > doc.timestamp && !isExpired(record, nowSeconds)) {
+      records[key] = record;
+    } else if (!next || isExpired(next, nowSeconds)) {
+      removed.push(key);
+      offered.delete(key);
+    }
+  }
+  for (const [key, record] of offered) {
+    if (isExpired(record, nowSeconds)) continue;
+    const previous = db.records[key];
+    if (!previous) added.push(key);
+    else if (!sameRecord(previous, record)) updated.push(key);
+    records[key] = record;
+  }
+  records['timestamp'] = { record_key: 'timestamp', type: 'timestamp', timestamp: doc.timestamp, expiry: null };
+  records['bwcap'] = { record_key: 'bwcap', type: 'bwcap', timestamp: doc.timestamp, expiry: null, cap_kbit: doc.bwcapKbit };
+
+  return {
+    kind: 'applied',
+    database: { ...db, records },
+    changes: { added: added.sort(), updated: updated.sort(), removed: removed.sort(), keptNewer: keptNewer.sort() },
+  };
+}
+
+/** Removes records whose expiry has passed; returns the same object when nothing expired. */
+export function expireRecords(db: NodeDatabase, nowSeconds: number): { database: NodeDatabase; removed: string[] } {
+  const removed = Object.values(db.records)
+    .filter((r) => isExpired(r, nowSeconds))
+    .map((r) => r.record_key);
+  if (removed.length === 0) return { database: db, removed };
+  const records = { ...db.records };
+  for (const key of removed) delete records[key];
+  return { database: { ...db, records }, removed: removed.sort() };
+}
+
+export function sliverRecords(db: NodeDatabase): SliverRecord[] {
+  return Object.values(db.records).filter((r): r is SliverRecord => r.type === 'sliver');
+}
+
+export function delegateRecords(db: NodeDatabase): DelegateRecord[] {
+  return Object.values(db.records).filter((r): r is DelegateRecord => r.type === 'delegate');
+}

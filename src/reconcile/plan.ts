@@ -1,0 +1,126 @@
+// The planner: records + observed host + what was last applied -> the operations that bring the
+// host in line. Pure: no I/O, no clock; running it again on the converged result plans nothing.
+import { createHash } from 'node:crypto';
+import type { AccountKind, AccountStatus, DelegateRecord, SliverRecord } from '../db/types.js';
+import { effectiveRspecs, type RejectedLoan } from '../rspec/loans.js';
+import type { AccountSpec, HostSnapshot } from '../runtimes/types.js';
+
+export type OpAction = 'create' | 'configure' | 'start' | 'stop' | 'destroy';
+
+export interface Op {
+  readonly account: string;
+  readonly kind: AccountKind;
+  readonly action: OpAction;
+  /** What the account must look like; null for stop and destroy. */
+  readonly spec: AccountSpec | null;
+  /** Why the planner asks for it, for logs and `nodemgr plan`. */
+  readonly why: string;
+}
+
+export interface Refusal {
+  readonly account: string;
+  readonly kind: AccountKind;
+  readonly reason: string;
+}
+
+export interface Desired {
+  readonly specs: readonly AccountSpec[];
+  readonly rejectedLoans: readonly RejectedLoan[];
+}
+
+/** The accounts the records ask for, with every sliver's effective rspec (loans applied). */
+export function desiredAccounts(slivers: readonly SliverRecord[], delegates: readonly DelegateRecord[]): Desired {
+  const { effective, rejected } = effectiveRspecs(
+    slivers.map((s) => ({ name: s.name, rspec: s.rspec, loans: s.loans })),
+  );
+  const specs: AccountSpec[] = slivers.map((s) => {
+    const rspec = effective.get(s.name)!;
+    return {
+      name: s.name,
+      kind: 'sliver',
+      keys: s.keys,
+      initscript: s.initscript,
+      enabled: rspec['enabled'] !== 0,
+      rspec,
+    };
+  });
+  for (const d of delegates) {
+    // A delegate and a sliver of one name cannot both be an account; the sliver wins.
+    if (specs.some((s) => s.name === d.name)) continue;
+    specs.push({ name: d.name, kind: 'delegate', keys: d.keys, initscript: null, enabled: true, rspec: {} });
+  }
+  specs.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return { specs, rejectedLoans: rejected };
+}
+
+/** A stable digest of everything configure applies, so a change is noticed and a non-change is not. */
+export function specHash(spec: AccountSpec): string {
+  const rspec = Object.keys(spec.rspec)
+    .sort()
+    .map((k) => [k, spec.rspec[k]]);
+  const canonical = JSON.stringify([spec.kind, spec.keys, spec.initscript, spec.enabled, rspec]);
+  return createHash('sha256').update(canonical).digest('hex').slice(0, 16);
+}
+
+export interface PlanInput {
+  readonly desired: readonly AccountSpec[];
+  readonly host: HostSnapshot;
+  /** The daemon's bookkeeping per account (for the hash of what was last applied). */
+  readonly accounts: Readonly<Record<string, AccountStatus>>;
+}
+
+export interface Plan {
+  readonly ops: readonly Op[];
+  readonly refusals: readonly Refusal[];
+}
+
+function op(spec: AccountSpec, action: OpAction, why: string): Op {
+  const needsSpec = action === 'create' || action === 'configure' || action === 'start';
+  return { account: spec.name, kind: spec.kind, action, spec: needsSpec ? spec : null, why };
+}
+
+export function planReconcile(input: PlanInput): Plan {
+  const ops: Op[] = [];
+  const refusals: Refusal[] = [];
+  const owned = new Map(input.host.owned.map((o) => [o.name, o]));
+  const wanted = new Set<string>();
+
+  for (const spec of input.desired) {
+    wanted.add(spec.name);
+    const found = owned.get(spec.name);
+    if (!found && input.host.foreign.has(spec.name)) {
+      refusals.push({
+        account: spec.name,
+        kind: spec.kind,
+        reason: `an account named "${spec.name}" exists on this host and is not managed by nodemgr`,
+      });
+      continue;
+    }
+    if (found && found.kind !== spec.kind) {
+      ops.push({ account: spec.name, kind: found.kind, action: 'destroy', spec: null, why: `is a ${found.kind}, must become a ${spec.kind}` });
+    }
+    if (!found || found.kind !== spec.kind) {
+      ops.push(op(spec, 'create', 'new'));
+      ops.push(op(spec, 'configure', 'new'));
+      // A new account starts with its login disabled; only an enabled one is started.
+      if (spec.enabled) ops.push(op(spec, 'start', 'new'));
+      continue;
+    }
+    const applied = input.accounts[spec.name]?.appliedHash ?? null;
+    const changed = applied !== specHash(spec);
+    if (changed) ops.push(op(spec, 'configure', applied === null ? 'not configured yet' : 'changed'));
+    if (spec.enabled && (!found.loginEnabled || changed)) {
+      // start is idempotent; after a change it re-runs an initscript whose text changed.
+      ops.push(op(spec, 'start', found.loginEnabled ? 'changed' : 'not running'));
+    } else if (!spec.enabled && found.loginEnabled) {
+      ops.push(op(spec, 'stop', 'disabled (enabled=0)'));
+    }
+  }
+
+  for (const found of input.host.owned) {
+    if (!wanted.has(found.name)) {
+      ops.push({ account: found.name, kind: found.kind, action: 'destroy', spec: null, why: 'no longer in the records' });
+    }
+  }
+  return { ops, refusals };
+}

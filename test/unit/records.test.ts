@@ -1,0 +1,80 @@
+import test from 'ava';
+import { applyDocument, expireRecords } from '../../src/db/records.js';
+import { emptyDatabase, type NodeDatabase, type SliverRecord } from '../../src/db/types.js';
+import type { SliverSpec, SlicesDocument } from '../../src/slices/types.js';
+
+function sliver(name: string, timestamp: number, extra: Partial<SliverSpec> = {}): SliverSpec {
+  return {
+    name, sliceId: 1, timestamp, expiry: null, rspec: { cpu_share: 5 }, initscript: null, vref: null,
+    keys: [], controllers: [], unknownResources: {}, ...extra,
+  };
+}
+
+function doc(timestamp: number, slivers: SliverSpec[]): SlicesDocument {
+  return { timestamp, nodeId: 1, slivers, delegates: [], bwcapKbit: null, skipped: [], slicesSeen: slivers.length };
+}
+
+function applied(db: NodeDatabase, d: SlicesDocument, now = 1000) {
+  const outcome = applyDocument(db, d, now);
+  if (outcome.kind !== 'applied') throw new Error(`expected applied, got ${outcome.kind}`);
+  return outcome;
+}
+
+test('a first document adds its slivers and records its timestamp', (t) => {
+  const { database, changes } = applied(emptyDatabase(), doc(100, [sliver('a_one', 90), sliver('a_two', 95)]));
+  t.deepEqual(changes.added, ['sliver_a_one', 'sliver_a_two']);
+  t.is(database.records['timestamp']!.timestamp, 100);
+  t.is((database.records['sliver_a_one'] as SliverRecord).rspec['cpu_share'], 5);
+});
+
+test('an older document changes nothing', (t) => {
+  const { database } = applied(emptyDatabase(), doc(100, [sliver('a_one', 90)]));
+  const outcome = applyDocument(database, doc(99, []), 1000);
+  t.deepEqual(outcome, { kind: 'older', inForce: 100, offered: 99 });
+});
+
+test('slivers the document no longer lists are removed, newer ones delivered since are kept', (t) => {
+  let { database } = applied(emptyDatabase(), doc(100, [sliver('a_one', 90), sliver('a_two', 90)]));
+  // a record delivered after the next document was made (as a ticket would) survives it
+  database = { ...database, records: { ...database.records, sliver_a_ticket: { ...(database.records['sliver_a_two'] as SliverRecord), record_key: 'sliver_a_ticket', name: 'a_ticket', timestamp: 300 } } };
+  const next = applied(database, doc(200, [sliver('a_one', 90)]));
+  t.deepEqual(next.changes.removed, ['sliver_a_two']);
+  t.truthy(next.database.records['sliver_a_ticket']);
+  t.truthy(next.database.records['sliver_a_one']);
+});
+
+test('a sliver held in a newer version than the document offers is kept (no rollback)', (t) => {
+  const { database } = applied(emptyDatabase(), doc(100, [sliver('a_one', 150, { rspec: { cpu_share: 9 } })]));
+  const next = applied(database, doc(160, [sliver('a_one', 120, { rspec: { cpu_share: 1 } })]));
+  t.deepEqual(next.changes.keptNewer, ['sliver_a_one']);
+  t.is((next.database.records['sliver_a_one'] as SliverRecord).rspec['cpu_share'], 9);
+});
+
+test('updates keep the loans set on the node', (t) => {
+  let { database } = applied(emptyDatabase(), doc(100, [sliver('a_one', 90), sliver('a_two', 90)]));
+  const one = database.records['sliver_a_one'] as SliverRecord;
+  database = { ...database, records: { ...database.records, sliver_a_one: { ...one, loans: [{ recipient: 'a_two', resource: 'cpu_share', amount: 2 }] } } };
+  const next = applied(database, doc(200, [sliver('a_one', 190, { rspec: { cpu_share: 7 } }), sliver('a_two', 90)]));
+  t.deepEqual(next.changes.updated, ['sliver_a_one']);
+  const updated = next.database.records['sliver_a_one'] as SliverRecord;
+  t.is(updated.rspec['cpu_share'], 7);
+  t.deepEqual(updated.loans, [{ recipient: 'a_two', resource: 'cpu_share', amount: 2 }]);
+});
+
+test('expired slivers are not added and are removed at the next sync', (t) => {
+  const first = applied(emptyDatabase(), doc(100, [sliver('a_old', 90, { expiry: 500 }), sliver('a_live', 90, { expiry: 5000 })]), 600);
+  t.deepEqual(first.changes.added, ['sliver_a_live']);
+  const later = expireRecords(first.database, 6000);
+  t.deepEqual(later.removed, ['sliver_a_live']);
+  t.is(later.database.records['sliver_a_live'], undefined);
+  const none = expireRecords(later.database, 6000);
+  t.is(none.database, later.database, 'nothing expired: same object, nothing to write');
+});
+
+test('applying the same document twice reports no change', (t) => {
+  const d = doc(100, [sliver('a_one', 90)]);
+  const { database } = applied(emptyDatabase(), d);
+  const again = applied(database, d);
+  t.deepEqual(again.changes, { added: [], updated: [], removed: [], keptNewer: [] });
+  t.deepEqual(again.database, database);
+});

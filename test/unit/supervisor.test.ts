@@ -1,0 +1,109 @@
+import test from 'ava';
+import { createLimiter } from '../../src/accounts/limiter.js';
+import { createSupervisors, type AccountReport } from '../../src/accounts/supervisor.js';
+import { memoryLogger } from '../../src/log.js';
+import { desiredAccounts, planReconcile } from '../../src/reconcile/plan.js';
+import type { AccountRuntime } from '../../src/runtimes/types.js';
+import type { SliverRecord } from '../../src/db/types.js';
+import { memoryRuntime } from './support/memory-runtime.js';
+
+function record(name: string): SliverRecord {
+  return {
+    record_key: `sliver_${name}`, type: 'sliver', name, slice_id: 1, timestamp: 1, expiry: null,
+    rspec: {}, initscript: 'true', vref: null, keys: [], controllers: [], loans: [], unknown_resources: {},
+  };
+}
+
+function setup(runtime: AccountRuntime, slots = 4) {
+  const reports: AccountReport[] = [];
+  const logger = memoryLogger();
+  const supervisors = createSupervisors({
+    runtime, limiter: createLimiter(slots), logger, retryInitialMs: 5, retryMaxMs: 20, opTimeoutMs: 2000,
+    report: (r) => reports.push(r),
+  });
+  return { supervisors, reports, logger };
+}
+
+async function planFor(host: ReturnType<typeof memoryRuntime>, names: string[]) {
+  return planReconcile({ desired: desiredAccounts(names.map(record), []).specs, host: await host.runtime.observe(), accounts: {} }).ops;
+}
+
+test('each account runs its operations in order and ends running', async (t) => {
+  const host = memoryRuntime();
+  const { supervisors, reports } = setup(host.runtime);
+  supervisors.submit(await planFor(host, ['a_one', 'a_two']));
+  await supervisors.idle();
+  t.deepEqual(host.calls.filter((c) => c.endsWith('a_one')), ['create a_one', 'configure a_one', 'start a_one']);
+  const last = reports.filter((r) => r.name === 'a_one').at(-1)!;
+  t.is(last.state, 'running');
+  t.true(reports.some((r) => r.name === 'a_one' && r.state === 'creating'));
+  t.true(reports.some((r) => r.name === 'a_one' && typeof r.appliedHash === 'string'));
+});
+
+test('a failing operation is retried with backoff and its reason is reported', async (t) => {
+  const host = memoryRuntime();
+  host.failures.set('create:a_bad', 2);
+  const { supervisors, reports } = setup(host.runtime);
+  supervisors.submit(await planFor(host, ['a_bad']));
+  await supervisors.idle();
+  const failed = reports.filter((r) => r.state === 'failed');
+  t.is(failed.length, 2);
+  t.is(failed[0]!.reason, 'create failed: simulated failure of create:a_bad');
+  t.is(failed[1]!.attempts, 2);
+  t.is(reports.at(-1)!.state, 'running');
+  t.is(reports.at(-1)!.attempts, 0);
+});
+
+test('a failing account never delays the others', async (t) => {
+  const host = memoryRuntime();
+  host.failures.set('create:a_bad', 1_000_000);
+  const { supervisors, reports } = setup(host.runtime, 1);
+  supervisors.submit(await planFor(host, ['a_bad', 'a_good1', 'a_good2']));
+  // wait until the good ones are running while the bad one keeps failing
+  for (let i = 0; i < 200 && reports.filter((r) => r.state === 'running').length < 2; i++) {
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  t.deepEqual(reports.filter((r) => r.state === 'running').map((r) => r.name).sort(), ['a_good1', 'a_good2']);
+  t.deepEqual(supervisors.busy(), ['a_bad']);
+  // a new plan that removes the failing sliver does not wait out its backoff
+  host.failures.delete('create:a_bad');
+  supervisors.submit([{ account: 'a_bad', kind: 'sliver', action: 'destroy', spec: null, why: 'gone' }]);
+  await supervisors.idle();
+  t.is(reports.at(-1)!.state, 'absent');
+  await supervisors.stop();
+});
+
+test('creates and destroys across the node are bounded by the limiter', async (t) => {
+  let running = 0;
+  let peak = 0;
+  const host = memoryRuntime();
+  const slow: AccountRuntime = {
+    ...host.runtime,
+    async create(spec) {
+      running++;
+      peak = Math.max(peak, running);
+      await new Promise((r) => setTimeout(r, 10));
+      running--;
+      return host.runtime.create(spec);
+    },
+  };
+  const { supervisors } = setup(slow, 2);
+  supervisors.submit(await planFor(host, ['a_1', 'a_2', 'a_3', 'a_4', 'a_5', 'a_6']));
+  await supervisors.idle();
+  t.is(peak, 2);
+  t.is(host.accounts.size, 6);
+});
+
+test('an operation that hangs is reported failed after the timeout', async (t) => {
+  const host = memoryRuntime();
+  const hanging: AccountRuntime = { ...host.runtime, create: () => new Promise(() => undefined) };
+  const reports: AccountReport[] = [];
+  const supervisors = createSupervisors({
+    runtime: hanging, limiter: createLimiter(1), logger: memoryLogger(), retryInitialMs: 10_000, retryMaxMs: 10_000,
+    opTimeoutMs: 20, report: (r) => reports.push(r),
+  });
+  supervisors.submit(await planFor(host, ['a_hang']));
+  for (let i = 0; i < 100 && !reports.some((r) => r.state === 'failed'); i++) await new Promise((r) => setTimeout(r, 5));
+  t.is(reports.find((r) => r.state === 'failed')!.reason, 'create failed: create timed out after 20 ms');
+  await supervisors.stop();
+});
