@@ -34,8 +34,11 @@ export interface HostSnapshot {
 }
 
 export interface AccountRuntime {
-  /** Reads the accounts on the host. */
-  observe(): Promise<HostSnapshot>;
+  /**
+   * Reads the accounts on the host. Unless `readOnly`, it also removes what an interrupted
+   * destroy left behind (which no account owns any more), so that recovery leaves no orphans.
+   */
+  observe(options?: { readOnly?: boolean }): Promise<HostSnapshot>;
   /** Creates the account with its home; succeeds if an owned account of that name exists already. */
   create(spec: AccountSpec): Promise<{ uid: number }>;
   /** Brings keys, shell and limits in line with the spec; idempotent. */

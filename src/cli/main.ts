@@ -1,0 +1,123 @@
+#!/usr/bin/env node
+// nodemgr's command line: the daemon itself and the operator's read-only views of it.
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig, type Config } from '../config/config.js';
+import { startDaemon } from '../daemon.js';
+import { LockHeldError } from '../db/lock.js';
+import { createLogger } from '../log.js';
+import { runPlan } from './plan.js';
+import { runStatus } from './status.js';
+
+const USAGE = `usage: nodemgr <command> [options]
+
+commands:
+  daemon            run the node manager (what "npm start" runs)
+      --once        sync once, wait until every account has converged, then exit
+  status            show slivers and delegates: state, effective rspec, last error, last sync
+      --json        print the same as JSON
+  plan              show what a sync would change, changing nothing
+      --document F  plan against this slices.xml instead of fetching from the authority
+      --json        print the plan as JSON
+  help              show this text
+
+options for every command:
+  --config FILE     configuration file (default: $NODEMGR_CONFIG, else built-in defaults
+                    with the example authority document etc/slices.xml)
+`;
+
+class UsageError extends Error {}
+
+function parse(args: string[]) {
+  try {
+    return parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string' },
+        once: { type: 'boolean', default: false },
+        json: { type: 'boolean', default: false },
+        document: { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+async function runDaemon(config: Config, once: boolean): Promise<number> {
+  const logger = createLogger({ level: config.logLevel, file: join(config.logDir, 'nodemgr.log') });
+  process.on('uncaughtException', (error) => {
+    logger.error('uncaught exception; exiting so the service manager restarts the daemon', { error: error.stack ?? String(error) });
+    process.exit(70);
+  });
+  process.on('unhandledRejection', (error) => {
+    logger.error('unhandled rejection; exiting so the service manager restarts the daemon', { error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+    process.exit(70);
+  });
+  const daemon = await startDaemon(config, logger);
+  if (once) {
+    await daemon.settled();
+    await daemon.stop();
+    return 0;
+  }
+  await new Promise<void>((resolve) => {
+    const shutdown = (signal: string) => {
+      logger.info('signal received, stopping', { signal });
+      daemon.stop().then(resolve, (error: unknown) => {
+        logger.error('stop failed', { error: String(error) });
+        resolve();
+      });
+    };
+    process.once('SIGTERM', () => shutdown('SIGTERM'));
+    process.once('SIGINT', () => shutdown('SIGINT'));
+    process.on('SIGHUP', () => {
+      logger.info('signal received, syncing now', { signal: 'SIGHUP' });
+      daemon.syncNow();
+    });
+  });
+  return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv);
+  const command = positionals[0] ?? (values.help ? 'help' : undefined);
+  if (!command || command === 'help' || values.help) {
+    process.stdout.write(USAGE);
+    return command ? 0 : 2;
+  }
+  if (positionals.length > 1) throw new UsageError(`unexpected argument "${positionals[1]}"`);
+  const config = await loadConfig(values.config ?? null);
+  switch (command) {
+    case 'daemon':
+      return runDaemon(config, values.once ?? false);
+    case 'status':
+      return runStatus(config, { json: values.json ?? false });
+    case 'plan':
+      return runPlan(config, { json: values.json ?? false, document: values.document ?? null });
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    if (error instanceof UsageError) {
+      process.stderr.write(`nodemgr: ${error.message}\n\n${USAGE}`);
+      process.exitCode = 2;
+    } else if (error instanceof ConfigError) {
+      process.stderr.write(`nodemgr: configuration error: ${error.message}\n`);
+      process.exitCode = 2;
+    } else if (error instanceof LockHeldError) {
+      process.stderr.write(`nodemgr: ${error.message}\n`);
+      process.exitCode = 1;
+    } else {
+      process.stderr.write(`nodemgr: ${error instanceof Error ? error.message : String(error)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

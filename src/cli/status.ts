@@ -1,0 +1,12 @@
+// `nodemgr status`: reads the database the daemon keeps (no lock needed: writes are atomic renames).
+import type { Config } from '../config/config.js';
+import { databasePath } from '../daemon.js';
+import { readDatabaseSnapshot } from '../db/store.js';
+import { formatNodeStatus, nodeStatus } from '../status/report.js';
+
+export async function runStatus(config: Config, options: { json: boolean }): Promise<number> {
+  const db = await readDatabaseSnapshot(databasePath(config));
+  const status = nodeStatus(db);
+  process.stdout.write(options.json ? JSON.stringify(status, null, 2) + '\n' : formatNodeStatus(status) + '\n');
+  return 0;
+}

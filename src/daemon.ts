@@ -1,0 +1,129 @@
+// Wiring only: builds the parts from the configuration, connects them, and runs until stopped.
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createLimiter } from './accounts/limiter.js';
+import { createSupervisors } from './accounts/supervisor.js';
+import { startPoller } from './authority/poller.js';
+import type { Config } from './config/config.js';
+import { recordAccountReport } from './db/accounts.js';
+import { openDatabase, type DatabaseStore } from './db/store.js';
+import type { Logger } from './log.js';
+import type { AccountRuntime } from './runtimes/types.js';
+import { createUnixRuntime } from './runtimes/unix/runtime.js';
+import { createConverger } from './sync/converge.js';
+import { createDocumentSync } from './sync/document.js';
+
+/** An operation taking longer than this is reported as failed (commands have their own timeouts). */
+const OP_TIMEOUT_MS = 10 * 60 * 1000;
+
+export function databasePath(config: Config): string {
+  return join(config.stateDir, 'nodemgr.json');
+}
+
+export function lockPath(config: Config): string {
+  return join(config.stateDir, 'nodemgr.lock');
+}
+
+export function createRuntime(config: Config, logger: Logger): AccountRuntime {
+  return createUnixRuntime(
+    {
+      uidMin: config.sliverUidMin,
+      uidMax: config.sliverUidMax,
+      homeBase: config.homeBase,
+      sliverShell: config.sliverShell,
+      delegateShell: config.delegateShell,
+      disabledShell: config.disabledShell,
+      runDir: config.runDir,
+    },
+    logger,
+  );
+}
+
+export interface RunningDaemon {
+  readonly store: DatabaseStore;
+  /** Fetches and converges now (coalesced with a running attempt). */
+  syncNow(): void;
+  /** Resolves when the first sync and the work it planned are done (for --once and tests). */
+  settled(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(config: Config, logger: Logger): Promise<RunningDaemon> {
+  await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
+  await mkdir(config.runDir, { recursive: true, mode: 0o755 });
+
+  const { store, recovered } = await openDatabase({
+    path: databasePath(config),
+    lockPath: lockPath(config),
+    coalesceMs: config.dbCoalesceMs,
+    logger,
+  });
+  const now = () => new Date();
+  const runtime = createRuntime(config, logger);
+  const supervisors = createSupervisors({
+    runtime,
+    limiter: createLimiter(config.maxParallelAccountOps),
+    logger,
+    retryInitialMs: config.opRetryInitialMs,
+    retryMaxMs: config.opRetryMaxMs,
+    opTimeoutMs: OP_TIMEOUT_MS,
+    report: (report) => store.update((db) => recordAccountReport(db, report, now().toISOString())),
+  });
+  const documents = createDocumentSync({ config, store, logger, now });
+  const converger = createConverger({ store, runtime, supervisors, logger, now });
+
+  // Recovery: the host's own markers say which accounts exist; the database says what they should be.
+  const host = await runtime.observe();
+  supervisors.seed(host.owned);
+  logger.info('daemon starting', {
+    node_id: config.nodeId, authority: new URL(config.authorityUrl).protocol, owned_accounts: host.owned.length,
+    records: Object.keys(store.data.records).length,
+  });
+  if (recovered || store.data.records['timestamp'] === undefined) {
+    const restored = await documents.restoreLastGood();
+    if (recovered) {
+      logger.warn('database rebuilt', {
+        moved_to: recovered.movedTo, reason: recovered.reason, from_last_good: restored?.outcome ?? 'none',
+      });
+    }
+  }
+
+  let firstSync: (() => void) | null = null;
+  const firstSynced = new Promise<void>((resolve) => (firstSync = resolve));
+  const poller = startPoller({
+    periodMs: config.pollPeriodMs,
+    jitterMs: config.pollJitterMs,
+    backoffInitialMs: config.backoffInitialMs,
+    backoffMaxMs: config.backoffMaxMs,
+    logger,
+    attempt: async () => {
+      let fetched = false;
+      try {
+        fetched = await documents.fetchAndApply();
+      } finally {
+        // Converge whatever happened to the fetch: the records in force still hold, and drift
+        // on the host (a deleted account, a killed sliver) is repaired on every pass.
+        await converger.converge('poll');
+        firstSync?.();
+        firstSync = null;
+      }
+      return fetched;
+    },
+  });
+
+  return {
+    store,
+    syncNow: () => poller.triggerNow(),
+    async settled() {
+      await firstSynced;
+      await supervisors.idle();
+      await store.flush();
+    },
+    async stop() {
+      await poller.stop();
+      await supervisors.stop();
+      await store.close();
+      logger.info('daemon stopped');
+    },
+  };
+}

@@ -1,0 +1,121 @@
+// What `nodemgr status` shows, built from a database snapshot. Pure.
+import { delegateRecords, documentTimestampInForce, sliverRecords } from '../db/records.js';
+import type { AccountState, NodeDatabase, SyncStatus } from '../db/types.js';
+import type { Loan } from '../rspec/loans.js';
+import type { Rspec } from '../rspec/resources.js';
+import { desiredAccounts } from '../reconcile/plan.js';
+
+export interface AccountLine {
+  readonly name: string;
+  readonly kind: 'sliver' | 'delegate';
+  readonly state: AccountState;
+  readonly since: string | null;
+  readonly uid: number | null;
+  readonly lastError: string | null;
+  /** Effective rspec (loans applied); empty for delegates. */
+  readonly rspec: Rspec;
+  readonly loans: readonly Loan[];
+  readonly rejectedLoans: ReadonlyArray<{ loan: Loan; reason: string }>;
+  readonly controllers: readonly string[];
+  readonly unknownResources: readonly string[];
+  readonly expiry: number | null;
+}
+
+export interface NodeStatus {
+  readonly documentTimestamp: number | null;
+  readonly lastSync: SyncStatus | null;
+  readonly accounts: readonly AccountLine[];
+  /** Accounts the daemon tracks that no record asks for any more (being destroyed, or refused). */
+  readonly leftovers: ReadonlyArray<{ name: string; state: AccountState; reason: string | null }>;
+}
+
+export function nodeStatus(db: NodeDatabase): NodeStatus {
+  const slivers = sliverRecords(db);
+  const delegates = delegateRecords(db);
+  const desired = desiredAccounts(slivers, delegates);
+  const byName = new Map(slivers.map((s) => [s.name, s]));
+  const accounts: AccountLine[] = desired.specs.map((spec) => {
+    const status = db.accounts[spec.name];
+    const record = byName.get(spec.name);
+    return {
+      name: spec.name,
+      kind: spec.kind,
+      state: status?.state ?? 'absent',
+      since: status?.since ?? null,
+      uid: status?.uid ?? null,
+      lastError: status?.reason ?? null,
+      rspec: spec.rspec,
+      loans: record?.loans ?? [],
+      rejectedLoans: desired.rejectedLoans
+        .filter((r) => r.lender === spec.name)
+        .map(({ loan, reason }) => ({ loan, reason })),
+      controllers: record?.controllers ?? [],
+      unknownResources: Object.keys(record?.unknown_resources ?? {}),
+      expiry: record?.expiry ?? null,
+    };
+  });
+  const wanted = new Set(desired.specs.map((s) => s.name));
+  const leftovers = Object.values(db.accounts)
+    .filter((a) => !wanted.has(a.name))
+    .map((a) => ({ name: a.name, state: a.state, reason: a.reason }));
+  return { documentTimestamp: documentTimestampInForce(db), lastSync: db.lastSync, accounts, leftovers };
+}
+
+function pad(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows
+    .map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd())
+    .join('\n');
+}
+
+function formatTimestamp(seconds: number | null): string {
+  return seconds === null ? 'none' : `${seconds} (${new Date(seconds * 1000).toISOString()})`;
+}
+
+/** The human-readable table. */
+export function formatNodeStatus(status: NodeStatus): string {
+  const lines: string[] = [];
+  const sync = status.lastSync;
+  lines.push(`document in force: ${formatTimestamp(status.documentTimestamp)}`);
+  lines.push(
+    sync
+      ? `last sync: ${sync.at} ${sync.outcome} from ${sync.source}${sync.detail ? ` — ${sync.detail}` : ''}`
+      : 'last sync: never',
+  );
+  lines.push('');
+  if (status.accounts.length === 0) {
+    lines.push('no slivers or delegates on this node');
+  } else {
+    const rows = [['NAME', 'KIND', 'STATE', 'CPU_SHARE', 'CPU_PCT', 'NET_MAX', 'NET_MIN', 'DISK_MAX', 'ENABLED', 'LAST ERROR']];
+    for (const a of status.accounts) {
+      const r = a.rspec;
+      const value = (k: string) => (a.kind === 'delegate' ? '-' : String(r[k] ?? '-'));
+      rows.push([
+        a.name, a.kind, a.state, value('cpu_share'), value('cpu_pct'), value('net_max_rate'), value('net_min_rate'),
+        value('disk_max'), value('enabled'), a.lastError ?? '',
+      ]);
+    }
+    lines.push(pad(rows));
+  }
+  const loanLines: string[] = [];
+  for (const a of status.accounts) {
+    for (const loan of a.loans) {
+      const rejected = a.rejectedLoans.find((r) => r.loan === loan);
+      loanLines.push(
+        `  ${a.name} -> ${loan.recipient}: ${loan.amount} ${loan.resource}` +
+          (rejected ? `  REJECTED: ${rejected.reason}` : ''),
+      );
+    }
+  }
+  if (loanLines.length > 0) lines.push('', 'loans:', ...loanLines);
+  const unknown = status.accounts.filter((a) => a.unknownResources.length > 0);
+  if (unknown.length > 0) {
+    lines.push('', 'resources not known to nodemgr (kept, not enforced):');
+    for (const a of unknown) lines.push(`  ${a.name}: ${a.unknownResources.join(', ')}`);
+  }
+  if (status.leftovers.length > 0) {
+    lines.push('', 'accounts no record asks for:');
+    for (const l of status.leftovers) lines.push(`  ${l.name}: ${l.state}${l.reason ? ` — ${l.reason}` : ''}`);
+  }
+  return lines.join('\n');
+}

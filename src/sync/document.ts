@@ -1,0 +1,151 @@
+// Getting the authority's document into the database: fetch (or push), parse, validate, apply,
+// remember as the last good one. A bad or older document changes nothing.
+import { join } from 'node:path';
+import { fetchDocument, FetchError, redactUrl } from '../authority/fetch.js';
+import { loadLastGood, saveLastGood } from '../authority/last-good.js';
+import type { Config } from '../config/config.js';
+import { applyDocument } from '../db/records.js';
+import type { DatabaseStore } from '../db/store.js';
+import type { SyncOutcome } from '../db/types.js';
+import type { Logger } from '../log.js';
+import { DocumentError, parseSlicesDocument } from '../slices/parse.js';
+
+export interface DocumentSyncDeps {
+  readonly config: Config;
+  readonly store: DatabaseStore;
+  readonly logger: Logger;
+  readonly now: () => Date;
+}
+
+export interface AcceptResult {
+  readonly outcome: SyncOutcome;
+  readonly detail: string;
+}
+
+export interface DocumentSync {
+  /** Fetches from the configured authority and applies; resolves false when the authority failed us. */
+  fetchAndApply(): Promise<boolean>;
+  /** Applies a document that arrived by other means (the authority's push, the last good copy). */
+  accept(body: Buffer, source: string, validators?: { etag: string | null; lastModified: string | null }): Promise<AcceptResult>;
+  /** Re-applies the last good document kept on disk, if any; for a database rebuilt from scratch. */
+  restoreLastGood(): Promise<AcceptResult | null>;
+}
+
+function describeError(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+export function lastGoodDir(config: Config): string {
+  return join(config.stateDir, 'authority');
+}
+
+export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
+  const { config, store, logger } = deps;
+  const source = redactUrl(new URL(config.authorityUrl));
+  // Validators of the document in force, for conditional GETs; only a document that was
+  // accepted may be skipped next time.
+  let validators: { etag: string | null; lastModified: string | null } | null = null;
+  let validatorsLoaded = false;
+
+  const recordSync = (outcome: SyncOutcome, detail: string, from: string) => {
+    store.update((db) => ({
+      ...db,
+      lastSync: {
+        at: deps.now().toISOString(),
+        outcome,
+        detail,
+        source: from,
+        documentTimestamp: db.records['timestamp']?.timestamp ?? null,
+      },
+    }));
+  };
+
+  const accept: DocumentSync['accept'] = async (body, from, fetchedValidators) => {
+    let doc;
+    try {
+      doc = parseSlicesDocument(body, { nodeId: config.nodeId, maxBytes: config.documentMaxBytes, source: from });
+    } catch (error) {
+      if (!(error instanceof DocumentError)) throw error;
+      logger.error('document rejected', { source: from, error: error.message });
+      recordSync('rejected', error.message, from);
+      return { outcome: 'rejected', detail: error.message };
+    }
+    for (const skipped of doc.skipped) {
+      logger.warn('document entry skipped', { source: from, what: skipped.what, reason: skipped.reason });
+    }
+    const nowSeconds = Math.floor(deps.now().getTime() / 1000);
+    const outcome = applyDocument(store.data, doc, nowSeconds);
+    if (outcome.kind === 'older') {
+      const detail = `document timestamp ${outcome.offered} is older than ${outcome.inForce} in force; ignored`;
+      logger.warn('document older than the one in force', { source: from, offered: outcome.offered, in_force: outcome.inForce });
+      recordSync('older', detail, from);
+      return { outcome: 'older', detail };
+    }
+    // Keep the document before the database points at it, so a restart always finds it.
+    await saveLastGood(lastGoodDir(config), {
+      body,
+      etag: fetchedValidators?.etag ?? null,
+      lastModified: fetchedValidators?.lastModified ?? null,
+      url: from,
+      timestamp: doc.timestamp,
+    });
+    const { changes } = outcome;
+    const changed = changes.added.length + changes.updated.length + changes.removed.length;
+    const detail =
+      `${doc.slivers.length} slivers, ${doc.delegates.length} delegates for node ${config.nodeId} ` +
+      `(of ${doc.slicesSeen} slices); +${changes.added.length} ~${changes.updated.length} -${changes.removed.length}` +
+      (doc.skipped.length ? `; ${doc.skipped.length} entries skipped` : '');
+    store.update((db) => ({ ...outcome.database, accounts: db.accounts, lastSync: db.lastSync }));
+    recordSync(changed === 0 ? 'unchanged' : 'applied', detail, from);
+    logger.info('document applied', {
+      source: from, timestamp: doc.timestamp, added: changes.added.length, updated: changes.updated.length,
+      removed: changes.removed.length, kept_newer: changes.keptNewer.length, skipped: doc.skipped.length,
+    });
+    if (fetchedValidators) validators = fetchedValidators;
+    return { outcome: changed === 0 ? 'unchanged' : 'applied', detail };
+  };
+
+  return {
+    accept,
+
+    async fetchAndApply() {
+      if (!validatorsLoaded) {
+        validatorsLoaded = true;
+        const lastGood = await loadLastGood(lastGoodDir(config));
+        const inForce = store.data.records['timestamp']?.timestamp ?? null;
+        if (lastGood && lastGood.url === source && lastGood.timestamp === inForce) {
+          validators = { etag: lastGood.etag, lastModified: lastGood.lastModified };
+        }
+      }
+      try {
+        const result = await fetchDocument({
+          url: config.authorityUrl,
+          caFile: config.authorityCaFile,
+          timeoutMs: config.authorityTimeoutMs,
+          maxBytes: config.documentMaxBytes,
+          etag: validators?.etag ?? null,
+          lastModified: validators?.lastModified ?? null,
+        });
+        if (result.kind === 'not-modified') {
+          recordSync('unchanged', 'not modified since the last fetch', source);
+          logger.debug('document not modified', { source });
+          return true;
+        }
+        const accepted = await accept(result.body, source, { etag: result.etag, lastModified: result.lastModified });
+        return accepted.outcome !== 'rejected';
+      } catch (error) {
+        if (!(error instanceof FetchError)) throw error;
+        logger.warn('authority unreachable', { source, error: describeError(error) });
+        recordSync('unreachable', describeError(error), source);
+        return false;
+      }
+    },
+
+    async restoreLastGood() {
+      const lastGood = await loadLastGood(lastGoodDir(config));
+      if (!lastGood) return null;
+      logger.info('restoring the last good document', { source: lastGood.url, saved_at: lastGood.savedAt });
+      return accept(lastGood.body, lastGood.url, { etag: lastGood.etag, lastModified: lastGood.lastModified });
+    },
+  };
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that the tests use when they are missing. Run by `npm test`
+# before the tests; safe to run again (it installs nothing when all is there).
+set -euo pipefail
+
+# package -> a command it provides (checked first, so a machine that has the tool some other
+# way is left alone)
+declare -A NEEDED=(
+  [passwd]=useradd          # the Unix runtime creates accounts with shadow-utils
+  [openssl]=openssl         # tests make throwaway CAs and certificates for https fetches
+  [procps]=pkill            # tests look for and stop processes
+  [python3]=python3         # the baseline benchmarks run the original node manager's approach
+  [systemd]=systemd-analyze # the unit file is checked with systemd-analyze verify
+)
+
+missing=()
+for package in "${!NEEDED[@]}"; do
+  command -v "${NEEDED[$package]}" >/dev/null 2>&1 || missing+=("$package")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "host-setup: missing ${missing[*]}; not root, so not installing them (the tests that need them will say so)" >&2
+  exit 0
+fi
+echo "host-setup: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
