@@ -1,0 +1,204 @@
+// From the raw text of one <slice> or <delegate> element (as the parser collected it) to a
+// validated spec, or to the reasons it is skipped. Only this node's entries come here.
+import { invalidAccountName } from '../accounts/names.js';
+import { canonicalResource, TEXT_ATTRIBUTES, toCanonicalAmount, type Rspec } from '../rspec/resources.js';
+import type { DelegateSpec, SkippedEntry, SliverSpec } from './types.js';
+import { describeCount, invalidPublicKey, invalidVref, parseCount } from './values.js';
+
+/** What the parser gathered inside one <slice>, attribute values as written (undefined: absent). */
+export interface RawSlice {
+  id: string | undefined;
+  name: string | undefined;
+  expiry: string | undefined;
+  /** The value of the last <timestamp>, and how many there were. */
+  timestamp: string | undefined;
+  timestampCount: number;
+  users: (string | undefined)[];
+  keyPersons: (string | undefined)[];
+  keyValues: (string | undefined)[];
+  resourceNames: (string | undefined)[];
+  resourceTexts: string[];
+  /** Per resource: why its <value> cannot be read (none, several, markup inside), or null. */
+  resourceIssues: (string | null)[];
+  controllers: (string | undefined)[];
+}
+
+export interface RawDelegate {
+  name: string | undefined;
+  expiry: string | undefined;
+  timestamp: string | undefined;
+  timestampCount: number;
+  keys: (string | undefined)[];
+  /** 1-based line of the element, to name a delegate that has no usable name. */
+  line: () => number;
+}
+
+/** A sliver whose timestamp may still be missing; the document's own is filled in at the end. */
+export type PendingSliver = Omit<SliverSpec, 'timestamp'> & { timestamp: number | null };
+
+export function quote(text: string): string {
+  return JSON.stringify(text.length > 64 ? `${text.slice(0, 64)}...` : text);
+}
+
+export function describeSlice(raw: RawSlice, line: () => number): string {
+  if (raw.name !== undefined && raw.id !== undefined) return `slice ${quote(raw.name)} (id ${raw.id.slice(0, 24)})`;
+  if (raw.name !== undefined) return `slice ${quote(raw.name)}`;
+  if (raw.id !== undefined) return `slice (id ${raw.id.slice(0, 24)})`;
+  return `slice at line ${line()}`;
+}
+
+function checkName(name: string | undefined, problems: string[]): void {
+  if (name === undefined) problems.push('name is missing');
+  else {
+    const bad = invalidAccountName(name);
+    if (bad !== null) problems.push(bad);
+  }
+}
+
+function checkTimes(raw: { expiry: string | undefined; timestamp: string | undefined; timestampCount: number }, problems: string[]): { timestamp: number | null; expiry: number | null } {
+  let timestamp: number | null = null;
+  if (raw.timestampCount > 1) problems.push(`has ${raw.timestampCount} <timestamp> elements, expected one`);
+  else if (raw.timestampCount === 1) {
+    timestamp = parseCount(raw.timestamp ?? '');
+    if (Number.isNaN(timestamp)) problems.push(describeCount('timestamp', raw.timestamp));
+  }
+  let expiry: number | null = null;
+  if (raw.expiry !== undefined) {
+    expiry = parseCount(raw.expiry);
+    if (Number.isNaN(expiry)) problems.push(describeCount('expiry', raw.expiry));
+  }
+  return { timestamp, expiry };
+}
+
+/** Keys that pass, deduplicated in document order; the others are reported as skipped. */
+function acceptKeys(values: readonly (string | undefined)[], what: (i: number) => string, skipped: SkippedEntry[]): string[] {
+  const keys: string[] = [];
+  const seen = new Set<string>();
+  values.forEach((value, i) => {
+    const line = (value ?? '').trim();
+    const bad = value === undefined ? 'key has no value attribute' : invalidPublicKey(line);
+    if (bad !== null) skipped.push({ what: what(i), reason: bad });
+    else if (!seen.has(line)) {
+      seen.add(line);
+      keys.push(line);
+    }
+  });
+  return keys;
+}
+
+/** Returns the sliver, or null after recording in `skipped` why the slice does not apply. */
+export function buildSliver(raw: RawSlice, what: string, skipped: SkippedEntry[]): PendingSliver | null {
+  const problems: string[] = [];
+  checkName(raw.name, problems);
+  const sliceId = parseCount(raw.id ?? '');
+  if (Number.isNaN(sliceId)) problems.push(describeCount('id', raw.id));
+  const { timestamp, expiry } = checkTimes(raw, problems);
+
+  const rspec: Rspec = {};
+  const unknown = new Map<string, string>();
+  let initscript: string | null = null;
+  let vref: string | null = null;
+  raw.resourceNames.forEach((name, i) => {
+    const text = raw.resourceTexts[i] ?? '';
+    if (name === undefined) {
+      problems.push('a <resource> has no name');
+      return;
+    }
+    if (!TEXT_ATTRIBUTES.has(name) && canonicalResource(name) === undefined) {
+      unknown.set(name, text);
+      return;
+    }
+    const issue = raw.resourceIssues[i];
+    if (issue) {
+      problems.push(`resource ${quote(name)} ${issue}`);
+      return;
+    }
+    if (TEXT_ATTRIBUTES.has(name)) {
+      if (name === 'initscript') initscript = text;
+      else {
+        vref = text.trim();
+        const bad = invalidVref(vref);
+        if (bad !== null) problems.push(bad);
+      }
+      return;
+    }
+    const amount = parseCount(text);
+    if (Number.isNaN(amount)) {
+      problems.push(`resource ${quote(name)} value ${quote(text.trim())} is not a decimal integer >= 0`);
+      return;
+    }
+    const canonical = toCanonicalAmount(name, amount);
+    // Both eras may name the same resource; as in the original, the later one wins.
+    if (canonical.ok) rspec[canonical.name] = canonical.amount;
+    else problems.push(canonical.reason);
+  });
+
+  if (problems.length > 0) {
+    skipped.push({ what, reason: problems.join('; ') });
+    return null;
+  }
+  const name = raw.name!;
+
+  // A key counts only while its person is one of the slice's users: a user removed from the
+  // slice loses access with the next document even if the authority still lists the key.
+  const users = new Set<number>();
+  for (const person of raw.users) {
+    const id = parseCount(person ?? '');
+    if (!Number.isNaN(id)) users.add(id);
+  }
+  const keyValues: (string | undefined)[] = [];
+  const keyPersons: number[] = [];
+  raw.keyPersons.forEach((person, i) => {
+    const id = parseCount(person ?? '');
+    if (Number.isNaN(id) || !users.has(id)) return;
+    keyPersons.push(id);
+    keyValues.push(raw.keyValues[i]);
+  });
+  const keys = acceptKeys(keyValues, (i) => `key of person ${keyPersons[i]} in slice ${quote(name)}`, skipped);
+
+  const controllers: string[] = [];
+  for (const controller of raw.controllers) {
+    const bad = controller === undefined ? '<controller> has no name' : invalidAccountName(controller);
+    if (bad !== null) skipped.push({ what: `controller ${quote(controller ?? '')} of slice ${quote(name)}`, reason: bad });
+    else if (!controllers.includes(controller!)) controllers.push(controller!);
+  }
+
+  return {
+    name,
+    sliceId,
+    timestamp,
+    expiry,
+    rspec,
+    initscript,
+    vref,
+    keys,
+    controllers,
+    // fromEntries defines own properties, so a resource called "__proto__" stays plain data.
+    unknownResources: Object.fromEntries(unknown),
+  };
+}
+
+export function describeDelegate(raw: RawDelegate): string {
+  return raw.name !== undefined ? `delegate ${quote(raw.name)}` : `delegate at line ${raw.line()}`;
+}
+
+/**
+ * Returns the delegate with `defaultTimestamp` standing in for a missing <timestamp>, or null
+ * after recording why it is skipped. `taken` says why a name is not available (e.g. a sliver).
+ */
+export function buildDelegate(raw: RawDelegate, defaultTimestamp: number, taken: (name: string) => string | null, skipped: SkippedEntry[]): DelegateSpec | null {
+  const what = describeDelegate(raw);
+  const problems: string[] = [];
+  checkName(raw.name, problems);
+  if (raw.name !== undefined && problems.length === 0) {
+    const clash = taken(raw.name);
+    if (clash !== null) problems.push(clash);
+  }
+  const { timestamp, expiry } = checkTimes(raw, problems);
+  if (problems.length > 0) {
+    skipped.push({ what, reason: problems.join('; ') });
+    return null;
+  }
+  const keys = acceptKeys(raw.keys, () => `key of ${what}`, skipped);
+  return { name: raw.name!, timestamp: timestamp ?? defaultTimestamp, expiry, keys };
+}
