@@ -17,6 +17,8 @@ export interface RecordChanges {
   readonly removed: readonly string[];
   /** Records kept because the node holds a newer version than the document's (no rollback). */
   readonly keptNewer: readonly string[];
+  /** Records kept because the document's entry for them was invalid (skipped). */
+  readonly keptInvalid: readonly string[];
 }
 
 export type DocumentOutcome =
@@ -70,6 +72,7 @@ function sameRecord(a: NodeRecord, b: NodeRecord): boolean {
  * Applies a comprehensive authority document, following the original node manager's rules:
  * - a document older than the one in force changes nothing;
  * - a record the node holds in a newer version than the document's is kept;
+ * - a record whose entry in the document is invalid (skipped by the parser) is kept as it is;
  * - a sliver or delegate record the document no longer lists goes, unless it is newer than the
  *   document itself (it was delivered after the document was made, e.g. by a ticket);
  * - expired records go, and expired entries of the document are not added.
@@ -80,6 +83,9 @@ export function applyDocument(db: NodeDatabase, doc: SlicesDocument, nowSeconds:
     return { kind: 'older', inForce, offered: doc.timestamp };
   }
 
+  const held = new Set(
+    doc.skipped.flatMap((s) => (s.held ? [s.held.type === 'sliver' ? sliverKey(s.held.name) : delegateKey(s.held.name)] : [])),
+  );
   const offered = new Map<string, NodeRecord>();
   for (const spec of doc.slivers) offered.set(sliverKey(spec.name), sliverRecord(spec, db.records[sliverKey(spec.name)]));
   for (const spec of doc.delegates) offered.set(delegateKey(spec.name), delegateRecord(spec));
@@ -89,6 +95,7 @@ export function applyDocument(db: NodeDatabase, doc: SlicesDocument, nowSeconds:
   const updated: string[] = [];
   const removed: string[] = [];
   const keptNewer: string[] = [];
+  const keptInvalid: string[] = [];
 
   for (const [key, record] of Object.entries(db.records)) {
     if (record.type !== 'sliver' && record.type !== 'delegate') continue;
@@ -98,6 +105,9 @@ export function applyDocument(db: NodeDatabase, doc: SlicesDocument, nowSeconds:
       if (!isExpired(record, nowSeconds)) records[key] = record;
       else removed.push(key);
       offered.delete(key);
+    } else if (!next && held.has(key) && !isExpired(record, nowSeconds)) {
+      keptInvalid.push(key);
+      records[key] = record;
     } else if (!next && record.timestamp > doc.timestamp && !isExpired(record, nowSeconds)) {
       records[key] = record;
     } else if (!next || isExpired(next, nowSeconds)) {
@@ -118,7 +128,10 @@ export function applyDocument(db: NodeDatabase, doc: SlicesDocument, nowSeconds:
   return {
     kind: 'applied',
     database: { ...db, records },
-    changes: { added: added.sort(), updated: updated.sort(), removed: removed.sort(), keptNewer: keptNewer.sort() },
+    changes: {
+      added: added.sort(), updated: updated.sort(), removed: removed.sort(), keptNewer: keptNewer.sort(),
+      keptInvalid: keptInvalid.sort(),
+    },
   };
 }
 

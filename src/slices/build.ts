@@ -55,6 +55,11 @@ function checkName(name: string | undefined, problems: string[]): void {
   }
 }
 
+/** The record to hold on to when an entry is skipped, if its name is one an account could have. */
+function held(type: 'sliver' | 'delegate', name: string | undefined): Pick<SkippedEntry, 'held'> {
+  return name !== undefined && invalidAccountName(name) === null ? { held: { type, name } } : {};
+}
+
 function checkTimes(raw: { expiry: string | undefined; timestamp: string | undefined; timestampCount: number }, problems: string[]): { timestamp: number | null; expiry: number | null } {
   let timestamp: number | null = null;
   if (raw.timestampCount > 1) problems.push(`has ${raw.timestampCount} <timestamp> elements, expected one`);
@@ -134,7 +139,7 @@ export function buildSliver(raw: RawSlice, what: string, skipped: SkippedEntry[]
   });
 
   if (problems.length > 0) {
-    skipped.push({ what, reason: problems.join('; ') });
+    skipped.push({ what, reason: problems.join('; '), ...held('sliver', raw.name) });
     return null;
   }
   const name = raw.name!;
@@ -196,7 +201,7 @@ export function buildDelegate(raw: RawDelegate, defaultTimestamp: number, taken:
   }
   const { timestamp, expiry } = checkTimes(raw, problems);
   if (problems.length > 0) {
-    skipped.push({ what, reason: problems.join('; ') });
+    skipped.push({ what, reason: problems.join('; '), ...held('delegate', raw.name) });
     return null;
   }
   const keys = acceptKeys(raw.keys, () => `key of ${what}`, skipped);

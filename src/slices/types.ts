@@ -34,6 +34,11 @@ export interface SkippedEntry {
   /** What was skipped, e.g. `slice "x" (id 17)` or `delegate "d"`. */
   readonly what: string;
   readonly reason: string;
+  /**
+   * Set when an entry of this node with a usable name was invalid: the node keeps the record it
+   * holds under that name, so one bad entry from the authority never destroys a running sliver.
+   */
+  readonly held?: { readonly type: 'sliver' | 'delegate'; readonly name: string };
 }
 
 export interface SlicesDocument {

@@ -75,6 +75,18 @@ test('applying the same document twice reports no change', (t) => {
   const d = doc(100, [sliver('a_one', 90)]);
   const { database } = applied(emptyDatabase(), d);
   const again = applied(database, d);
-  t.deepEqual(again.changes, { added: [], updated: [], removed: [], keptNewer: [] });
+  t.deepEqual(again.changes, { added: [], updated: [], removed: [], keptNewer: [], keptInvalid: [] });
   t.deepEqual(again.database, database);
+});
+
+test('a sliver whose entry turns invalid keeps its last good record', (t) => {
+  const { database } = applied(emptyDatabase(), doc(100, [sliver('a_one', 90), sliver('a_two', 90)]));
+  const broken: SlicesDocument = {
+    ...doc(200, [sliver('a_two', 90)]),
+    skipped: [{ what: 'slice "a_one" (id 1)', reason: 'resource "cpu_share" value "-1" is not a decimal integer >= 0', held: { type: 'sliver', name: 'a_one' } }],
+  };
+  const next = applied(database, broken);
+  t.deepEqual(next.changes.keptInvalid, ['sliver_a_one']);
+  t.deepEqual(next.changes.removed, []);
+  t.deepEqual(next.database.records['sliver_a_one'], database.records['sliver_a_one']);
 });

@@ -229,7 +229,12 @@ test('each invalid slice is skipped with its reason and the rest of the document
 test('a slice timestamp that is not an integer makes the slice invalid', (t) => {
   const result = parse(doc('  <slice id="1" name="ts_bad"><timestamp value="17.5"/><node id="42"/></slice>\n'));
   t.deepEqual(result.slivers, []);
-  t.deepEqual(result.skipped, [{ what: 'slice "ts_bad" (id 1)', reason: 'timestamp "17.5" is not a decimal integer >= 0' }]);
+  t.deepEqual(result.skipped, [{
+    what: 'slice "ts_bad" (id 1)',
+    reason: 'timestamp "17.5" is not a decimal integer >= 0',
+    // the node keeps what it holds for ts_bad rather than destroying it over a bad entry
+    held: { type: 'sliver', name: 'ts_bad' },
+  }]);
 });
 
 test('a slice name given twice for this node applies once', (t) => {
