@@ -11,6 +11,7 @@ declare -A NEEDED=(
   [procps]=pkill            # tests look for and stop processes
   [python3]=python3         # the baseline benchmarks run the original node manager's approach
   [systemd]=systemd-analyze # the unit file is checked with systemd-analyze verify
+  [openssh-client]=ssh-keygen # tests make real key pairs for authorized_keys
 )
 
 missing=()

@@ -1,0 +1,272 @@
+// Validation of the node database as read from disk: the whole shape of types.ts, strictly (no
+// missing and no unexpected fields). An error names the field path and the reason, e.g.
+// `records.sliver_x.rspec.cpu_share: expected integer, got "a"`.
+import type {
+  AccountKind,
+  AccountState,
+  AccountStatus,
+  BwcapRecord,
+  DelegateRecord,
+  NodeDatabase,
+  NodeRecord,
+  SliverRecord,
+  SyncOutcome,
+  SyncStatus,
+  TimestampRecord,
+} from './types.js';
+import type { Loan } from '../rspec/loans.js';
+
+export class DatabaseFormatError extends Error {
+  constructor(
+    /** Path of the offending field, e.g. `records.sliver_x.keys[2]`; empty for the whole value. */
+    readonly field: string,
+    readonly reason: string,
+  ) {
+    super(field ? `${field}: ${reason}` : reason);
+    this.name = 'DatabaseFormatError';
+  }
+}
+
+type Fields<T> = Record<keyof T, true>;
+type Obj = Record<string, unknown>;
+
+// Records of every member keep these lists in step with types.ts: the compiler rejects a
+// missing or an extra name.
+const ACCOUNT_KINDS: Record<AccountKind, true> = { sliver: true, delegate: true };
+const ACCOUNT_STATES: Record<AccountState, true> = {
+  absent: true, creating: true, running: true, stopped: true, destroying: true, failed: true,
+};
+const SYNC_OUTCOMES: Record<SyncOutcome, true> = {
+  applied: true, unchanged: true, older: true, rejected: true, unreachable: true,
+};
+const RECORD_TYPES: Record<NodeRecord['type'], true> = { sliver: true, delegate: true, timestamp: true, bwcap: true };
+
+const DATABASE_FIELDS: Fields<NodeDatabase> = { version: true, records: true, accounts: true, lastSync: true };
+const SLIVER_FIELDS: Fields<SliverRecord> = {
+  record_key: true, type: true, name: true, slice_id: true, timestamp: true, expiry: true, rspec: true,
+  initscript: true, vref: true, keys: true, controllers: true, loans: true, unknown_resources: true,
+};
+const DELEGATE_FIELDS: Fields<DelegateRecord> = {
+  record_key: true, type: true, name: true, timestamp: true, expiry: true, keys: true,
+};
+const TIMESTAMP_FIELDS: Fields<TimestampRecord> = { record_key: true, type: true, timestamp: true, expiry: true };
+const BWCAP_FIELDS: Fields<BwcapRecord> = { record_key: true, type: true, timestamp: true, expiry: true, cap_kbit: true };
+const LOAN_FIELDS: Fields<Loan> = { recipient: true, resource: true, amount: true };
+const ACCOUNT_FIELDS: Fields<AccountStatus> = {
+  name: true, kind: true, state: true, reason: true, since: true, appliedHash: true, uid: true, attempts: true,
+};
+const SYNC_FIELDS: Fields<SyncStatus> = { at: true, outcome: true, detail: true, source: true, documentTimestamp: true };
+
+// ---- paths and messages
+
+function field(path: string, key: string): string {
+  if (!/^[\w-]+$/.test(key)) return `${path}[${JSON.stringify(key)}]`;
+  return path ? `${path}.${key}` : key;
+}
+
+function shown(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object') return 'an object';
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value);
+  return String(value);
+}
+
+function fail(path: string, expected: string, value: unknown): never {
+  throw new DatabaseFormatError(path, `expected ${expected}, got ${shown(value)}`);
+}
+
+// ---- small validators: each checks one value at `path` and returns it typed
+
+function object(value: unknown, path: string, fields: Record<string, true>): Obj {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(path, 'an object', value);
+  for (const key of Object.keys(value)) {
+    if (!Object.hasOwn(fields, key)) throw new DatabaseFormatError(field(path, key), 'unexpected field');
+  }
+  return value as Obj;
+}
+
+function dictionary<T>(value: unknown, path: string, each: (item: unknown, path: string, key: string) => T): Record<string, T> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(path, 'an object', value);
+  // fromEntries defines own properties, so a key such as "__proto__" stays a plain key.
+  return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, each(item, field(path, key), key)]));
+}
+
+function array<T>(value: unknown, path: string, each: (item: unknown, path: string) => T): T[] {
+  if (!Array.isArray(value)) fail(path, 'an array', value);
+  return value.map((item, i) => each(item, `${path}[${i}]`));
+}
+
+function integer(value: unknown, path: string): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value)) fail(path, 'integer', value);
+  if (value < 0) fail(path, 'integer >= 0', value);
+  return value;
+}
+
+function string(value: unknown, path: string): string {
+  if (typeof value !== 'string') fail(path, 'string', value);
+  return value;
+}
+
+function name(value: unknown, path: string): string {
+  if (typeof value !== 'string' || value === '') fail(path, 'non-empty string', value);
+  return value;
+}
+
+function isoTime(value: unknown, path: string): string {
+  if (typeof value !== 'string' || Number.isNaN(Date.parse(value))) fail(path, 'ISO time', value);
+  return value;
+}
+
+function nullable<T>(check: (value: unknown, path: string) => T): (value: unknown, path: string) => T | null {
+  return (value, path) => (value === null ? null : check(value, path));
+}
+
+function member<T extends string>(value: unknown, path: string, allowed: Record<T, true>): T {
+  if (typeof value !== 'string' || !Object.hasOwn(allowed, value)) {
+    fail(path, `one of ${Object.keys(allowed).join(', ')}`, value);
+  }
+  return value as T;
+}
+
+function exactly<T extends string | number>(value: unknown, path: string, expected: T, why = ''): T {
+  if (value !== expected) fail(path, `${JSON.stringify(expected)}${why}`, value);
+  return expected;
+}
+
+function isNull(value: unknown, path: string): null {
+  if (value !== null) fail(path, 'null', value);
+  return null;
+}
+
+const optionalInteger = nullable(integer);
+const optionalString = nullable(string);
+
+// ---- the database's parts
+
+function loan(value: unknown, path: string): Loan {
+  const o = object(value, path, LOAN_FIELDS);
+  return {
+    recipient: name(o.recipient, field(path, 'recipient')),
+    resource: name(o.resource, field(path, 'resource')),
+    amount: integer(o.amount, field(path, 'amount')),
+  };
+}
+
+function ownKey(o: Obj, path: string, key: string): string {
+  return exactly(o.record_key, field(path, 'record_key'), key, ' (its key in records)');
+}
+
+/** Checks that `record_key` is the record's key in `records` and is `<prefix><name>`. */
+function recordKey(o: Obj, path: string, key: string, prefix: string): { recordKey: string; name: string } {
+  const recordKey = ownKey(o, path, key);
+  const recordName = name(o.name, field(path, 'name'));
+  exactly(recordKey, field(path, 'record_key'), `${prefix}${recordName}`, ` (from name ${JSON.stringify(recordName)})`);
+  return { recordKey, name: recordName };
+}
+
+function sliverRecord(value: unknown, path: string, key: string): SliverRecord {
+  const o = object(value, path, SLIVER_FIELDS);
+  const { recordKey: record_key, name: sliverName } = recordKey(o, path, key, 'sliver_');
+  return {
+    record_key,
+    type: 'sliver',
+    name: sliverName,
+    slice_id: integer(o.slice_id, field(path, 'slice_id')),
+    timestamp: integer(o.timestamp, field(path, 'timestamp')),
+    expiry: optionalInteger(o.expiry, field(path, 'expiry')),
+    rspec: dictionary(o.rspec, field(path, 'rspec'), integer),
+    initscript: optionalString(o.initscript, field(path, 'initscript')),
+    vref: optionalString(o.vref, field(path, 'vref')),
+    keys: array(o.keys, field(path, 'keys'), string),
+    controllers: array(o.controllers, field(path, 'controllers'), name),
+    loans: array(o.loans, field(path, 'loans'), loan),
+    unknown_resources: dictionary(o.unknown_resources, field(path, 'unknown_resources'), string),
+  };
+}
+
+function delegateRecord(value: unknown, path: string, key: string): DelegateRecord {
+  const o = object(value, path, DELEGATE_FIELDS);
+  const { recordKey: record_key, name: delegateName } = recordKey(o, path, key, 'delegate_');
+  return {
+    record_key,
+    type: 'delegate',
+    name: delegateName,
+    timestamp: integer(o.timestamp, field(path, 'timestamp')),
+    expiry: optionalInteger(o.expiry, field(path, 'expiry')),
+    keys: array(o.keys, field(path, 'keys'), string),
+  };
+}
+
+function timestampRecord(value: unknown, path: string, key: string): TimestampRecord {
+  const o = object(value, path, TIMESTAMP_FIELDS);
+  const record_key = exactly(ownKey(o, path, key), field(path, 'record_key'), 'timestamp', ' (for a timestamp record)');
+  return {
+    record_key,
+    type: 'timestamp',
+    timestamp: integer(o.timestamp, field(path, 'timestamp')),
+    expiry: isNull(o.expiry, field(path, 'expiry')),
+  };
+}
+
+function bwcapRecord(value: unknown, path: string, key: string): BwcapRecord {
+  const o = object(value, path, BWCAP_FIELDS);
+  const record_key = exactly(ownKey(o, path, key), field(path, 'record_key'), 'bwcap', ' (for a bwcap record)');
+  return {
+    record_key,
+    type: 'bwcap',
+    timestamp: integer(o.timestamp, field(path, 'timestamp')),
+    expiry: isNull(o.expiry, field(path, 'expiry')),
+    cap_kbit: optionalInteger(o.cap_kbit, field(path, 'cap_kbit')),
+  };
+}
+
+const RECORD_VALIDATORS: { [T in NodeRecord['type']]: (value: unknown, path: string, key: string) => NodeRecord } = {
+  sliver: sliverRecord,
+  delegate: delegateRecord,
+  timestamp: timestampRecord,
+  bwcap: bwcapRecord,
+};
+
+function nodeRecord(value: unknown, path: string, key: string): NodeRecord {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(path, 'an object', value);
+  const type = member((value as Obj).type, field(path, 'type'), RECORD_TYPES);
+  return RECORD_VALIDATORS[type](value, path, key);
+}
+
+function accountStatus(value: unknown, path: string, key: string): AccountStatus {
+  const o = object(value, path, ACCOUNT_FIELDS);
+  return {
+    name: exactly(name(o.name, field(path, 'name')), field(path, 'name'), key, ' (its key in accounts)'),
+    kind: member(o.kind, field(path, 'kind'), ACCOUNT_KINDS),
+    state: member(o.state, field(path, 'state'), ACCOUNT_STATES),
+    reason: optionalString(o.reason, field(path, 'reason')),
+    since: isoTime(o.since, field(path, 'since')),
+    appliedHash: optionalString(o.appliedHash, field(path, 'appliedHash')),
+    uid: optionalInteger(o.uid, field(path, 'uid')),
+    attempts: integer(o.attempts, field(path, 'attempts')),
+  };
+}
+
+function syncStatus(value: unknown, path: string): SyncStatus {
+  const o = object(value, path, SYNC_FIELDS);
+  return {
+    at: isoTime(o.at, field(path, 'at')),
+    outcome: member(o.outcome, field(path, 'outcome'), SYNC_OUTCOMES),
+    detail: string(o.detail, field(path, 'detail')),
+    source: string(o.source, field(path, 'source')),
+    documentTimestamp: optionalInteger(o.documentTimestamp, field(path, 'documentTimestamp')),
+  };
+}
+
+/** Checks a parsed database file; returns it typed or throws DatabaseFormatError. */
+export function validateDatabase(value: unknown): NodeDatabase {
+  const o = object(value, '', DATABASE_FIELDS);
+  return {
+    version: exactly(o.version, 'version', 1),
+    records: dictionary(o.records, 'records', nodeRecord),
+    accounts: dictionary(o.accounts, 'accounts', accountStatus),
+    lastSync: nullable(syncStatus)(o.lastSync, 'lastSync'),
+  };
+}

@@ -1,0 +1,325 @@
+import test from 'ava';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import {
+  ConfigError, defaultConfig, describeConfigKeys, loadConfig, packageRoot, parseConfig, type Config,
+} from '../../src/config/config.js';
+import { parseSlicesDocument } from '../../src/slices/parse.js';
+
+const FILE = 'etc/nodemgr.conf';
+
+function withoutFile(config: Config): Omit<Config, 'configFile'> {
+  const { configFile: _ignored, ...rest } = config;
+  return rest;
+}
+
+/** The message of the ConfigError that parsing `text` throws. */
+function errorOf(text: string, file = FILE): string {
+  try {
+    parseConfig(text, file);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.message;
+    throw error;
+  }
+  throw new Error(`no error for ${JSON.stringify(text)}`);
+}
+
+test('the defaults need no file', (t) => {
+  const root = packageRoot();
+  t.deepEqual(defaultConfig(), {
+    configFile: null,
+    nodeId: 1,
+    authorityUrl: pathToFileURL(join(root, 'etc', 'slices.xml')).href,
+    authorityCaFile: null,
+    authorityTimeoutMs: 30_000,
+    pollPeriodMs: 900_000,
+    pollJitterMs: 60_000,
+    backoffInitialMs: 5_000,
+    backoffMaxMs: 900_000,
+    documentMaxBytes: 67_108_864,
+    stateDir: '/var/lib/nodemgr',
+    runDir: '/run/nodemgr',
+    logDir: '/var/log/nodemgr',
+    logLevel: 'info',
+    sliverUidMin: 70_000,
+    sliverUidMax: 79_999,
+    homeBase: '/home',
+    sliverShell: '/bin/bash',
+    delegateShell: join(root, 'native', 'build', 'forward_api_calls'),
+    disabledShell: '/usr/sbin/nologin',
+    maxParallelAccountOps: 4,
+    opRetryInitialMs: 2_000,
+    opRetryMaxMs: 300_000,
+    dbCoalesceMs: 50,
+    apiPort: 812,
+    apiSocket: '/run/nodemgr/api.sock',
+  });
+});
+
+test('packageRoot is the directory of nodemgr package.json, and the default authority is its example document', (t) => {
+  const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { name: string };
+  t.is(pkg.name, 'nodemgr');
+  t.true(existsSync(fileURLToPath(defaultConfig().authorityUrl)));
+});
+
+test('an empty file, or one of comments and blank lines only, is the defaults', (t) => {
+  const dir = '/etc/nodemgr';
+  for (const text of ['', '\n\n', '# nothing here\n   \n\t# indented comment\r\n']) {
+    const config = parseConfig(text, join(dir, 'nodemgr.conf'));
+    t.is(config.configFile, '/etc/nodemgr/nodemgr.conf');
+    t.deepEqual(withoutFile(config), withoutFile(defaultConfig()));
+  }
+});
+
+test('values are read with trailing comments, any spacing and CRLF line ends; seconds become milliseconds', (t) => {
+  const config = parseConfig(
+    [
+      'node_id=42',
+      '  poll_period   =   60   # once a minute',
+      'poll_jitter = 0\t# no jitter',
+      'log_level = debug',
+      'db_coalesce_ms = 0',
+      'api_port = 0 # TCP off',
+    ].join('\r\n'),
+    '/etc/nodemgr/nodemgr.conf',
+  );
+  t.is(config.nodeId, 42);
+  t.is(config.pollPeriodMs, 60_000);
+  t.is(config.pollJitterMs, 0);
+  t.is(config.logLevel, 'debug');
+  t.is(config.dbCoalesceMs, 0);
+  t.is(config.apiPort, 0);
+});
+
+test('a "#" that does not follow white space is part of the value', (t) => {
+  const config = parseConfig('authority_url = https://plc.example.org/slices.xml#node # the PLC', '/etc/nodemgr.conf');
+  t.is(config.authorityUrl, 'https://plc.example.org/slices.xml#node');
+});
+
+test('a bad whole number names the file, the line, the key and the reason', (t) => {
+  const text = ['# comment', '', 'node_id = 1', '', '# more', '', 'poll_period = ten'].join('\n');
+  t.is(errorOf(text), 'etc/nodemgr.conf line 7: poll_period: expected a whole number of seconds >= 10, got "ten"');
+  t.is(errorOf('poll_period = 5'), 'etc/nodemgr.conf line 1: poll_period: expected a whole number of seconds >= 10, got "5"');
+  t.is(errorOf('node_id = -3'), 'etc/nodemgr.conf line 1: node_id: expected a whole number >= 1, got "-3"');
+  t.is(errorOf('node_id = 1.5'), 'etc/nodemgr.conf line 1: node_id: expected a whole number >= 1, got "1.5"');
+  t.is(errorOf('node_id ='), 'etc/nodemgr.conf line 1: node_id: expected a whole number >= 1, got ""');
+  t.is(errorOf('api_port = 70000'), 'etc/nodemgr.conf line 1: api_port: expected a whole number from 0 to 65535, got "70000"');
+  t.is(
+    errorOf('poll_period = 99999999'),
+    'etc/nodemgr.conf line 1: poll_period: expected a whole number of seconds from 10 to 2147483, got "99999999"',
+  );
+});
+
+test('the error carries its parts for callers', (t) => {
+  const error = t.throws(() => parseConfig('\npoll_jitter = soon', 'a.conf'), { instanceOf: ConfigError });
+  t.like(error, { file: 'a.conf', line: 2, key: 'poll_jitter', reason: 'expected a whole number of seconds >= 0, got "soon"' });
+});
+
+test('an unknown key is an error, with the close key name when there is one', (t) => {
+  t.is(errorOf('node_id = 2\npol_period = 60'), 'etc/nodemgr.conf line 2: pol_period: unknown key (did you mean poll_period?)');
+  t.is(errorOf('uid_max = 80000'), 'etc/nodemgr.conf line 1: uid_max: unknown key (did you mean sliver_uid_max?)');
+  t.is(errorOf('Log_Level = info'), 'etc/nodemgr.conf line 1: Log_Level: unknown key (did you mean log_level?)');
+  t.is(errorOf('colour = blue'), 'etc/nodemgr.conf line 1: colour: unknown key');
+});
+
+test('a line that is not "key = value" is an error', (t) => {
+  t.is(errorOf('\n\npoll_period 60'), 'etc/nodemgr.conf line 3: expected "key = value", got "poll_period 60"');
+  t.is(errorOf('= 60'), 'etc/nodemgr.conf line 1: expected "key = value", got "= 60"');
+});
+
+test('a key set twice names both lines', (t) => {
+  t.is(
+    errorOf('poll_period = 60\nnode_id = 3\npoll_period = 60'),
+    'etc/nodemgr.conf line 3: poll_period: set again; it was first set on line 1 and a key may be set only once',
+  );
+});
+
+test('quoted values are refused rather than taken literally', (t) => {
+  t.is(errorOf('state_dir = "/var/lib/x"'), 'etc/nodemgr.conf line 1: state_dir: values are written without quotes, got "\\"/var/lib/x\\""');
+});
+
+test('the authority URL must be http:, https: or file:', (t) => {
+  t.is(
+    errorOf('authority_url = ftp://plc.example.org/slices.xml'),
+    'etc/nodemgr.conf line 1: authority_url: expected an http:, https: or file: URL, got "ftp://plc.example.org/slices.xml" (scheme "ftp:" is not supported)',
+  );
+  t.is(
+    errorOf('authority_url = /srv/slices.xml'),
+    'etc/nodemgr.conf line 1: authority_url: expected an http:, https: or file: URL, got "/srv/slices.xml" (a local file is written file:PATH)',
+  );
+  t.regex(errorOf('authority_url = file://elsewhere/slices.xml'), /^etc\/nodemgr\.conf line 1: authority_url: expected a file: URL of this host/);
+  t.regex(errorOf('authority_url = file:slices.xml?x=1'), /takes no query or fragment/);
+  t.is(parseConfig('authority_url = HTTPS://PLC.example.org:8443/xml/', FILE).authorityUrl, 'https://plc.example.org:8443/xml/');
+});
+
+test('a password in the authority URL does not appear in an error', (t) => {
+  const message = errorOf('authority_url = http://node:s3cret@[bad/slices.xml');
+  t.false(message.includes('s3cret'));
+  t.regex(message, /http:\/\/\*\*\*@/);
+});
+
+test('relative paths and a relative file: URL are resolved against the file\'s directory', (t) => {
+  const config = parseConfig(
+    [
+      'authority_url = file:slices.xml',
+      'authority_ca_file = ca/plc.pem',
+      'state_dir = state',
+      'run_dir = ../run',
+      'log_dir = /var/log/elsewhere',
+      'home_base = ./homes/',
+    ].join('\n'),
+    '/opt/node mgr/etc/nodemgr.conf',
+  );
+  t.is(config.authorityUrl, 'file:///opt/node%20mgr/etc/slices.xml');
+  t.is(config.authorityCaFile, '/opt/node mgr/etc/ca/plc.pem');
+  t.is(config.stateDir, '/opt/node mgr/etc/state');
+  t.is(config.runDir, '/opt/node mgr/run');
+  t.is(config.logDir, '/var/log/elsewhere');
+  t.is(config.homeBase, '/opt/node mgr/etc/homes');
+  t.is(config.apiSocket, '/opt/node mgr/run/api.sock');
+  t.is(parseConfig('authority_url = file:///srv/plc/slices.xml', '/etc/x.conf').authorityUrl, 'file:///srv/plc/slices.xml');
+  t.is(parseConfig('authority_url = file:../plc/slices.xml', '/etc/nodemgr/x.conf').authorityUrl, 'file:///etc/plc/slices.xml');
+});
+
+test('a relative file name is resolved against the working directory first', (t) => {
+  const config = parseConfig('state_dir = state', 'nodemgr.conf');
+  t.is(config.configFile, join(process.cwd(), 'nodemgr.conf'));
+  t.is(config.stateDir, join(process.cwd(), 'state'));
+});
+
+test('an empty authority_ca_file means the system roots', (t) => {
+  t.is(parseConfig('authority_ca_file =   # system roots', FILE).authorityCaFile, null);
+});
+
+test('log_level takes one of four levels', (t) => {
+  t.is(errorOf('log_level = verbose'), 'etc/nodemgr.conf line 1: log_level: expected one of error, warn, info, debug, got "verbose"');
+});
+
+test('the api socket follows run_dir unless set, and must fit a Unix socket path', (t) => {
+  t.is(parseConfig('run_dir = /run/nm2', FILE).apiSocket, '/run/nm2/api.sock');
+  t.is(parseConfig('run_dir = /run/nm2\napi_socket = /run/api.sock', FILE).apiSocket, '/run/api.sock');
+  const long = `/run/${'d'.repeat(110)}`;
+  t.regex(errorOf(`run_dir = ${long}`), /^etc\/nodemgr\.conf line 1: run_dir: the API socket ".*" would be 124 bytes long; a Unix socket path may have at most 107/);
+  t.regex(errorOf(`api_socket = ${long}/a.sock`), /^etc\/nodemgr\.conf line 1: api_socket: ".*" is 122 bytes long/);
+});
+
+test('the uid range must be ordered, in bounds and hold at least 10 uids', (t) => {
+  t.is(
+    errorOf('sliver_uid_min = 80000'),
+    'etc/nodemgr.conf line 1: sliver_uid_min: sliver_uid_max must be greater than sliver_uid_min, got sliver_uid_min = 80000 (line 1) and sliver_uid_max = 79999 (default)',
+  );
+  t.is(
+    errorOf('sliver_uid_max = 70005\nsliver_uid_min = 70000'),
+    'etc/nodemgr.conf line 2: sliver_uid_min: the uid range must hold at least 10 uids, got 6: sliver_uid_min = 70000 (line 2) and sliver_uid_max = 70005 (line 1)',
+  );
+  t.is(errorOf('sliver_uid_min = 999'), 'etc/nodemgr.conf line 1: sliver_uid_min: expected a whole number from 1000 to 4294967294, got "999"');
+  t.is(errorOf('sliver_uid_max = 4294967295'), 'etc/nodemgr.conf line 1: sliver_uid_max: expected a whole number from 1000 to 4294967294, got "4294967295"');
+  const config = parseConfig('sliver_uid_min = 1000\nsliver_uid_max = 1009', FILE);
+  t.is(config.sliverUidMin, 1000);
+  t.is(config.sliverUidMax, 1009);
+});
+
+test('an initial backoff may not exceed its maximum', (t) => {
+  t.is(
+    errorOf('fetch_backoff_max = 3'),
+    'etc/nodemgr.conf line 1: fetch_backoff_max: fetch_backoff_initial must not exceed fetch_backoff_max, got fetch_backoff_initial = 5 (default) and fetch_backoff_max = 3 (line 1)',
+  );
+  t.is(
+    errorOf('op_retry_initial = 600'),
+    'etc/nodemgr.conf line 1: op_retry_initial: op_retry_initial must not exceed op_retry_max, got op_retry_initial = 600 (line 1) and op_retry_max = 300 (default)',
+  );
+  const config = parseConfig('op_retry_initial = 1\nop_retry_max = 1', FILE);
+  t.is(config.opRetryInitialMs, 1000);
+  t.is(config.opRetryMaxMs, 1000);
+});
+
+test('describeConfigKeys lists each key once, and writing its default gives the default', (t) => {
+  const keys = describeConfigKeys();
+  t.is(new Set(keys.map((k) => k.key)).size, keys.length);
+  t.is(keys.length, Object.keys(defaultConfig()).length - 1);
+  for (const { key, default: value, doc } of keys) {
+    t.true(doc.length > 20, key);
+    if (value.startsWith('<')) continue; // derived from another key
+    t.deepEqual(withoutFile(parseConfig(`${key} = ${value}`, '/x/nodemgr.conf')), withoutFile(defaultConfig()), key);
+  }
+});
+
+test('the shipped etc/nodemgr.conf is the defaults and documents every key', (t) => {
+  const file = join(packageRoot(), 'etc', 'nodemgr.conf');
+  const text = readFileSync(file, 'utf8');
+  const config = parseConfig(text, file);
+  t.is(config.configFile, file);
+  t.deepEqual(withoutFile(config), withoutFile(defaultConfig()));
+  const lines = text.split('\n');
+  for (const { key } of describeConfigKeys()) {
+    // Set, or shown commented out where the default follows the installation or another key.
+    const at = lines.findIndex((line) => new RegExp(`^(# )?${key} =`).test(line));
+    t.not(at, -1, `${key} is not in etc/nodemgr.conf`);
+    // The comment of a key is the paragraph it ends (two keys of one rule share a comment).
+    let comment = '';
+    for (let i = at - 1; i >= 0 && lines[i]!.trim() !== ''; i--) comment = `${lines[i]}\n${comment}`;
+    t.regex(comment, /Defaults?:/, `${key} has no comment giving its default`);
+  }
+});
+
+test('the example authority document gives node 1 two slivers and a delegate, and node 2 its own slice', (t) => {
+  const body = readFileSync(fileURLToPath(defaultConfig().authorityUrl));
+  const doc = parseSlicesDocument(body, { nodeId: 1, maxBytes: defaultConfig().documentMaxBytes });
+  t.deepEqual(doc.skipped, []);
+  t.is(doc.slicesSeen, 3);
+  t.deepEqual(doc.slivers.map((s) => [s.name, s.rspec]), [
+    ['example_web', { cpu_share: 32, net_max_rate: 10000 }],
+    ['example_seed', { cpu_share: 5, net_max_rate: 2000, enabled: 1 }],
+  ]);
+  const web = doc.slivers[0]!;
+  t.deepEqual(web.controllers, ['del_example']);
+  t.is(web.keys.length, 1);
+  t.regex(web.initscript ?? '', /sleep infinity .*&\n/);
+  t.deepEqual(doc.delegates.map((d) => [d.name, d.keys.length]), [['del_example', 1]]);
+  const other = parseSlicesDocument(body, { nodeId: 2, maxBytes: 1 << 20 });
+  t.deepEqual(other.slivers.map((s) => s.name), ['example_other']);
+});
+
+test('loadConfig reads a named file and resolves paths against its directory', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'nodemgr-config-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'nodemgr.conf');
+  await writeFile(file, 'state_dir = state\npoll_period = 60\n');
+  const config = await loadConfig(file);
+  t.is(config.configFile, file);
+  t.is(config.stateDir, join(dir, 'state'));
+  t.is(config.pollPeriodMs, 60_000);
+});
+
+test('loadConfig refuses a named file that does not exist, naming it', async (t) => {
+  const error = await t.throwsAsync(loadConfig('/nonexistent/nodemgr.conf'), { instanceOf: ConfigError });
+  t.is(error?.message, '/nonexistent/nodemgr.conf: no such file');
+});
+
+test.serial('loadConfig(null) takes NODEMGR_CONFIG, else the defaults', async (t) => {
+  const saved = process.env['NODEMGR_CONFIG'];
+  t.teardown(() => {
+    if (saved === undefined) delete process.env['NODEMGR_CONFIG'];
+    else process.env['NODEMGR_CONFIG'] = saved;
+  });
+  const dir = await mkdtemp(join(tmpdir(), 'nodemgr-config-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'env.conf');
+  await writeFile(file, 'node_id = 9\n');
+
+  delete process.env['NODEMGR_CONFIG'];
+  t.deepEqual(await loadConfig(null), defaultConfig());
+  process.env['NODEMGR_CONFIG'] = '';
+  t.deepEqual(await loadConfig(null), defaultConfig());
+  process.env['NODEMGR_CONFIG'] = file;
+  t.is((await loadConfig(null)).nodeId, 9);
+  t.is((await loadConfig(null)).configFile, file);
+  // --config wins over the environment.
+  t.is((await loadConfig(join(packageRoot(), 'etc', 'nodemgr.conf'))).nodeId, 1);
+  process.env['NODEMGR_CONFIG'] = join(dir, 'missing.conf');
+  const error = await t.throwsAsync(loadConfig(null), { instanceOf: ConfigError });
+  t.is(error?.message, `${join(dir, 'missing.conf')}: no such file (named by NODEMGR_CONFIG)`);
+});

@@ -1,0 +1,391 @@
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { acquireLock, LockHeldError } from '../../src/db/lock.js';
+import {
+  DatabaseFileError,
+  DatabaseFormatError,
+  openDatabase,
+  readDatabaseSnapshot,
+  validateDatabase,
+} from '../../src/db/store.js';
+import { emptyDatabase, type NodeDatabase, type SliverRecord } from '../../src/db/types.js';
+import { memoryLogger } from '../../src/log.js';
+import { stateForStep } from '../fixtures/db-kill-states.js';
+
+const projectRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+interface Sandbox {
+  dir: string;
+  path: string;
+  lockPath: string;
+}
+
+async function sandbox(t: { teardown(fn: () => Promise<void>): void }): Promise<Sandbox> {
+  const root = await mkdtemp(join(tmpdir(), 'nodemgr-db-'));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  // A state directory that does not exist yet: opening creates it.
+  const dir = join(root, 'state');
+  return { dir, path: join(dir, 'nodemgr.json'), lockPath: join(dir, 'nodemgr.lock') };
+}
+
+function sliver(name: string, extra: Partial<SliverRecord> = {}): SliverRecord {
+  return {
+    record_key: `sliver_${name}`, type: 'sliver', name, slice_id: 7, timestamp: 1700000000, expiry: null,
+    rspec: { cpu_share: 32, net_max_rate: 1000 }, initscript: null, vref: null, keys: ['ssh-ed25519 AAAA a@b'],
+    controllers: ['pl_ctl'], loans: [{ recipient: 'site_other', resource: 'cpu_share', amount: 4 }],
+    unknown_resources: { colour: 'blue' }, ...extra,
+  };
+}
+
+function sampleDatabase(): NodeDatabase {
+  return {
+    version: 1,
+    records: {
+      sliver_site_one: sliver('site_one'),
+      delegate_pl_ctl: { record_key: 'delegate_pl_ctl', type: 'delegate', name: 'pl_ctl', timestamp: 5, expiry: 99, keys: [] },
+      timestamp: { record_key: 'timestamp', type: 'timestamp', timestamp: 1700000000, expiry: null },
+      bwcap: { record_key: 'bwcap', type: 'bwcap', timestamp: 1700000000, expiry: null, cap_kbit: 100000 },
+    },
+    accounts: {
+      site_one: {
+        name: 'site_one', kind: 'sliver', state: 'running', reason: null, since: '2026-01-01T00:00:00.000Z',
+        appliedHash: 'abc', uid: 70001, attempts: 0,
+      },
+    },
+    lastSync: {
+      at: '2026-01-01T00:00:00.000Z', outcome: 'applied', detail: '1 added', source: 'https://plc.example.org/',
+      documentTimestamp: 1700000000,
+    },
+  };
+}
+
+const writesIn = (lines: string[]) => lines.filter((l) => l.startsWith('debug database written')).length;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, () => false);
+}
+
+async function exitedPid(): Promise<number> {
+  const child = spawn('true');
+  const pid = child.pid!;
+  await once(child, 'exit');
+  return pid;
+}
+
+test('what is written is read back, the file is private and the directory is created', async (t) => {
+  const box = await sandbox(t);
+  const logger = memoryLogger();
+  const first = await openDatabase({ path: box.path, lockPath: box.lockPath, logger });
+  t.is(first.recovered, null);
+  t.deepEqual(first.store.data, emptyDatabase());
+  first.store.update(() => sampleDatabase());
+  t.deepEqual(first.store.data, sampleDatabase(), 'the update is visible at once');
+  await first.store.close();
+
+  t.is((await stat(box.path)).mode & 0o777, 0o600);
+  t.is((await stat(box.dir)).mode & 0o777, 0o700);
+  t.deepEqual(await readDatabaseSnapshot(box.path), sampleDatabase());
+  const second = await openDatabase({ path: box.path, lockPath: box.lockPath, logger });
+  t.is(second.recovered, null);
+  t.deepEqual(second.store.data, sampleDatabase());
+  await second.store.close();
+});
+
+test('a missing database starts empty and is created by the first flush', async (t) => {
+  const box = await sandbox(t);
+  const { store } = await openDatabase({ path: box.path, lockPath: box.lockPath, logger: memoryLogger() });
+  t.false(await exists(box.path));
+  await store.flush();
+  t.deepEqual(await readDatabaseSnapshot(box.path), emptyDatabase());
+  await store.close();
+});
+
+test('many rapid updates become few writes, and the last one wins', async (t) => {
+  const box = await sandbox(t);
+  const logger = memoryLogger();
+  const { store } = await openDatabase({ path: box.path, lockPath: box.lockPath, coalesceMs: 20, logger });
+  const stamp = (db: NodeDatabase, n: number): NodeDatabase => ({
+    ...db, records: { ...db.records, timestamp: { record_key: 'timestamp', type: 'timestamp', timestamp: n, expiry: null } },
+  });
+  let updates = 0;
+  for (let n = 1; n <= 1000; n++, updates++) store.update((db) => stamp(db, n));
+  // Then a trickle, some of it landing while a write is under way.
+  for (let n = 1001; n <= 1040; n++, updates++) {
+    store.update((db) => stamp(db, n));
+    await sleep(2);
+  }
+  await store.flush();
+  const writes = writesIn(logger.lines);
+  t.true(writes >= 1 && writes < 20, `${writes} writes for ${updates} updates`);
+  t.is((await readDatabaseSnapshot(box.path)).records['timestamp']?.timestamp, 1040);
+
+  // Without a flush, the coalescing timer writes on its own.
+  store.update((db) => stamp(db, 2000));
+  await sleep(300);
+  t.is((await readDatabaseSnapshot(box.path)).records['timestamp']?.timestamp, 2000);
+  await store.close();
+});
+
+test('updates made during a write are written next, in order', async (t) => {
+  const box = await sandbox(t);
+  const logger = memoryLogger();
+  const { store } = await openDatabase({ path: box.path, lockPath: box.lockPath, coalesceMs: 1000, logger });
+  store.update(() => sampleDatabase());
+  const firstFlush = store.flush(); // starts a write now
+  store.update((db) => ({ ...db, lastSync: null }));
+  store.update((db) => ({ ...db, accounts: {} }));
+  const secondFlush = store.flush();
+  await firstFlush;
+  await secondFlush;
+  t.deepEqual(await readDatabaseSnapshot(box.path), { ...sampleDatabase(), lastSync: null, accounts: {} });
+  t.is(writesIn(logger.lines), 2);
+  await store.close();
+});
+
+test('a second open while the lock is held is refused, naming the holder', async (t) => {
+  const box = await sandbox(t);
+  const first = await openDatabase({ path: box.path, lockPath: box.lockPath, logger: memoryLogger() });
+  const error = await t.throwsAsync(openDatabase({ path: box.path, lockPath: box.lockPath, logger: memoryLogger() }), {
+    instanceOf: LockHeldError,
+  });
+  t.is(error?.message, `another nodemgr (pid ${process.pid}) holds ${box.lockPath}; stop it first`);
+  t.is(error?.pid, process.pid);
+  await first.store.close();
+  t.false(await exists(box.lockPath), 'close removes the lock file');
+  const again = await openDatabase({ path: box.path, lockPath: box.lockPath, logger: memoryLogger() });
+  await again.store.close();
+});
+
+test('a lock left by a process that has exited is taken over, and logged', async (t) => {
+  const box = await sandbox(t);
+  await mkdir(box.dir, { recursive: true });
+  const deadPid = await exitedPid();
+  await writeFile(box.lockPath, JSON.stringify({ pid: deadPid, startTime: '12345', token: 'x' }) + '\n');
+  const logger = memoryLogger();
+  const { store } = await openDatabase({ path: box.path, lockPath: box.lockPath, logger });
+  t.true(logger.lines.some((l) => l.startsWith('warn taking over stale lock') && l.includes(`previous_pid=${deadPid}`)));
+  t.is(JSON.parse(await readFile(box.lockPath, 'utf8')).pid, process.pid);
+  await store.close();
+});
+
+test('a lock whose pid now belongs to another process is taken over', async (t) => {
+  const box = await sandbox(t);
+  await mkdir(box.dir, { recursive: true });
+  // Our own pid, but a start time that is not ours: the owner is gone and the pid was reused.
+  await writeFile(box.lockPath, JSON.stringify({ pid: process.pid, startTime: '1', token: 'x' }) + '\n');
+  const logger = memoryLogger();
+  const lock = await acquireLock(box.lockPath, logger);
+  t.true(logger.lines.some((l) => l.includes('taking over stale lock') && l.includes('now belongs to another process')));
+  await lock.release();
+  t.false(await exists(box.lockPath));
+});
+
+test('an unreadable lock file is taken over', async (t) => {
+  const box = await sandbox(t);
+  await mkdir(box.dir, { recursive: true });
+  await writeFile(box.lockPath, '');
+  const logger = memoryLogger();
+  const lock = await acquireLock(box.lockPath, logger);
+  t.true(logger.lines.some((l) => l.includes('taking over stale lock') && l.includes('unreadable')));
+  await lock.release();
+});
+
+test('starters racing for the same stale lock: exactly one wins', async (t) => {
+  const box = await sandbox(t);
+  await mkdir(box.dir, { recursive: true });
+  const deadPid = await exitedPid();
+  for (let round = 0; round < 25; round++) {
+    await writeFile(box.lockPath, JSON.stringify({ pid: deadPid, startTime: null, token: `r${round}` }) + '\n');
+    const results = await Promise.allSettled(Array.from({ length: 8 }, () => acquireLock(box.lockPath, memoryLogger())));
+    const won = results.filter((r) => r.status === 'fulfilled');
+    const refused = results.filter((r) => r.status === 'rejected' && r.reason instanceof LockHeldError);
+    t.is(won.length, 1, `round ${round}`);
+    t.is(refused.length, 7, `round ${round}`);
+    await (won[0] as PromiseFulfilledResult<{ release(): Promise<void> }>).value.release();
+  }
+  t.deepEqual(await readdir(box.dir), [], 'no lock, guard or temporary files are left');
+});
+
+test('a takeover that died half way does not block the next start', async (t) => {
+  const box = await sandbox(t);
+  await mkdir(box.dir, { recursive: true });
+  const deadPid = await exitedPid();
+  const stale = JSON.stringify({ pid: deadPid, startTime: null, token: 'a' }) + '\n';
+  await writeFile(box.lockPath, stale);
+  await writeFile(`${box.lockPath}.takeover`, stale.replace('"a"', '"b"'));
+  const lock = await acquireLock(box.lockPath, memoryLogger());
+  t.is(JSON.parse(await readFile(box.lockPath, 'utf8')).pid, process.pid);
+  await lock.release();
+  t.deepEqual(await readdir(box.dir), []);
+});
+
+test('a file that is not JSON is moved aside, bytes intact, and the store starts empty', async (t) => {
+  const box = await sandbox(t);
+  await mkdir(box.dir, { recursive: true });
+  const bytes = '{"version": 1, "records": {"sliver_a": ';
+  await writeFile(box.path, bytes);
+  const logger = memoryLogger();
+  const { store, recovered } = await openDatabase({ path: box.path, lockPath: box.lockPath, logger });
+  t.truthy(recovered);
+  t.true(recovered!.movedTo.startsWith(`${box.path}.corrupt-`));
+  t.regex(recovered!.reason, /^not valid JSON/);
+  t.is(await readFile(recovered!.movedTo, 'utf8'), bytes);
+  t.deepEqual(store.data, emptyDatabase());
+  t.true(logger.lines.some((l) => l.startsWith('error ') && l.includes('not valid JSON')));
+  await store.flush();
+  t.deepEqual(await readDatabaseSnapshot(box.path), emptyDatabase(), 'the rebuilt database replaces it');
+  await store.close();
+});
+
+test('valid JSON of the wrong shape is moved aside with the field named', async (t) => {
+  const box = await sandbox(t);
+  await mkdir(box.dir, { recursive: true });
+  const bad = sampleDatabase() as unknown as { records: Record<string, { rspec: Record<string, unknown> }> };
+  bad.records['sliver_site_one']!.rspec['cpu_share'] = 'a';
+  const bytes = JSON.stringify(bad, null, 2);
+  await writeFile(box.path, bytes);
+  const logger = memoryLogger();
+  const { store, recovered } = await openDatabase({ path: box.path, lockPath: box.lockPath, logger });
+  t.is(recovered?.reason, 'records.sliver_site_one.rspec.cpu_share: expected integer, got "a"');
+  t.is(await readFile(recovered!.movedTo, 'utf8'), bytes);
+  t.false(await exists(box.path));
+  t.true(logger.lines.some((l) => l.startsWith('error ') && l.includes('records.sliver_site_one.rspec.cpu_share')));
+  await store.close();
+
+  // A second damaged file in the same instant does not overwrite the first one moved aside.
+  await writeFile(box.path, JSON.stringify({ ...sampleDatabase(), version: 2 }));
+  const again = await openDatabase({ path: box.path, lockPath: box.lockPath, logger });
+  t.is(again.recovered?.reason, 'version: expected 1, got 2');
+  t.not(again.recovered?.movedTo, recovered?.movedTo);
+  t.is(await readFile(recovered!.movedTo, 'utf8'), bytes);
+  await again.store.close();
+});
+
+const badShapes: Array<[string, (db: any) => void, string]> = [
+  ['unknown record type', (db) => (db.records.bwcap.type = 'quota'), 'records.bwcap.type: expected one of sliver, delegate, timestamp, bwcap, got "quota"'],
+  ['key and record_key differ', (db) => (db.records.sliver_site_one.record_key = 'sliver_x'), 'records.sliver_site_one.record_key: expected "sliver_site_one" (its key in records), got "sliver_x"'],
+  ['record_key and name differ', (db) => (db.records.sliver_site_one.name = 'site_two'), 'records.sliver_site_one.record_key: expected "sliver_site_two" (from name "site_two"), got "sliver_site_one"'],
+  ['delegate keyed as a sliver', (db) => {
+    db.records.sliver_pl_ctl = { ...db.records.delegate_pl_ctl, record_key: 'sliver_pl_ctl' };
+  }, 'records.sliver_pl_ctl.record_key: expected "delegate_pl_ctl" (from name "pl_ctl"), got "sliver_pl_ctl"'],
+  ['fractional timestamp', (db) => (db.records.timestamp.timestamp = 1.5), 'records.timestamp.timestamp: expected integer, got 1.5'],
+  ['negative rspec value', (db) => (db.records.sliver_site_one.rspec.cpu_share = -1), 'records.sliver_site_one.rspec.cpu_share: expected integer >= 0, got -1'],
+  ['key that is not a string', (db) => (db.records.sliver_site_one.keys = ['ok', 3]), 'records.sliver_site_one.keys[1]: expected string, got 3'],
+  ['loan as a triple', (db) => (db.records.sliver_site_one.loans = [['site_other', 'cpu_share', 4]]), 'records.sliver_site_one.loans[0]: expected an object, got an array'],
+  ['loan without amount', (db) => delete db.records.sliver_site_one.loans[0].amount, 'records.sliver_site_one.loans[0].amount: expected integer, got nothing'],
+  ['unexpected field', (db) => (db.records.delegate_pl_ctl.rspec = {}), 'records.delegate_pl_ctl.rspec: unexpected field'],
+  ['timestamp with an expiry', (db) => (db.records.timestamp.expiry = 5), 'records.timestamp.expiry: expected null, got 5'],
+  ['account state', (db) => (db.accounts.site_one.state = 'zombie'), 'accounts.site_one.state: expected one of absent, creating, running, stopped, destroying, failed, got "zombie"'],
+  ['account under another name', (db) => (db.accounts.site_one.name = 'site_two'), 'accounts.site_one.name: expected "site_one" (its key in accounts), got "site_two"'],
+  ['account since not a time', (db) => (db.accounts.site_one.since = 'yesterday'), 'accounts.site_one.since: expected ISO time, got "yesterday"'],
+  ['sync outcome', (db) => (db.lastSync.outcome = 'fine'), 'lastSync.outcome: expected one of applied, unchanged, older, rejected, unreachable, got "fine"'],
+  ['odd key quoted in the path', (db) => (db.records['sliver_a b'] = sliver('a b', { slice_id: -2 })), 'records["sliver_a b"].slice_id: expected integer >= 0, got -2'],
+  ['missing accounts', (db) => delete db.accounts, 'accounts: expected an object, got nothing'],
+];
+
+for (const [title, damage, message] of badShapes) {
+  test(`validateDatabase names the field: ${title}`, (t) => {
+    const db = structuredClone(sampleDatabase());
+    damage(db);
+    const error = t.throws(() => validateDatabase(db), { instanceOf: DatabaseFormatError });
+    t.is(error?.message, message);
+  });
+}
+
+test('validateDatabase accepts every kind of record and returns the same contents', (t) => {
+  t.deepEqual(validateDatabase(JSON.parse(JSON.stringify(sampleDatabase()))), sampleDatabase());
+  t.deepEqual(validateDatabase(emptyDatabase()), emptyDatabase());
+});
+
+test('the snapshot reader names the file when it is missing or damaged', async (t) => {
+  const box = await sandbox(t);
+  await mkdir(box.dir, { recursive: true });
+  const missing = await t.throwsAsync(readDatabaseSnapshot(box.path), { instanceOf: DatabaseFileError });
+  t.true(missing!.message.includes(box.path));
+  t.is(missing!.code, 'ENOENT');
+  await writeFile(box.path, JSON.stringify({ ...sampleDatabase(), lastSync: 'today' }));
+  const damaged = await t.throwsAsync(readDatabaseSnapshot(box.path), { instanceOf: DatabaseFileError });
+  t.is(damaged!.message, `node database ${box.path}: lastSync: expected an object, got "today"`);
+  t.true(await exists(box.path), 'the reader leaves the file alone');
+});
+
+test('a failed write is logged, rejects flush, and is retried by the next flush', async (t) => {
+  const box = await sandbox(t);
+  const logger = memoryLogger();
+  const { store } = await openDatabase({ path: box.path, lockPath: box.lockPath, logger });
+  await mkdir(box.path); // a directory where the file should go: the rename fails
+  store.update(() => sampleDatabase());
+  await t.throwsAsync(store.flush(), { code: 'EISDIR' });
+  t.true(logger.lines.some((l) => l.startsWith('error database write failed')));
+  await rmdir(box.path);
+  await store.flush();
+  t.deepEqual(await readDatabaseSnapshot(box.path), sampleDatabase());
+  t.deepEqual((await readdir(box.dir)).sort(), ['nodemgr.json', 'nodemgr.lock'], 'no temporary files are left');
+  await store.close();
+});
+
+test('contents that would not read back are never written', async (t) => {
+  const box = await sandbox(t);
+  const { store } = await openDatabase({ path: box.path, lockPath: box.lockPath, logger: memoryLogger() });
+  store.update(() => sampleDatabase());
+  await store.flush();
+  store.update((db) => ({ ...db, lastSync: { ...db.lastSync!, documentTimestamp: Number.NaN } }));
+  const error = await t.throwsAsync(store.flush(), { instanceOf: DatabaseFormatError });
+  t.is(error?.message, 'lastSync.documentTimestamp: expected integer, got NaN');
+  t.deepEqual(await readDatabaseSnapshot(box.path), sampleDatabase(), 'the last good contents stay');
+  store.update(() => sampleDatabase());
+  await store.close();
+});
+
+test('after close: flush resolves with everything on disk, update throws, the lock is free', async (t) => {
+  const box = await sandbox(t);
+  const { store } = await openDatabase({ path: box.path, lockPath: box.lockPath, coalesceMs: 10_000, logger: memoryLogger() });
+  store.update(() => sampleDatabase());
+  await store.close();
+  await store.flush();
+  await store.close(); // closing twice is harmless
+  t.deepEqual(await readDatabaseSnapshot(box.path), sampleDatabase());
+  t.throws(() => store.update(() => emptyDatabase()), { message: /closed/ });
+  t.deepEqual(store.data, sampleDatabase());
+  t.false(await exists(box.lockPath));
+});
+
+test('a writer killed with SIGKILL leaves a whole state and a lock that is taken over', async (t) => {
+  const box = await sandbox(t);
+  const writer = join(projectRoot, 'test', 'fixtures', 'db-kill-writer.ts');
+  for (let round = 0; round < 3; round++) {
+    const child = spawn(process.execPath, ['--import', 'tsx', writer, box.path, box.lockPath], {
+      cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = once(child, 'exit');
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (chunk: Buffer) => chunk.toString().includes('ready') && resolve());
+      void exited.then(() => reject(new Error(`writer exited early: ${stderr}`)));
+    });
+    await sleep(50 + round * 70);
+    child.kill('SIGKILL');
+    const [, signal] = await exited;
+    t.is(signal, 'SIGKILL');
+
+    const found = await readDatabaseSnapshot(box.path);
+    const step = found.records['timestamp']!.timestamp;
+    t.true(step >= 3, `round ${round}: step ${step}`);
+    t.deepEqual(found, stateForStep(step), `round ${round}: the file is exactly one written state`);
+  }
+
+  const logger = memoryLogger();
+  const { store, recovered } = await openDatabase({ path: box.path, lockPath: box.lockPath, logger });
+  t.is(recovered, null);
+  t.deepEqual(store.data, stateForStep(store.data.records['timestamp']!.timestamp));
+  t.true(logger.lines.some((l) => l.startsWith('warn taking over stale lock')));
+  t.deepEqual((await readdir(box.dir)).filter((n) => n.endsWith('.tmp')), [], 'temporary files of killed writes are removed');
+  await store.close();
+});
