@@ -47,6 +47,9 @@ export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
   let validators: { etag: string | null; lastModified: string | null } | null = null;
   let validatorsLoaded = false;
 
+  const loadKept = () =>
+    loadLastGood(lastGoodDir(config), (reason) => logger.warn('last good document unusable', { reason }));
+
   const recordSync = (outcome: SyncOutcome, detail: string, from: string) => {
     store.update((db) => ({
       ...db,
@@ -111,7 +114,7 @@ export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
     async fetchAndApply() {
       if (!validatorsLoaded) {
         validatorsLoaded = true;
-        const lastGood = await loadLastGood(lastGoodDir(config));
+        const lastGood = await loadKept();
         const inForce = store.data.records['timestamp']?.timestamp ?? null;
         if (lastGood && lastGood.url === source && lastGood.timestamp === inForce) {
           validators = { etag: lastGood.etag, lastModified: lastGood.lastModified };
@@ -142,7 +145,7 @@ export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
     },
 
     async restoreLastGood() {
-      const lastGood = await loadLastGood(lastGoodDir(config));
+      const lastGood = await loadKept();
       if (!lastGood) return null;
       logger.info('restoring the last good document', { source: lastGood.url, saved_at: lastGood.savedAt });
       return accept(lastGood.body, lastGood.url, { etag: lastGood.etag, lastModified: lastGood.lastModified });

@@ -1,0 +1,173 @@
+// Helpers for system tests that run the real daemon against the real host (as root).
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+
+export const run = promisify(execFile);
+export const isRoot = process.getuid?.() === 0;
+export const projectRoot = resolve(import.meta.dirname, '../../..');
+export const cli = join(projectRoot, 'dist/src/cli/main.js');
+
+/** A short random prefix so that accounts of one run never meet another's. */
+export function accountPrefix(): string {
+  return `nt${randomBytes(3).toString('hex')}`;
+}
+
+export interface PasswdEntry {
+  name: string;
+  uid: number;
+  gid: number;
+  gecos: string;
+  home: string;
+  shell: string;
+}
+
+export async function passwdEntries(prefix: string): Promise<PasswdEntry[]> {
+  const text = await readFile('/etc/passwd', 'utf8');
+  return text
+    .split('\n')
+    .filter((line) => line.startsWith(prefix))
+    .map((line) => {
+      const [name, , uid, gid, gecos, home, shell] = line.split(':');
+      return { name: name!, uid: Number(uid), gid: Number(gid), gecos: gecos!, home: home!, shell: shell! };
+    });
+}
+
+/** Removes every account (and its processes and home) whose name starts with the prefix. */
+export async function removeAccounts(prefix: string): Promise<void> {
+  for (const entry of await passwdEntries(prefix)) {
+    await run('pkill', ['-KILL', '-u', entry.name]).catch(() => undefined);
+    await run('userdel', ['-r', '-f', entry.name]).catch(() => undefined);
+    await rm(entry.home, { recursive: true, force: true });
+  }
+}
+
+export interface DocumentServer {
+  url: string;
+  requests: number;
+  set(body: string): void;
+  /** Makes the server answer 503 (true) or serve again (false). */
+  fail(failing: boolean): void;
+  close(): Promise<void>;
+}
+
+export async function serveDocument(initial: string): Promise<DocumentServer> {
+  let body = initial;
+  let failing = false;
+  const state = { requests: 0 };
+  const server: Server = createServer((req, res) => {
+    state.requests++;
+    if (failing) {
+      res.writeHead(503).end('authority down');
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/xml' }).end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const address = server.address();
+  if (!address || typeof address === 'string') throw new Error('no address');
+  return {
+    url: `http://127.0.0.1:${address.port}/slices.xml`,
+    get requests() {
+      return state.requests;
+    },
+    set: (b) => {
+      body = b;
+    },
+    fail: (f) => {
+      failing = f;
+    },
+    close: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }),
+  };
+}
+
+export interface Sandbox {
+  dir: string;
+  config: string;
+  stateDir: string;
+  cleanup(): Promise<void>;
+}
+
+/** A configuration whose state, run and log directories live in a fresh temp directory. */
+export async function sandbox(settings: Record<string, string | number>): Promise<Sandbox> {
+  const dir = await mkdtemp(join(tmpdir(), 'nodemgr-test-'));
+  // the run directory holds the initscripts, which the slivers' users must be able to reach
+  await chmod(dir, 0o755);
+  const stateDir = join(dir, 'state');
+  const lines = {
+    state_dir: stateDir,
+    run_dir: join(dir, 'run'),
+    log_dir: join(dir, 'log'),
+    poll_period: 3600,
+    poll_jitter: 0,
+    op_retry_initial: 1,
+    op_retry_max: 2,
+    ...settings,
+  };
+  const config = join(dir, 'nodemgr.conf');
+  await writeFile(config, Object.entries(lines).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
+  return { dir, config, stateDir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+export interface DaemonProcess {
+  child: ChildProcess;
+  output(): string;
+  exited: Promise<number | null>;
+}
+
+export function startDaemonProcess(config: string, extraArgs: string[] = []): DaemonProcess {
+  const child = spawn(process.execPath, [cli, 'daemon', '--config', config, ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  return { child, output: () => output, exited };
+}
+
+export async function stopDaemonProcess(daemon: DaemonProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+  if (daemon.child.exitCode === null && daemon.child.signalCode === null) daemon.child.kill(signal);
+  return daemon.exited;
+}
+
+export async function nodemgr(args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [cli, ...args]);
+    return { stdout, stderr, code: 0 };
+  } catch (error) {
+    const e = error as { stdout: string; stderr: string; code: number };
+    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
+  }
+}
+
+/** Polls `check` until it returns a truthy value or the time runs out (then throws with `what`). */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown = null;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export async function processesOf(user: string): Promise<string[]> {
+  try {
+    const { stdout } = await run('pgrep', ['-a', '-u', user]);
+    return stdout.trim().split('\n').filter(Boolean);
+  } catch {
+    return [];
+  }
+}
