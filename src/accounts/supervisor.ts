@@ -180,7 +180,7 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
     seed(observed) {
       for (const account of observed) {
         const q = queueFor(account.name, account.kind);
-        q.steady = account.loginEnabled ? 'running' : 'stopped';
+        q.steady = account.started ? 'running' : 'stopped';
       }
     },
 

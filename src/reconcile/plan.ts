@@ -109,9 +109,9 @@ export function planReconcile(input: PlanInput): Plan {
     const applied = input.accounts[spec.name]?.appliedHash ?? null;
     const changed = applied !== specHash(spec);
     if (changed) ops.push(op(spec, 'configure', applied === null ? 'not configured yet' : 'changed'));
-    if (spec.enabled && (!found.loginEnabled || changed)) {
+    if (spec.enabled && (!found.started || changed)) {
       // start is idempotent; after a change it re-runs an initscript whose text changed.
-      ops.push(op(spec, 'start', found.loginEnabled ? 'changed' : 'not running'));
+      ops.push(op(spec, 'start', found.started ? 'changed' : 'not running'));
     } else if (!spec.enabled && found.loginEnabled) {
       ops.push(op(spec, 'stop', 'disabled (enabled=0)'));
     }

@@ -22,8 +22,13 @@ export interface ObservedAccount {
   readonly name: string;
   readonly kind: AccountKind;
   readonly uid: number;
-  /** True when the account can log in (its sliver is started). */
+  /** True when the account can log in. */
   readonly loginEnabled: boolean;
+  /**
+   * True when the account was started since the host booted: login enabled and, for a sliver,
+   * its start recorded in the run directory (emptied at boot, so initscripts run again).
+   */
+  readonly started: boolean;
 }
 
 export interface HostSnapshot {

@@ -58,6 +58,17 @@ export function createConverger(deps: ConvergeDeps): Converger {
         next = recordAccountReport(next, { name: refusal.account, kind: refusal.kind, state: 'failed', reason: `refused: ${refusal.reason}`, attempts: 0 }, nowIso);
       }
       const refused = new Set(plan.refusals.map((r) => r.account));
+      // An account the plan leaves alone is as the host shows it: this corrects what a crash
+      // kept the daemon from recording (say, a start done just before a kill -9).
+      const planned = new Set(plan.ops.map((o) => o.account));
+      for (const found of host.owned) {
+        if (planned.has(found.name) || busy.has(found.name) || !wanted.has(found.name)) continue;
+        const state = found.started ? 'running' : 'stopped';
+        const known = next.accounts[found.name];
+        if (known?.state !== state || known.uid !== found.uid || known.reason !== null) {
+          next = recordAccountReport(next, { name: found.name, kind: found.kind, state, reason: null, uid: found.uid, attempts: 0 }, nowIso);
+        }
+      }
       // Forget accounts that are neither wanted, on the host, refused nor being worked on.
       const accounts = { ...next.accounts };
       for (const name of Object.keys(accounts)) {

@@ -136,7 +136,7 @@ serial('create makes a disabled, marked account with a private home, in the rang
   t.is(home.gid, entry.gid);
   t.is(home.mode & 0o777, 0o750);
 
-  t.deepEqual(await observed(a), { name: a, kind: 'sliver', uid, loginEnabled: false });
+  t.deepEqual(await observed(a), { name: a, kind: 'sliver', uid, loginEnabled: false, started: false });
 });
 
 serial('create of an existing account of ours returns it and makes no second one', async (t) => {
@@ -300,6 +300,7 @@ serial('start runs the initscript as the account, detached, and enables login', 
   t.is((await passwdOf(a))[0]!.shell, '/bin/bash');
   t.is((await shadowOf(a))!.hash, '*');
   t.true((await observed(a))!.loginEnabled);
+  t.true((await observed(a))!.started, 'the start is recorded for this boot');
 });
 
 serial('start again runs the initscript only when its text changed', async (t) => {
@@ -403,6 +404,7 @@ serial('stop disables login and kills every process of the account, forking loop
   t.is((await passwdOf(a))[0]!.shell, options.disabledShell);
   t.true((await shadowOf(a))!.locked);
   t.false((await observed(a))!.loginEnabled);
+  t.false((await observed(a))!.started);
 
   await runtime.stop(a, 'sliver');
   await runtime.stop(name('never'), 'sliver');
@@ -422,7 +424,7 @@ serial('delegates are marked as such and get the delegate shell when started', a
   const d = name('d');
   const { uid } = await runtime.create(spec(d, { kind: 'delegate' }));
   t.is((await passwdOf(d))[0]!.gecos, 'nodemgr delegate');
-  t.deepEqual(await observed(d), { name: d, kind: 'delegate', uid, loginEnabled: false });
+  t.deepEqual(await observed(d), { name: d, kind: 'delegate', uid, loginEnabled: false, started: false });
   await runtime.configure(spec(d, { kind: 'delegate', keys: [keys[0]!] }));
   await runtime.start(spec(d, { kind: 'delegate' }));
   t.is((await passwdOf(d))[0]!.shell, options.delegateShell);

@@ -96,7 +96,7 @@ test('an existing account the daemon does not own is refused, never touched', (t
 test('an account of the wrong kind is destroyed and re-created', async (t) => {
   const plan = planReconcile({
     desired: desiredAccounts([record('a_one')], []).specs,
-    host: { owned: [{ name: 'a_one', kind: 'delegate', uid: 70001, loginEnabled: true }], foreign: new Set() },
+    host: { owned: [{ name: 'a_one', kind: 'delegate', uid: 70001, loginEnabled: true, started: true }], foreign: new Set() },
     accounts: {},
   });
   t.deepEqual(summary(plan.ops), ['destroy a_one', 'create a_one', 'configure a_one', 'start a_one']);
@@ -108,4 +108,14 @@ test('a delegate that shares a sliver name is left out: the sliver wins', (t) =>
     { record_key: 'delegate_a_one', type: 'delegate', name: 'a_one', timestamp: 1, expiry: null, keys: [] },
   ]);
   t.deepEqual(specs.map((s) => `${s.kind} ${s.name}`), ['sliver a_one']);
+});
+
+test('a sliver enabled but not started since boot is started again (its initscript re-runs)', (t) => {
+  const { specs } = desiredAccounts([record('a_one')], []);
+  const plan = planReconcile({
+    desired: specs,
+    host: { owned: [{ name: 'a_one', kind: 'sliver', uid: 70001, loginEnabled: true, started: false }], foreign: new Set() },
+    accounts: { a_one: { name: 'a_one', kind: 'sliver', state: 'running', reason: null, since: '', appliedHash: specHash(specs[0]!), uid: 70001, attempts: 0 } },
+  });
+  t.deepEqual(summary(plan.ops), ['start a_one']);
 });

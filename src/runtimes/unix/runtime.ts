@@ -207,10 +207,13 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
   const snapshot = async (): Promise<HostSnapshot> => {
     const owned: ObservedAccount[] = [];
     const foreign = new Set<string>();
+    const startRecords = new Set(await readdir(initscriptDir(runDir)).catch(() => [] as string[]));
     for (const account of await readAccounts()) {
       const owner = ownership(account);
       if (owner.owned) {
-        owned.push({ name: account.name, kind: owner.kind, uid: account.uid, loginEnabled: loginEnabled(account) });
+        const enabled = loginEnabled(account);
+        const started = enabled && (owner.kind !== 'sliver' || startRecords.has(`${account.name}.started`));
+        owned.push({ name: account.name, kind: owner.kind, uid: account.uid, loginEnabled: enabled, started });
       } else {
         foreign.add(account.name);
       }
@@ -293,11 +296,15 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
       if (spec.kind !== 'sliver') return;
 
       const text = spec.initscript ?? '';
+      const hash = initscriptHash(text);
       if (text === '') {
+        // No script to run, but the start is still recorded: observe() reads it as "started
+        // since boot", so that after a reboot the planner starts the sliver again.
         await removeInitscriptFiles(runDir, spec.name);
+        await mkdir(initscriptDir(runDir), { recursive: true, mode: 0o711 });
+        await recordStarted(runDir, spec.name, hash);
         return;
       }
-      const hash = initscriptHash(text);
       if (wasRunning && (await startedHash(runDir, spec.name)) === hash) {
         logger.debug('initscript already started', { account: spec.name });
         return;

@@ -3,7 +3,7 @@
 import type { AccountKind } from '../../../src/db/types.js';
 import type { AccountRuntime, AccountSpec, HostSnapshot, ObservedAccount } from '../../../src/runtimes/types.js';
 
-export interface MemoryAccount extends ObservedAccount {
+export interface MemoryAccount extends Omit<ObservedAccount, 'started'> {
   keys: readonly string[];
   initscriptRuns: number;
 }
@@ -24,7 +24,7 @@ export function memoryRuntime(foreign: string[] = []) {
 
   const runtime: AccountRuntime = {
     async observe(): Promise<HostSnapshot> {
-      return { owned: [...accounts.values()].map(({ name, kind, uid, loginEnabled }) => ({ name, kind, uid, loginEnabled })), foreign: new Set(foreign) };
+      return { owned: [...accounts.values()].map(({ name, kind, uid, loginEnabled }) => ({ name, kind, uid, loginEnabled, started: loginEnabled })), foreign: new Set(foreign) };
     },
     async create(spec: AccountSpec) {
       calls.push(`create ${spec.name}`);
