@@ -12,6 +12,7 @@ import type { AccountRuntime } from './runtimes/types.js';
 import { createUnixRuntime } from './runtimes/unix/runtime.js';
 import { createConverger } from './sync/converge.js';
 import { createDocumentSync } from './sync/document.js';
+import { createSyncStatusFile, readSyncStatus, syncStatusPath } from './sync/sync-status.js';
 
 /** An operation taking longer than this is reported as failed (commands have their own timeouts). */
 const OP_TIMEOUT_MS = 10 * 60 * 1000;
@@ -69,7 +70,13 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     opTimeoutMs: OP_TIMEOUT_MS,
     report: (report) => store.update((db) => recordAccountReport(db, report, now().toISOString())),
   });
-  const documents = createDocumentSync({ config, store, logger, now });
+  const statusFile = syncStatusPath(config.stateDir);
+  const syncStatus = createSyncStatusFile(
+    statusFile,
+    await readSyncStatus(statusFile, (reason) => logger.warn('sync status ignored', { reason })),
+    logger,
+  );
+  const documents = createDocumentSync({ config, store, syncStatus, logger, now });
   const converger = createConverger({ store, runtime, supervisors, logger, now });
 
   // Recovery: the host's own markers say which accounts exist; the database says what they should be.
@@ -118,11 +125,13 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
       await firstSynced;
       await supervisors.idle();
       await store.flush();
+      await syncStatus.flush();
     },
     async stop() {
       await poller.stop();
       await supervisors.stop();
       await store.close();
+      await syncStatus.flush();
       logger.info('daemon stopped');
     },
   };

@@ -120,14 +120,22 @@ export function applyDocument(db: NodeDatabase, doc: SlicesDocument, nowSeconds:
     const previous = db.records[key];
     if (!previous) added.push(key);
     else if (!sameRecord(previous, record)) updated.push(key);
-    records[key] = record;
+    records[key] = previous && sameRecord(previous, record) ? previous : record;
   }
-  records['timestamp'] = { record_key: 'timestamp', type: 'timestamp', timestamp: doc.timestamp, expiry: null };
-  records['bwcap'] = { record_key: 'bwcap', type: 'bwcap', timestamp: doc.timestamp, expiry: null, cap_kbit: doc.bwcapKbit };
+  const keep = (record: NodeRecord): NodeRecord => {
+    const previous = db.records[record.record_key];
+    return previous && sameRecord(previous, record) ? previous : record;
+  };
+  records['timestamp'] = keep({ record_key: 'timestamp', type: 'timestamp', timestamp: doc.timestamp, expiry: null });
+  records['bwcap'] = keep({ record_key: 'bwcap', type: 'bwcap', timestamp: doc.timestamp, expiry: null, cap_kbit: doc.bwcapKbit });
 
+  // The same document again leaves the very same records object, so nothing downstream (the
+  // planner's memo, the database write) does any work for it.
+  const keys = Object.keys(records);
+  const identical = keys.length === Object.keys(db.records).length && keys.every((key) => records[key] === db.records[key]);
   return {
     kind: 'applied',
-    database: { ...db, records },
+    database: identical ? db : { ...db, records },
     changes: {
       added: added.sort(), updated: updated.sort(), removed: removed.sort(), keptNewer: keptNewer.sort(),
       keptInvalid: keptInvalid.sort(),
@@ -144,6 +152,16 @@ export function expireRecords(db: NodeDatabase, nowSeconds: number): { database:
   const records = { ...db.records };
   for (const key of removed) delete records[key];
   return { database: { ...db, records }, removed: removed.sort() };
+}
+
+/** The earliest expiry among the records (seconds), or null when none expires. */
+export function earliestExpiry(records: NodeDatabase['records']): number | null {
+  let earliest: number | null = null;
+  for (const key in records) {
+    const expiry = records[key]!.expiry;
+    if (expiry !== null && (earliest === null || expiry < earliest)) earliest = expiry;
+  }
+  return earliest;
 }
 
 export function sliverRecords(db: NodeDatabase): SliverRecord[] {

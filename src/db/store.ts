@@ -18,7 +18,8 @@ export interface DatabaseStore {
   readonly data: NodeDatabase;
   /**
    * Replaces contents with fn(current); the write to disk is coalesced: many updates within
-   * `coalesceMs` become one durable write. Returns once the new data is in memory.
+   * `coalesceMs` become one durable write. Returns once the new data is in memory. An fn that
+   * returns the current object unchanged writes nothing.
    */
   update(fn: (current: NodeDatabase) => NodeDatabase): void;
   /** Resolves when everything updated so far is durably on disk (rejects with the write error). */
@@ -249,6 +250,7 @@ function createStore(low: Low<NodeDatabase>, lock: HeldLock, options: OpenOption
     update(fn) {
       if (closing) throw new Error(`node database ${path} is closed: update after close`);
       const next = fn(low.data);
+      if (next === low.data) return; // nothing changed: nothing to write
       if (generation === written) firstUnwrittenAt = Date.now();
       low.data = next;
       generation++;

@@ -83,9 +83,8 @@ export interface NodeDatabase {
   readonly version: 1;
   readonly records: Readonly<Record<string, NodeRecord>>;
   readonly accounts: Readonly<Record<string, AccountStatus>>;
-  readonly lastSync: SyncStatus | null;
 }
 
 export function emptyDatabase(): NodeDatabase {
-  return { version: 1, records: {}, accounts: {}, lastSync: null };
+  return { version: 1, records: {}, accounts: {} };
 }

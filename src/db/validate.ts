@@ -41,7 +41,7 @@ const SYNC_OUTCOMES: Record<SyncOutcome, true> = {
 };
 const RECORD_TYPES: Record<NodeRecord['type'], true> = { sliver: true, delegate: true, timestamp: true, bwcap: true };
 
-const DATABASE_FIELDS: Fields<NodeDatabase> = { version: true, records: true, accounts: true, lastSync: true };
+const DATABASE_FIELDS: Fields<NodeDatabase> = { version: true, records: true, accounts: true };
 const SLIVER_FIELDS: Fields<SliverRecord> = {
   record_key: true, type: true, name: true, slice_id: true, timestamp: true, expiry: true, rspec: true,
   initscript: true, vref: true, keys: true, controllers: true, loans: true, unknown_resources: true,
@@ -249,7 +249,8 @@ function accountStatus(value: unknown, path: string, key: string): AccountStatus
   };
 }
 
-function syncStatus(value: unknown, path: string): SyncStatus {
+/** Checks a parsed sync status file; returns it typed or throws DatabaseFormatError. */
+export function validateSyncStatus(value: unknown, path = ''): SyncStatus {
   const o = object(value, path, SYNC_FIELDS);
   return {
     at: isoTime(o.at, field(path, 'at')),
@@ -267,6 +268,5 @@ export function validateDatabase(value: unknown): NodeDatabase {
     version: exactly(o.version, 'version', 1),
     records: dictionary(o.records, 'records', nodeRecord),
     accounts: dictionary(o.accounts, 'accounts', accountStatus),
-    lastSync: nullable(syncStatus)(o.lastSync, 'lastSync'),
   };
 }

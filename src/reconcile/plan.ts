@@ -26,6 +26,8 @@ export interface Refusal {
 export interface Desired {
   readonly specs: readonly AccountSpec[];
   readonly rejectedLoans: readonly RejectedLoan[];
+  /** Account name -> specHash of its spec, computed once with the specs. */
+  readonly hashes: ReadonlyMap<string, string>;
 }
 
 /** The accounts the records ask for, with every sliver's effective rspec (loans applied). */
@@ -50,7 +52,7 @@ export function desiredAccounts(slivers: readonly SliverRecord[], delegates: rea
     specs.push({ name: d.name, kind: 'delegate', keys: d.keys, initscript: null, enabled: true, rspec: {} });
   }
   specs.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  return { specs, rejectedLoans: rejected };
+  return { specs, rejectedLoans: rejected, hashes: new Map(specs.map((s) => [s.name, specHash(s)])) };
 }
 
 /** A stable digest of everything configure applies, so a change is noticed and a non-change is not. */
@@ -67,6 +69,8 @@ export interface PlanInput {
   readonly host: HostSnapshot;
   /** The daemon's bookkeeping per account (for the hash of what was last applied). */
   readonly accounts: Readonly<Record<string, AccountStatus>>;
+  /** Hashes of the desired specs when already known (Desired.hashes); computed otherwise. */
+  readonly hashes?: ReadonlyMap<string, string>;
 }
 
 export interface Plan {
@@ -107,7 +111,7 @@ export function planReconcile(input: PlanInput): Plan {
       continue;
     }
     const applied = input.accounts[spec.name]?.appliedHash ?? null;
-    const changed = applied !== specHash(spec);
+    const changed = applied !== (input.hashes?.get(spec.name) ?? specHash(spec));
     if (changed) ops.push(op(spec, 'configure', applied === null ? 'not configured yet' : 'changed'));
     if (spec.enabled && (!found.started || changed)) {
       // start is idempotent; after a change it re-runs an initscript whose text changed.

@@ -29,7 +29,7 @@ export interface NodeStatus {
   readonly leftovers: ReadonlyArray<{ name: string; state: AccountState; reason: string | null }>;
 }
 
-export function nodeStatus(db: NodeDatabase): NodeStatus {
+export function nodeStatus(db: NodeDatabase, lastSync: SyncStatus | null): NodeStatus {
   const slivers = sliverRecords(db);
   const delegates = delegateRecords(db);
   const desired = desiredAccounts(slivers, delegates);
@@ -58,7 +58,7 @@ export function nodeStatus(db: NodeDatabase): NodeStatus {
   const leftovers = Object.values(db.accounts)
     .filter((a) => !wanted.has(a.name))
     .map((a) => ({ name: a.name, state: a.state, reason: a.reason }));
-  return { documentTimestamp: documentTimestampInForce(db), lastSync: db.lastSync, accounts, leftovers };
+  return { documentTimestamp: documentTimestampInForce(db), lastSync, accounts, leftovers };
 }
 
 function pad(rows: string[][]): string {

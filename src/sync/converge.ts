@@ -2,12 +2,12 @@
 // supervisors, and keep the account bookkeeping honest. Serialised: passes never overlap.
 import type { Supervisors } from '../accounts/supervisor.js';
 import { recordAccountReport } from '../db/accounts.js';
-import { delegateRecords, expireRecords, sliverRecords } from '../db/records.js';
+import { delegateRecords, earliestExpiry, expireRecords, sliverRecords } from '../db/records.js';
 import type { DatabaseStore } from '../db/store.js';
 import type { NodeDatabase } from '../db/types.js';
 import type { Logger } from '../log.js';
-import { desiredAccounts, planReconcile, type Plan } from '../reconcile/plan.js';
-import type { AccountRuntime } from '../runtimes/types.js';
+import { desiredAccounts, planReconcile, type Desired, type Plan } from '../reconcile/plan.js';
+import type { AccountRuntime, HostSnapshot } from '../runtimes/types.js';
 
 export interface ConvergeDeps {
   readonly store: DatabaseStore;
@@ -29,19 +29,52 @@ export function createConverger(deps: ConvergeDeps): Converger {
   const { store, runtime, supervisors, logger } = deps;
   let chain: Promise<unknown> = Promise.resolve();
   let lastRejected = new Set<string>();
+  // Records are replaced, never changed in place, so the same records object means the same
+  // desired accounts: a pass with no new records skips the loan arithmetic and hashing.
+  let memo: { records: NodeDatabase['records']; desired: Desired } | null = null;
+  const desiredFor = (records: NodeDatabase['records']): Desired => {
+    if (memo?.records !== records) {
+      const db = { records } as Pick<NodeDatabase, 'records'> as NodeDatabase;
+      memo = { records, desired: desiredAccounts(sliverRecords(db), delegateRecords(db)) };
+    }
+    return memo.desired;
+  };
 
-  const pass = async (trigger: string): Promise<Plan> => {
-    const started = Date.now();
-    const nowSeconds = Math.floor(deps.now().getTime() / 1000);
+  // Nothing can expire before the earliest expiry of the records: until then a pass skips the scan.
+  let expiryMemo: { records: NodeDatabase['records']; earliest: number | null } | null = null;
+  const expire = (nowSeconds: number) => {
+    if (expiryMemo?.records !== store.data.records) {
+      expiryMemo = { records: store.data.records, earliest: earliestExpiry(store.data.records) };
+    }
+    if (expiryMemo.earliest === null || expiryMemo.earliest > nowSeconds) return;
     const expired = expireRecords(store.data, nowSeconds);
     if (expired.removed.length > 0) {
       store.update(() => expired.database);
       logger.info('records expired', { records: expired.removed.join(',') });
     }
+  };
+  // The planner is pure: the same desired accounts, host snapshot and bookkeeping give the same
+  // plan, and the bookkeeping below has nothing to correct. The runtime returns the same snapshot
+  // object while the host's account files are unchanged, so a no-change pass costs next to nothing.
+  let passMemo: { desired: Desired; host: HostSnapshot; accounts: NodeDatabase['accounts']; busy: string; plan: Plan } | null = null;
+
+  const pass = async (trigger: string): Promise<Plan> => {
+    const started = Date.now();
+    expire(Math.floor(deps.now().getTime() / 1000));
 
     const host = await runtime.observe();
-    const desired = desiredAccounts(sliverRecords(store.data), delegateRecords(store.data));
-    const plan = planReconcile({ desired: desired.specs, host, accounts: store.data.accounts });
+    const desired = desiredFor(store.data.records);
+    const busyNow = supervisors.busy();
+    const busyKey = busyNow.join(',');
+    if (
+      passMemo && passMemo.desired === desired && passMemo.host === host &&
+      passMemo.accounts === store.data.accounts && passMemo.busy === busyKey
+    ) {
+      supervisors.submit(passMemo.plan.ops);
+      logger.debug('converge unchanged', { trigger, ops: passMemo.plan.ops.length, duration_ms: Date.now() - started });
+      return passMemo.plan;
+    }
+    const plan = planReconcile({ desired: desired.specs, host, accounts: store.data.accounts, hashes: desired.hashes });
     supervisors.submit(plan.ops);
 
     const rejected = new Set(desired.rejectedLoans.map((r) => `${describeLoan(r.lender, r.loan)}: ${r.reason}`));
@@ -49,7 +82,7 @@ export function createConverger(deps: ConvergeDeps): Converger {
     lastRejected = rejected;
 
     const nowIso = deps.now().toISOString();
-    const busy = new Set(supervisors.busy());
+    const busy = new Set(busyNow);
     const wanted = new Set(desired.specs.map((s) => s.name));
     const onHost = new Set(host.owned.map((o) => o.name));
     store.update((db) => {
@@ -70,12 +103,15 @@ export function createConverger(deps: ConvergeDeps): Converger {
         }
       }
       // Forget accounts that are neither wanted, on the host, refused nor being worked on.
+      const forgotten = Object.keys(next.accounts).filter(
+        (name) => !wanted.has(name) && !onHost.has(name) && !busy.has(name) && !refused.has(name),
+      );
+      if (forgotten.length === 0) return next; // the same object when nothing changed: no write
       const accounts = { ...next.accounts };
-      for (const name of Object.keys(accounts)) {
-        if (!wanted.has(name) && !onHost.has(name) && !busy.has(name) && !refused.has(name)) delete accounts[name];
-      }
+      for (const name of forgotten) delete accounts[name];
       return { ...next, accounts };
     });
+    passMemo = { desired, host, accounts: store.data.accounts, busy: busyKey, plan };
     for (const refusal of plan.refusals) {
       logger.warn('account refused', { account: refusal.account, kind: refusal.kind, reason: refusal.reason });
     }

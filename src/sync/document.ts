@@ -9,10 +9,12 @@ import type { DatabaseStore } from '../db/store.js';
 import type { SyncOutcome } from '../db/types.js';
 import type { Logger } from '../log.js';
 import { DocumentError, parseSlicesDocument } from '../slices/parse.js';
+import type { SyncStatusFile } from './sync-status.js';
 
 export interface DocumentSyncDeps {
   readonly config: Config;
   readonly store: DatabaseStore;
+  readonly syncStatus: SyncStatusFile;
   readonly logger: Logger;
   readonly now: () => Date;
 }
@@ -51,16 +53,13 @@ export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
     loadLastGood(lastGoodDir(config), (reason) => logger.warn('last good document unusable', { reason }));
 
   const recordSync = (outcome: SyncOutcome, detail: string, from: string) => {
-    store.update((db) => ({
-      ...db,
-      lastSync: {
-        at: deps.now().toISOString(),
-        outcome,
-        detail,
-        source: from,
-        documentTimestamp: db.records['timestamp']?.timestamp ?? null,
-      },
-    }));
+    deps.syncStatus.record({
+      at: deps.now().toISOString(),
+      outcome,
+      detail,
+      source: from,
+      documentTimestamp: store.data.records['timestamp']?.timestamp ?? null,
+    });
   };
 
   const accept: DocumentSync['accept'] = async (body, from, fetchedValidators) => {
@@ -98,7 +97,9 @@ export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
       `${doc.slivers.length} slivers, ${doc.delegates.length} delegates for node ${config.nodeId} ` +
       `(of ${doc.slicesSeen} slices); +${changes.added.length} ~${changes.updated.length} -${changes.removed.length}` +
       (doc.skipped.length ? `; ${doc.skipped.length} entries skipped` : '');
-    store.update((db) => ({ ...outcome.database, accounts: db.accounts, lastSync: db.lastSync }));
+    if (outcome.database.records !== store.data.records) {
+      store.update((db) => ({ ...outcome.database, accounts: db.accounts }));
+    }
     recordSync(changed === 0 ? 'unchanged' : 'applied', detail, from);
     logger.info('document applied', {
       source: from, timestamp: doc.timestamp, added: changes.added.length, updated: changes.updated.length,

@@ -30,6 +30,18 @@ if (!isRoot) {
 }
 const serial = isRoot ? test.serial : test.skip;
 
+/** The lines of an account file for the named accounts and for any account of this run's prefix. */
+async function linesOfAccounts(file: string, names: string[]): Promise<string> {
+  const text = await readFile(file, 'utf8');
+  return text
+    .split('\n')
+    .filter((line) => {
+      const account = line.split(':', 1)[0]!;
+      return names.includes(account) || account.startsWith(`${prefix}_`);
+    })
+    .join('\n');
+}
+
 let base = '';
 let options: UnixRuntimeOptions;
 const log = memoryLogger();
@@ -112,10 +124,10 @@ async function sessionOf(pid: number): Promise<number> {
 
 const keys = [1, 2, 3].map((i) => `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI${randomBytes(24).toString('base64')} user${i}@example.org`);
 
-serial('create makes a disabled, marked account with a private home, in the range', async (t) => {
+serial('create makes a marked account with a private home, in the range, locked when disabled', async (t) => {
   const a = name('a');
   const started = process.hrtime.bigint();
-  const { uid } = await runtime.create(spec(a));
+  const { uid } = await runtime.create(spec(a, { enabled: false }));
   t.log(`one create: ${(Number(process.hrtime.bigint() - started) / 1e6).toFixed(1)} ms`);
 
   const entries = await passwdOf(a);
@@ -137,6 +149,17 @@ serial('create makes a disabled, marked account with a private home, in the rang
   t.is(home.mode & 0o777, 0o750);
 
   t.deepEqual(await observed(a), { name: a, kind: 'sliver', uid, loginEnabled: false, started: false });
+});
+
+serial('an enabled account is made with its login shell and no usable password, and no keys', async (t) => {
+  const e = name('e');
+  const { uid } = await runtime.create(spec(e));
+  const entry = (await passwdOf(e))[0]!;
+  t.is(entry.shell, options.sliverShell);
+  t.is((await shadowOf(e))!.hash, '*', 'no password matches "*"');
+  t.false(await exists(join(entry.home, '.ssh', 'authorized_keys')), 'no key before configure: nobody can log in yet');
+  t.deepEqual(await observed(e), { name: e, kind: 'sliver', uid, loginEnabled: true, started: false });
+  await runtime.destroy(e, 'sliver');
 });
 
 serial('create of an existing account of ours returns it and makes no second one', async (t) => {
@@ -167,8 +190,10 @@ serial('foreign accounts and invalid names are refused and left untouched', asyn
   const outside = name('fout'); // with the marker, but outside the range
   await runCommand('useradd', ['-m', '-d', join(options.homeBase, plain), '-u', String(UID_MIN + 90), '-U', plain]);
   await runCommand('useradd', ['-M', '-c', 'nodemgr sliver', '-u', String(await freeUidOutsideRange()), '-U', outside]);
-  const before = await readFile('/etc/passwd', 'utf8');
-  const shadowBefore = await readFile('/etc/shadow', 'utf8');
+  // Other test files create accounts concurrently, so compare only the lines this test could touch.
+  const touched = (file: string) => linesOfAccounts(file, [plain, outside, 'root']);
+  const before = await touched('/etc/passwd');
+  const shadowBefore = await touched('/etc/shadow');
 
   for (const foreign of [plain, outside]) {
     await t.throwsAsync(runtime.create(spec(foreign)), { message: /not managed by nodemgr/ });
@@ -181,8 +206,9 @@ serial('foreign accounts and invalid names are refused and left untouched', asyn
     await t.throwsAsync(runtime.create(spec(bad)), { message: /refusing account/ });
     await t.throwsAsync(runtime.destroy(bad, 'sliver'), { message: /refusing account/ });
   }
-  t.is(await readFile('/etc/passwd', 'utf8'), before);
-  t.is(await readFile('/etc/shadow', 'utf8'), shadowBefore);
+  t.is(await touched('/etc/passwd'), before);
+  t.is(await touched('/etc/shadow'), shadowBefore);
+  t.false((await readFile('/etc/passwd', 'utf8')).split('\n').some((line) => /^(Bad|-rf|x;|a{33})/.test(line)));
   t.false(await exists(join(options.homeBase, plain, '.ssh')));
 
   const host = await runtime.observe();
@@ -422,7 +448,7 @@ serial('start after stop runs the initscript again', async (t) => {
 
 serial('delegates are marked as such and get the delegate shell when started', async (t) => {
   const d = name('d');
-  const { uid } = await runtime.create(spec(d, { kind: 'delegate' }));
+  const { uid } = await runtime.create(spec(d, { kind: 'delegate', enabled: false }));
   t.is((await passwdOf(d))[0]!.gecos, 'nodemgr delegate');
   t.deepEqual(await observed(d), { name: d, kind: 'delegate', uid, loginEnabled: false, started: false });
   await runtime.configure(spec(d, { kind: 'delegate', keys: [keys[0]!] }));

@@ -57,10 +57,6 @@ function sampleDatabase(): NodeDatabase {
         appliedHash: 'abc', uid: 70001, attempts: 0,
       },
     },
-    lastSync: {
-      at: '2026-01-01T00:00:00.000Z', outcome: 'applied', detail: '1 added', source: 'https://plc.example.org/',
-      documentTimestamp: 1700000000,
-    },
   };
 }
 
@@ -138,12 +134,12 @@ test('updates made during a write are written next, in order', async (t) => {
   const { store } = await openDatabase({ path: box.path, lockPath: box.lockPath, coalesceMs: 1000, logger });
   store.update(() => sampleDatabase());
   const firstFlush = store.flush(); // starts a write now
-  store.update((db) => ({ ...db, lastSync: null }));
+  store.update((db) => ({ ...db, records: { timestamp: db.records['timestamp']! } }));
   store.update((db) => ({ ...db, accounts: {} }));
   const secondFlush = store.flush();
   await firstFlush;
   await secondFlush;
-  t.deepEqual(await readDatabaseSnapshot(box.path), { ...sampleDatabase(), lastSync: null, accounts: {} });
+  t.deepEqual(await readDatabaseSnapshot(box.path), { version: 1, records: { timestamp: sampleDatabase().records['timestamp']! }, accounts: {} });
   t.is(writesIn(logger.lines), 2);
   await store.close();
 });
@@ -284,7 +280,6 @@ const badShapes: Array<[string, (db: any) => void, string]> = [
   ['account state', (db) => (db.accounts.site_one.state = 'zombie'), 'accounts.site_one.state: expected one of absent, creating, running, stopped, destroying, failed, got "zombie"'],
   ['account under another name', (db) => (db.accounts.site_one.name = 'site_two'), 'accounts.site_one.name: expected "site_one" (its key in accounts), got "site_two"'],
   ['account since not a time', (db) => (db.accounts.site_one.since = 'yesterday'), 'accounts.site_one.since: expected ISO time, got "yesterday"'],
-  ['sync outcome', (db) => (db.lastSync.outcome = 'fine'), 'lastSync.outcome: expected one of applied, unchanged, older, rejected, unreachable, got "fine"'],
   ['odd key quoted in the path', (db) => (db.records['sliver_a b'] = sliver('a b', { slice_id: -2 })), 'records["sliver_a b"].slice_id: expected integer >= 0, got -2'],
   ['missing accounts', (db) => delete db.accounts, 'accounts: expected an object, got nothing'],
 ];
@@ -309,9 +304,9 @@ test('the snapshot reader names the file when it is missing or damaged', async (
   const missing = await t.throwsAsync(readDatabaseSnapshot(box.path), { instanceOf: DatabaseFileError });
   t.true(missing!.message.includes(box.path));
   t.is(missing!.code, 'ENOENT');
-  await writeFile(box.path, JSON.stringify({ ...sampleDatabase(), lastSync: 'today' }));
+  await writeFile(box.path, JSON.stringify({ ...sampleDatabase(), accounts: 'today' }));
   const damaged = await t.throwsAsync(readDatabaseSnapshot(box.path), { instanceOf: DatabaseFileError });
-  t.is(damaged!.message, `node database ${box.path}: lastSync: expected an object, got "today"`);
+  t.is(damaged!.message, `node database ${box.path}: accounts: expected an object, got "today"`);
   t.true(await exists(box.path), 'the reader leaves the file alone');
 });
 
@@ -335,9 +330,9 @@ test('contents that would not read back are never written', async (t) => {
   const { store } = await openDatabase({ path: box.path, lockPath: box.lockPath, logger: memoryLogger() });
   store.update(() => sampleDatabase());
   await store.flush();
-  store.update((db) => ({ ...db, lastSync: { ...db.lastSync!, documentTimestamp: Number.NaN } }));
+  store.update((db) => ({ ...db, records: { ...db.records, timestamp: { ...db.records['timestamp']!, timestamp: Number.NaN } } }));
   const error = await t.throwsAsync(store.flush(), { instanceOf: DatabaseFormatError });
-  t.is(error?.message, 'lastSync.documentTimestamp: expected integer, got NaN');
+  t.is(error?.message, 'records.timestamp.timestamp: expected integer, got NaN');
   t.deepEqual(await readDatabaseSnapshot(box.path), sampleDatabase(), 'the last good contents stay');
   store.update(() => sampleDatabase());
   await store.close();

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { applyDocument, expireRecords } from '../../src/db/records.js';
+import { applyDocument, earliestExpiry, expireRecords } from '../../src/db/records.js';
 import { emptyDatabase, type NodeDatabase, type SliverRecord } from '../../src/db/types.js';
 import type { SliverSpec, SlicesDocument } from '../../src/slices/types.js';
 
@@ -76,7 +76,21 @@ test('applying the same document twice reports no change', (t) => {
   const { database } = applied(emptyDatabase(), d);
   const again = applied(database, d);
   t.deepEqual(again.changes, { added: [], updated: [], removed: [], keptNewer: [], keptInvalid: [] });
-  t.deepEqual(again.database, database);
+  t.is(again.database, database, 'the very same database: nothing downstream has work to do');
+  // A document parsed anew (new objects, same contents) is no change either.
+  t.is(applied(database, doc(100, [sliver('a_one', 90)])).database, database);
+  // One changed sliver makes a new database that still shares every unchanged record.
+  const changed = applied(database, doc(101, [sliver('a_one', 90), sliver('a_two', 91)])).database;
+  t.not(changed, database);
+  t.is(changed.records['sliver_a_one'], database.records['sliver_a_one']);
+});
+
+test('the earliest expiry among the records bounds when the next expiry scan is needed', (t) => {
+  t.is(earliestExpiry(emptyDatabase().records), null);
+  const { database } = applied(emptyDatabase(), doc(100, [sliver('a_one', 90, { expiry: 5000 }), sliver('a_two', 90, { expiry: 3000 }), sliver('a_three', 90)]));
+  t.is(earliestExpiry(database.records), 3000);
+  t.is(expireRecords(database, 2999).database, database);
+  t.deepEqual(expireRecords(database, 3000).removed, ['sliver_a_two']);
 });
 
 test('a sliver whose entry turns invalid keeps its last good record', (t) => {

@@ -5,7 +5,7 @@
 // people's accounts, an account with the marker but outside the range) is foreign and is never
 // changed, stopped or removed. The marker also says the kind, so recovery after a restart needs
 // nothing but /etc/passwd.
-import { chmod, chown, lstat, mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, isAbsolute, join } from 'node:path';
 import { invalidAccountName } from '../../accounts/names.js';
 import type { AccountKind } from '../../db/types.js';
@@ -204,7 +204,31 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
     }
   };
 
+  // What the account files looked like at the last snapshot: when none of them changed (same
+  // inode, size and mtime), neither did the snapshot, and a no-change sync costs three stat calls.
+  let cached: { key: string; snapshot: HostSnapshot } | null = null;
+  const filesKey = async (): Promise<string> => {
+    const parts = await Promise.all(
+      [passwdFile, shadowFile, initscriptDir(runDir)].map((f) =>
+        stat(f, { bigint: true }).then((st) => `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`, () => 'none'),
+      ),
+    );
+    return parts.join('|');
+  };
+  // Leftovers of an interrupted destroy (a home or run files whose account is gone) are looked for
+  // when the account files changed since the last sweep, at the first observe (a restart after a
+  // crash) and after a destroy that failed; not on every pass, since the sweep lists every home.
+  let sweptAt: string | null = null;
+
   const snapshot = async (): Promise<HostSnapshot> => {
+    const key = await filesKey();
+    if (cached?.key === key) return cached.snapshot;
+    const fresh = await readSnapshot();
+    cached = { key, snapshot: fresh };
+    return fresh;
+  };
+
+  const readSnapshot = async (): Promise<HostSnapshot> => {
     const owned: ObservedAccount[] = [];
     const foreign = new Set<string>();
     const startRecords = new Set(await readdir(initscriptDir(runDir)).catch(() => [] as string[]));
@@ -223,11 +247,19 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
 
   return {
     async observe(observeOptions = {}) {
-      if (!observeOptions.readOnly) {
+      const key = observeOptions.readOnly ? null : await filesKey();
+      if (key !== null && key !== sweptAt) {
+        sweptAt = key;
         // Tidying must not keep the daemon from seeing its accounts: a failure is reported and
         // the next observe tries again.
-        await sweepOrphans().catch((err) => logger.warn('orphaned homes not removed', { error: (err as Error).message }));
-        await sweepRunDir().catch((err) => logger.warn('stale initscripts not removed', { error: (err as Error).message }));
+        await sweepOrphans().catch((err) => {
+          sweptAt = null;
+          logger.warn('orphaned homes not removed', { error: (err as Error).message });
+        });
+        await sweepRunDir().catch((err) => {
+          sweptAt = null;
+          logger.warn('stale initscripts not removed', { error: (err as Error).message });
+        });
       }
       return snapshot();
     },
@@ -247,13 +279,15 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
       await claimHomePath(home);
       const started = Date.now();
       const range = (key: string) => ['-K', `${key}_MIN=${uidMin}`, '-K', `${key}_MAX=${uidMax}`];
-      // Created disabled (no login shell, locked password) so that an account left half-made by
-      // a crash cannot be logged into; start() enables it.
+      // An enabled account is made with the login state start() would give it, which saves a
+      // usermod (a lock on the account files) per account. That is safe: logins are by key only,
+      // "*" matches no password, and no key is written before configure. A disabled one is made
+      // locked, with no login shell.
       await shadowUtil('useradd', [
         '-m', '-d', home,
         '-c', ownershipMarker(spec.kind),
-        '-s', disabledShell,
-        '-p', '!',
+        '-s', spec.enabled ? shellOf(spec.kind) : disabledShell,
+        '-p', spec.enabled ? NO_PASSWORD : '!',
         '-U', ...range('UID'), ...range('GID'),
         // 0750 with the account's private group, of which it is the only member: nobody else can
         // read the home, as with 0700, while the group bit leaves room to share it deliberately.
@@ -328,7 +362,17 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
       await stopAccount(account);
     },
 
-    async destroy(name) {
+    async destroy(name, kind) {
+      try {
+        await destroyAccount(name, kind);
+      } catch (err) {
+        sweptAt = null;
+        throw err;
+      }
+    },
+  };
+
+  async function destroyAccount(name: string, _kind: AccountKind): Promise<void> {
       const account = await ownedAccount(name, 'destroy');
       if (!account) {
         await removeInitscriptFiles(runDir, name);
@@ -355,8 +399,7 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
       await removeLeftoverHome(account);
       await removeInitscriptFiles(runDir, name);
       logger.info('account destroyed', { account: name, uid: account.uid, duration_ms: Date.now() - started });
-    },
-  };
+  }
 
   /**
    * useradd -m adopts a directory that is already there without changing its owner, so a new

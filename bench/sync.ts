@@ -1,0 +1,149 @@
+// Syncing: a no-change sync of 10,000 records, a new document to 200 new Unix slivers all
+// running, and the daemon's memory with 10,000 records. Prints figures only; no thresholds.
+//
+//   node --import tsx bench/sync.ts [nochange] [slivers] [rss]   (as root for the 200-sliver figure;
+//   BENCH_LOG=file keeps the daemon's log of it)
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { defaultConfig } from '../src/config/config.js';
+import { createLimiter } from '../src/accounts/limiter.js';
+import { createSupervisors } from '../src/accounts/supervisor.js';
+import { createRuntime, databasePath, lockPath, startDaemon } from '../src/daemon.js';
+import { openDatabase } from '../src/db/store.js';
+import { createLogger } from '../src/log.js';
+import { createConverger } from '../src/sync/converge.js';
+import { createDocumentSync } from '../src/sync/document.js';
+import { createSyncStatusFile, syncStatusPath } from '../src/sync/sync-status.js';
+import { generateSlicesXml } from './lib/generate-slices.js';
+import { nodeOfRecords, unexpiring } from './lib/node-of-records.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+async function timeRuns(runs: number, task: () => Promise<unknown>): Promise<{ median: number; min: number }> {
+  for (let i = 0; i < 3; i++) await task();
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const start = process.hrtime.bigint();
+    await task();
+    times.push(Number(process.hrtime.bigint() - start) / 1e6);
+  }
+  return { median: median(times), min: Math.min(...times) };
+}
+
+const fmt = (t: { median: number; min: number }) => `${t.median.toFixed(1)} ms (min ${t.min.toFixed(1)})`;
+
+/**
+ * The daemon's own path, as its poller runs it: the document sync (conditional fetch, parse,
+ * apply, database update) and the converger (expire, observe, plan, bookkeeping) on a store
+ * that holds 10,000 records, with the host's account files as the runtime left them.
+ */
+async function noChangeSync() {
+  const node = nodeOfRecords(10_000);
+  const file = join(node.dir, 'slices.xml');
+  writeFileSync(file, node.xml);
+  const logger = createLogger({ console: false });
+  const config = { ...node.config, authorityUrl: new URL(`file://${file}`).href, stateDir: join(node.dir, 'state') };
+  mkdirSync(config.stateDir, { recursive: true });
+  const { store } = await openDatabase({ path: databasePath(config), lockPath: lockPath(config), coalesceMs: config.dbCoalesceMs, logger });
+  store.update(() => node.database);
+  await store.flush();
+  const now = () => new Date();
+  const supervisors = createSupervisors({
+    runtime: node.runtime, limiter: createLimiter(1), logger, retryInitialMs: 1000, retryMaxMs: 1000, opTimeoutMs: 60_000,
+    report: () => { throw new Error('a no-change sync ran an operation'); },
+  });
+  const syncStatus = createSyncStatusFile(syncStatusPath(config.stateDir), null, logger);
+  const documents = createDocumentSync({ config, store, syncStatus, logger, now });
+  const converger = createConverger({ store, runtime: node.runtime, supervisors, logger, now });
+  const converge = async () => {
+    const plan = await converger.converge('bench');
+    if (plan.ops.length !== 0) throw new Error(`a no-change sync planned ${plan.ops.length} operations`);
+  };
+  await documents.fetchAndApply(); // the first fetch: the same records, and the validators to send
+
+  const notModified = await timeRuns(20, async () => {
+    await documents.fetchAndApply();
+    if (syncStatus.current?.detail !== 'not modified since the last fetch') throw new Error('expected not-modified');
+    await converge();
+  });
+  let bump = 0;
+  const refetched = await timeRuns(10, async () => {
+    utimesSync(file, new Date(), new Date(Date.now() + ++bump * 1000)); // a new mtime: a new validator, a full read
+    await documents.fetchAndApply();
+    if (syncStatus.current?.outcome !== 'unchanged' || syncStatus.current.detail.startsWith('not modified')) {
+      throw new Error(`expected the document read again and unchanged, got ${syncStatus.current?.detail}`);
+    }
+    await converge();
+  });
+  const convergeOnly = await timeRuns(20, converge);
+  const flushStart = process.hrtime.bigint();
+  store.update((db) => ({ ...db })); // what one database write of 10,000 records costs, when one is due
+  await store.flush();
+  const writeMs = Number(process.hrtime.bigint() - flushStart) / 1e6;
+  await supervisors.stop();
+  await store.close();
+  await syncStatus.flush();
+  rmSync(node.dir, { recursive: true, force: true });
+  return { notModified, refetched, convergeOnly, writeMs, bytes: node.xml.length };
+}
+
+async function twoHundredSlivers(): Promise<string> {
+  if (process.getuid?.() !== 0) return 'skipped (needs root: it creates 200 real accounts)';
+  const dir = mkdtempSync(join(tmpdir(), 'nodemgr-bench-'));
+  chmodSync(dir, 0o755);
+  const doc = join(dir, 'slices.xml');
+  writeFileSync(doc, unexpiring(generateSlicesXml({ slices: 200, nodeId: 1, onNodeFraction: 1, seed: 11 })).replace(/ name="/g, ' name="nb_'));
+  const config = {
+    ...defaultConfig(), nodeId: 1, authorityUrl: new URL(`file://${doc}`).href, stateDir: join(dir, 'state'),
+    runDir: join(dir, 'run'), logDir: join(dir, 'log'), sliverUidMin: 76000, sliverUidMax: 76999,
+  };
+  const logger = process.env.BENCH_LOG ? createLogger({ console: false, file: process.env.BENCH_LOG }) : createLogger({ console: false });
+  const start = Date.now();
+  const daemon = await startDaemon(config, logger);
+  await daemon.settled();
+  const elapsed = Date.now() - start;
+  const states = Object.values(daemon.store.data.accounts);
+  const running = states.filter((a) => a.state === 'running').length;
+  // The authority drops them all: the same daemon destroys them, as it would in service.
+  const runtime = createRuntime(config, logger);
+  const remaining = async () => (await runtime.observe({ readOnly: true })).owned.filter((a) => a.name.startsWith('nb_')).length;
+  writeFileSync(doc, `<slices timestamp="${Math.floor(Date.now() / 1000)}"></slices>\n`);
+  const destroyStart = Date.now();
+  daemon.syncNow();
+  while ((await remaining()) > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+  const destroyed = Date.now() - destroyStart;
+  await daemon.stop();
+  rmSync(dir, { recursive: true, force: true });
+  return `${(elapsed / 1000).toFixed(2)} s for ${states.length} slivers (${running} running); a document without them -> all 200 destroyed: ${(destroyed / 1000).toFixed(2)} s`;
+}
+
+function daemonRss(): string {
+  execFileSync('npx', ['tsc', '-p', join(here, '..', 'tsconfig.json')], { stdio: 'ignore' });
+  const probe = join(here, '..', 'dist', 'bench', 'lib', 'rss-probe.js');
+  const withRecords = execFileSync(process.execPath, ['--expose-gc', probe, '10000'], { encoding: 'utf8' }).trim();
+  const empty = execFileSync(process.execPath, ['--expose-gc', probe, '0'], { encoding: 'utf8' }).trim();
+  return `${withRecords} MB with 10,000 records (${empty} MB with none: Node's own floor)`;
+}
+
+// Parts to run: any of nochange, slivers, rss (all when none is named).
+const parts = new Set(process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['nochange', 'slivers', 'rss']);
+console.log(`machine: ${cpus()[0]?.model ?? 'unknown cpu'}, ${cpus().length} cores, node ${process.version}`);
+if (parts.has('nochange')) {
+  const sync = await noChangeSync();
+  console.log(`\nno-change sync, 10,000 records (document ${(sync.bytes / 1e6).toFixed(2)} MB), median of runs:`);
+  console.log(`  conditional fetch answered "not modified" + converge pass: ${fmt(sync.notModified)}`);
+  console.log(`  the same document fetched again, parsed, applied + converge pass: ${fmt(sync.refetched)}`);
+  console.log(`  converge pass alone (expire, observe 10,000 accounts, plan):     ${fmt(sync.convergeOnly)}`);
+  console.log(`  one durable database write of the 10,000 records (when one is due): ${sync.writeMs.toFixed(1)} ms`);
+  console.log(`  (the original node manager has no comparable figure: it re-ran every account's setup each sync)`);
+}
+if (parts.has('slivers')) console.log(`\nnew document -> 200 new Unix slivers all running: ${await twoHundredSlivers()}`);
+if (parts.has('rss')) console.log(`\ndaemon RSS (compiled code, records loaded, host observed and planned, after GC): ${daemonRss()}`);
