@@ -1,7 +1,13 @@
 // Wiring only: builds the parts from the configuration, connects them, and runs until stopped.
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { createLimiter } from './accounts/limiter.js';
+import { callerOf, tcpClientUid, type Caller } from './api/identity.js';
+import { createApiMethods } from './api/methods.js';
+import { startApiServer, type ApiServer } from './api/server.js';
+import { loadCertificate, verifyDetachedSignature, verifyTicket } from './api/signatures.js';
+import { peerCredentials } from './native/peercred.js';
 import { createSupervisors } from './accounts/supervisor.js';
 import { startPoller } from './authority/poller.js';
 import type { Config } from './config/config.js';
@@ -79,6 +85,8 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
   const documents = createDocumentSync({ config, store, syncStatus, logger, now });
   const converger = createConverger({ store, runtime, supervisors, logger, now });
 
+  const api = await startApi(config, { store, runtime, supervisors, converger, documents, logger, now });
+
   // Recovery: the host's own markers say which accounts exist; the database says what they should be.
   const host = await runtime.observe();
   supervisors.seed(host.owned);
@@ -128,6 +136,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
       await syncStatus.flush();
     },
     async stop() {
+      await api.close();
       await poller.stop();
       await supervisors.stop();
       await store.close();
@@ -135,4 +144,62 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
       logger.info('daemon stopped');
     },
   };
+}
+
+interface ApiParts {
+  readonly store: DatabaseStore;
+  readonly runtime: AccountRuntime;
+  readonly supervisors: ReturnType<typeof createSupervisors>;
+  readonly converger: ReturnType<typeof createConverger>;
+  readonly documents: ReturnType<typeof createDocumentSync>;
+  readonly logger: Logger;
+  readonly now: () => Date;
+}
+
+/** The API on 127.0.0.1 and the Unix socket, acting through the same converger and supervisors. */
+async function startApi(config: Config, parts: ApiParts): Promise<ApiServer> {
+  const { store, runtime, supervisors, converger, documents, logger, now } = parts;
+  // The certificate is read once: a daemon that starts with a bad one says so at once.
+  const certificatePem = config.authorityCertFile === null ? null : await readFile(config.authorityCertFile, 'utf8');
+  if (certificatePem !== null) loadCertificate(certificatePem);
+  const needCertificate = (): string => {
+    if (certificatePem === null) throw new Error('no authority certificate is configured (authority_cert), so nothing signed is accepted');
+    return certificatePem;
+  };
+  const methods = createApiMethods({
+    store,
+    logger,
+    now,
+    authorityDelegate: config.authorityDelegate,
+    converge: (trigger) => converger.converge(trigger),
+    submit: (ops) => supervisors.submit(ops),
+    verifyTicket: (ticket) =>
+      verifyTicket(ticket, {
+        certificatePem: needCertificate(), nodeId: config.nodeId, maxBytes: config.apiMaxRequestBytes,
+        nowSeconds: Math.floor(now().getTime() / 1000),
+      }),
+    verifyPush: (document, signature) => verifyDetachedSignature(document, signature, needCertificate()),
+    acceptDocument: (document, source) => documents.accept(document, source),
+  });
+  const identify = async (socket: Socket, transport: 'tcp' | 'unix'): Promise<Caller> => {
+    const uid = transport === 'unix'
+      ? peerCredentials(socket).uid
+      : await tcpClientUid({
+        remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0,
+        localAddress: socket.localAddress ?? '', localPort: socket.localPort ?? 0,
+      });
+    // A TCP peer whose socket is not listed (it closed already) is nobody.
+    if (uid === null) return { uid: -1, kind: 'nobody', name: null };
+    const host = await runtime.observe({ readOnly: true });
+    return callerOf(uid, (u) => host.owned.find((a) => a.uid === u) ?? null);
+  };
+  return startApiServer({
+    port: config.apiPort === 0 ? null : config.apiPort,
+    host: '127.0.0.1',
+    socketPath: config.apiSocket,
+    maxRequestBytes: config.apiMaxRequestBytes,
+    identify,
+    call: (caller, method, params) => methods.call(caller, method, params),
+    logger,
+  });
 }

@@ -12,6 +12,7 @@ declare -A NEEDED=(
   [python3]=python3         # the baseline benchmarks run the original node manager's approach
   [systemd]=systemd-analyze # the unit file is checked with systemd-analyze verify
   [openssh-client]=ssh-keygen # tests make real key pairs for authorized_keys
+  [xmlsec1]=xmlsec1         # tests sign tickets with XML-DSig as the authority does
 )
 
 missing=()

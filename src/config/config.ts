@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { invalidAccountName } from '../accounts/names.js';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 
@@ -41,6 +42,12 @@ export interface Config {
   /** TCP port of the API on loopback; 0: no TCP listener. */
   apiPort: number;
   apiSocket: string;
+  /** Largest API request body accepted, in bytes. */
+  apiMaxRequestBytes: number;
+  /** PEM certificate of the authority's signing key; null: no ticket or push is accepted. */
+  authorityCertFile: string | null;
+  /** The delegate account through which the authority may push documents (DeliverSlices). */
+  authorityDelegate: string | null;
 }
 
 /** A configuration that cannot be used; the message names the file, the line, the key and the reason. */
@@ -142,6 +149,16 @@ const socketPath: ValueType<string> = {
     return value;
   },
   show: (value) => value,
+};
+
+const optionalAccountName: ValueType<string | null> = {
+  parse(text) {
+    if (text === '') return null;
+    const bad = invalidAccountName(text);
+    if (bad !== null) throw new ValueError(`expected an account name, got ${got(text)}: ${bad}`);
+    return text;
+  },
+  show: (value) => value ?? '',
 };
 
 const authorityUrl: ValueType<string> = {
@@ -279,6 +296,12 @@ const KEYS: readonly KeyDescriptor[] = [
   key('api_socket', 'apiSocket', socketPath,
     { derived: (config) => join(config.runDir, 'api.sock'), text: '<run_dir>/api.sock' },
     'Path of the Unix socket of the API; unset, it is api.sock in run_dir.'),
+  key('api_max_request_bytes', 'apiMaxRequestBytes', range(4096, 256 * 1024 * 1024), 16 * 1024 * 1024,
+    'Largest API request accepted, in bytes; a larger one is answered with a fault. It bounds pushed documents too.'),
+  key('authority_cert', 'authorityCertFile', optionalPath, null,
+    "PEM certificate of the authority's signing key: tickets and pushed documents must be signed by it. Empty: Ticket, AdminTicket and DeliverSlices are refused."),
+  key('authority_delegate', 'authorityDelegate', optionalAccountName, null,
+    'The delegate account through which the authority pushes documents (DeliverSlices); empty: only root may push.'),
 ];
 
 const BY_KEY: ReadonlyMap<string, KeyDescriptor> = new Map(KEYS.map((d) => [d.key, d]));

@@ -1,7 +1,7 @@
 // How an authority document becomes the node's records. Pure: the database and the document in,
 // the next database and a summary of what changed out.
 import type { DelegateSpec, SliverSpec, SlicesDocument } from '../slices/types.js';
-import type { DelegateRecord, NodeDatabase, NodeRecord, SliverRecord } from './types.js';
+import { INITIAL_NODE_STATE, type DelegateRecord, type NodeDatabase, type NodeRecord, type SliverRecord } from './types.js';
 
 export function sliverKey(name: string): string {
   return `sliver_${name}`;
@@ -34,7 +34,8 @@ function isExpired(record: NodeRecord, nowSeconds: number): boolean {
   return record.expiry !== null && record.expiry <= nowSeconds;
 }
 
-function sliverRecord(spec: SliverSpec, previous: NodeRecord | undefined): SliverRecord {
+/** The record of a sliver as the authority describes it, keeping what the node set on the one it holds. */
+export function recordOfSliver(spec: SliverSpec, previous: NodeRecord | undefined): SliverRecord {
   return {
     record_key: sliverKey(spec.name),
     type: 'sliver',
@@ -47,8 +48,10 @@ function sliverRecord(spec: SliverSpec, previous: NodeRecord | undefined): Slive
     vref: spec.vref,
     keys: [...spec.keys],
     controllers: [...spec.controllers],
-    // Loans are the node's own business (set through the API); the authority does not know them.
+    instantiation: spec.instantiation,
+    // Loans and what the API asked are the node's own business; the authority does not know them.
     loans: previous?.type === 'sliver' ? previous.loans : [],
+    node_state: previous?.type === 'sliver' ? previous.node_state : INITIAL_NODE_STATE,
     unknown_resources: { ...spec.unknownResources },
   };
 }
@@ -87,7 +90,7 @@ export function applyDocument(db: NodeDatabase, doc: SlicesDocument, nowSeconds:
     doc.skipped.flatMap((s) => (s.held ? [s.held.type === 'sliver' ? sliverKey(s.held.name) : delegateKey(s.held.name)] : [])),
   );
   const offered = new Map<string, NodeRecord>();
-  for (const spec of doc.slivers) offered.set(sliverKey(spec.name), sliverRecord(spec, db.records[sliverKey(spec.name)]));
+  for (const spec of doc.slivers) offered.set(sliverKey(spec.name), recordOfSliver(spec, db.records[sliverKey(spec.name)]));
   for (const spec of doc.delegates) offered.set(delegateKey(spec.name), delegateRecord(spec));
 
   const records: Record<string, NodeRecord> = {};

@@ -2,6 +2,7 @@
 // daemon's own bookkeeping about accounts and syncs. Plain JSON-serialisable data.
 import type { Rspec } from '../rspec/resources.js';
 import type { Loan } from '../rspec/loans.js';
+import type { Instantiation } from '../slices/types.js';
 
 export type AccountKind = 'sliver' | 'delegate';
 
@@ -17,10 +18,22 @@ export interface SliverRecord {
   readonly vref: string | null;
   readonly keys: readonly string[];
   readonly controllers: readonly string[];
+  readonly instantiation: Instantiation;
   /** Loans this sliver gives, set on the node (SetLoans); kept across document updates. */
   readonly loans: readonly Loan[];
+  /** What the API asked of this sliver on the node; kept across document updates. */
+  readonly node_state: SliverNodeState;
   readonly unknown_resources: Readonly<Record<string, string>>;
 }
+
+export interface SliverNodeState {
+  /** Stop was called: the sliver stays stopped until Start or ReCreate. */
+  readonly stopped: boolean;
+  /** A delegated sliver exists on the node only after Create (and until Destroy). */
+  readonly created: boolean;
+}
+
+export const INITIAL_NODE_STATE: SliverNodeState = { stopped: false, created: false };
 
 export interface DelegateRecord {
   readonly record_key: string; // `delegate_${name}`

@@ -9,12 +9,14 @@ import type {
   DelegateRecord,
   NodeDatabase,
   NodeRecord,
+  SliverNodeState,
   SliverRecord,
   SyncOutcome,
   SyncStatus,
   TimestampRecord,
 } from './types.js';
 import type { Loan } from '../rspec/loans.js';
+import type { Instantiation } from '../slices/types.js';
 
 export class DatabaseFormatError extends Error {
   constructor(
@@ -44,8 +46,11 @@ const RECORD_TYPES: Record<NodeRecord['type'], true> = { sliver: true, delegate:
 const DATABASE_FIELDS: Fields<NodeDatabase> = { version: true, records: true, accounts: true };
 const SLIVER_FIELDS: Fields<SliverRecord> = {
   record_key: true, type: true, name: true, slice_id: true, timestamp: true, expiry: true, rspec: true,
-  initscript: true, vref: true, keys: true, controllers: true, loans: true, unknown_resources: true,
+  initscript: true, vref: true, keys: true, controllers: true, instantiation: true, loans: true, node_state: true,
+  unknown_resources: true,
 };
+const NODE_STATE_FIELDS: Fields<SliverNodeState> = { stopped: true, created: true };
+const INSTANTIATION_VALUES: Record<Instantiation, true> = { 'plc-instantiated': true, delegated: true };
 const DELEGATE_FIELDS: Fields<DelegateRecord> = {
   record_key: true, type: true, name: true, timestamp: true, expiry: true, keys: true,
 };
@@ -154,6 +159,16 @@ function loan(value: unknown, path: string): Loan {
   };
 }
 
+function boolean(value: unknown, path: string): boolean {
+  if (typeof value !== 'boolean') fail(path, 'true or false', value);
+  return value;
+}
+
+function nodeState(value: unknown, path: string): SliverNodeState {
+  const o = object(value, path, NODE_STATE_FIELDS);
+  return { stopped: boolean(o.stopped, field(path, 'stopped')), created: boolean(o.created, field(path, 'created')) };
+}
+
 function ownKey(o: Obj, path: string, key: string): string {
   return exactly(o.record_key, field(path, 'record_key'), key, ' (its key in records)');
 }
@@ -181,7 +196,9 @@ function sliverRecord(value: unknown, path: string, key: string): SliverRecord {
     vref: optionalString(o.vref, field(path, 'vref')),
     keys: array(o.keys, field(path, 'keys'), string),
     controllers: array(o.controllers, field(path, 'controllers'), name),
+    instantiation: member(o.instantiation, field(path, 'instantiation'), INSTANTIATION_VALUES),
     loans: array(o.loans, field(path, 'loans'), loan),
+    node_state: nodeState(o.node_state, field(path, 'node_state')),
     unknown_resources: dictionary(o.unknown_resources, field(path, 'unknown_resources'), string),
   };
 }

@@ -35,17 +35,21 @@ export function desiredAccounts(slivers: readonly SliverRecord[], delegates: rea
   const { effective, rejected } = effectiveRspecs(
     slivers.map((s) => ({ name: s.name, rspec: s.rspec, loans: s.loans })),
   );
-  const specs: AccountSpec[] = slivers.map((s) => {
+  const specs: AccountSpec[] = [];
+  for (const s of slivers) {
+    // A delegated sliver exists on the node only between its controller's Create and Destroy.
+    if (s.instantiation === 'delegated' && !s.node_state.created) continue;
     const rspec = effective.get(s.name)!;
-    return {
+    specs.push({
       name: s.name,
       kind: 'sliver',
       keys: s.keys,
       initscript: s.initscript,
-      enabled: rspec['enabled'] !== 0,
+      // Stopped through the API, a sliver stays stopped whatever the document says, until Start.
+      enabled: rspec['enabled'] !== 0 && !s.node_state.stopped,
       rspec,
-    };
-  });
+    });
+  }
   for (const d of delegates) {
     // A delegate and a sliver of one name cannot both be an account; the sliver wins.
     if (specs.some((s) => s.name === d.name)) continue;

@@ -2,7 +2,7 @@
 // validated spec, or to the reasons it is skipped. Only this node's entries come here.
 import { invalidAccountName } from '../accounts/names.js';
 import { canonicalResource, TEXT_ATTRIBUTES, toCanonicalAmount, type Rspec } from '../rspec/resources.js';
-import type { DelegateSpec, SkippedEntry, SliverSpec } from './types.js';
+import { INSTANTIATIONS, type DelegateSpec, type Instantiation, type SkippedEntry, type SliverSpec } from './types.js';
 import { describeCount, invalidPublicKey, invalidVref, parseCount } from './values.js';
 
 /** What the parser gathered inside one <slice>, attribute values as written (undefined: absent). */
@@ -10,6 +10,8 @@ export interface RawSlice {
   id: string | undefined;
   name: string | undefined;
   expiry: string | undefined;
+  /** The slice's instantiation attribute, when it has one. */
+  instantiation: string | undefined;
   /** The value of the last <timestamp>, and how many there were. */
   timestamp: string | undefined;
   timestampCount: number;
@@ -98,6 +100,10 @@ export function buildSliver(raw: RawSlice, what: string, skipped: SkippedEntry[]
   const sliceId = parseCount(raw.id ?? '');
   if (Number.isNaN(sliceId)) problems.push(describeCount('id', raw.id));
   const { timestamp, expiry } = checkTimes(raw, problems);
+  const instantiation = (raw.instantiation ?? 'plc-instantiated') as Instantiation;
+  if (!INSTANTIATIONS.includes(instantiation)) {
+    problems.push(`instantiation ${quote(raw.instantiation ?? '')} is not one of ${INSTANTIATIONS.join(', ')}`);
+  }
 
   const rspec: Rspec = {};
   const unknown = new Map<string, string>();
@@ -178,6 +184,7 @@ export function buildSliver(raw: RawSlice, what: string, skipped: SkippedEntry[]
     vref,
     keys,
     controllers,
+    instantiation,
     // fromEntries defines own properties, so a resource called "__proto__" stays plain data.
     unknownResources: Object.fromEntries(unknown),
   };

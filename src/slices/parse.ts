@@ -35,7 +35,7 @@ const UNDEFINED_ENTITY_HINT = 'only &amp; &lt; &gt; &quot; &apos; and numeric ch
 
 function newRawSlice(): RawSlice {
   return {
-    id: undefined, name: undefined, expiry: undefined, timestamp: undefined, timestampCount: 0,
+    id: undefined, name: undefined, expiry: undefined, instantiation: undefined, timestamp: undefined, timestampCount: 0,
     users: [], keyPersons: [], keyValues: [], resourceNames: [], resourceTexts: [], resourceIssues: [], controllers: [],
   };
 }
@@ -101,6 +101,7 @@ export function parseSlicesDocument(input: string | Uint8Array, options: ParseOp
     raw.id = a.id;
     raw.name = a.name;
     raw.expiry = a.expiry;
+    raw.instantiation = a.instantiation;
     raw.timestamp = undefined;
     raw.timestampCount = 0;
     raw.users.length = 0;

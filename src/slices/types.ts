@@ -18,9 +18,17 @@ export interface SliverSpec {
   readonly keys: readonly string[];
   /** Delegate account names allowed to act on this slice through the API. */
   readonly controllers: readonly string[];
+  /**
+   * "plc-instantiated": the node makes the sliver as soon as the authority lists it.
+   * "delegated": the node makes it only when a controller asks (the API's Create).
+   */
+  readonly instantiation: Instantiation;
   /** Resources the program does not know, kept and reported, never fatal. */
   readonly unknownResources: Readonly<Record<string, string>>;
 }
+
+export type Instantiation = 'plc-instantiated' | 'delegated';
+export const INSTANTIATIONS: readonly Instantiation[] = ['plc-instantiated', 'delegated'];
 
 export interface DelegateSpec {
   readonly name: string;

@@ -485,7 +485,9 @@ serial('observe removes an orphaned home in the range and leaves every other dir
   const home = join(options.homeBase, c);
   await writeFile(join(home, 'data'), 'x');
   await runtime.start(spec(c, { initscript: '#!/bin/sh\n:\n' }));
-  // A destroy killed between removing the entry and removing the home: userdel without -r.
+  // A destroy killed between removing the entry and removing the home: userdel without -r
+  // (once the initscript, which only runs ":", has exited).
+  await waitFor('the initscript to exit', async () => (await processesOf(uid)).length === 0);
   await runCommand('userdel', [c]);
   t.deepEqual(await passwdOf(c), []);
 

@@ -56,6 +56,9 @@ test('the defaults need no file', (t) => {
     dbCoalesceMs: 50,
     apiPort: 812,
     apiSocket: '/run/nodemgr/api.sock',
+    apiMaxRequestBytes: 16_777_216,
+    authorityCertFile: null,
+    authorityDelegate: null,
   });
 });
 

@@ -38,6 +38,7 @@ function sliver(name: string, extra: Partial<SliverRecord> = {}): SliverRecord {
     record_key: `sliver_${name}`, type: 'sliver', name, slice_id: 7, timestamp: 1700000000, expiry: null,
     rspec: { cpu_share: 32, net_max_rate: 1000 }, initscript: null, vref: null, keys: ['ssh-ed25519 AAAA a@b'],
     controllers: ['pl_ctl'], loans: [{ recipient: 'site_other', resource: 'cpu_share', amount: 4 }],
+    instantiation: 'plc-instantiated', node_state: { stopped: false, created: false },
     unknown_resources: { colour: 'blue' }, ...extra,
   };
 }

@@ -8,6 +8,7 @@ function record(name: string, extra: Partial<SliverRecord> = {}): SliverRecord {
   return {
     record_key: `sliver_${name}`, type: 'sliver', name, slice_id: 1, timestamp: 1, expiry: null,
     rspec: {}, initscript: null, vref: null, keys: ['ssh-ed25519 AAAA x@y'], controllers: [], loans: [],
+    instantiation: 'plc-instantiated', node_state: { stopped: false, created: false },
     unknown_resources: {}, ...extra,
   };
 }

@@ -59,7 +59,8 @@ test('the seed example becomes one sliver with its rspec, key and times', (t) =>
 </slices>`);
   t.deepEqual(result.slivers, [{
     name: 'princeton_sirius', sliceId: 17, timestamp: 1700000000, expiry: 1893456000,
-    rspec: { cpu_share: 32 }, initscript: null, vref: null, keys: [alice], controllers: [], unknownResources: {},
+    rspec: { cpu_share: 32 }, initscript: null, vref: null, keys: [alice], controllers: [],
+    instantiation: 'plc-instantiated', unknownResources: {},
   }]);
   t.is(result.timestamp, 1700000000);
   t.is(result.nodeId, NODE);
@@ -118,7 +119,7 @@ test('delegates, controllers and the bandwidth cap are read', (t) => {
   const k2 = key(2);
   const result = parse(`<slices timestamp="1700000500">
   <bwcap value="100000"/>
-  <slice id="1" name="pl_web">
+  <slice id="1" name="pl_web" instantiation="delegated">
     <timestamp value="1700000000"/>
     <node id="42"/>
     <controller name="del_ops"/>
@@ -136,12 +137,19 @@ test('delegates, controllers and the bandwidth cap are read', (t) => {
   t.is(result.bwcapKbit, 100000);
   t.is(result.timestamp, 1700000500);
   t.deepEqual(sliver(result, 'pl_web').controllers, ['del_ops']);
+  t.is(sliver(result, 'pl_web').instantiation, 'delegated');
   t.deepEqual(result.delegates, [
     { name: 'del_ops', timestamp: 1700000100, expiry: 1800000000, keys: [k1, k2] },
     // Without its own timestamp a delegate carries the document's.
     { name: 'del_new', timestamp: 1700000500, expiry: null, keys: [k2] },
   ]);
   t.deepEqual(result.skipped, [{ what: 'controller "root" of slice "pl_web"', reason: '"root" is a reserved system account name' }]);
+});
+
+test('an unknown instantiation makes the slice invalid, with the allowed values named', (t) => {
+  const result = parse(`<slices><slice id="1" name="pl_odd" instantiation="sometimes"><node id="42"/></slice></slices>`);
+  t.deepEqual(result.slivers, []);
+  t.is(result.skipped[0]!.reason, 'instantiation "sometimes" is not one of plc-instantiated, delegated');
 });
 
 test('a delegate named like a sliver of this node, or badly, is skipped', (t) => {

@@ -10,7 +10,8 @@ import { memoryRuntime } from './support/memory-runtime.js';
 function record(name: string): SliverRecord {
   return {
     record_key: `sliver_${name}`, type: 'sliver', name, slice_id: 1, timestamp: 1, expiry: null,
-    rspec: {}, initscript: 'true', vref: null, keys: [], controllers: [], loans: [], unknown_resources: {},
+    rspec: {}, initscript: 'true', vref: null, keys: [], controllers: [], loans: [],
+    instantiation: 'plc-instantiated', node_state: { stopped: false, created: false }, unknown_resources: {},
   };
 }
 

@@ -106,6 +106,8 @@ export async function sandbox(settings: Record<string, string | number>): Promis
     poll_jitter: 0,
     op_retry_initial: 1,
     op_retry_max: 2,
+    // Daemons of tests run side by side: no fixed TCP port (each has its own Unix socket).
+    api_port: 0,
     ...settings,
   };
   const config = join(dir, 'nodemgr.conf');

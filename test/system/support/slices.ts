@@ -17,6 +17,7 @@ export interface TestSlice {
   users?: Record<number, string>;
   resources?: Record<string, string | number>;
   controllers?: string[];
+  instantiation?: 'plc-instantiated' | 'delegated';
 }
 
 export interface TestDelegate {
@@ -31,7 +32,7 @@ function escape(text: string): string {
 export function slicesXml(timestamp: number, slices: TestSlice[], delegates: TestDelegate[] = []): string {
   const out = ['<?xml version="1.0" encoding="utf-8"?>', '<slices>', `  <timestamp value="${timestamp}"/>`];
   slices.forEach((s, i) => {
-    out.push(`  <slice id="${s.id ?? 1000 + i}" name="${s.name}"${s.expiry ? ` expiry="${s.expiry}"` : ''}>`);
+    out.push(`  <slice id="${s.id ?? 1000 + i}" name="${s.name}"${s.expiry ? ` expiry="${s.expiry}"` : ''}${s.instantiation ? ` instantiation="${s.instantiation}"` : ''}>`);
     out.push(`    <timestamp value="${s.timestamp ?? timestamp}"/>`);
     for (const node of s.nodes ?? [1]) out.push(`    <node id="${node}"/>`);
     for (const person of Object.keys(s.users ?? {})) out.push(`    <user person_id="${person}"/>`);

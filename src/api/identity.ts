@@ -1,0 +1,103 @@
+// Who is calling: the Unix user behind the connection, and what that user is to this node.
+// On the Unix socket the kernel says (SO_PEERCRED); on loopback TCP the client's own socket is
+// found in /proc/net/tcp (or tcp6), whose uid column is the user that opened it.
+import { readFile } from 'node:fs/promises';
+import { isIPv4 } from 'node:net';
+import type { AccountKind } from '../db/types.js';
+
+export type CallerKind = 'root' | AccountKind | 'nobody';
+
+export interface Caller {
+  readonly uid: number;
+  readonly kind: CallerKind;
+  /** The account name of a sliver or delegate; null for root and nobody. */
+  readonly name: string | null;
+}
+
+export function describeCaller(caller: Caller): string {
+  return caller.name !== null ? `${caller.kind} ${caller.name} (uid ${caller.uid})` : `${caller.kind} (uid ${caller.uid})`;
+}
+
+/** Classifies a uid: root, one of the node's accounts, or nobody the node knows. */
+export function callerOf(uid: number, accountOfUid: (uid: number) => { name: string; kind: AccountKind } | null): Caller {
+  if (uid === 0) return { uid, kind: 'root', name: null };
+  const account = accountOfUid(uid);
+  return account ? { uid, kind: account.kind, name: account.name } : { uid, kind: 'nobody', name: null };
+}
+
+/** "0100007F:032C" (as /proc/net/tcp writes 127.0.0.1:812) -> "127.0.0.1:812". */
+export function decodeProcAddress(hex: string): string | null {
+  const [addr, port] = hex.split(':');
+  if (addr === undefined || port === undefined || !/^[0-9A-F]+$/i.test(addr) || !/^[0-9A-F]{4}$/i.test(port)) return null;
+  const portNumber = parseInt(port, 16);
+  if (addr.length === 8) {
+    // One 32-bit word in host (little-endian) order.
+    const bytes = [6, 4, 2, 0].map((i) => parseInt(addr.slice(i, i + 2), 16));
+    return `${bytes.join('.')}:${portNumber}`;
+  }
+  if (addr.length === 32) {
+    // Four 32-bit words, each in host order.
+    const bytes: number[] = [];
+    for (let w = 0; w < 4; w++) {
+      const word = addr.slice(w * 8, w * 8 + 8);
+      for (const i of [6, 4, 2, 0]) bytes.push(parseInt(word.slice(i, i + 2), 16));
+    }
+    const mapped = bytes.slice(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
+    if (mapped) return `${bytes.slice(12).join('.')}:${portNumber}`;
+    const groups: string[] = [];
+    for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
+    return `${normalizeIPv6(groups.join(':'))}:${portNumber}`;
+  }
+  return null;
+}
+
+/** The canonical text of an address as node:net reports it ("::ffff:127.0.0.1" -> "127.0.0.1"). */
+function normalizeAddress(address: string): string {
+  const lower = address.toLowerCase();
+  if (lower.startsWith('::ffff:') && isIPv4(lower.slice(7))) return lower.slice(7);
+  return isIPv4(lower) ? lower : normalizeIPv6(lower);
+}
+
+function normalizeIPv6(address: string): string {
+  // Expand "::" then print each group without leading zeros and the longest zero run as "::".
+  const [head, tail] = address.includes('::') ? address.split('::') : [address, undefined];
+  const headGroups = head ? head.split(':') : [];
+  const tailGroups = tail !== undefined && tail !== '' ? tail.split(':') : [];
+  const fill = tail === undefined ? [] : Array(8 - headGroups.length - tailGroups.length).fill('0');
+  const groups = [...headGroups, ...fill, ...tailGroups].map((g) => parseInt(g || '0', 16));
+  let bestStart = -1;
+  let bestLength = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLength && j - i > 1) { bestStart = i; bestLength = j - i; }
+    i = j;
+  }
+  const text = groups.map((g) => g.toString(16));
+  if (bestStart < 0) return text.join(':');
+  return `${text.slice(0, bestStart).join(':')}::${text.slice(bestStart + bestLength).join(':')}`;
+}
+
+/**
+ * The uid owning the client end of a loopback TCP connection, as this server sees it (the client
+ * is the connection's remote end, the server its local end); null when no such socket is listed.
+ */
+export async function tcpClientUid(
+  connection: { remoteAddress: string; remotePort: number; localAddress: string; localPort: number },
+  procNet = '/proc/net',
+): Promise<number | null> {
+  const client = `${normalizeAddress(connection.remoteAddress)}:${connection.remotePort}`;
+  const server = `${normalizeAddress(connection.localAddress)}:${connection.localPort}`;
+  for (const table of ['tcp', 'tcp6']) {
+    const text = await readFile(`${procNet}/${table}`, 'latin1').catch(() => '');
+    for (const line of text.split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields.length < 8) continue;
+      if (decodeProcAddress(fields[1]!) !== client || decodeProcAddress(fields[2]!) !== server) continue;
+      const uid = Number(fields[7]);
+      if (Number.isInteger(uid) && uid >= 0) return uid;
+    }
+  }
+  return null;
+}

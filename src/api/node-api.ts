@@ -1,0 +1,227 @@
+// What the API's methods do to the node: reads of the records and account states, and changes to
+// the node's own part of a sliver record (loans, Stop/Start, Create/Destroy of delegated slivers).
+// Every change is one database update followed by a converge pass, which hands the resulting
+// operations to the supervisors; nothing here touches the host.
+import { recordOfSliver, sliverKey } from '../db/records.js';
+import type { DatabaseStore } from '../db/store.js';
+import type { NodeDatabase, SliverNodeState, SliverRecord } from '../db/types.js';
+import type { Logger } from '../log.js';
+import { desiredAccounts, type Op } from '../reconcile/plan.js';
+import { effectiveRspecs, type Loan } from '../rspec/loans.js';
+import { canonicalResource, withDefaults, type Rspec } from '../rspec/resources.js';
+import type { SliverSpec } from '../slices/types.js';
+import type { AcceptResult } from '../sync/document.js';
+import { ApiFault, FaultCode, invalidArgument } from './faults.js';
+import { describeCaller, type Caller } from './identity.js';
+
+export interface NodeApiDeps {
+  readonly store: DatabaseStore;
+  readonly logger: Logger;
+  readonly now: () => Date;
+  /** The delegate account the authority pushes through (DeliverSlices), if any. */
+  readonly authorityDelegate: string | null;
+  /** Plans and hands the operations to the supervisors; resolves once they are queued. */
+  converge(trigger: string): Promise<unknown>;
+  /** Queues operations as they are (ReCreate's destroy-then-create). */
+  submit(ops: readonly Op[]): void;
+  /** Checks a ticket's signature and contents; throws an Error whose message says what is wrong. */
+  verifyTicket(ticket: string): { sliver: SliverSpec; timestamp: number };
+  /** Checks a pushed document's detached signature; throws an Error whose message says what is wrong. */
+  verifyPush(document: Buffer, signature: string): void;
+  /** Applies a document as a fetched one is applied. */
+  acceptDocument(document: Buffer, source: string): Promise<AcceptResult>;
+}
+
+const slivers = (db: NodeDatabase): SliverRecord[] =>
+  Object.values(db.records).filter((r): r is SliverRecord => r.type === 'sliver');
+
+export function nodeApi(deps: NodeApiDeps) {
+  const { store, logger } = deps;
+
+  const sliverRecord = (name: string): SliverRecord | null => {
+    const record = Object.hasOwn(store.data.records, sliverKey(name)) ? store.data.records[sliverKey(name)] : undefined;
+    return record?.type === 'sliver' ? record : null;
+  };
+  const record = (name: string): SliverRecord => {
+    const found = sliverRecord(name);
+    if (!found) throw invalidArgument(1, 'sliver_name', `no sliver named ${JSON.stringify(name)} on this node`);
+    return found;
+  };
+  /** The slivers a caller may act on. */
+  const visible = (caller: Caller): SliverRecord[] =>
+    slivers(store.data).filter((s) =>
+      caller.kind === 'root' || (caller.kind === 'sliver' && caller.name === s.name) ||
+      (caller.kind === 'delegate' && caller.name !== null && s.controllers.includes(caller.name)),
+    );
+
+  const changeNodeState = async (caller: Caller, name: string, change: Partial<SliverNodeState>, what: string) => {
+    const current = record(name);
+    const next = { ...current, node_state: { ...current.node_state, ...change } };
+    store.update((db) => ({ ...db, records: { ...db.records, [current.record_key]: next } }));
+    logger.info('api request accepted', { sliver: name, op: what, caller: describeCaller(caller) });
+    await deps.converge(`api ${what}`);
+    return 1;
+  };
+
+  const effective = (): ReturnType<typeof effectiveRspecs> =>
+    effectiveRspecs(slivers(store.data).map((s) => ({ name: s.name, rspec: s.rspec, loans: s.loans })));
+
+  return {
+    sliverRecord,
+    record,
+
+    xids(caller: Caller): Record<string, number> {
+      const out: Record<string, number> = {};
+      for (const s of visible(caller)) {
+        const uid = store.data.accounts[s.name]?.uid;
+        if (uid !== undefined && uid !== null) out[s.name] = uid;
+      }
+      return out;
+    },
+
+    sshKeys(caller: Caller): Record<string, string> {
+      return Object.fromEntries(visible(caller).map((s) => [s.name, s.keys.map((k) => `${k}\n`).join('')]));
+    },
+
+    create(caller: Caller, name: string) {
+      const target = record(name);
+      if (target.instantiation !== 'delegated') {
+        throw invalidArgument(1, 'sliver_name', `${name} is not a delegated sliver: only the authority creates it`);
+      }
+      return changeNodeState(caller, name, { created: true }, 'create');
+    },
+
+    destroy(caller: Caller, name: string) {
+      const target = record(name);
+      if (target.instantiation !== 'delegated') {
+        throw invalidArgument(1, 'sliver_name', `${name} is not a delegated sliver: only the authority destroys it`);
+      }
+      return changeNodeState(caller, name, { created: false, stopped: false }, 'destroy');
+    },
+
+    setStopped(caller: Caller, name: string, stopped: boolean) {
+      const target = record(name);
+      if (target.instantiation === 'delegated' && !target.node_state.created) {
+        throw invalidArgument(1, 'sliver_name', `${name} is delegated and not created: Create it first`);
+      }
+      return changeNodeState(caller, name, { stopped }, stopped ? 'stop' : 'start');
+    },
+
+    async recreate(caller: Caller, name: string) {
+      const target = record(name);
+      if (target.instantiation === 'delegated' && !target.node_state.created) {
+        throw invalidArgument(1, 'sliver_name', `${name} is delegated and not created: Create it first`);
+      }
+      if (target.node_state.stopped) {
+        store.update((db) => ({ ...db, records: { ...db.records, [target.record_key]: { ...target, node_state: { ...target.node_state, stopped: false } } } }));
+      }
+      const db = store.data;
+      const spec = desiredAccounts(slivers(db), []).specs.find((s) => s.name === name);
+      if (!spec) throw new ApiFault(FaultCode.internal, `${name} is not an account the node wants; nothing to re-create`);
+      const ops: Op[] = [
+        { account: name, kind: 'sliver', action: 'destroy', spec: null, why: 'ReCreate' },
+        { account: name, kind: 'sliver', action: 'create', spec, why: 'ReCreate' },
+        { account: name, kind: 'sliver', action: 'configure', spec, why: 'ReCreate' },
+      ];
+      if (spec.enabled) ops.push({ account: name, kind: 'sliver', action: 'start', spec, why: 'ReCreate' });
+      deps.submit(ops);
+      logger.info('api request accepted', { sliver: name, op: 'recreate', caller: describeCaller(caller) });
+      return 1;
+    },
+
+    effectiveRspec(name: string): Rspec {
+      record(name);
+      return effective().effective.get(name) ?? withDefaults({});
+    },
+
+    recordForCaller(name: string) {
+      return record(name);
+    },
+
+    sliverStatus(name: string) {
+      const r = record(name);
+      const account = store.data.accounts[name];
+      const computed = effective();
+      return {
+        name,
+        state: account?.state ?? 'absent',
+        since: account?.since ?? '',
+        uid: account?.uid ?? -1,
+        last_error: account?.reason ?? '',
+        instantiation: r.instantiation,
+        stopped_by_api: r.node_state.stopped,
+        effective_rspec: computed.effective.get(name) ?? {},
+        rejected_loans: computed.rejected
+          .filter((x) => x.lender === name)
+          .map((x) => ({ recipient: x.loan.recipient, resource: x.loan.resource, amount: x.loan.amount, reason: x.reason })),
+      };
+    },
+
+    async setLoans(caller: Caller, name: string, given: readonly unknown[]) {
+      const lender = record(name);
+      const loans: Loan[] = given.map((item, i) => parseLoan(item, i));
+      // Every loan must fit as the node would apply it; a set with one that does not is refused whole.
+      const trial = slivers(store.data).map((s) => ({ name: s.name, rspec: s.rspec, loans: s.name === name ? loans : s.loans }));
+      const refused = effectiveRspecs(trial).rejected.filter((r) => r.lender === name);
+      if (refused.length > 0) {
+        const first = refused[0]!;
+        const index = loans.indexOf(first.loan);
+        throw invalidArgument(2, 'loans', `loan ${index + 1} [${first.loan.recipient}, ${first.loan.resource}, ${first.loan.amount}] does not fit: ${first.reason}`);
+      }
+      store.update((db) => ({ ...db, records: { ...db.records, [lender.record_key]: { ...lender, loans } } }));
+      logger.info('loans set', { sliver: name, loans: loans.map((l) => `${l.recipient}:${l.resource}:${l.amount}`).join(','), caller: describeCaller(caller) });
+      await deps.converge('api loans');
+      return 1;
+    },
+
+    async deliverSlices(caller: Caller, document: string, signature: string) {
+      const body = Buffer.from(document, 'utf8');
+      try {
+        deps.verifyPush(body, signature);
+      } catch (error) {
+        throw invalidArgument(2, 'signature', (error as Error).message);
+      }
+      const result = await deps.acceptDocument(body, `push by ${describeCaller(caller)}`);
+      if (result.outcome === 'rejected') throw invalidArgument(1, 'document', result.detail);
+      await deps.converge('push');
+      return { outcome: result.outcome, detail: result.detail };
+    },
+  };
+}
+
+/** One [recipient, resource, amount] triple of SetLoans, with the seed's resource names allowed. */
+function parseLoan(item: unknown, i: number): Loan {
+  const where = `loan ${i + 1}`;
+  if (!Array.isArray(item) || item.length !== 3) {
+    throw invalidArgument(2, 'loans', `${where} must be a [recipient, resource, amount] triple`);
+  }
+  const [recipient, resource, amount] = item as unknown[];
+  if (typeof recipient !== 'string') throw invalidArgument(2, 'loans', `${where}: recipient must be a string`);
+  if (typeof resource !== 'string') throw invalidArgument(2, 'loans', `${where}: resource must be a string`);
+  if (typeof amount !== 'number' || !Number.isSafeInteger(amount) || amount < 0) {
+    throw invalidArgument(2, 'loans', `${where}: amount must be a non-negative integer, got ${JSON.stringify(amount)}`);
+  }
+  const canonical = canonicalResource(resource);
+  if (!canonical) throw invalidArgument(2, 'loans', `${where}: resource ${JSON.stringify(resource)} is not known`);
+  return { recipient, resource: canonical.name, amount: Math.floor(amount / canonical.divisor) };
+}
+
+/** Ticket and AdminTicket: a signed sliver record, kept when newer than the one the node holds. */
+export async function acceptTicket(deps: NodeApiDeps, caller: Caller, ticket: string, method: string): Promise<number> {
+  let verified: { sliver: SliverSpec; timestamp: number };
+  try {
+    verified = deps.verifyTicket(ticket);
+  } catch (error) {
+    throw invalidArgument(1, 'ticket', (error as Error).message);
+  }
+  const key = sliverKey(verified.sliver.name);
+  const held = deps.store.data.records[key];
+  if (held && held.timestamp >= verified.timestamp) {
+    throw invalidArgument(1, 'ticket', `the node holds ${verified.sliver.name} at timestamp ${held.timestamp}, not older than the ticket's ${verified.timestamp}: replayed or stale`);
+  }
+  const next = recordOfSliver(verified.sliver, held);
+  deps.store.update((db) => ({ ...db, records: { ...db.records, [key]: next } }));
+  deps.logger.info('ticket accepted', { sliver: verified.sliver.name, timestamp: verified.timestamp, method, caller: describeCaller(caller) });
+  await deps.converge('ticket');
+  return 1;
+}

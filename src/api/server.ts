@@ -1,0 +1,176 @@
+// The API's HTTP side: one server on 127.0.0.1 (TCP) and one on a Unix socket, both speaking
+// XML-RPC over HTTP/1.1 with keep-alive. Bodies are bounded, slow or idle connections are cut,
+// and every request gets exactly one answer: a result or a fault, never a crash.
+import { chmod, lstat, unlink } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Logger } from '../log.js';
+import { decodeCall, encodeFault, encodeResponse } from './codec.js';
+import { ApiFault, FaultCode } from './faults.js';
+import { describeCaller, type Caller } from './identity.js';
+
+export interface ApiServerOptions {
+  /** TCP port on 127.0.0.1; null for no TCP listener. */
+  readonly port: number | null;
+  readonly host: string;
+  readonly socketPath: string;
+  readonly maxRequestBytes: number;
+  /** Who is behind a connection; resolved once per connection. */
+  identify(socket: Socket, transport: 'tcp' | 'unix'): Promise<Caller>;
+  call(caller: Caller, method: string, params: readonly unknown[]): Promise<unknown>;
+  readonly logger: Logger;
+}
+
+export interface ApiServer {
+  /** The TCP port actually bound (useful with port 0), or null. */
+  readonly port: number | null;
+  close(): Promise<void>;
+}
+
+/** Idle keep-alive connections are closed after this long. */
+const KEEP_ALIVE_MS = 15_000;
+/** A request must arrive whole within this long (slowloris). */
+const REQUEST_TIMEOUT_MS = 30_000;
+
+function listen(server: Server, target: { port: number; host: string } | { path: string }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    const done = () => {
+      server.off('error', reject);
+      resolve();
+    };
+    if ('path' in target) server.listen(target.path, done);
+    else server.listen(target.port, target.host, done);
+  });
+}
+
+/** Removes a socket file left by a daemon that died; refuses to remove anything else. */
+async function removeStaleSocket(path: string): Promise<void> {
+  const st = await lstat(path).catch(() => null);
+  if (!st) return;
+  if (!st.isSocket()) throw new Error(`${path} exists and is not a socket; not removing it`);
+  await unlink(path);
+}
+
+export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
+  const { logger } = options;
+  const callers = new WeakMap<Socket, Promise<Caller>>();
+
+  const handler = (transport: 'tcp' | 'unix') => (req: IncomingMessage, res: ServerResponse) => {
+    const started = Date.now();
+    const answer = (status: number, body: string, close = false) => {
+      if (res.headersSent) return;
+      res.writeHead(status, {
+        'content-type': 'text/xml; charset=utf-8',
+        'content-length': Buffer.byteLength(body),
+        ...(close ? { connection: 'close' } : {}),
+      });
+      res.end(body);
+    };
+    if (req.method !== 'POST') {
+      answer(405, encodeFault(FaultCode.invalidRequest, `XML-RPC requests are POSTed; got ${req.method}`));
+      return;
+    }
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (declared > options.maxRequestBytes) {
+      answer(413, encodeFault(FaultCode.notWellFormed, `request too large: ${declared} bytes, the limit is ${options.maxRequestBytes}`), true);
+      req.resume();
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let tooLarge = false;
+    req.on('data', (chunk: Buffer) => {
+      if (tooLarge) return;
+      size += chunk.length;
+      if (size > options.maxRequestBytes) {
+        tooLarge = true;
+        chunks.length = 0;
+        answer(413, encodeFault(FaultCode.notWellFormed, `request too large: more than ${options.maxRequestBytes} bytes`), true);
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('error', () => undefined); // an aborted request has no one left to answer
+    req.on('end', () => {
+      if (tooLarge) return;
+      let identity = callers.get(req.socket);
+      if (!identity) {
+        identity = options.identify(req.socket, transport);
+        callers.set(req.socket, identity);
+      }
+      void (async () => {
+        let method = '?';
+        let caller: Caller | null = null;
+        try {
+          caller = await identity;
+          const call = await decodeCall(Buffer.concat(chunks, size));
+          method = call.method;
+          const result = await options.call(caller, call.method, call.params);
+          answer(200, encodeResponse(result ?? 1));
+          logger.debug('api call', { method, caller: describeCaller(caller), duration_ms: Date.now() - started });
+        } catch (error) {
+          const fault = error instanceof ApiFault ? error : new ApiFault(FaultCode.internal, `internal error: ${(error as Error).message}`);
+          if (!(error instanceof ApiFault)) logger.error('api call failed', { method, error: (error as Error).stack ?? String(error) });
+          answer(200, encodeFault(fault.code, fault.message));
+          logger.info('api fault', {
+            method: method.slice(0, 64), caller: caller ? describeCaller(caller) : 'unknown', code: fault.code, fault: fault.message.slice(0, 200),
+          });
+        }
+      })();
+    });
+  };
+
+  const configure = (server: Server) => {
+    server.keepAliveTimeout = KEEP_ALIVE_MS;
+    server.headersTimeout = REQUEST_TIMEOUT_MS;
+    server.requestTimeout = REQUEST_TIMEOUT_MS;
+    server.maxHeadersCount = 50;
+    // A connection that stops in the middle of anything is cut rather than held.
+    server.on('connection', (socket: Socket) => socket.setTimeout(REQUEST_TIMEOUT_MS * 2, () => socket.destroy()));
+    server.on('clientError', (_error, socket: Socket) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      else socket.destroy();
+    });
+    return server;
+  };
+
+  const servers: Server[] = [];
+  let port: number | null = null;
+  try {
+    if (options.port !== null) {
+      const tcp = configure(createServer(handler('tcp')));
+      await listen(tcp, { port: options.port, host: options.host });
+      servers.push(tcp);
+      const address = tcp.address();
+      port = typeof address === 'object' && address ? address.port : options.port;
+    }
+    await removeStaleSocket(options.socketPath);
+    const unix = configure(createServer(handler('unix')));
+    await listen(unix, { path: options.socketPath });
+    servers.push(unix);
+    // Every local user may connect (the caller's uid decides what it may do); the directory
+    // holding the socket is not world-writable, so nobody can replace it.
+    await chmod(options.socketPath, 0o666);
+  } catch (error) {
+    await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+    throw error;
+  }
+  logger.info('api listening', { tcp: port === null ? 'off' : `${options.host}:${port}`, socket: options.socketPath });
+
+  return {
+    port,
+    async close() {
+      await Promise.all(
+        servers.map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              s.close(() => resolve());
+              s.closeAllConnections();
+            }),
+        ),
+      );
+      await unlink(options.socketPath).catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""One XML-RPC call with Python's own xmlrpc.client, printed as JSON.
+
+usage: xmlrpc_call.py tcp:PORT|unix:PATH METHOD [JSON_ARGS]
+prints {"result": ...} or {"fault": CODE, "message": TEXT}; exit 0 either way.
+"""
+import http.client
+import json
+import socket
+import sys
+import xmlrpc.client
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost")
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.unix_path)
+
+
+class UnixTransport(xmlrpc.client.Transport):
+    def __init__(self, path):
+        super().__init__()
+        self.unix_path = path
+
+    def make_connection(self, host):
+        return UnixConnection(self.unix_path)
+
+
+def main():
+    target, method = sys.argv[1], sys.argv[2]
+    args = json.loads(sys.argv[3]) if len(sys.argv) > 3 else []
+    if target.startswith("tcp:"):
+        proxy = xmlrpc.client.ServerProxy("http://127.0.0.1:%s/" % target[4:], allow_none=True)
+    else:
+        proxy = xmlrpc.client.ServerProxy("http://localhost/", transport=UnixTransport(target[5:]), allow_none=True)
+    try:
+        result = getattr(proxy, method)(*args)
+        print(json.dumps({"result": result}, default=str))
+    except xmlrpc.client.Fault as fault:
+        print(json.dumps({"fault": fault.faultCode, "message": fault.faultString}))
+
+
+main()
