@@ -56,6 +56,8 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     silent: transports.length === 0,
   });
   const at = (level: string) => (message: string, context?: LogContext) => {
+    // Checked first: a debug line on every API call must cost nothing when debug is off.
+    if (!w.isLevelEnabled(level)) return;
     w.log(level, message, context ? { context } : {});
   };
   return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };

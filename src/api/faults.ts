@@ -12,6 +12,8 @@ export const FaultCode = {
   permissionDenied: 108,
   /** The request is not well-formed XML, or is larger than the limit. */
   notWellFormed: -32700,
+  /** The request declares an encoding other than UTF-8. */
+  unsupportedEncoding: -32701,
   /** Well-formed XML that is not an XML-RPC method call. */
   invalidRequest: -32600,
   /** The node failed to do what was asked; the message says why. */

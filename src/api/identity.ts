@@ -89,14 +89,20 @@ export async function tcpClientUid(
 ): Promise<number | null> {
   const client = `${normalizeAddress(connection.remoteAddress)}:${connection.remotePort}`;
   const server = `${normalizeAddress(connection.localAddress)}:${connection.localPort}`;
+  // A busy host lists tens of thousands of sockets (TIME_WAIT included): only the lines that hold
+  // the client's port are split and decoded, which makes a lookup a scan rather than a parse.
+  const portField = `:${connection.remotePort.toString(16).toUpperCase().padStart(4, '0')} `;
   for (const table of ['tcp', 'tcp6']) {
     const text = await readFile(`${procNet}/${table}`, 'latin1').catch(() => '');
-    for (const line of text.split('\n').slice(1)) {
-      const fields = line.trim().split(/\s+/);
-      if (fields.length < 8) continue;
-      if (decodeProcAddress(fields[1]!) !== client || decodeProcAddress(fields[2]!) !== server) continue;
-      const uid = Number(fields[7]);
-      if (Number.isInteger(uid) && uid >= 0) return uid;
+    for (let at = text.indexOf(portField); at >= 0; ) {
+      const start = text.lastIndexOf('\n', at) + 1;
+      const end = text.indexOf('\n', at);
+      const fields = text.slice(start, end < 0 ? undefined : end).trim().split(/\s+/);
+      if (fields.length >= 8 && decodeProcAddress(fields[1]!) === client && decodeProcAddress(fields[2]!) === server) {
+        const uid = Number(fields[7]);
+        if (Number.isInteger(uid) && uid >= 0) return uid;
+      }
+      at = end < 0 ? -1 : text.indexOf(portField, end);
     }
   }
   return null;

@@ -104,7 +104,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
         let caller: Caller | null = null;
         try {
           caller = await identity;
-          const call = await decodeCall(Buffer.concat(chunks, size));
+          const call = decodeCall(Buffer.concat(chunks, size));
           method = call.method;
           const result = await options.call(caller, call.method, call.params);
           answer(200, encodeResponse(result ?? 1));

@@ -1,0 +1,138 @@
+// API throughput: GetRSpec calls per second and p50/p99 latency at 1 and 32 concurrent keep-alive
+// clients, for nodemgr's API server beside (a) the original's Python ThreadingMixIn +
+// SimpleXMLRPCServer (HTTP/1.0, one connection per call), (b) a bare node:http server returning a
+// fixed response (the ceiling on this machine) and, for reference, the `xmlrpc` package's own
+// server. Each server runs in its own process, the load generator (bench/lib/http-load.ts) in this
+// one; prints figures only, no thresholds.
+//
+//   npm run build && node --import tsx bench/api.ts [seconds per run, default 4] [rounds, default 3]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join, sep } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { sliverRecords } from '../src/db/records.js';
+import { BENCH_SLIVERS } from './lib/api-server-size.js';
+import { loadServer, type LoadFigures } from './lib/http-load.js';
+import { nodeOfRecords } from './lib/node-of-records.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = join(here, here.includes(`${sep}dist${sep}`) ? '../..' : '..');
+const seconds = Number(process.argv[2] ?? 4);
+const rounds = Number(process.argv[3] ?? 3);
+const CONCURRENCY = [1, 32];
+
+interface Running {
+  readonly port: number;
+  /** CPU seconds the server process has used so far (user + system, all its threads). */
+  cpuSeconds(): number;
+  stop(): Promise<void>;
+}
+
+/** Fields 14 and 15 of /proc/PID/stat, in clock ticks (100 a second on Linux). */
+function processCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+function startServer(command: string, args: string[]): Promise<Running> {
+  const child: ChildProcess = spawn(command, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`${command} ${args.join(' ')} exited with ${code} before listening`)));
+    createInterface({ input: child.stdout! }).once('line', (line) => {
+      const port = Number(/^port (\d+)$/.exec(line)?.[1]);
+      if (!port) return reject(new Error(`unexpected first line from server: ${line}`));
+      child.removeAllListeners('exit');
+      resolve({
+        port,
+        cpuSeconds: () => processCpuSeconds(child.pid!),
+        stop: () =>
+          new Promise((done) => {
+            child.once('exit', () => done());
+            child.stdin!.end();
+            setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+          }),
+      });
+    });
+  });
+}
+
+const callBody = (name: string) =>
+  `<?xml version="1.0"?>\n<methodCall><methodName>GetRSpec</methodName><params><param><value><string>${name}</string></value></param></params></methodCall>`;
+
+const node = nodeOfRecords(BENCH_SLIVERS);
+const records = sliverRecords(node.database);
+const bodies = records.map((r) => Buffer.from(callBody(r.name)));
+const scratch = mkdtempSync(join(tmpdir(), 'nodemgr-bench-api-'));
+const rspecsFile = join(scratch, 'rspecs.json');
+writeFileSync(rspecsFile, JSON.stringify(Object.fromEntries(records.map((r) => [r.name, r.rspec]))));
+rmSync(node.dir, { recursive: true, force: true });
+
+// The servers run compiled, as the daemon does: under tsx every closure would pay for its name.
+const compiledServers = join(repo, 'dist', 'bench', 'lib', 'api-servers.js');
+if (!existsSync(compiledServers)) throw new Error(`${compiledServers} is missing: run "npm run build" first`);
+const tsServer = (mode: string) => [process.execPath, [compiledServers, mode]] as const;
+const servers: { label: string; command: readonly [string, readonly string[]] }[] = [
+  { label: 'nodemgr API', command: tsServer('nodemgr') },
+  { label: '(a) Python ThreadingMixIn+SimpleXMLRPCServer', command: ['/usr/bin/python3', [join(repo, 'bench', 'baseline', 'xmlrpc_server.py'), rspecsFile]] },
+  { label: '(b) bare node:http, fixed response', command: tsServer('bare') },
+  { label: 'xmlrpc package server', command: tsServer('xmlrpc') },
+];
+
+const row = (label: string, clients: number | string, f: Run | null, extra = '') =>
+  console.log(
+    `${label.padEnd(46)} ${String(clients).padStart(7)} ${f ? f.callsPerSecond.toFixed(0).padStart(9) : 'calls/s'.padStart(9)} ` +
+      `${f ? f.p50.toFixed(2).padStart(7) : 'p50 ms'.padStart(7)} ${f ? f.p99.toFixed(2).padStart(7) : 'p99 ms'.padStart(7)} ` +
+      `${f ? f.cpuMicrosPerCall.toFixed(0).padStart(11) : 'CPU µs/call'} ${f ? String(f.errors).padStart(6) : 'errors'}${extra}`,
+  );
+
+// This kind of host is shared and noisy: the servers take turns, round after round, and each
+// figure is the round with the median calls/s.
+console.log(`GetRSpec over 127.0.0.1, ${BENCH_SLIVERS} slivers, ${rounds} rounds of ${seconds} s per figure, ${cpus().length} CPUs, Node ${process.version}`);
+type Run = LoadFigures & { readonly cpuMicrosPerCall: number };
+const runs = new Map<string, Run[]>();
+try {
+  for (let round = 1; round <= rounds; round++) {
+    for (const { label, command } of servers) {
+      const server = await startServer(command[0], [...command[1]]);
+      try {
+        for (const clients of CONCURRENCY) {
+          const key = `${label}/${clients}`;
+          const cpuBefore = server.cpuSeconds();
+          const figures = await loadServer(server.port, clients, bodies, seconds);
+          // Counted over the warm-up too, so per call it is divided by every call made.
+          const cpuMicrosPerCall = ((server.cpuSeconds() - cpuBefore) * 1e6) / (figures.callsPerSecond * (seconds + 1));
+          runs.set(key, [...(runs.get(key) ?? []), { ...figures, cpuMicrosPerCall }]);
+        }
+      } finally {
+        await server.stop();
+      }
+    }
+    process.stderr.write(`round ${round} of ${rounds} done\n`);
+  }
+} finally {
+  rmSync(scratch, { recursive: true, force: true });
+}
+
+const median = (key: string): Run => {
+  const sorted = [...runs.get(key)!].sort((x, y) => x.callsPerSecond - y.callsPerSecond);
+  return sorted[Math.floor(sorted.length / 2)]!;
+};
+row('server', 'clients', null, '   calls/s of each round');
+for (const { label } of servers) {
+  for (const clients of CONCURRENCY) {
+    const key = `${label}/${clients}`;
+    row(label, clients, median(key), `   ${runs.get(key)!.map((f) => f.callsPerSecond.toFixed(0)).join(' ')}`);
+  }
+}
+const ours = median('nodemgr API/32');
+const python = median(`${servers[1]!.label}/32`);
+const bare = median(`${servers[2]!.label}/32`);
+console.log(
+  `at 32 clients nodemgr gives ${(ours.callsPerSecond / python.callsPerSecond).toFixed(1)}x the Python baseline's calls/s, ` +
+    `${((100 * ours.callsPerSecond) / bare.callsPerSecond).toFixed(0)}% of the bare server's, with p99 ${(ours.p99 / bare.p99).toFixed(2)}x the bare server's; ` +
+    `server CPU per call ${ours.cpuMicrosPerCall.toFixed(0)} µs against the bare server's ${bare.cpuMicrosPerCall.toFixed(0)} µs and Python's ${python.cpuMicrosPerCall.toFixed(0)} µs`,
+);

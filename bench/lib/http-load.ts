@@ -1,0 +1,135 @@
+// A lean HTTP/1.1 load generator for the API benchmark: raw sockets, pre-built requests, and only
+// as much response parsing as framing needs (status, Content-Length, whether the server closes).
+// node:http's client costs as much CPU per call as a fast server does, and on a small machine it
+// would measure itself rather than the server.
+import { connect, type Socket } from 'node:net';
+
+export interface LoadFigures {
+  readonly callsPerSecond: number;
+  readonly p50: number;
+  readonly p99: number;
+  readonly errors: number;
+}
+
+interface Response {
+  readonly status: number;
+  readonly bodyBytes: number;
+}
+
+/** One client: one connection at a time, reopened whenever the server closes it (HTTP/1.0). */
+class Client {
+  private socket: Socket | null = null;
+  private buffer: Buffer = Buffer.alloc(0);
+  private waiting: { resolve(r: Response): void; reject(e: Error): void } | null = null;
+  private closeAfter = false;
+
+  constructor(private readonly port: number) {}
+
+  call(request: Buffer): Promise<Response> {
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+      this.buffer = Buffer.alloc(0);
+      const socket = this.socket ?? this.open();
+      socket.write(request);
+    });
+  }
+
+  private open(): Socket {
+    const socket = connect(this.port, '127.0.0.1');
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => {
+      this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
+      this.tryFinish(false);
+    });
+    const gone = (error?: Error) => {
+      // A socket this client already let go of (the server closed it after answering) is no news.
+      if (this.socket !== socket) return;
+      this.socket = null;
+      if (this.waiting) this.tryFinish(true, error);
+    };
+    socket.on('error', gone);
+    socket.on('close', () => gone());
+    this.socket = socket;
+    return socket;
+  }
+
+  private tryFinish(closed: boolean, error?: Error): void {
+    const head = this.buffer.indexOf('\r\n\r\n');
+    if (head < 0) {
+      if (closed) this.fail(error ?? new Error('connection closed before a response'));
+      return;
+    }
+    const header = this.buffer.toString('latin1', 0, head);
+    const status = Number(header.slice(9, 12));
+    const length = /\r\ncontent-length:\s*(\d+)/i.exec(header);
+    const chunked = /\r\ntransfer-encoding:\s*chunked/i.test(header);
+    const bodyBytes = this.buffer.length - head - 4;
+    const complete = length ? bodyBytes >= Number(length[1]) : chunked ? this.buffer.subarray(-5).toString('latin1') === '0\r\n\r\n' : closed;
+    if (!complete) {
+      if (closed) this.fail(new Error('connection closed mid-response'));
+      return;
+    }
+    this.closeAfter = header.startsWith('HTTP/1.0') ? !/\r\nconnection:\s*keep-alive/i.test(header) : /\r\nconnection:\s*close/i.test(header);
+    if (this.closeAfter && this.socket) {
+      this.socket.destroy();
+      this.socket = null;
+    }
+    const waiting = this.waiting!;
+    this.waiting = null;
+    waiting.resolve({ status, bodyBytes });
+  }
+
+  private fail(error: Error): void {
+    const waiting = this.waiting!;
+    this.waiting = null;
+    waiting.reject(error);
+  }
+
+  close(): void {
+    this.socket?.destroy();
+  }
+}
+
+/**
+ * `clients` clients, each sending the next of `bodies` as soon as its last call is answered, for
+ * `seconds` after a one-second warm-up. A call counts if it is answered 200 with a body.
+ */
+export async function loadServer(port: number, clients: number, bodies: readonly Buffer[], seconds: number): Promise<LoadFigures> {
+  const requests = bodies.map((body) =>
+    Buffer.concat([
+      Buffer.from(`POST /RPC2 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\nContent-Length: ${body.length}\r\n\r\n`, 'latin1'),
+      body,
+    ]),
+  );
+  const latencies: number[] = [];
+  let errors = 0;
+  let measuring = false;
+  let running = true;
+  const loop = async (offset: number) => {
+    const client = new Client(port);
+    for (let i = offset; running; i += clients) {
+      const start = process.hrtime.bigint();
+      const ok = await client.call(requests[i % requests.length]!).then(
+        (r) => r.status === 200 && r.bodyBytes > 0,
+        () => false,
+      );
+      if (!measuring) continue;
+      if (ok) latencies.push(Number(process.hrtime.bigint() - start) / 1e6);
+      else errors++;
+    }
+    client.close();
+  };
+  const loops = Array.from({ length: clients }, (_, i) => loop(i));
+  await new Promise((r) => setTimeout(r, 1000));
+  measuring = true;
+  const started = process.hrtime.bigint();
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  measuring = false;
+  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  const count = latencies.length;
+  running = false;
+  await Promise.all(loops);
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(count - 1, Math.floor(q * count))] ?? NaN;
+  return { callsPerSecond: count / elapsed, p50: at(0.5), p99: at(0.99), errors };
+}
