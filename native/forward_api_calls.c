@@ -13,7 +13,7 @@
  * rest; this one reads the whole request (up to MAX_REQUEST_BYTES) or refuses it with a fault.
  *
  * Limits, all documented in --help:
- *   - request: at most MAX_REQUEST_BYTES (1 MiB = 1048576 bytes); a larger one is refused with
+ *   - request: at most MAX_REQUEST_BYTES (16 MiB = 16777216 bytes); a larger one is refused with
  *     fault 102 and exit status 2, without contacting the daemon;
  *   - response: at most MAX_RESPONSE_BYTES (64 MiB), HTTP header included (fault 504);
  *   - time: one deadline, NODEMGR_API_TIMEOUT seconds (default 30), covers reading stdin,
@@ -43,9 +43,10 @@
 #define API_SOCKET_PATH "/run/nodemgr/api.sock"
 #endif
 
-/* The largest request forwarded: 1 MiB. PlanetLab requests are a few hundred bytes; a ticket or a
- * set of loans is a few KiB. Anything near this size is a mistake or an attack on the daemon. */
-#define MAX_REQUEST_BYTES (1024 * 1024)
+/* The largest request forwarded: 16 MiB, the daemon's own default limit (api_max_request_bytes).
+ * Most requests are a few hundred bytes and a ticket a few KiB, but the authority's delegate
+ * pushes whole slices.xml documents (DeliverSlices), which reach megabytes on a full node. */
+#define MAX_REQUEST_BYTES (16 * 1024 * 1024)
 /* The largest answer accepted, HTTP header included: 64 MiB (DumpDatabase of a very full node). */
 #define MAX_RESPONSE_BYTES (64 * 1024 * 1024)
 #define DEFAULT_TIMEOUT_SECONDS 30
@@ -186,7 +187,7 @@ static void print_help(void) {
          "than --help (such as sshd's -c COMMAND) are ignored.\n"
          "\n"
          "Limits:\n"
-         "  request   at most %d bytes (1 MiB); a larger one is refused without contacting\n"
+         "  request   at most %d bytes (16 MiB); a larger one is refused without contacting\n"
          "            the node manager\n"
          "  response  at most %d bytes (64 MiB), HTTP header included\n"
          "  time      one deadline for reading the request, connecting and reading the answer\n"

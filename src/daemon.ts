@@ -7,7 +7,7 @@ import { callerOf, tcpClientUid, type Caller } from './api/identity.js';
 import { createApiMethods } from './api/methods.js';
 import { startApiServer, type ApiServer } from './api/server.js';
 import { loadCertificate, verifyDetachedSignature, verifyTicket } from './api/signatures.js';
-import { peerCredentials } from './native/peercred.js';
+import { forwardApiCallsPath, peerCredentials } from './native/peercred.js';
 import { createSupervisors } from './accounts/supervisor.js';
 import { startPoller } from './authority/poller.js';
 import type { Config } from './config/config.js';
@@ -15,6 +15,7 @@ import { recordAccountReport } from './db/accounts.js';
 import { openDatabase, type DatabaseStore } from './db/store.js';
 import type { Logger } from './log.js';
 import type { AccountRuntime } from './runtimes/types.js';
+import { installDelegateShell } from './runtimes/unix/delegate-shell.js';
 import { createUnixRuntime } from './runtimes/unix/runtime.js';
 import { createConverger } from './sync/converge.js';
 import { createDocumentSync } from './sync/document.js';
@@ -85,6 +86,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
   const documents = createDocumentSync({ config, store, syncStatus, logger, now });
   const converger = createConverger({ store, runtime, supervisors, logger, now });
 
+  await prepareDelegateShell(config, logger);
   const api = await startApi(config, { store, runtime, supervisors, converger, documents, logger, now });
 
   // Recovery: the host's own markers say which accounts exist; the database says what they should be.
@@ -157,6 +159,21 @@ interface ApiParts {
 }
 
 /** The API on 127.0.0.1 and the Unix socket, acting through the same converger and supervisors. */
+/** A failure here is logged, not fatal: delegates cannot log in, but slivers are still managed. */
+async function prepareDelegateShell(config: Config, logger: Logger): Promise<void> {
+  try {
+    const shell = await installDelegateShell({ target: config.delegateShell, built: forwardApiCallsPath() });
+    if (shell.installed || shell.listed) {
+      logger.info('delegate shell ready', { shell: config.delegateShell, copied: shell.installed, added_to_etc_shells: shell.listed });
+    }
+    if (shell.unreachableBy.length > 0) {
+      logger.warn('delegates cannot reach their shell', { shell: config.delegateShell, closed_directories: shell.unreachableBy.join(',') });
+    }
+  } catch (error) {
+    logger.error('delegate shell not ready; delegates cannot log in', { shell: config.delegateShell, error: (error as Error).message });
+  }
+}
+
 async function startApi(config: Config, parts: ApiParts): Promise<ApiServer> {
   const { store, runtime, supervisors, converger, documents, logger, now } = parts;
   // The certificate is read once: a daemon that starts with a bad one says so at once.

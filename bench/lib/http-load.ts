@@ -16,6 +16,8 @@ interface Response {
   readonly bodyBytes: number;
 }
 
+const CALL_TIMEOUT_MS = 10_000;
+
 /** One client: one connection at a time, reopened whenever the server closes it (HTTP/1.0). */
 class Client {
   private socket: Socket | null = null;
@@ -27,7 +29,17 @@ class Client {
 
   call(request: Buffer): Promise<Response> {
     return new Promise((resolve, reject) => {
-      this.waiting = { resolve, reject };
+      // A server that never answers costs this call, not the whole run.
+      const timer = setTimeout(() => {
+        this.socket?.destroy();
+        this.socket = null;
+        this.fail(new Error(`no answer within ${CALL_TIMEOUT_MS} ms`));
+      }, CALL_TIMEOUT_MS);
+      const settle = <T>(fn: (value: T) => void) => (value: T) => {
+        clearTimeout(timer);
+        fn(value);
+      };
+      this.waiting = { resolve: settle(resolve), reject: settle(reject) };
       this.buffer = Buffer.alloc(0);
       const socket = this.socket ?? this.open();
       socket.write(request);
@@ -80,7 +92,8 @@ class Client {
   }
 
   private fail(error: Error): void {
-    const waiting = this.waiting!;
+    if (!this.waiting) return;
+    const waiting = this.waiting;
     this.waiting = null;
     waiting.reject(error);
   }

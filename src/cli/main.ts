@@ -6,6 +6,7 @@ import { ConfigError, loadConfig, type Config } from '../config/config.js';
 import { startDaemon } from '../daemon.js';
 import { LockHeldError } from '../db/lock.js';
 import { createLogger } from '../log.js';
+import { runCall } from './call.js';
 import { runPlan } from './plan.js';
 import { runStatus } from './status.js';
 
@@ -19,6 +20,10 @@ commands:
   plan              show what a sync would change, changing nothing
       --document F  plan against this slices.xml instead of fetching from the authority
       --json        print the plan as JSON
+  call METHOD [ARG...]
+                    call the node's API as this user (the daemon sees this process's uid);
+                    an ARG that parses as JSON is passed as that value, else as a string,
+                    e.g. nodemgr call GetRSpec pl_web; nodemgr call system.listMethods
   help              show this text
 
 options for every command:
@@ -87,7 +92,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return command ? 0 : 2;
   }
-  if (positionals.length > 1) throw new UsageError(`unexpected argument "${positionals[1]}"`);
+  if (positionals.length > 1 && command !== 'call') throw new UsageError(`unexpected argument "${positionals[1]}"`);
   const config = await loadConfig(values.config ?? null);
   switch (command) {
     case 'daemon':
@@ -96,6 +101,9 @@ export async function main(argv: string[]): Promise<number> {
       return runStatus(config, { json: values.json ?? false });
     case 'plan':
       return runPlan(config, { json: values.json ?? false, document: values.document ?? null });
+    case 'call':
+      if (!positionals[1]) throw new UsageError('call needs a method name, e.g. nodemgr call Help');
+      return runCall(config, positionals[1], positionals.slice(2));
     default:
       throw new UsageError(`unknown command "${command}"`);
   }

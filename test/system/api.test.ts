@@ -2,7 +2,7 @@
 // the Unix socket, run as root, as a sliver, as a delegate and as an unrelated user. Tickets and
 // pushes are signed with xmlsec1 and openssl.
 import test, { type ExecutionContext } from 'ava';
-import { readFile } from 'node:fs/promises';
+import { copyFile, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { readDatabaseSnapshot } from '../../src/db/store.js';
@@ -17,7 +17,9 @@ const prefix = accountPrefix();
 const name = (suffix: string) => `${prefix}_${suffix}`;
 const UID_MIN = 72000;
 const UID_MAX = 72999;
-const client = resolve(import.meta.dirname, 'support', 'xmlrpc_call.py');
+// Run from the sandbox: other users may not be able to enter the checkout (a clone under /root).
+const clientSource = resolve(import.meta.dirname, 'support', 'xmlrpc_call.py');
+let client = clientSource;
 const serial = isRoot ? test.serial : test.skip;
 
 if (!isRoot) {
@@ -82,6 +84,8 @@ test.before(async () => {
   keys = await publicKeys(3);
   box = await sandbox({ sliver_uid_min: UID_MIN, sliver_uid_max: UID_MAX, authority_url: 'http://127.0.0.1:1/' });
   authority = await makeAuthority(box.dir);
+  client = join(box.dir, 'xmlrpc_call.py');
+  await copyFile(clientSource, client);
   slices = [
     { name: name('web'), users: { 1: keys[0]! }, controllers: [name('ctl')], resources: { cpu_share: 10, initscript: '#!/bin/sh\nexec sleep 600\n' } },
     { name: name('other'), users: { 2: keys[1]! }, resources: { cpu_share: 4 } },
@@ -101,6 +105,28 @@ test.before(async () => {
   daemon = startDaemonProcess(box.config);
   await waitFor(`the slivers to run\n${daemon.output().slice(-2000)}`, async () =>
     (await stateOf(name('web'))) === 'running' && (await stateOf(name('other'))) === 'running' && (await stateOf(name('ctl'))) === 'running');
+});
+
+serial('nodemgr call: the operator\'s client on the Unix socket, with the xmlrpc package', async (t) => {
+  const cli = resolve(import.meta.dirname, '../../dist/src/cli/main.js');
+  const nodemgr = (config: string, ...args: string[]) =>
+    run(process.execPath, [cli, 'call', '--config', config, ...args]).then(
+      (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+      (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+    );
+  const rspec = await nodemgr(box.config, 'GetRSpec', name('web'));
+  t.is(rspec.code, 0, rspec.stderr);
+  t.is((JSON.parse(rspec.stdout) as Record<string, number>).cpu_share, 10);
+  const loans = await nodemgr(box.config, 'SetLoans', name('web'), JSON.stringify([[name('nosuch'), 'cpu_share', 1]]));
+  t.is(loans.code, 1);
+  t.regex(loans.stderr, /^nodemgr: fault 102: Invalid argument 2 \(loans\)/);
+  const unknown = await nodemgr(box.config, 'NoSuchMethod');
+  t.regex(unknown.stderr, /^nodemgr: fault 100: /);
+  const elsewhere = join(box.dir, 'no-daemon.conf');
+  await (await import('node:fs/promises')).writeFile(elsewhere, `api_socket = ${join(box.dir, 'none.sock')}\n`);
+  const down = await nodemgr(elsewhere, 'Help');
+  t.is(down.code, 1);
+  t.regex(down.stderr, /API socket .*none\.sock is not answering \(ENOENT\); is the daemon running\?/);
 });
 
 test.after.always(async () => {
@@ -249,7 +275,10 @@ serial('DeliverSlices applies a signed push from root or the authority delegate 
 
 serial('a delegate reaches the API through forward_api_calls as its login shell', async (t) => {
   const ctl = (await passwdEntries(prefix)).find((e) => e.name === name('ctl'))!;
-  t.true(ctl.shell.endsWith('forward_api_calls'), ctl.shell);
+  // The daemon put a copy of the built shell at the configured path and listed it in /etc/shells.
+  t.is(ctl.shell, join(box.dir, 'libexec', 'forward_api_calls'));
+  t.true((await readFile(ctl.shell)).equals(await readFile(resolve(import.meta.dirname, '../../native/build/forward_api_calls'))));
+  t.true((await readFile('/etc/shells', 'utf8')).split('\n').includes(ctl.shell), '/etc/shells lists the delegate shell');
   const request = `<?xml version="1.0"?><methodCall><methodName>GetRSpec</methodName><params><param><value><string>${name('web')}</string></value></param></params></methodCall>`;
   const out = await run('bash', ['-c', `printf '%s' "$1" | setpriv --reuid=${ctl.uid} --regid=${ctl.gid} --clear-groups env NODEMGR_API_SOCKET=${socketPath} ${ctl.shell}`, '_', request]);
   t.regex(out.stdout, /<name>cpu_share<\/name>/);

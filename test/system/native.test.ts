@@ -15,7 +15,7 @@ import { forwardApiCallsPath, peerCredentials, type PeerCredentials } from '../.
 
 const isRoot = process.getuid?.() === 0;
 const NOBODY = 65534;
-const MAX_REQUEST_BYTES = 1024 * 1024;
+const MAX_REQUEST_BYTES = 16 * 1024 * 1024;
 const forwarder = forwardApiCallsPath();
 
 const dirs: string[] = [];
@@ -238,7 +238,7 @@ test('forward_api_calls sends the whole request and writes the whole answer, far
   t.true(run.stdout.equals(answer), `stdout has ${run.stdout.length} bytes, the answer ${answer.length}`);
 });
 
-test('forward_api_calls as a login shell ignores its arguments and forwards a request of exactly 1 MiB', async (t) => {
+test('forward_api_calls as a login shell ignores its arguments and forwards a request of exactly 16 MiB', async (t) => {
   const api = await apiServer(t, (req, res) => {
     res.writeHead(200, { 'content-type': 'text/xml' }).end(`<got bytes="${req.body.length}"/>`);
   });
@@ -252,14 +252,14 @@ test('forward_api_calls as a login shell ignores its arguments and forwards a re
   t.true(api.requests[0]!.body.equals(request));
 });
 
-test('forward_api_calls refuses a request over 1 MiB with fault 102 and exit 2, without contacting the daemon', async (t) => {
+test('forward_api_calls refuses a request over 16 MiB with fault 102 and exit 2, without contacting the daemon', async (t) => {
   const api = await apiServer(t, (_req, res) => res.writeHead(200).end('<unexpected/>'));
   const run = await forward(xmlRequest(MAX_REQUEST_BYTES + 1), { NODEMGR_API_SOCKET: api.path });
 
   t.is(run.code, 2);
   t.deepEqual(parseFault(run.stdout.toString()), {
     faultCode: 102,
-    faultString: 'request too large: more than 1048576 bytes',
+    faultString: 'request too large: more than 16777216 bytes',
   });
   t.true(run.stdout.toString().startsWith('<?xml version="1.0"?>'));
   // the server would have recorded even a partial request once the connection ended
@@ -314,6 +314,6 @@ test('forward_api_calls turns an HTTP error status into a fault with the status 
 test('forward_api_calls --help states the request limit and exits 0 without reading stdin', async (t) => {
   const run = await forward('', {}, { args: ['--help'] });
   t.is(run.code, 0);
-  t.regex(run.stdout.toString(), /at most 1048576 bytes/);
+  t.regex(run.stdout.toString(), /at most 16777216 bytes/);
   t.regex(run.stdout.toString(), /NODEMGR_API_SOCKET/);
 });

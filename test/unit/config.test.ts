@@ -48,7 +48,7 @@ test('the defaults need no file', (t) => {
     sliverUidMax: 79_999,
     homeBase: '/home',
     sliverShell: '/bin/bash',
-    delegateShell: join(root, 'native', 'build', 'forward_api_calls'),
+    delegateShell: '/usr/local/libexec/nodemgr/forward_api_calls',
     disabledShell: '/usr/sbin/nologin',
     maxParallelAccountOps: 4,
     opRetryInitialMs: 2_000,

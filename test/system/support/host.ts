@@ -1,7 +1,7 @@
 // Helpers for system tests that run the real daemon against the real host (as root).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -108,11 +108,26 @@ export async function sandbox(settings: Record<string, string | number>): Promis
     op_retry_max: 2,
     // Daemons of tests run side by side: no fixed TCP port (each has its own Unix socket).
     api_port: 0,
+    // Each daemon installs its own copy of the delegates' shell (and lists it in /etc/shells).
+    delegate_shell: join(dir, 'libexec', 'forward_api_calls'),
     ...settings,
   };
   const config = join(dir, 'nodemgr.conf');
   await writeFile(config, Object.entries(lines).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
-  return { dir, config, stateDir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+  const cleanup = async () => {
+    await unlistShell(String(lines.delegate_shell));
+    await rm(dir, { recursive: true, force: true });
+  };
+  return { dir, config, stateDir, cleanup };
+}
+
+/** Removes a test's shell from /etc/shells (the daemon only ever appends to it). */
+export async function unlistShell(shell: string, shellsFile = '/etc/shells'): Promise<void> {
+  const text = await readFile(shellsFile, 'utf8').catch(() => null);
+  if (text === null || !text.split('\n').includes(shell)) return;
+  const temporary = `${shellsFile}.nodemgr-test-${randomBytes(4).toString('hex')}`;
+  await writeFile(temporary, text.split('\n').filter((line) => line !== shell).join('\n'), { mode: 0o644 });
+  await rename(temporary, shellsFile);
 }
 
 export interface DaemonProcess {

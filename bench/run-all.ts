@@ -1,0 +1,13 @@
+// Every benchmark, one after the other (`npm run bench`): each prints its own figures.
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+let failed = 0;
+for (const bench of ['parse.ts', 'sync.ts', 'api.ts']) {
+  console.log(`\n== bench/${bench}`);
+  const result = spawnSync(process.execPath, ['--import', 'tsx', join(here, bench)], { stdio: 'inherit' });
+  if (result.status !== 0) failed++;
+}
+process.exitCode = failed === 0 ? 0 : 1;
