@@ -38,6 +38,10 @@ const RESOURCES: readonly ResourceInfo[] = [
   resource('enabled', 'flag', 1, { loanable: false }, 1),
   resource('cpu_pct', '% of one CPU, guaranteed', 0, { loanable: true, minimum: 0 }, 100 * 1024),
   resource('cpu_share', 'shares', 1, { loanable: true, minimum: 1 }, 1_000_000),
+  // Hard limits, 0 meaning none: a ceiling on CPU (CFS quota), memory, and processes.
+  resource('cpu_cap', '% of one CPU, at most', 0, { loanable: false }, 100 * 1024),
+  resource('mem_max', 'KiB', 0, { loanable: false }),
+  resource('proc_max', 'processes', 0, { loanable: false }, 4_194_304),
   resource('net_min_rate', 'kbit/s', 0, { loanable: true, minimum: 0 }),
   resource('net_max_rate', 'kbit/s', 1_000_000, { loanable: true, minimum: 8 }),
   resource('net_i2_min_rate', 'kbit/s', 0, { loanable: true, minimum: 0 }),
