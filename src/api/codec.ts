@@ -236,6 +236,8 @@ function decodeDateTime(text: string, where: string): Date {
 /** What an encoded string may hold; anything else cannot travel in XML 1.0 at all. */
 const UNENCODABLE = /[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\ud800-\udbff\udc00-\udfff]/;
 const UNPAIRED_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const EVERY_UNPAIRED_SURROGATE = new RegExp(UNPAIRED_SURROGATE.source, 'g');
+const EVERY_UNENCODABLE = new RegExp(UNENCODABLE.source, 'g');
 
 function escapeText(text: string): string {
   if (UNENCODABLE.test(text) || UNPAIRED_SURROGATE.test(text)) {
@@ -315,9 +317,7 @@ export function encodeResponse(value: unknown): string {
 
 export function encodeFault(code: number, message: string): string {
   // The message may quote the caller's input: what XML cannot hold is shown as "?".
-  const printable = message
-    .replace(new RegExp(UNPAIRED_SURROGATE.source, 'g'), '?')
-    .replace(/[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\ud800-\udbff\udc00-\udfff]/g, '?');
+  const printable = message.replace(EVERY_UNPAIRED_SURROGATE, '?').replace(EVERY_UNENCODABLE, '?');
   const out: string[] = [RESPONSE_HEAD, '<fault>'];
   encodeValue({ faultCode: code, faultString: printable }, 0, out);
   out.push('</fault></methodResponse>');

@@ -131,7 +131,7 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
   define({
     name: 'GetRecord', params: [SLIVER], returns: 'struct', access: 'sliver',
     help: 'Returns the node\'s record of the sliver.',
-    run: ({ args }) => api.recordForCaller(name(args)),
+    run: ({ args }) => api.record(name(args)),
   });
   define({
     name: 'GetSliverStatus', params: [SLIVER], returns: 'struct', access: 'sliver',

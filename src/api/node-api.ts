@@ -63,8 +63,24 @@ export function nodeApi(deps: NodeApiDeps) {
     return 1;
   };
 
-  const effective = (): ReturnType<typeof effectiveRspecs> =>
-    effectiveRspecs(slivers(store.data).map((s) => ({ name: s.name, rspec: s.rspec, loans: s.loans })));
+  // Loans make every sliver's effective rspec depend on the others': computed over all slivers,
+  // so once per database state rather than once per call.
+  let effectiveOf: { db: NodeDatabase; computed: ReturnType<typeof effectiveRspecs> } | null = null;
+  const effective = (): ReturnType<typeof effectiveRspecs> => {
+    const db = store.data;
+    if (effectiveOf?.db !== db) {
+      effectiveOf = { db, computed: effectiveRspecs(slivers(db).map((s) => ({ name: s.name, rspec: s.rspec, loans: s.loans }))) };
+    }
+    return effectiveOf.computed;
+  };
+  /** A delegated sliver exists on the node only between its Create and Destroy. */
+  const instantiated = (name: string): SliverRecord => {
+    const target = record(name);
+    if (target.instantiation === 'delegated' && !target.node_state.created) {
+      throw invalidArgument(1, 'sliver_name', `${name} is delegated and not created: Create it first`);
+    }
+    return target;
+  };
 
   return {
     sliverRecord,
@@ -100,18 +116,12 @@ export function nodeApi(deps: NodeApiDeps) {
     },
 
     setStopped(caller: Caller, name: string, stopped: boolean) {
-      const target = record(name);
-      if (target.instantiation === 'delegated' && !target.node_state.created) {
-        throw invalidArgument(1, 'sliver_name', `${name} is delegated and not created: Create it first`);
-      }
+      instantiated(name);
       return changeNodeState(caller, name, { stopped }, stopped ? 'stop' : 'start');
     },
 
     async recreate(caller: Caller, name: string) {
-      const target = record(name);
-      if (target.instantiation === 'delegated' && !target.node_state.created) {
-        throw invalidArgument(1, 'sliver_name', `${name} is delegated and not created: Create it first`);
-      }
+      const target = instantiated(name);
       if (target.node_state.stopped) {
         store.update((db) => ({ ...db, records: { ...db.records, [target.record_key]: { ...target, node_state: { ...target.node_state, stopped: false } } } }));
       }
@@ -132,10 +142,6 @@ export function nodeApi(deps: NodeApiDeps) {
     effectiveRspec(name: string): Rspec {
       record(name);
       return effective().effective.get(name) ?? withDefaults({});
-    },
-
-    recordForCaller(name: string) {
-      return record(name);
     },
 
     sliverStatus(name: string) {

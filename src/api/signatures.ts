@@ -12,36 +12,36 @@ import { SignedXml } from 'xml-crypto';
 import { DocumentError, parseSlicesDocument } from '../slices/parse.js';
 import type { SkippedEntry, SliverSpec } from '../slices/types.js';
 
-/** Why a ticket was refused; `reason` is meant for the caller's fault message and the log. */
-export class TicketError extends Error {
-  readonly reason: string;
+/** A refusal whose `reason` is meant for the caller's fault message and the log. */
+abstract class RefusalError extends Error {
+  constructor(
+    what: string,
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${what}: ${reason}`, options);
+    this.name = new.target.name;
+  }
+}
 
+/** Why a ticket was refused. */
+export class TicketError extends RefusalError {
   constructor(reason: string, options?: { cause?: unknown }) {
-    super(`ticket refused: ${reason}`, options);
-    this.name = 'TicketError';
-    this.reason = reason;
+    super('ticket refused', reason, options);
   }
 }
 
 /** Why a pushed document's detached signature was refused. */
-export class SignatureError extends Error {
-  readonly reason: string;
-
+export class SignatureError extends RefusalError {
   constructor(reason: string, options?: { cause?: unknown }) {
-    super(`signed document refused: ${reason}`, options);
-    this.name = 'SignatureError';
-    this.reason = reason;
+    super('signed document refused', reason, options);
   }
 }
 
 /** The configured authority certificate cannot serve to check signatures. */
-export class CertificateError extends Error {
-  readonly reason: string;
-
+export class CertificateError extends RefusalError {
   constructor(reason: string, options?: { cause?: unknown }) {
-    super(`authority certificate unusable: ${reason}`, options);
-    this.name = 'CertificateError';
-    this.reason = reason;
+    super('authority certificate unusable', reason, options);
   }
 }
 

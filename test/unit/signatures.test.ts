@@ -12,6 +12,7 @@ import {
   type TicketOptions, type VerifiedTicket,
 } from '../../src/api/signatures.js';
 import { makeAuthority, signDetached, signTicket, type Authority } from '../support/authority-keys.js';
+import { ed25519KeyLine as key } from '../support/ssh-keys.js';
 
 const run = promisify(execFile);
 const NODE = 42;
@@ -48,18 +49,6 @@ function needAuthority(t: ExecutionContext): Authority | null {
     t.pass();
   }
   return authority;
-}
-
-function sshString(bytes: Buffer): Buffer {
-  const length = Buffer.alloc(4);
-  length.writeUInt32BE(bytes.length);
-  return Buffer.concat([length, bytes]);
-}
-
-/** A well-formed ed25519 public key line; `n` makes the key material distinct. */
-function key(n: number, comment = `user${n}@example.org`): string {
-  const blob = Buffer.concat([sshString(Buffer.from('ssh-ed25519')), sshString(Buffer.alloc(32, n))]);
-  return `ssh-ed25519 ${blob.toString('base64')} ${comment}`;
 }
 
 const ALICE = key(1, 'alice@example.org');

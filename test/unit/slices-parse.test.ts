@@ -2,21 +2,10 @@ import { Buffer } from 'node:buffer';
 import test from 'ava';
 import { DocumentError, parseSlicesDocument, type ParseOptions } from '../../src/slices/parse.js';
 import type { SlicesDocument, SliverSpec } from '../../src/slices/types.js';
+import { ed25519KeyLine as key } from '../support/ssh-keys.js';
 
 const NODE = 42;
 const options: ParseOptions = { nodeId: NODE, maxBytes: 1 << 20 };
-
-function sshString(bytes: Buffer): Buffer {
-  const length = Buffer.alloc(4);
-  length.writeUInt32BE(bytes.length);
-  return Buffer.concat([length, bytes]);
-}
-
-/** A well-formed ed25519 public key line; `n` makes the key material distinct. */
-function key(n: number, comment = `user${n}@example.org`): string {
-  const blob = Buffer.concat([sshString(Buffer.from('ssh-ed25519')), sshString(Buffer.alloc(32, n))]);
-  return `ssh-ed25519 ${blob.toString('base64')} ${comment}`;
-}
 
 function parse(xml: string | Uint8Array, extra: Partial<ParseOptions> = {}): SlicesDocument {
   return parseSlicesDocument(xml, { ...options, ...extra });
