@@ -13,6 +13,12 @@ declare -A NEEDED=(
   [systemd]=systemd-analyze # the unit file is checked with systemd-analyze verify
   [openssh-client]=ssh-keygen # tests make real key pairs for authorized_keys
   [xmlsec1]=xmlsec1         # tests sign tickets with XML-DSig as the authority does
+  [iproute2]=tc             # bandwidth shaping (tc, HTB) and the tests' network namespaces
+  [nftables]=nft            # the uid -> traffic class classifier
+  [iperf3]=iperf3           # the bandwidth tests measure real throughput
+  [util-linux]=setpriv      # tests run load as sliver uids (setpriv) pinned to one CPU (taskset)
+  [quota]=setquota          # disk_max as user quotas
+  [e2fsprogs]=mkfs.ext4     # the disk tests make a small quota-enabled file system
 )
 
 missing=()
