@@ -14,9 +14,12 @@ import type { Config } from './config/config.js';
 import { recordAccountReport } from './db/accounts.js';
 import { openDatabase, type DatabaseStore } from './db/store.js';
 import type { Logger } from './log.js';
+import { createEnforcer, limitInputOf, type Enforcer } from './limits/enforcer.js';
+import { hostLimits } from './limits/host-limits.js';
+import { readLimitsInForce } from './limits/in-force.js';
 import type { AccountRuntime } from './runtimes/types.js';
 import { installDelegateShell } from './runtimes/unix/delegate-shell.js';
-import { createUnixRuntime } from './runtimes/unix/runtime.js';
+import { createUnixRuntime, type SliverLimitHooks } from './runtimes/unix/runtime.js';
 import { createConverger } from './sync/converge.js';
 import { createDocumentSync } from './sync/document.js';
 import { createSyncStatusFile, readSyncStatus, syncStatusPath } from './sync/sync-status.js';
@@ -32,7 +35,7 @@ export function lockPath(config: Config): string {
   return join(config.stateDir, 'nodemgr.lock');
 }
 
-export function createRuntime(config: Config, logger: Logger): AccountRuntime {
+export function createRuntime(config: Config, logger: Logger, limits?: SliverLimitHooks): AccountRuntime {
   return createUnixRuntime(
     {
       uidMin: config.sliverUidMin,
@@ -42,9 +45,14 @@ export function createRuntime(config: Config, logger: Logger): AccountRuntime {
       delegateShell: config.delegateShell,
       disabledShell: config.disabledShell,
       runDir: config.runDir,
+      limits,
     },
     logger,
   );
+}
+
+export function byteCapPath(config: Config): string {
+  return join(config.stateDir, 'byte-caps.json');
 }
 
 export interface RunningDaemon {
@@ -67,7 +75,17 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     logger,
   });
   const now = () => new Date();
-  const runtime = createRuntime(config, logger);
+  const limits = await hostLimits(config, logger);
+  // The runtime and the enforcer need each other (limits are applied when an account is
+  // configured; the enforcer reads the accounts from the runtime): the hooks reach it late.
+  let enforcer: Enforcer | null = null;
+  const runtime = createRuntime(config, logger, {
+    refresh: () => enforcer!.refresh(),
+    problem: (name) => enforcer!.problems().get(name)?.get('cgroup') ?? null,
+    launchFiles: (name) => enforcer!.launchFiles(name),
+    killAll: (name) => enforcer!.killAll(name),
+    remove: (name) => enforcer!.remove(name),
+  });
   const supervisors = createSupervisors({
     runtime,
     limiter: createLimiter(config.maxParallelAccountOps),
@@ -84,10 +102,33 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     logger,
   );
   const documents = createDocumentSync({ config, store, syncStatus, logger, now });
-  const converger = createConverger({ store, runtime, supervisors, logger, now });
+  const converger = createConverger({ store, runtime, supervisors, logger, now, afterPass: () => enforcer!.refresh() });
+  enforcer = await createEnforcer({
+    ...limits,
+    byteCapFile: byteCapPath(config),
+    byteCapPeriodSeconds: config.byteCapPeriodMs / 1000,
+    logger,
+    now,
+    input: async () => {
+      const host = await runtime.observe({ readOnly: true });
+      const bwcap = store.data.records['bwcap'];
+      return limitInputOf(converger.desired().specs, host.owned, bwcap?.type === 'bwcap' ? bwcap.cap_kbit : null);
+    },
+  });
+  const timers = [
+    every(config.byteCapSampleMs, () => enforcer!.sampleBytes(), 'byte counters not sampled', logger),
+    every(config.straySweepMs, () => enforcer!.sweep(), 'stray processes not swept', logger),
+  ];
 
   await prepareDelegateShell(config, logger);
-  const api = await startApi(config, { store, runtime, supervisors, converger, documents, logger, now });
+  const limitsInForce = async (name: string, uid: number) => {
+    const found = await readLimitsInForce({
+      ...limits, byteCaps: enforcer!.byteCaps(), byteCapPeriodSeconds: config.byteCapPeriodMs / 1000,
+      homeBase: config.homeBase, problems: enforcer!.problems(),
+    }, [{ name, uid }]);
+    return found.get(name) ?? {};
+  };
+  const api = await startApi(config, { store, runtime, supervisors, converger, documents, logger, now, limitsInForce });
 
   // Recovery: the host's own markers say which accounts exist; the database says what they should be.
   const host = await runtime.observe();
@@ -138,6 +179,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
       await syncStatus.flush();
     },
     async stop() {
+      for (const timer of timers) clearInterval(timer);
       await api.close();
       await poller.stop();
       await supervisors.stop();
@@ -148,6 +190,20 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
   };
 }
 
+/** Runs `task` every `ms`, never two at once; a failure is logged and the next run happens. */
+function every(ms: number, task: () => Promise<unknown>, failure: string, logger: Logger): NodeJS.Timeout {
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    task()
+      .catch((error: unknown) => logger.warn(failure, { error: (error as Error).message }))
+      .finally(() => (running = false));
+  }, ms);
+  timer.unref();
+  return timer;
+}
+
 interface ApiParts {
   readonly store: DatabaseStore;
   readonly runtime: AccountRuntime;
@@ -156,6 +212,7 @@ interface ApiParts {
   readonly documents: ReturnType<typeof createDocumentSync>;
   readonly logger: Logger;
   readonly now: () => Date;
+  readonly limitsInForce: (name: string, uid: number) => Promise<Record<string, number | string | boolean>>;
 }
 
 /** The API on 127.0.0.1 and the Unix socket, acting through the same converger and supervisors. */
@@ -175,7 +232,7 @@ async function prepareDelegateShell(config: Config, logger: Logger): Promise<voi
 }
 
 async function startApi(config: Config, parts: ApiParts): Promise<ApiServer> {
-  const { store, runtime, supervisors, converger, documents, logger, now } = parts;
+  const { store, runtime, supervisors, converger, documents, logger, now, limitsInForce } = parts;
   // The certificate is read once: a daemon that starts with a bad one says so at once.
   const certificatePem = config.authorityCertFile === null ? null : await readFile(config.authorityCertFile, 'utf8');
   if (certificatePem !== null) loadCertificate(certificatePem);
@@ -197,6 +254,7 @@ async function startApi(config: Config, parts: ApiParts): Promise<ApiServer> {
       }),
     verifyPush: (document, signature) => verifyDetachedSignature(document, signature, needCertificate()),
     acceptDocument: (document, source) => documents.accept(document, source),
+    limitsInForce,
   });
   const identify = async (socket: Socket, transport: 'tcp' | 'unix'): Promise<Caller> => {
     const uid = transport === 'unix'

@@ -135,7 +135,7 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
   });
   define({
     name: 'GetSliverStatus', params: [SLIVER], returns: 'struct', access: 'sliver',
-    help: 'Returns the sliver\'s state on the node, its last error and its effective rspec.',
+    help: 'Returns the sliver\'s state on the node, its last error, its effective rspec, and the limits in force as read back from the host (cgroup, traffic classes, bytes sent this period, disk).',
     run: ({ args }) => api.sliverStatus(name(args)),
   });
   define({

@@ -30,6 +30,8 @@ export interface NodeApiDeps {
   verifyPush(document: Buffer, signature: string): void;
   /** Applies a document as a fetched one is applied. */
   acceptDocument(document: Buffer, source: string): Promise<AcceptResult>;
+  /** The sliver's limits as the host holds them (kernel read-back); absent without limits. */
+  limitsInForce?(name: string, uid: number): Promise<Record<string, number | string | boolean>>;
 }
 
 const slivers = (db: NodeDatabase): SliverRecord[] =>
@@ -144,10 +146,12 @@ export function nodeApi(deps: NodeApiDeps) {
       return effective().effective.get(name) ?? withDefaults({});
     },
 
-    sliverStatus(name: string) {
+    async sliverStatus(name: string) {
       const r = record(name);
       const account = store.data.accounts[name];
       const computed = effective();
+      const uid = account?.uid ?? null;
+      const inForce = uid !== null && deps.limitsInForce ? await deps.limitsInForce(name, uid) : {};
       return {
         name,
         state: account?.state ?? 'absent',
@@ -160,6 +164,7 @@ export function nodeApi(deps: NodeApiDeps) {
         rejected_loans: computed.rejected
           .filter((x) => x.lender === name)
           .map((x) => ({ recipient: x.loan.recipient, resource: x.loan.resource, amount: x.loan.amount, reason: x.reason })),
+        limits_in_force: inForce,
       };
     },
 

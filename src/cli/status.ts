@@ -1,14 +1,36 @@
-// `nodemgr status`: reads the database the daemon keeps (no lock needed: writes are atomic renames).
+// `nodemgr status`: reads the database the daemon keeps (no lock needed: writes are atomic renames)
+// and the limits in force on the host, read back from the kernel.
 import type { Config } from '../config/config.js';
-import { databasePath } from '../daemon.js';
+import { byteCapPath, databasePath } from '../daemon.js';
 import { readDatabaseSnapshot } from '../db/store.js';
-import { formatNodeStatus, nodeStatus } from '../status/report.js';
+import { loadByteCaps } from '../limits/bwmon.js';
+import { hostLimits } from '../limits/host-limits.js';
+import { readLimitsInForce, type LimitsInForce } from '../limits/in-force.js';
+import { createLogger } from '../log.js';
+import { formatNodeStatus, nodeStatus, type NodeStatus } from '../status/report.js';
 import { readSyncStatus, syncStatusPath } from '../sync/sync-status.js';
+
+const warn = (message: string) => process.stderr.write(`nodemgr: ${message}\n`);
+
+async function limitsOnHost(config: Config, status: NodeStatus): Promise<Record<string, LimitsInForce>> {
+  const slivers = status.accounts.flatMap((a) => (a.kind === 'sliver' && a.uid !== null ? [{ name: a.name, uid: a.uid }] : []));
+  if (slivers.length === 0) return {};
+  const limits = await hostLimits(config, createLogger({ console: false }), { readOnly: true });
+  const byteCaps = await loadByteCaps(byteCapPath(config), (message) => warn(message)).catch((error: unknown) => {
+    warn(`bytes sent this period not shown: ${(error as Error).message}`);
+    return {};
+  });
+  const found = await readLimitsInForce({
+    ...limits, byteCaps, byteCapPeriodSeconds: config.byteCapPeriodMs / 1000, homeBase: config.homeBase,
+  }, slivers);
+  return Object.fromEntries(found);
+}
 
 export async function runStatus(config: Config, options: { json: boolean }): Promise<number> {
   const db = await readDatabaseSnapshot(databasePath(config));
-  const lastSync = await readSyncStatus(syncStatusPath(config.stateDir), (reason) => process.stderr.write(`nodemgr: ignored ${reason}\n`));
-  const status = nodeStatus(db, lastSync);
+  const lastSync = await readSyncStatus(syncStatusPath(config.stateDir), (reason) => warn(`ignored ${reason}`));
+  const planned = nodeStatus(db, lastSync);
+  const status: NodeStatus = { ...planned, limitsInForce: await limitsOnHost(config, planned) };
   process.stdout.write(options.json ? JSON.stringify(status, null, 2) + '\n' : formatNodeStatus(status) + '\n');
   return 0;
 }

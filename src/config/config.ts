@@ -5,9 +5,11 @@
 // documented with a default other than the one the daemon uses.
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { invalidAccountName } from '../accounts/names.js';
+import { MAX_SHAPED_UIDS } from '../limits/shaping.js';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 
@@ -48,6 +50,18 @@ export interface Config {
   authorityCertFile: string | null;
   /** The delegate account through which the authority may push documents (DeliverSlices). */
   authorityDelegate: string | null;
+  /** Where the cgroup file systems are mounted, and the daemon's own group under each. */
+  cgroupRoot: string;
+  cgroupParent: string;
+  /** The uplink whose outgoing traffic is shaped: a device name, "auto" (the default route's) or "none". */
+  shapingDevice: string;
+  shapingLinkRateKbit: number;
+  /** Destination prefixes whose traffic counts as exempt (net_i2_*), e.g. a research network's. */
+  exemptPrefixes: string[];
+  exemptCapKbit: number;
+  byteCapPeriodMs: number;
+  byteCapSampleMs: number;
+  straySweepMs: number;
 }
 
 /** A configuration that cannot be used; the message names the file, the line, the key and the reason. */
@@ -242,6 +256,47 @@ function key<F extends Field>(
   };
 }
 
+const interfaceName: ValueType<string> = {
+  parse(text) {
+    // The kernel's rule for device names: 1 to 15 bytes, no "/", no white space, not "." or "..".
+    if (text === 'auto' || text === 'none') return text;
+    if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(text) || text === '.' || text === '..') {
+      throw new ValueError(`expected a network device name (1 to 15 letters, digits, "_", "-", ".", ":" or "@"), "auto" or "none", got ${got(text)}`);
+    }
+    return text;
+  },
+  show: (value) => value,
+};
+
+const cgroupName: ValueType<string> = {
+  parse(text) {
+    if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/.test(text)) {
+      throw new ValueError(`expected a cgroup directory name (letters, digits, "_", "-", "." not first, at most 64), got ${got(text)}`);
+    }
+    return text;
+  },
+  show: (value) => value,
+};
+
+/** "10.0.0.0/8, 2001:db8::/32": IPv4 or IPv6 prefixes, comma separated; empty for none. */
+const prefixList: ValueType<string[]> = {
+  parse(text) {
+    if (text.trim() === '') return [];
+    return text.split(',').map((item) => {
+      const prefix = item.trim();
+      const m = /^([0-9a-fA-F.:]+)\/(\d{1,3})$/.exec(prefix);
+      const family = m ? isIP(m[1]!) : 0;
+      if (!m || family === 0 || Number(m[2]) > (family === 4 ? 32 : 128)) {
+        throw new ValueError(`expected address prefixes such as 10.0.0.0/8 or 2001:db8::/32, separated by commas, got ${got(prefix)}`);
+      }
+      return prefix;
+    });
+  },
+  show: (value) => value.join(', '),
+};
+
+const kbits = (min: number) => wholeNumber(min, 100_000_000, { unit: 'kbit/s' });
+
 const KEYS: readonly KeyDescriptor[] = [
   key('node_id', 'nodeId', count(1), 1,
     "This node's id in the authority document: only the slices with a <node id> equal to it are this node's."),
@@ -301,6 +356,25 @@ const KEYS: readonly KeyDescriptor[] = [
     "PEM certificate of the authority's signing key: tickets and pushed documents must be signed by it. Empty: Ticket, AdminTicket and DeliverSlices are refused."),
   key('authority_delegate', 'authorityDelegate', optionalAccountName, null,
     'The delegate account through which the authority pushes documents (DeliverSlices); empty: only root may push.'),
+  key('cgroup_root', 'cgroupRoot', path, '/sys/fs/cgroup',
+    'Where the cgroup file systems are mounted; cgroup v2 (one unified hierarchy) or v1 (one per controller) is detected there.'),
+  key('cgroup_parent', 'cgroupParent', cgroupName, 'nodemgr',
+    "The daemon's own group in every hierarchy: each sliver's group is made under it, and nothing outside it is touched."),
+  key('shaping_device', 'shapingDevice', interfaceName, 'auto',
+    "Network device whose outgoing traffic is shaped (one HTB class pair per sliver); auto: the device of the IPv4 default route; none: no shaping."),
+  key('shaping_link_rate', 'shapingLinkRateKbit', kbits(8), 1_000_000,
+    'kbit/s, the rate of the shaped link: the top of the class tree, and the node cap when no bwcap record gives one.'),
+  key('exempt_prefixes', 'exemptPrefixes', prefixList, [],
+    'Destination prefixes (comma separated, IPv4 or IPv6) whose traffic goes to the exempt classes and is counted against net_i2_* instead of net_*.'),
+  key('exempt_cap', 'exemptCapKbit', kbits(8),
+    { derived: (config) => config.shapingLinkRateKbit, text: '<shaping_link_rate>' },
+    'kbit/s, the cap on all exempt traffic together.'),
+  key('byte_cap_period', 'byteCapPeriodMs', seconds(1), 86_400_000,
+    "Seconds in a byte-cap period: net_max_kbyte and net_i2_max_kbyte are allowances per period, counted from each sliver's last reset."),
+  key('byte_cap_sample_interval', 'byteCapSampleMs', seconds(1), 30_000,
+    "Seconds between reads of the slivers' byte counters; throttling starts at most this long after a threshold is crossed."),
+  key('stray_sweep_interval', 'straySweepMs', seconds(1), 10_000,
+    "Seconds between sweeps that move processes of a sliver's uid started outside its cgroup (an ssh login, say) into it."),
 ];
 
 const BY_KEY: ReadonlyMap<string, KeyDescriptor> = new Map(KEYS.map((d) => [d.key, d]));
@@ -317,6 +391,15 @@ const CROSS_RULES: ReadonlyArray<{ keys: readonly string[]; check(config: Config
       if (c.sliverUidMax <= c.sliverUidMin) return `sliver_uid_max must be greater than sliver_uid_min, got ${span}`;
       const size = c.sliverUidMax - c.sliverUidMin + 1;
       return size < 10 ? `the uid range must hold at least 10 uids, got ${size}: ${span}` : null;
+    },
+  },
+  {
+    // Traffic classes are numbered from the uid; 16 bits hold two per uid for this many.
+    keys: ['sliver_uid_min', 'sliver_uid_max', 'shaping_device'],
+    check: (c, from) => {
+      const size = c.sliverUidMax - c.sliverUidMin + 1;
+      return c.shapingDevice === 'none' || size <= MAX_SHAPED_UIDS ? null
+        : `with shaping on, the uid range may hold at most ${MAX_SHAPED_UIDS} uids (two traffic classes each), got ${size}: ${from('sliver_uid_min', c.sliverUidMin)} and ${from('sliver_uid_max', c.sliverUidMax)} (narrow it or set shaping_device = none)`;
     },
   },
   {

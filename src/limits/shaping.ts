@@ -118,10 +118,19 @@ export function buildTreeBatch(layout: ShapingLayout, classes: readonly ClassSpe
   return lines.join('\n') + '\n';
 }
 
-/** The lines that take the tree from `current` classes to `desired` (both by minor). */
-export function updateTreeBatch(layout: ShapingLayout, current: ReadonlyMap<number, ClassSpec>, desired: readonly ClassSpec[]): string {
+/** Every class of the tree, the fixed ones and the slivers', by minor. */
+export function treeClasses(layout: ShapingLayout, classes: readonly ClassSpec[]): Map<number, ClassSpec> {
+  return new Map([...nodeClasses(layout), ...classes].map((spec) => [spec.minor, spec]));
+}
+
+/**
+ * The lines that take the tree from `current` classes to `desired` (both by minor); with `current`
+ * null, the whole tree from nothing.
+ */
+export function updateTreeBatch(layout: ShapingLayout, current: ReadonlyMap<number, ClassSpec> | null, desired: readonly ClassSpec[]): string {
+  if (current === null) return buildTreeBatch(layout, desired);
   const lines: string[] = [];
-  const wanted = new Map([...nodeClasses(layout), ...desired].map((spec) => [spec.minor, spec]));
+  const wanted = treeClasses(layout, desired);
   for (const spec of wanted.values()) {
     const have = current.get(spec.minor);
     if (!have) {
@@ -131,7 +140,7 @@ export function updateTreeBatch(layout: ShapingLayout, current: ReadonlyMap<numb
       lines.push(classLine(layout, 'change', spec));
     }
   }
-  // Children before parents: a sliver class goes with its leaf queue.
+  // Only sliver classes go (the fixed ones are always wanted); each takes its leaf queue with it.
   for (const minor of current.keys()) {
     if (!wanted.has(minor)) lines.push(`class del dev ${layout.device} classid ${layout.major}:${hex(minor)}`);
   }

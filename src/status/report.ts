@@ -27,6 +27,8 @@ export interface NodeStatus {
   readonly accounts: readonly AccountLine[];
   /** Accounts the daemon tracks that no record asks for any more (being destroyed, or refused). */
   readonly leftovers: ReadonlyArray<{ name: string; state: AccountState; reason: string | null }>;
+  /** Per sliver, the limits as the host holds them (read back from the kernel); absent: not read. */
+  readonly limitsInForce?: Readonly<Record<string, Readonly<Record<string, number | string | boolean>>>>;
 }
 
 export function nodeStatus(db: NodeDatabase, lastSync: SyncStatus | null): NodeStatus {
@@ -108,6 +110,27 @@ export function formatNodeStatus(status: NodeStatus): string {
     }
   }
   if (loanLines.length > 0) lines.push('', 'loans:', ...loanLines);
+  const inForce = Object.entries(status.limitsInForce ?? {});
+  if (inForce.length > 0) {
+    const rows = [['SLIVER', 'CPU_SHARES', 'CPU_CAP%', 'MEM_MAX', 'MEM_USED', 'PROCS', 'NET_MIN', 'NET_MAX', 'KBYTE_SENT', 'THROTTLED', 'DISK_USED', 'DISK_MAX']];
+    for (const [name, l] of inForce) {
+      const v = (k: string) => (l[k] === undefined ? '-' : String(l[k]));
+      const procs = l['proc_max'] === undefined ? v('processes') : `${v('processes')}/${v('proc_max')}`;
+      const throttled = [l['net_throttled'] ? 'net' : '', l['net_i2_throttled'] ? 'i2' : ''].filter(Boolean).join(',') || 'no';
+      rows.push([
+        name, v('cpu_shares'), v('cpu_cap'), v('mem_max'), v('mem_used'), procs, v('net_min_rate'), v('net_max_rate'),
+        v('net_kbyte_used'), l['net_kbyte_used'] === undefined ? '-' : throttled, v('disk_used'), v('disk_max'),
+      ]);
+    }
+    lines.push('', 'limits in force on the host (memory and disk in KiB, rates in kbit/s):', pad(rows));
+    const notes = new Set<string>();
+    for (const [name, l] of inForce) {
+      if (l['problems'] !== undefined) notes.add(`${name}: ${String(l['problems'])}`);
+      if (l['notes'] !== undefined) notes.add(String(l['notes']));
+      if (l['disk_note'] !== undefined) notes.add(`disk: ${String(l['disk_note'])}`);
+    }
+    for (const note of notes) lines.push(`  ${note}`);
+  }
   const unknown = status.accounts.filter((a) => a.unknownResources.length > 0);
   if (unknown.length > 0) {
     lines.push('', 'resources not known to nodemgr (kept, not enforced):');

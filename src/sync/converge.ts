@@ -15,10 +15,14 @@ export interface ConvergeDeps {
   readonly supervisors: Supervisors;
   readonly logger: Logger;
   readonly now: () => Date;
+  /** Runs at the end of every pass (the limits follow the records, loans included). */
+  readonly afterPass?: () => Promise<void>;
 }
 
 export interface Converger {
   converge(trigger: string): Promise<Plan>;
+  /** The accounts the records in force ask for, computed once per change of the records. */
+  desired(): Desired;
 }
 
 function describeLoan(lender: string, loan: { recipient: string; resource: string; amount: number }): string {
@@ -58,6 +62,11 @@ export function createConverger(deps: ConvergeDeps): Converger {
   // object while the host's account files are unchanged, so a no-change pass costs next to nothing.
   let passMemo: { desired: Desired; host: HostSnapshot; accounts: NodeDatabase['accounts']; busy: string; plan: Plan } | null = null;
 
+  // A failure of the limits is theirs to report; it must not fail the pass.
+  const afterPass = () => deps.afterPass?.().catch((error: unknown) => {
+    logger.error('limits not refreshed', { error: (error as Error).message });
+  }) ?? Promise.resolve();
+
   const pass = async (trigger: string): Promise<Plan> => {
     const started = Date.now();
     expire(Math.floor(deps.now().getTime() / 1000));
@@ -71,6 +80,7 @@ export function createConverger(deps: ConvergeDeps): Converger {
       passMemo.accounts === store.data.accounts && passMemo.busy === busyKey
     ) {
       supervisors.submit(passMemo.plan.ops);
+      await afterPass();
       logger.debug('converge unchanged', { trigger, ops: passMemo.plan.ops.length, duration_ms: Date.now() - started });
       return passMemo.plan;
     }
@@ -112,6 +122,7 @@ export function createConverger(deps: ConvergeDeps): Converger {
       return { ...next, accounts };
     });
     passMemo = { desired, host, accounts: store.data.accounts, busy: busyKey, plan };
+    await afterPass();
     for (const refusal of plan.refusals) {
       logger.warn('account refused', { account: refusal.account, kind: refusal.kind, reason: refusal.reason });
     }
@@ -123,6 +134,7 @@ export function createConverger(deps: ConvergeDeps): Converger {
   };
 
   return {
+    desired: () => desiredFor(store.data.records),
     converge(trigger) {
       const run = chain.then(() => pass(trigger));
       chain = run.catch(() => undefined);

@@ -90,6 +90,18 @@ const WRAPPER = [
   'exec "$1" </dev/null >>"$log" 2>&1',
 ].join('\n');
 
+// Run as root when the script must start inside cgroups: the launcher writes its own pid into each
+// group's cgroup.procs before it drops to the account, so no process of the script ever runs
+// outside them (moving it after the spawn would leave a window in which it could fork away).
+// Arguments: uid, gid, script path, then the cgroup.procs files. setpriv changes the real,
+// effective and saved ids together and clears the supplementary groups, as spawn() does.
+const JOIN_AND_DROP = [
+  'uid=$1 gid=$2 script=$3',
+  'shift 3',
+  'for procs do echo $$ >"$procs" || { echo "nodemgr: cannot join $procs" >&2; exit 111; }; done',
+  'exec setpriv --reuid="$uid" --regid="$gid" --clear-groups /bin/sh -c "$0" nodemgr-initscript "$script"',
+].join('\n');
+
 export interface LaunchedInitscript {
   readonly pid: number;
   /** Resolves with the wrapper's exit status when the initscript ends (it may never end). */
@@ -104,10 +116,14 @@ export interface LaunchedInitscript {
  * setgroups(0, NULL), so root's supplementary groups are not inherited, and the account (created
  * with only its private group) has exactly the groups a login would give it: its primary group.
  */
-export async function launchInitscript(account: InitscriptAccount, path: string): Promise<LaunchedInitscript> {
-  const child = spawn('/bin/sh', ['-c', WRAPPER, 'nodemgr-initscript', path], {
-    uid: account.uid,
-    gid: account.gid,
+export async function launchInitscript(account: InitscriptAccount, path: string, cgroupProcFiles: readonly string[] = []): Promise<LaunchedInitscript> {
+  const joining = cgroupProcFiles.length > 0;
+  const args = joining
+    ? ['-c', JOIN_AND_DROP, WRAPPER, String(account.uid), String(account.gid), path, ...cgroupProcFiles]
+    : ['-c', WRAPPER, 'nodemgr-initscript', path];
+  const child = spawn('/bin/sh', args, {
+    uid: joining ? undefined : account.uid,
+    gid: joining ? undefined : account.gid,
     cwd: account.home,
     env: {
       HOME: account.home,

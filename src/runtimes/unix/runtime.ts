@@ -37,6 +37,22 @@ export interface UnixRuntimeOptions {
   passwdFile?: string;
   shadowFile?: string;
   groupFile?: string;
+  /** The sliver limits (cgroups and the rest); without them accounts run unconfined. */
+  limits?: SliverLimitHooks;
+}
+
+/** What the runtime needs of the limits: they are node-wide, so the enforcer owns them. */
+export interface SliverLimitHooks {
+  /** Applies every sliver's limits as the records and the host now are; resolves when done. */
+  refresh(): Promise<void>;
+  /** Why the sliver's cgroup limits could not be applied, or null. */
+  problem(name: string): string | null;
+  /** The cgroup.procs files that the sliver's processes are started in. */
+  launchFiles(name: string): string[];
+  /** Kills every process of the sliver's cgroup. */
+  killAll(name: string): Promise<number>;
+  /** Removes the sliver's cgroup. */
+  remove(name: string): Promise<void>;
 }
 
 const MARKER_PREFIX = 'nodemgr ';
@@ -140,6 +156,9 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
     await disableLogin(account);
     // The next start must run the initscript again: its processes are about to die.
     await forgetStarted(runDir, account.name);
+    // The cgroup first: freezing it stops forks, so nothing escapes while its processes die. Then
+    // the uid, for what was never moved in (a login since the last sweep).
+    if (options.limits && kindFromMarker(account.gecos) === 'sliver') await options.limits.killAll(account.name);
     const killed = await killProcessesOf(account.uid, account.gid);
     logger.debug('account processes killed', { account: account.name, uid: account.uid, killed });
   };
@@ -314,6 +333,11 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
       if (loginEnabled(account) && account.shell !== shellOf(spec.kind)) {
         await shadowUtil('usermod', ['-s', shellOf(spec.kind), spec.name]);
       }
+      if (spec.kind === 'sliver' && options.limits) {
+        await options.limits.refresh();
+        const problem = options.limits.problem(spec.name);
+        if (problem !== null) throw new Error(`limits of sliver "${spec.name}" not applied: ${problem}`);
+      }
       logger.debug('account configured', { account: spec.name, keys: spec.keys.length });
     },
 
@@ -345,7 +369,7 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
       }
       const target = { name: spec.name, uid: account.uid, gid: account.gid, home: account.home, shell };
       const path = await writeInitscript(runDir, target, text);
-      const launched = await launchInitscript(target, path);
+      const launched = await launchInitscript(target, path, options.limits?.launchFiles(spec.name) ?? []);
       await recordStarted(runDir, spec.name, hash);
       logger.info('initscript started', { account: spec.name, pid: launched.pid });
       void launched.exited.then(({ code, signal }) => {
@@ -392,6 +416,7 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
         logger.warn('userdel failed after removing the account; finishing', { account: name, error: (err as Error).message });
       }
       await removePrivateGroup(account);
+      if (options.limits && account.kind === 'sliver') await options.limits.remove(name);
       // Still there when userdel was killed between removing the entry and the home, or when it
       // could not remove all of it (it stops at the first error). The account is gone and its
       // processes are dead, so nothing can race the removal; only a directory owned by its uid is

@@ -1,11 +1,12 @@
 // Helpers for system tests that run the real daemon against the real host (as root).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { createSliverCgroups } from '../../../src/limits/cgroups.js';
 
 export const run = promisify(execFile);
 export const isRoot = process.getuid?.() === 0;
@@ -110,15 +111,29 @@ export async function sandbox(settings: Record<string, string | number>): Promis
     api_port: 0,
     // Each daemon installs its own copy of the delegates' shell (and lists it in /etc/shells).
     delegate_shell: join(dir, 'libexec', 'forward_api_calls'),
+    // Each daemon has its own cgroups, removed at cleanup, and shapes no device unless a test
+    // gives it one of its own namespaces' (the host's uplink is not the tests' to shape).
+    cgroup_parent: `nodemgr-test-${randomBytes(4).toString('hex')}`,
+    shaping_device: 'none',
     ...settings,
   };
   const config = join(dir, 'nodemgr.conf');
   await writeFile(config, Object.entries(lines).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
   const cleanup = async () => {
     await unlistShell(String(lines.delegate_shell));
+    await removeCgroupParent(String(lines.cgroup_parent));
     await rm(dir, { recursive: true, force: true });
   };
   return { dir, config, stateDir, cleanup };
+}
+
+/** Removes a test daemon's cgroups: its slivers' groups (killing what runs in them), then its parent. */
+export async function removeCgroupParent(parent: string, root = '/sys/fs/cgroup'): Promise<void> {
+  const cgroups = await createSliverCgroups({ root, parent }).catch(() => null);
+  if (!cgroups) return;
+  for (const name of await cgroups.list().catch(() => [] as string[])) await cgroups.remove(name).catch(() => undefined);
+  const hierarchies = [root, ...(await readdir(root).catch(() => [] as string[])).map((entry) => join(root, entry))];
+  for (const dir of hierarchies) await rmdir(join(dir, parent)).catch(() => undefined);
 }
 
 /** Removes a test's shell from /etc/shells (the daemon only ever appends to it). */
