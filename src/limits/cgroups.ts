@@ -145,29 +145,20 @@ export function errorCode(error: unknown): string | null {
   return typeof code === 'string' ? code : null;
 }
 
-function hint(code: string | null, file: string): string {
-  switch (code) {
-    case 'EBUSY':
-      return /memory\.(memsw\.)?limit_in_bytes|memory\.max/.test(file) ? 'usage is above it' : 'busy';
-    case 'EINVAL':
-      return 'the kernel refused the value';
-    case 'ENOENT':
-    case 'EACCES':
-      return 'no such control file: is the controller enabled for this group?';
-    case 'ESRCH':
-      return 'no such process';
-    case 'EPERM':
-      return 'not permitted';
-    case 'ENOSPC':
-      return 'the group is not set up for this controller';
-    default:
-      return 'failed';
-  }
-}
+const HINTS: Readonly<Record<string, string>> = {
+  EINVAL: 'the kernel refused the value',
+  ENOENT: 'no such control file: is the controller enabled for this group?',
+  EACCES: 'no such control file: is the controller enabled for this group?',
+  ESRCH: 'no such process',
+  EPERM: 'not permitted',
+  ENOSPC: 'the group is not set up for this controller',
+};
 
 function describe(error: unknown, file: string): string {
   const code = errorCode(error);
-  return code ? `${code} (${hint(code, file)})` : String(error);
+  if (!code) return String(error);
+  const hint = code === 'EBUSY' ? (/memory\.(memsw\.)?limit_in_bytes$|memory\.max$/.test(file) ? 'usage is above it' : 'busy') : HINTS[code];
+  return hint ? `${code} (${hint})` : code;
 }
 
 /** A control file's contents, trimmed; null when the file does not exist. */
@@ -180,14 +171,7 @@ export async function readControl(file: string): Promise<string | null> {
   }
 }
 
-export async function exists(file: string): Promise<boolean> {
-  try {
-    await access(file);
-    return true;
-  } catch {
-    return false;
-  }
-}
+export const exists = (file: string) => access(file).then(() => true, () => false);
 
 // Never O_CREAT: /sys/fs/cgroup is often a tmpfs, where a control file of a hierarchy that is not
 // mounted would be created as a plain file and the limit silently lost.
@@ -213,16 +197,11 @@ export async function setControl(file: string, desired: string, subject: string,
   await writeControl(file, desired, subject);
 }
 
-export function sliverSubject(name: string): string {
-  return `sliver "${name}"`;
-}
+export const sliverSubject = (name: string) => `sliver "${name}"`;
 
 export const PARENT_SUBJECT = "the slivers' parent group";
 
-export function parseCount(text: string | null): number | null {
-  if (text === null || !/^\d+$/.test(text)) return null;
-  return Number(text);
-}
+export const parseCount = (text: string | null) => (text !== null && /^\d+$/.test(text) ? Number(text) : null);
 
 /** `key value` lines (memory.stat, cpu.stat, memory.events, memory.oom_control). */
 export function keyedValue(text: string | null, key: string): number | null {
@@ -239,22 +218,14 @@ let pageSizeCache: number | null = null;
 
 /** Memory limits read back rounded down to whole pages; the first mapping of smaps tells their size. */
 export async function pageSize(): Promise<number> {
-  if (pageSizeCache !== null) return pageSizeCache;
-  let size = 4096;
-  try {
-    const handle = await open('/proc/self/smaps', 'r');
-    try {
-      const { buffer, bytesRead } = await handle.read(Buffer.alloc(4096), 0, 4096, 0);
-      const kb = /^KernelPageSize:\s+(\d+) kB$/m.exec(buffer.toString('utf8', 0, bytesRead));
-      if (kb) size = Number(kb[1]) * 1024;
-    } finally {
-      await handle.close();
-    }
-  } catch {
-    // no /proc: keep the common size; at worst an unchanged limit is written again
+  if (pageSizeCache === null) {
+    const handle = await open('/proc/self/smaps', 'r').catch(() => null);
+    const head = handle ? await handle.read(Buffer.alloc(4096), 0, 4096, 0).finally(() => handle.close()) : null;
+    const kb = head && /^KernelPageSize:\s+(\d+) kB$/m.exec(head.buffer.toString('utf8', 0, head.bytesRead));
+    // Without /proc the common size will do: at worst an unchanged limit is written again.
+    pageSizeCache = kb ? Number(kb[1]) * 1024 : 4096;
   }
-  pageSizeCache = size;
-  return size;
+  return pageSizeCache;
 }
 
 /** The group's directory and every group below it, parents before children. */
@@ -276,17 +247,13 @@ async function subtree(dir: string): Promise<string[]> {
   return found;
 }
 
-async function readPids(procsFile: string): Promise<number[]> {
-  const text = await readControl(procsFile);
-  if (!text) return [];
-  return text.split('\n').map(Number).filter((pid) => Number.isInteger(pid) && pid > 0);
-}
-
 /** Pids in the group or below it, in every hierarchy given. */
 async function pidsIn(dirs: readonly string[]): Promise<Set<number>> {
   const all = new Set<number>();
   for (const dir of dirs) {
-    for (const group of await subtree(dir)) for (const pid of await readPids(join(group, 'cgroup.procs'))) all.add(pid);
+    for (const group of await subtree(dir)) {
+      for (const line of ((await readControl(join(group, 'cgroup.procs'))) ?? '').split('\n')) if (/^\d+$/.test(line)) all.add(Number(line));
+    }
   }
   return all;
 }
@@ -317,25 +284,11 @@ async function isGone(pid: number): Promise<boolean> {
   return status === null || /^State:\s+[ZX]/m.test(status);
 }
 
-async function groupExists(dir: string): Promise<boolean> {
-  try {
-    return (await stat(dir)).isDirectory();
-  } catch {
-    return false;
-  }
-}
+const groupExists = (dir: string) => stat(dir).then((s) => s.isDirectory(), () => false);
 
 function assemble(backend: CgroupBackend): SliverCgroups {
   const groupDirs = (name: string) => backend.parents.map((parent) => join(parent, validateGroupName(name)));
   const pids = async (name: string) => [...(await pidsIn(groupDirs(name)))].sort((a, b) => a - b);
-
-  async function waitEmpty(name: string, until: number): Promise<number[]> {
-    for (;;) {
-      const left = await pids(name);
-      if (left.length === 0 || Date.now() >= until) return left;
-      await sleep(POLL_MS);
-    }
-  }
 
   // Killing by pid alone loses against a process that forks faster than /proc can be read. Frozen,
   // a group cannot fork, so the pids read then are all of it; SIGKILL waits in each frozen task and
@@ -369,7 +322,8 @@ function assemble(backend: CgroupBackend): SliverCgroups {
           if (frozen) await backend.freeze(name, false);
         }
       }
-      await waitEmpty(name, Math.min(deadline, Date.now() + 1_000));
+      const settled = Math.min(deadline, Date.now() + 1_000);
+      while ((await pids(name)).length > 0 && Date.now() < settled) await sleep(POLL_MS);
     }
   }
 

@@ -45,7 +45,7 @@ export function cpuWeights(claims: readonly CpuClaim[], cpuCount: number): CpuWe
   return { weights, guaranteesScaledBy: scale === 1 ? null : scale };
 }
 
-/** cgroup v2 cpu.weight (1..10000) for a v1 cpu.shares value, as systemd converts them. */
+/** cgroup v2 cpu.weight (1..10000) for a v1 cpu.shares value, by the OCI runtimes' linear mapping of 2..262144 onto 1..10000. */
 export function sharesToWeight(shares: number): number {
   const clamped = Math.min(SHARES_MAX, Math.max(SHARES_MIN, shares));
   return Math.max(1, Math.min(10_000, 1 + Math.floor(((clamped - SHARES_MIN) * 9_999) / (SHARES_MAX - SHARES_MIN))));

@@ -19,10 +19,13 @@ if (!isRoot) test.skip('cgroup system tests need root: they create cgroups and r
 const MiB = 1024 * 1024;
 const V2_ROOT = '/sys/fs/cgroup/unified';
 const USED_V1 = ['cpu', 'cpuacct', 'memory', 'pids', 'freezer'];
-/** Uids with no account, different for every run so that two runs never meet. */
-let nextUid = 71_000 + randomInt(0, 79) * 100;
+/** Uids with no account, apart from the other system tests' ranges and different for every run, since sweep takes every process of a uid. */
+let nextUid = 78_000 + randomInt(0, 19) * 100;
 const freeUid = () => nextUid++;
 const open: CgroupLimits = { cpuShares: 1024, cpuQuotaUs: null, memoryBytes: null, pidsMax: null };
+const PYTHON = '/usr/bin/python3';
+/** The children's environment: the system's own tools, whatever the test runner's PATH holds. */
+const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
@@ -66,14 +69,14 @@ function track(t: ExecutionContext, child: ChildProcess): Started {
 function runAs(t: ExecutionContext, uid: number, command: string[], pinned = false): Started {
   const asUid = ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', ...command];
   const argv = pinned ? ['taskset', '-c', '0', ...asUid] : asUid;
-  return track(t, spawn(argv[0]!, argv.slice(1), { stdio: 'ignore' }));
+  return track(t, spawn(argv[0]!, argv.slice(1), { stdio: 'ignore', env }));
 }
 
 /** Starts `command` the way the daemon starts an initscript: a root shell puts itself into the group, then drops to the uid. */
 function launch(t: ExecutionContext, cgroups: SliverCgroups, name: string, uid: number, command: string[]): Started {
   const enter = cgroups.procFiles(name).map((file) => `echo $$ > ${quote(file)}`).join(' && ');
   const script = `${enter} && exec setpriv --reuid=${uid} --regid=${uid} --clear-groups ${command.map(quote).join(' ')}`;
-  return track(t, spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'ignore'] }));
+  return track(t, spawn('/bin/sh', ['-c', script], { stdio: ['ignore', 'pipe', 'ignore'], env }));
 }
 
 const busyLoop = ['sh', '-c', 'while :; do :; done'];
@@ -103,7 +106,7 @@ test.after.always(async () => {
 });
 
 serial('the host is cgroup v1 with a cgroup2 mount beside it, and every v1 limit is supported', async (t) => {
-  t.is(await detectCgroupVersion(), 1);
+  t.is(await detectCgroupVersion(), 1, 'these tests are written for a host with cgroup v1 hierarchies');
   t.is(await detectCgroupVersion(V2_ROOT), 2);
   const cgroups = await fresh(t);
   t.is(cgroups.version, 1);
@@ -145,7 +148,7 @@ serial('a memory hog started by a root launcher is OOM-killed at its limit, and 
   const cgroups = await fresh(t);
   await cgroups.apply('hog', { ...open, memoryBytes: 64 * MiB });
   t.is((await cgroups.read('hog'))?.limits.memoryBytes, 64 * MiB);
-  const hog = launch(t, cgroups, 'hog', freeUid(), ['python3', '-c', 'import time\nb = b"\\x01" * (200 << 20)\ntime.sleep(30)']);
+  const hog = launch(t, cgroups, 'hog', freeUid(), [PYTHON, '-c', 'import time\nb = b"\\x01" * (200 << 20)\ntime.sleep(30)']);
   const { code, signal } = await hog.exited;
   t.is(signal, 'SIGKILL', `the hog exited with code ${code}`);
   const reading = await cgroups.read('hog');
@@ -156,7 +159,7 @@ serial('a memory hog started by a root launcher is OOM-killed at its limit, and 
 serial('a memory limit below what the sliver uses is refused, naming the file and the value, and the old one stays', async (t) => {
   const cgroups = await fresh(t);
   await cgroups.apply('user', { ...open, memoryBytes: 96 * MiB });
-  const user = launch(t, cgroups, 'user', freeUid(), ['python3', '-c', 'import time\nb = b"\\x01" * (40 << 20)\nprint("ready", flush=True)\ntime.sleep(60)']);
+  const user = launch(t, cgroups, 'user', freeUid(), [PYTHON, '-c', 'import time\nb = b"\\x01" * (40 << 20)\nprint("ready", flush=True)\ntime.sleep(60)']);
   await waitFor('the process to hold its memory', async () => user.output().includes('ready'));
   await t.throwsAsync(cgroups.apply('user', { ...open, memoryBytes: 8 * MiB }), {
     message: /^cannot set memory\.limit_in_bytes of sliver "user" to 8388608 in \S+\/memory\/nmtest\w+\/user: EBUSY \(usage is above it\)$/,
@@ -171,7 +174,7 @@ serial('a fork bomb stops at pidsMax, and killAll empties the group while it kee
   // Every process forks until it and its ancestors have made 8 children: at most 256 without the
   // limit, so a broken limit cannot take the host down. Each reports the first fork it was refused.
   const bomb = launch(t, cgroups, 'bomb', freeUid(), [
-    'python3', '-c',
+    PYTHON, '-c',
     'import errno, os, time\nmade = 0\nsaid = False\nwhile made < 8:\n    try:\n        os.fork()\n        made += 1\n    except OSError as e:\n        if not said:\n            print(errno.errorcode[e.errno], flush=True)\n            said = True\n        time.sleep(0.005)\ntime.sleep(300)',
   ]);
   const pidsDir = dirname(cgroups.procFiles('bomb').find((f) => f.includes('/pids/'))!);
@@ -242,6 +245,19 @@ serial('apply shows the kernel what it set and writes nothing the second time', 
   // the no-op apply came first, so anything it wrote would be reported before pids.max
   await waitFor('the write of pids.max to be reported', async () => writes.includes('pids/pids.max'));
   t.deepEqual([...new Set(writes)], ['pids/pids.max'], 'only the changed value was written');
+});
+
+serial('a memory limit is raised and lowered with memory+swap kept at it, which the kernel keeps above memory alone', async (t) => {
+  const cgroups = await fresh(t);
+  const memoryDir = dirname(cgroups.procFiles('mem').find((f) => f.includes('/memory/'))!);
+  const memsw = async () => Number(await readFile(`${memoryDir}/memory.memsw.limit_in_bytes`, 'utf8'));
+  for (const bytes of [64 * MiB, 256 * MiB, 32 * MiB, null, 16 * MiB]) {
+    await cgroups.apply('mem', { ...open, memoryBytes: bytes });
+    const shown = (await cgroups.read('mem'))?.limits.memoryBytes;
+    t.is(shown, bytes);
+    if (bytes === null) t.true((await memsw()) > 2 ** 60);
+    else t.is(await memsw(), bytes);
+  }
 });
 
 serial('v2: a group is created, joined, killed with cgroup.kill and removed; missing controllers are reported', async (t) => {

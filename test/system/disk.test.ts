@@ -5,7 +5,7 @@
 // without, they are skipped with the reason support() gives.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { chown, link, mkdir, mkdtemp, open, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, link, mkdir, mkdtemp, open, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDiskLimits, type DiskSupport } from '../../src/limits/disk.js';
@@ -60,6 +60,8 @@ async function removeQuotaFs(fs: ScratchPaths): Promise<void> {
 let quotaFs: QuotaFs | null = null;
 if (isRoot) {
   const scratch = await mkdtemp(join(tmpdir(), 'nodemgr-disk-'));
+  // The slivers' uids must reach their homes below it.
+  await chmod(scratch, 0o755);
   const paths = { scratch, image: join(scratch, 'homes.img'), mnt: join(scratch, 'homes') };
   try {
     quotaFs = await makeQuotaFs(paths);
