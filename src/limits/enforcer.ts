@@ -217,6 +217,7 @@ export async function createEnforcer(deps: EnforcerDeps): Promise<Enforcer> {
   };
 
   let lastCeilings = '';
+  let lastSaved = JSON.stringify(byteCaps);
   const sampleOnce = async () => {
     if (!shaper || !lastInput) return;
     const classes = await shaper.read();
@@ -235,7 +236,12 @@ export async function createEnforcer(deps: EnforcerDeps): Promise<Enforcer> {
     });
     const sample = sampleByteCaps(byteCaps, readings, nowSeconds(), deps.byteCapPeriodSeconds);
     byteCaps = sample.states;
-    await saveByteCaps(deps.byteCapFile, byteCaps);
+    // Idle slivers leave the counts as they were: no write (each is a durable one).
+    const saved = JSON.stringify(byteCaps);
+    if (saved !== lastSaved) {
+      await saveByteCaps(deps.byteCapFile, byteCaps);
+      lastSaved = saved;
+    }
     for (const n of sample.notices) {
       logger.warn('byte cap reached; throttled until the period ends', {
         sliver: n.name, traffic: n.pair === 'main' ? 'ordinary' : 'exempt', used_kbyte: Math.floor(n.usedBytes / 1024), ceiling_kbit: n.ceilingKbit,
