@@ -343,12 +343,9 @@ export function createDiskLimits(options: DiskLimitsOptions): DiskLimits {
   const walkMaxMs = options.walkMaxMs ?? 60_000;
   let found: Promise<DiskSupport> | null = null;
 
-  const tool = async (file: string, args: string[], uid: number | null): Promise<CommandResult> => {
-    try {
-      return await runCommand(file, args, { env: TOOL_ENV, timeoutMs: TOOL_TIMEOUT_MS });
-    } catch (error) {
-      throw new Error(`disk limits${uid === null ? '' : ` for uid ${uid}`}: ${(error as Error).message}`, { cause: error });
-    }
+  const tool = (file: string, args: string[]): Promise<CommandResult> => runCommand(file, args, { env: TOOL_ENV, timeoutMs: TOOL_TIMEOUT_MS });
+  const blame = (uid: number | null) => (error: unknown): never => {
+    throw new Error(`disk limits${uid === null ? '' : ` for uid ${uid}`}: ${(error as Error).message}`, { cause: error });
   };
 
   const findSupport = async (): Promise<DiskSupport> => {
@@ -359,8 +356,7 @@ export function createDiskLimits(options: DiskLimitsOptions): DiskLimits {
     let state: QuotaState | null = null;
     if (missing.length === 0) {
       // quotaon -p exits non-zero when quota is on, so its output is what counts.
-      const result = await runCommand('quotaon', ['-p', '-u', '-v', mount.mountPoint], { env: TOOL_ENV, timeoutMs: TOOL_TIMEOUT_MS })
-        .catch((error: { stdout?: string }) => ({ stdout: error.stdout ?? '' }));
+      const result = await tool('quotaon', ['-p', '-u', '-v', mount.mountPoint]).catch((error: { stdout?: string }) => ({ stdout: error.stdout ?? '' }));
       state = parseQuotaonState(result.stdout);
     }
     const kernelGap = state === 'enforced' || state === 'accounting' ? null : await kernelQuotaGap(mount.fsType);
@@ -379,9 +375,16 @@ export function createDiskLimits(options: DiskLimitsOptions): DiskLimits {
     return found;
   };
 
-  const quotas = async (mountPoint: string, uid: number | null): Promise<Map<number, QuotaEntry>> => {
-    const { stdout } = await tool('repquota', ['-u', '-v', '-n', '-p', '-O', 'csv', mountPoint], uid);
-    return parseRepquotaCsv(stdout);
+  // Callers that ask while a repquota runs share it: the supervisors apply every sliver's limit at
+  // once after a start, and one read per sliver would cost N reads of N entries.
+  let reading: Promise<Map<number, QuotaEntry>> | null = null;
+  const quotas = (mountPoint: string, uid: number | null): Promise<Map<number, QuotaEntry>> => {
+    reading ??= tool('repquota', ['-u', '-v', '-n', '-p', '-O', 'csv', mountPoint])
+      .then(({ stdout }) => parseRepquotaCsv(stdout))
+      .finally(() => {
+        reading = null;
+      });
+    return reading.catch(blame(uid));
   };
 
   const fromQuota = (entry: QuotaEntry | undefined, enforced: boolean): DiskUsage => ({
@@ -413,7 +416,7 @@ export function createDiskLimits(options: DiskLimitsOptions): DiskLimits {
       if (!current && wanted === 0) return;
       // Inode limits are not ours to set: whatever is there stays.
       const inodes = [String(current?.inodeSoft ?? 0), String(current?.inodeHard ?? 0)];
-      await tool('setquota', ['-u', String(uid), String(wanted), String(wanted), ...inodes, s.mountPoint], uid);
+      await tool('setquota', ['-u', String(uid), String(wanted), String(wanted), ...inodes, s.mountPoint]).catch(blame(uid));
     },
 
     async usage(uid, home) {

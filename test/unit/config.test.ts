@@ -59,7 +59,30 @@ test('the defaults need no file', (t) => {
     apiMaxRequestBytes: 16_777_216,
     authorityCertFile: null,
     authorityDelegate: null,
+    cgroupRoot: '/sys/fs/cgroup',
+    cgroupParent: 'nodemgr',
+    shapingDevice: 'auto',
+    shapingLinkRateKbit: 1_000_000,
+    exemptPrefixes: [],
+    exemptCapKbit: 1_000_000,
+    byteCapPeriodMs: 86_400_000,
+    byteCapSampleMs: 30_000,
+    straySweepMs: 10_000,
   });
+});
+
+test('the limit keys: device names, prefixes and cgroup names are checked, and the uid range must fit the class numbers', (t) => {
+  const config = parseConfig('shaping_device = eth0\nexempt_prefixes = 10.0.0.0/8, 2001:db8::/32\nshaping_link_rate = 100000', FILE);
+  t.is(config.shapingDevice, 'eth0');
+  t.deepEqual(config.exemptPrefixes, ['10.0.0.0/8', '2001:db8::/32']);
+  t.is(config.exemptCapKbit, 100_000, 'the exempt cap follows the link rate');
+  t.throws(() => parseConfig('shaping_device = eth0; rm -rf /', FILE), { message: /shaping_device: expected a network device name/ });
+  t.throws(() => parseConfig('shaping_device = averyveryverylongname', FILE), { message: /1 to 15/ });
+  t.throws(() => parseConfig('exempt_prefixes = 10.0.0.0/33', FILE), { message: /exempt_prefixes: .*"10.0.0.0\/33"/ });
+  t.throws(() => parseConfig('exempt_prefixes = 10.0.0.0', FILE), { message: /address prefixes/ });
+  t.throws(() => parseConfig('cgroup_parent = ../escape', FILE), { message: /cgroup_parent: expected a cgroup directory name/ });
+  t.throws(() => parseConfig('sliver_uid_min = 10000\nsliver_uid_max = 60000', FILE), { message: /at most 32639 uids .*shaping_device = none/ });
+  t.is(parseConfig('sliver_uid_min = 10000\nsliver_uid_max = 60000\nshaping_device = none', FILE).sliverUidMax, 60_000);
 });
 
 test('packageRoot is the directory of nodemgr package.json, and the default authority is its example document', (t) => {

@@ -1,6 +1,7 @@
 // Disk limits without root: reading mountinfo and the quota tools' output (captured from Debian 12's
-// quota 4.06 and kernel; only the temporary paths were renamed), the status that says why limits
-// are not enforced, and the bounded walk. The real kernel is in test/system/disk.test.ts.
+// quota 4.06, on Debian 12's kernel and on one built without a quota format; only the temporary paths
+// were renamed), the status that says why limits are not enforced, and the bounded walk. The real
+// kernel is in test/system/disk.test.ts.
 import test from 'ava';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -54,12 +55,15 @@ test('user quota options, ext4 and XFS spellings', (t) => {
 });
 
 test('quotaon -p: off, accounting only, enforced, and nothing listed', (t) => {
-  // Captured: quota files present but the kernel has no quota format.
+  // Quota files made by quotacheck, quotaon not run (or refused by a kernel without a format).
   t.is(parseQuotaonState('user quota on /srv/quota-test/mnt (/dev/loop0) is off\n'), 'off');
-  // The other states as quota 4.06's format strings print them with -v.
-  t.is(parseQuotaonState('user quota on /srv/my homes (/dev/loop1) is on (accounting)\n'), 'accounting');
-  t.is(parseQuotaonState('user quota on / (/dev/sda1) is on (enforced)\n'), 'enforced');
-  t.is(parseQuotaonState('user quota on / (/dev/sda1) is on\n'), 'enforced');
+  // The ext4 quota feature, mounted without usrquota: the kernel counts but does not enforce.
+  t.is(parseQuotaonState('user quota on /srv/quota-test/a (/dev/loop0) is on (accounting)\n'), 'accounting');
+  // The feature mounted with usrquota, or after quotaon -u.
+  t.is(parseQuotaonState('user quota on /srv/quota-test/c (/dev/loop0) is on (enforced)\n'), 'enforced');
+  // Without -v the two cannot be told apart; "on" is taken at its word.
+  t.is(parseQuotaonState('user quota on /srv/quota-test/b (/dev/loop1) is on\n'), 'enforced');
+  t.is(parseQuotaonState('user quota on /srv/my homes (/dev/loop1) is on (enforced)\n'), 'enforced', 'a space in the mount point');
   // Captured for a mount without quota options: the complaint goes to stderr, stdout stays empty.
   t.is(parseQuotaonState(''), null);
   t.is(parseQuotaonState('group quota on / (/dev/sda1) is on\n'), null, 'only user quota counts');
