@@ -7,9 +7,9 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  decideSupport, hasUserQuotaOption, measureTree, mountHolding, parseMountinfo, parseQuotaonState, parseRepquotaCsv,
-  type MountEntry,
-} from '../../src/limits/disk.js';
+  hasUserQuotaOption, mountHolding, parseMountinfo, parseQuotaonState, parseRepquotaCsv, type MountEntry,
+} from '../../src/limits/disk-parse.js';
+import { decideSupport, measureTree } from '../../src/limits/disk.js';
 
 const MOUNTINFO = [
   '22 27 0:21 / /proc rw,relatime - proc proc rw',
