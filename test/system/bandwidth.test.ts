@@ -51,31 +51,46 @@ test.after.always(async () => {
 
 let nextPort = 5301;
 
-/** Sends for `seconds` as `uid` to `to`; resolves with what the receiver got, in Mbit/s. */
-async function send(uid: number, to: string, seconds: number): Promise<number> {
+/** Resolves once something listens on the port in the peer namespace. */
+async function listening(port: number): Promise<void> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const { stdout } = await run('ip', ['netns', 'exec', peer, 'ss', '-Hltn', `sport = :${port}`]);
+    if (stdout.trim() !== '') return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`iperf3 server on port ${port} did not start listening`);
+}
+
+/** One iperf3 run as `uid`; the receiver's figure in Mbit/s, or the reason iperf3 gives for none. */
+async function sendOnce(uid: number, to: string, seconds: number): Promise<number | string> {
   const port = nextPort++;
   const server = spawn('ip', ['netns', 'exec', peer, 'iperf3', '-s', '-1', '-p', String(port)], { stdio: 'ignore' });
   try {
-    // iperf3 -s listens at once; the client retries its connect below until it is up.
-    let out = '';
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const result = await run('ip', [
-          'netns', 'exec', ns, 'setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups',
-          'iperf3', '-c', to, '-p', String(port), '-t', String(seconds), '-O', '1', '-J',
-        ], { maxBuffer: 16 * 1024 * 1024 });
-        out = result.stdout;
-        break;
-      } catch (error) {
-        if (attempt >= 20) throw error;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-    const report = JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } };
-    return report.end.sum_received.bits_per_second / 1e6;
+    await listening(port);
+    const result = await run('ip', [
+      'netns', 'exec', ns, 'setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups',
+      'iperf3', '-c', to, '-p', String(port), '-t', String(seconds), '-O', '1', '-J',
+    ], { maxBuffer: 16 * 1024 * 1024 }).catch((error: { stdout?: string; message: string }) => ({ stdout: error.stdout ?? '', error: error.message }));
+    const report = JSON.parse(result.stdout || '{}') as { error?: string; end?: { sum_received?: { bits_per_second: number } } };
+    const received = report.end?.sum_received?.bits_per_second;
+    return received === undefined ? (report.error ?? ('error' in result ? result.error : 'no receiver figures')) : received / 1e6;
   } finally {
     server.kill('SIGKILL');
   }
+}
+
+/**
+ * Sends for `seconds` as `uid` to `to`; resolves with what the receiver got, in Mbit/s. A run that
+ * iperf3 itself reports as failed (a control connection lost on a loaded machine) is repeated.
+ */
+async function send(uid: number, to: string, seconds: number): Promise<number> {
+  const failures: string[] = [];
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const outcome = await sendOnce(uid, to, seconds);
+    if (typeof outcome === 'number') return outcome;
+    failures.push(outcome);
+  }
+  throw new Error(`iperf3 as uid ${uid} to ${to} failed 3 times: ${failures.join('; ')}`);
 }
 
 const rspec = (overrides: Record<string, number>) => withDefaults(overrides);
