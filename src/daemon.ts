@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createLimiter } from './accounts/limiter.js';
 import { callerOf, tcpClientUid, type Caller } from './api/identity.js';
 import { createApiMethods } from './api/methods.js';
-import { startApiServer, type ApiServer } from './api/server.js';
+import { answerCall, startApiServer, type ApiServer, type ApiServerOptions } from './api/server.js';
 import { loadCertificate, verifyDetachedSignature, verifyTicket } from './api/signatures.js';
 import { forwardApiCallsPath, peerCredentials } from './native/peercred.js';
 import { createSupervisors } from './accounts/supervisor.js';
@@ -17,6 +17,9 @@ import type { Logger } from './log.js';
 import { createEnforcer, limitInputOf, type Enforcer } from './limits/enforcer.js';
 import { hostLimits } from './limits/host-limits.js';
 import { readLimitsInForce } from './limits/in-force.js';
+import { parsePasswd } from './runtimes/unix/passwd.js';
+import { startSshGateway, type Gateway } from './ssh/gateway.js';
+import { loadOrCreateHostKey } from './ssh/host-key.js';
 import type { AccountRuntime } from './runtimes/types.js';
 import { installDelegateShell } from './runtimes/unix/delegate-shell.js';
 import { createUnixRuntime, type SliverLimitHooks } from './runtimes/unix/runtime.js';
@@ -128,7 +131,12 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     }, [{ name, uid }]);
     return found.get(name) ?? {};
   };
-  const api = await startApi(config, { store, runtime, supervisors, converger, documents, logger, now, limitsInForce });
+  const { server: api, call } = await startApi(config, { store, runtime, supervisors, converger, documents, logger, now, limitsInForce });
+  // Without the gateway slivers are still managed and the API still answers locally: logged, not fatal.
+  const gateway = await startGateway(config, { store, runtime, enforcer, call, logger }).catch((error: unknown) => {
+    logger.error('ssh gateway not started', { address: `${config.sshAddress}:${config.sshPort}`, error: (error as Error).message });
+    return null;
+  });
 
   // Recovery: the host's own markers say which accounts exist; the database says what they should be.
   const host = await runtime.observe();
@@ -180,6 +188,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     },
     async stop() {
       for (const timer of timers) clearInterval(timer);
+      await gateway?.close();
       await api.close();
       await poller.stop();
       await supervisors.stop();
@@ -231,7 +240,7 @@ async function prepareDelegateShell(config: Config, logger: Logger): Promise<voi
   }
 }
 
-async function startApi(config: Config, parts: ApiParts): Promise<ApiServer> {
+async function startApi(config: Config, parts: ApiParts): Promise<{ server: ApiServer; call: ApiServerOptions['call'] }> {
   const { store, runtime, supervisors, converger, documents, logger, now, limitsInForce } = parts;
   // The certificate is read once: a daemon that starts with a bad one says so at once.
   const certificatePem = config.authorityCertFile === null ? null : await readFile(config.authorityCertFile, 'utf8');
@@ -268,13 +277,51 @@ async function startApi(config: Config, parts: ApiParts): Promise<ApiServer> {
     const host = await runtime.observe({ readOnly: true });
     return callerOf(uid, (u) => host.owned.find((a) => a.uid === u) ?? null);
   };
-  return startApiServer({
+  const call: ApiServerOptions['call'] = (caller, method, params) => methods.call(caller, method, params);
+  const server = await startApiServer({
     port: config.apiPort === 0 ? null : config.apiPort,
     host: '127.0.0.1',
     socketPath: config.apiSocket,
     maxRequestBytes: config.apiMaxRequestBytes,
     identify,
-    call: (caller, method, params) => methods.call(caller, method, params),
+    call,
+    logger,
+  });
+  return { server, call };
+}
+
+/** The ssh gateway, when configured: slivers' shells and delegates' API requests. */
+async function startGateway(config: Config, parts: {
+  store: DatabaseStore; runtime: AccountRuntime; enforcer: Enforcer; call: ApiServerOptions['call']; logger: Logger;
+}): Promise<Gateway | null> {
+  if (config.sshPort === 0) return null;
+  const { store, runtime, enforcer, call, logger } = parts;
+  const hostKey = await loadOrCreateHostKey(config.stateDir);
+  if (hostKey.created) logger.info('ssh host key made', { file: hostKey.path, fingerprint: hostKey.fingerprint });
+  const ownedAccount = async (name: string, kind: 'sliver' | 'delegate') =>
+    (await runtime.observe({ readOnly: true })).owned.find((a) => a.name === name && a.kind === kind) ?? null;
+  return startSshGateway({
+    host: config.sshAddress,
+    port: config.sshPort,
+    hostKey: hostKey.privateKey,
+    maxSessions: config.sshMaxSessions,
+    maxSessionsPerAccount: config.sshMaxSessionsPerAccount,
+    idleTimeoutMs: config.sshIdleTimeoutMs,
+    maxAuthAttempts: config.sshMaxAuthAttempts,
+    loginGraceMs: config.sshLoginGraceMs,
+    maxRequestBytes: config.apiMaxRequestBytes,
+    database: () => store.data,
+    async sliverAccount(name) {
+      const owned = await ownedAccount(name, 'sliver');
+      if (!owned) return null;
+      // uid, group, home and shell as the account files have them now
+      const entry = parsePasswd(await readFile('/etc/passwd', 'utf8')).find((e) => e.name === name && e.uid === owned.uid);
+      if (!entry) return null;
+      return { account: { name, uid: entry.uid, gid: entry.gid, home: entry.home, shell: entry.shell }, started: owned.started };
+    },
+    delegateUid: async (name) => (await ownedAccount(name, 'delegate'))?.uid ?? null,
+    cgroupFiles: (name) => enforcer.launchFiles(name),
+    callApi: (caller, body) => answerCall(body, caller, call, logger),
     logger,
   });
 }

@@ -52,12 +52,39 @@ async function removeStaleSocket(path: string): Promise<void> {
   await unlink(path);
 }
 
+/**
+ * One XML-RPC request from an identified caller, answered: the response or a fault, always a
+ * document to send back. Shared by the HTTP transports and the ssh gateway's delegates.
+ */
+export async function answerCall(
+  body: Buffer,
+  caller: Caller,
+  call: ApiServerOptions['call'],
+  logger: Logger,
+): Promise<string> {
+  const started = Date.now();
+  let method = '?';
+  try {
+    const decoded = decodeCall(body);
+    method = decoded.method;
+    const result = await call(caller, decoded.method, decoded.params);
+    logger.debug('api call', { method, caller: describeCaller(caller), duration_ms: Date.now() - started });
+    return encodeResponse(result ?? 1);
+  } catch (error) {
+    const fault = error instanceof ApiFault ? error : new ApiFault(FaultCode.internal, `internal error: ${(error as Error).message}`);
+    if (!(error instanceof ApiFault)) logger.error('api call failed', { method, error: (error as Error).stack ?? String(error) });
+    logger.info('api fault', {
+      method: method.slice(0, 64), caller: describeCaller(caller), code: fault.code, fault: fault.message.slice(0, 200),
+    });
+    return encodeFault(fault.code, fault.message);
+  }
+}
+
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const { logger } = options;
   const callers = new WeakMap<Socket, Promise<Caller>>();
 
   const handler = (transport: 'tcp' | 'unix') => (req: IncomingMessage, res: ServerResponse) => {
-    const started = Date.now();
     const answer = (status: number, body: string, close = false) => {
       if (res.headersSent) return;
       res.writeHead(status, {
@@ -100,23 +127,15 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
         callers.set(req.socket, identity);
       }
       void (async () => {
-        let method = '?';
         let caller: Caller | null = null;
         try {
           caller = await identity;
-          const call = decodeCall(Buffer.concat(chunks, size));
-          method = call.method;
-          const result = await options.call(caller, call.method, call.params);
-          answer(200, encodeResponse(result ?? 1));
-          logger.debug('api call', { method, caller: describeCaller(caller), duration_ms: Date.now() - started });
         } catch (error) {
-          const fault = error instanceof ApiFault ? error : new ApiFault(FaultCode.internal, `internal error: ${(error as Error).message}`);
-          if (!(error instanceof ApiFault)) logger.error('api call failed', { method, error: (error as Error).stack ?? String(error) });
-          answer(200, encodeFault(fault.code, fault.message));
-          logger.info('api fault', {
-            method: method.slice(0, 64), caller: caller ? describeCaller(caller) : 'unknown', code: fault.code, fault: fault.message.slice(0, 200),
-          });
+          logger.error('api caller not identified', { error: (error as Error).message });
+          answer(200, encodeFault(FaultCode.internal, `internal error: the caller could not be identified: ${(error as Error).message}`));
+          return;
         }
+        answer(200, await answerCall(Buffer.concat(chunks, size), caller, options.call, logger));
       })();
     });
   };

@@ -7,6 +7,7 @@ import { loadByteCaps } from '../limits/bwmon.js';
 import { hostLimits } from '../limits/host-limits.js';
 import { readLimitsInForce, type LimitsInForce } from '../limits/in-force.js';
 import { createLogger } from '../log.js';
+import { savedHostKeyFingerprint } from '../ssh/host-key.js';
 import { formatNodeStatus, nodeStatus, type NodeStatus } from '../status/report.js';
 import { readSyncStatus, syncStatusPath } from '../sync/sync-status.js';
 
@@ -30,7 +31,13 @@ export async function runStatus(config: Config, options: { json: boolean }): Pro
   const db = await readDatabaseSnapshot(databasePath(config));
   const lastSync = await readSyncStatus(syncStatusPath(config.stateDir), (reason) => warn(`ignored ${reason}`));
   const planned = nodeStatus(db, lastSync);
-  const status: NodeStatus = { ...planned, limitsInForce: await limitsOnHost(config, planned) };
+  const status: NodeStatus = {
+    ...planned,
+    limitsInForce: await limitsOnHost(config, planned),
+    ...(config.sshPort === 0 ? {} : {
+      sshGateway: { address: `${config.sshAddress}:${config.sshPort}`, fingerprint: await savedHostKeyFingerprint(config.stateDir) },
+    }),
+  };
   process.stdout.write(options.json ? JSON.stringify(status, null, 2) + '\n' : formatNodeStatus(status) + '\n');
   return 0;
 }

@@ -62,6 +62,14 @@ export interface Config {
   byteCapPeriodMs: number;
   byteCapSampleMs: number;
   straySweepMs: number;
+  /** The ssh gateway's address and port; port 0: no gateway. */
+  sshAddress: string;
+  sshPort: number;
+  sshMaxSessions: number;
+  sshMaxSessionsPerAccount: number;
+  sshIdleTimeoutMs: number;
+  sshMaxAuthAttempts: number;
+  sshLoginGraceMs: number;
 }
 
 /** A configuration that cannot be used; the message names the file, the line, the key and the reason. */
@@ -295,6 +303,14 @@ const prefixList: ValueType<string[]> = {
   show: (value) => value.join(', '),
 };
 
+const ipAddress: ValueType<string> = {
+  parse(text) {
+    if (isIP(text) === 0) throw new ValueError(`expected an IPv4 or IPv6 address such as 0.0.0.0 or ::, got ${got(text)}`);
+    return text;
+  },
+  show: (value) => value,
+};
+
 const kbits = (min: number) => wholeNumber(min, 100_000_000, { unit: 'kbit/s' });
 
 const KEYS: readonly KeyDescriptor[] = [
@@ -375,6 +391,20 @@ const KEYS: readonly KeyDescriptor[] = [
     "Seconds between reads of the slivers' byte counters; throttling starts at most this long after a threshold is crossed."),
   key('stray_sweep_interval', 'straySweepMs', seconds(1), 10_000,
     "Seconds between sweeps that move processes of a sliver's uid started outside its cgroup (an ssh login, say) into it."),
+  key('ssh_address', 'sshAddress', ipAddress, '0.0.0.0',
+    "Address the ssh gateway listens on: slice users log into their slivers and delegates reach the API through it."),
+  key('ssh_port', 'sshPort', range(0, 65_535), 2222,
+    'TCP port of the ssh gateway; 0 turns it off. The host key is made on first start in state_dir.'),
+  key('ssh_max_sessions', 'sshMaxSessions', range(1, 100_000), 200,
+    'At most this many ssh sessions (shells, commands, API requests) at once on the node; more are refused with a message.'),
+  key('ssh_max_sessions_per_account', 'sshMaxSessionsPerAccount', range(1, 100_000), 20,
+    'At most this many ssh sessions at once for one sliver or delegate.'),
+  key('ssh_idle_timeout', 'sshIdleTimeoutMs', seconds(1), 3_600_000,
+    'Seconds; an ssh connection with no data either way for this long is closed.'),
+  key('ssh_max_auth_attempts', 'sshMaxAuthAttempts', range(1, 100), 6,
+    'Authentication attempts (keys offered) allowed on one ssh connection before it is closed.'),
+  key('ssh_login_grace', 'sshLoginGraceMs', seconds(1), 30_000,
+    'Seconds an ssh connection may take to log in before it is closed.'),
 ];
 
 const BY_KEY: ReadonlyMap<string, KeyDescriptor> = new Map(KEYS.map((d) => [d.key, d]));

@@ -29,6 +29,8 @@ export interface NodeStatus {
   readonly leftovers: ReadonlyArray<{ name: string; state: AccountState; reason: string | null }>;
   /** Per sliver, the limits as the host holds them (read back from the kernel); absent: not read. */
   readonly limitsInForce?: Readonly<Record<string, Readonly<Record<string, number | string | boolean>>>>;
+  /** The ssh gateway's address and its host key's fingerprint; absent when it is off. */
+  readonly sshGateway?: { readonly address: string; readonly fingerprint: string | null };
 }
 
 export function nodeStatus(db: NodeDatabase, lastSync: SyncStatus | null): NodeStatus {
@@ -84,6 +86,10 @@ export function formatNodeStatus(status: NodeStatus): string {
       ? `last sync: ${sync.at} ${sync.outcome} from ${sync.source}${sync.detail ? ` — ${sync.detail}` : ''}`
       : 'last sync: never',
   );
+  if (status.sshGateway) {
+    const gw = status.sshGateway;
+    lines.push(`ssh gateway: ${gw.address}, host key ${gw.fingerprint ?? 'not made yet (made at the first start)'}`);
+  }
   lines.push('');
   if (status.accounts.length === 0) {
     lines.push('no slivers or delegates on this node');

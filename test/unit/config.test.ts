@@ -68,6 +68,13 @@ test('the defaults need no file', (t) => {
     byteCapPeriodMs: 86_400_000,
     byteCapSampleMs: 30_000,
     straySweepMs: 10_000,
+    sshAddress: '0.0.0.0',
+    sshPort: 2222,
+    sshMaxSessions: 200,
+    sshMaxSessionsPerAccount: 20,
+    sshIdleTimeoutMs: 3_600_000,
+    sshMaxAuthAttempts: 6,
+    sshLoginGraceMs: 30_000,
   });
 });
 

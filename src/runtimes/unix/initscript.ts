@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmod, chown, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { LAUNCH_PATH, launchAsAccount } from './launch.js';
 
 export interface InitscriptAccount {
   readonly name: string;
@@ -90,18 +91,6 @@ const WRAPPER = [
   'exec "$1" </dev/null >>"$log" 2>&1',
 ].join('\n');
 
-// Run as root when the script must start inside cgroups: the launcher writes its own pid into each
-// group's cgroup.procs before it drops to the account, so no process of the script ever runs
-// outside them (moving it after the spawn would leave a window in which it could fork away).
-// Arguments: uid, gid, script path, then the cgroup.procs files. setpriv changes the real,
-// effective and saved ids together and clears the supplementary groups, as spawn() does.
-const JOIN_AND_DROP = [
-  'uid=$1 gid=$2 script=$3',
-  'shift 3',
-  'for procs do echo $$ >"$procs" || { echo "nodemgr: cannot join $procs" >&2; exit 111; }; done',
-  'exec setpriv --reuid="$uid" --regid="$gid" --clear-groups /bin/sh -c "$0" nodemgr-initscript "$script"',
-].join('\n');
-
 export interface LaunchedInitscript {
   readonly pid: number;
   /** Resolves with the wrapper's exit status when the initscript ends (it may never end). */
@@ -112,25 +101,20 @@ export interface LaunchedInitscript {
  * Starts the script as the account, in its own session (setsid), so that neither a signal to the
  * daemon's process group nor the daemon's exit reaches it.
  *
- * spawn() with uid/gid drops root the way login does: before setgid() and setuid() the child calls
- * setgroups(0, NULL), so root's supplementary groups are not inherited, and the account (created
- * with only its private group) has exactly the groups a login would give it: its primary group.
+ * It is launched by root inside the sliver's cgroups and then becomes the account (launch.ts), so
+ * the account has exactly the groups a login would give it (its primary group) and every process
+ * of the script is in the sliver's groups from the start.
  */
 export async function launchInitscript(account: InitscriptAccount, path: string, cgroupProcFiles: readonly string[] = []): Promise<LaunchedInitscript> {
-  const joining = cgroupProcFiles.length > 0;
-  const args = joining
-    ? ['-c', JOIN_AND_DROP, WRAPPER, String(account.uid), String(account.gid), path, ...cgroupProcFiles]
-    : ['-c', WRAPPER, 'nodemgr-initscript', path];
-  const child = spawn('/bin/sh', args, {
-    uid: joining ? undefined : account.uid,
-    gid: joining ? undefined : account.gid,
+  const launch = launchAsAccount(account, cgroupProcFiles, ['/bin/sh', '-c', WRAPPER, 'nodemgr-initscript', path]);
+  const child = spawn(launch.file, launch.args, {
     cwd: account.home,
     env: {
       HOME: account.home,
       USER: account.name,
       LOGNAME: account.name,
       SHELL: account.shell,
-      PATH: '/usr/local/bin:/usr/bin:/bin',
+      PATH: LAUNCH_PATH,
       LANG: 'C.UTF-8',
     },
     stdio: 'ignore',

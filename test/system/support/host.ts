@@ -115,6 +115,8 @@ export async function sandbox(settings: Record<string, string | number>): Promis
     // gives it one of its own namespaces' (the host's uplink is not the tests' to shape).
     cgroup_parent: `nodemgr-test-${randomBytes(4).toString('hex')}`,
     shaping_device: 'none',
+    // No fixed ssh port either: a test that wants the gateway gives it a free one.
+    ssh_port: 0,
     ...settings,
   };
   const config = join(dir, 'nodemgr.conf');

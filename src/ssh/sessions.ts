@@ -1,0 +1,82 @@
+// What runs for a sliver's ssh session: its login shell or one command, as the sliver, inside its
+// cgroups (launch.ts), with a terminal from node-pty or with plain pipes. The daemon keeps nothing
+// of the session but the process; output is passed on only as fast as the client reads it.
+import { spawn as spawnProcess, type ChildProcess } from 'node:child_process';
+import pty, { type IPty } from 'node-pty';
+import { LAUNCH_PATH, launchAsAccount } from '../runtimes/unix/launch.js';
+
+export interface SessionAccount {
+  readonly name: string;
+  readonly uid: number;
+  readonly gid: number;
+  readonly home: string;
+  readonly shell: string;
+}
+
+export interface TerminalRequest {
+  readonly term: string;
+  readonly cols: number;
+  readonly rows: number;
+}
+
+/** Client variables passed on, as OpenSSH's sshd does by default (AcceptEnv LANG LC_*). */
+export function acceptedClientVariable(name: string): boolean {
+  return name === 'LANG' || /^LC_[A-Z_]+$/.test(name);
+}
+
+/** A login's environment, as sshd gives it: nothing of the daemon's own. */
+export function loginEnvironment(
+  account: SessionAccount,
+  connection: { clientAddress: string; clientPort: number; serverAddress: string; serverPort: number },
+  clientVariables: ReadonlyMap<string, string>,
+  terminal: TerminalRequest | null,
+): Record<string, string> {
+  const env: Record<string, string> = {
+    HOME: account.home,
+    USER: account.name,
+    LOGNAME: account.name,
+    SHELL: account.shell,
+    PATH: LAUNCH_PATH,
+    LANG: 'C.UTF-8',
+    SSH_CLIENT: `${connection.clientAddress} ${connection.clientPort} ${connection.serverPort}`,
+    SSH_CONNECTION: `${connection.clientAddress} ${connection.clientPort} ${connection.serverAddress} ${connection.serverPort}`,
+  };
+  for (const [name, value] of clientVariables) if (acceptedClientVariable(name)) env[name] = value;
+  if (terminal) env['TERM'] = terminal.term || 'xterm';
+  return env;
+}
+
+/** The command line of a session: the login shell, or the shell running one command. */
+export function sessionArgv(account: SessionAccount, command: string | null): string[] {
+  return command === null ? [account.shell, '-l'] : [account.shell, '-c', command];
+}
+
+/** A terminal size from the client: absurd or missing values get the usual 80x24. */
+const dimension = (n: number, fallback: number, max: number) => (Number.isInteger(n) && n > 0 ? Math.min(n, max) : fallback);
+
+export function startTerminalSession(
+  account: SessionAccount,
+  cgroupProcFiles: readonly string[],
+  command: string | null,
+  env: Record<string, string>,
+  terminal: TerminalRequest,
+): IPty {
+  const launch = launchAsAccount(account, cgroupProcFiles, sessionArgv(account, command));
+  return pty.spawn(launch.file, launch.args, {
+    name: terminal.term || 'xterm',
+    cols: dimension(terminal.cols, 80, 1000),
+    rows: dimension(terminal.rows, 24, 500),
+    cwd: account.home,
+    env,
+  });
+}
+
+export function startPipedSession(
+  account: SessionAccount,
+  cgroupProcFiles: readonly string[],
+  command: string | null,
+  env: Record<string, string>,
+): ChildProcess {
+  const launch = launchAsAccount(account, cgroupProcFiles, sessionArgv(account, command));
+  return spawnProcess(launch.file, launch.args, { cwd: account.home, env, stdio: ['pipe', 'pipe', 'pipe'] });
+}
