@@ -67,3 +67,29 @@ build "$out/peercred.node" "$native_dir/peercred.c" \
   "$cc" "${common[@]}" -shared -fPIC -I "$include_dir" "${extra[@]}" "$native_dir/peercred.c" -o "$out/peercred.node.tmp"
 build "$out/forward_api_calls" "$native_dir/forward_api_calls.c" \
   "$cc" "${common[@]}" "${defines[@]}" "${extra[@]}" "$native_dir/forward_api_calls.c" -o "$out/forward_api_calls.tmp"
+
+# node-pty (the ssh gateway's terminals) is an optional dependency built by node-gyp, which needs
+# a C++ compiler, make and python3: where they were missing, npm install went on without it. As
+# root on Debian they are installed here and node-pty is built again; otherwise the daemon runs
+# with terminal sessions off (commands over ssh still work) and says so.
+if ! (cd "$root" && node -e "require('node-pty')" >/dev/null 2>&1); then
+  pty_version="$(cd "$root" && node -p "require('./package.json').optionalDependencies['node-pty']")"
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    missing=()
+    command -v g++ >/dev/null 2>&1 || missing+=(g++)
+    command -v make >/dev/null 2>&1 || missing+=(make)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    if [ ${#missing[@]} -gt 0 ]; then
+      echo "build-native: node-pty needs ${missing[*]}; installing" >&2
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    echo "build-native: building node-pty $pty_version" >&2
+    (cd "$root" && npm install --no-save --no-audit --no-fund "node-pty@$pty_version" >&2) ||
+      echo "build-native: node-pty could not be built; ssh terminal sessions are off" >&2
+  else
+    echo "build-native: node-pty is not built (it needs g++, make and python3; then run: npm install)." \
+      "ssh terminal sessions are off until then" >&2
+  fi
+fi

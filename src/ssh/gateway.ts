@@ -234,7 +234,13 @@ export async function startSshGateway(options: GatewayOptions): Promise<Gateway>
     const files = options.cgroupFiles(name);
 
     if (terminal) {
-      const pty = startTerminalSession(found.account, files, command, env, terminal);
+      let pty;
+      try {
+        pty = await startTerminalSession(found.account, files, command, env, terminal);
+      } catch (error) {
+        finish(1, `nodemgr: ${(error as Error).message}; a command without a terminal (ssh -T) still works\r\n`);
+        return;
+      }
       onResize((cols, rows) => {
         if (cols > 0 && rows > 0) pty.resize(Math.min(cols, 1000), Math.min(rows, 500));
       });

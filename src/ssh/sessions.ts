@@ -2,7 +2,7 @@
 // cgroups (launch.ts), with a terminal from node-pty or with plain pipes. The daemon keeps nothing
 // of the session but the process; output is passed on only as fast as the client reads it.
 import { spawn as spawnProcess, type ChildProcess } from 'node:child_process';
-import pty, { type IPty } from 'node-pty';
+import type { IPty } from 'node-pty';
 import { LAUNCH_PATH, launchAsAccount } from '../runtimes/unix/launch.js';
 
 export interface SessionAccount {
@@ -54,13 +54,30 @@ export function sessionArgv(account: SessionAccount, command: string | null): st
 /** A terminal size from the client: absurd or missing values get the usual 80x24. */
 const dimension = (n: number, fallback: number, max: number) => (Number.isInteger(n) && n > 0 ? Math.min(n, max) : fallback);
 
-export function startTerminalSession(
+type PtyModule = typeof import('node-pty');
+let ptyModule: Promise<PtyModule | Error> | null = null;
+
+/**
+ * node-pty, loaded at the first terminal session: it is an optional dependency (a native build),
+ * and a node where it could not be built still serves commands over ssh.
+ */
+function loadPty(): Promise<PtyModule | Error> {
+  ptyModule ??= import('node-pty').then(
+    (m) => ((m as { default?: PtyModule }).default ?? m),
+    (error: unknown) => new Error(`terminal sessions are not available on this node: node-pty is not built (${(error as Error).message.split('\n')[0]})`),
+  );
+  return ptyModule;
+}
+
+export async function startTerminalSession(
   account: SessionAccount,
   cgroupProcFiles: readonly string[],
   command: string | null,
   env: Record<string, string>,
   terminal: TerminalRequest,
-): IPty {
+): Promise<IPty> {
+  const pty = await loadPty();
+  if (pty instanceof Error) throw pty;
   const launch = launchAsAccount(account, cgroupProcFiles, sessionArgv(account, command));
   return pty.spawn(launch.file, launch.args, {
     name: terminal.term || 'xterm',
