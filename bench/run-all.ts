@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 let failed = 0;
-for (const bench of ['parse.ts', 'sync.ts', 'api.ts', 'limits.ts']) {
+for (const bench of ['parse.ts', 'sync.ts', 'api.ts', 'limits.ts', 'ssh.ts']) {
   console.log(`\n== bench/${bench}`);
   const result = spawnSync(process.execPath, ['--import', 'tsx', join(here, bench)], { stdio: 'inherit' });
   if (result.status !== 0) failed++;
