@@ -48,7 +48,13 @@ function connectOnce(): Promise<{ setup: number; call: number }> {
   });
 }
 
-async function level(concurrency: number): Promise<{ setup: number[]; call: number[]; rate: number }> {
+interface Level {
+  setup: number[];
+  call: number[];
+  rate: number;
+}
+
+async function level(concurrency: number): Promise<Level> {
   const setup: number[] = [];
   const call: number[] = [];
   let next = 0;
@@ -69,9 +75,9 @@ const median = (xs: number[]) => pct(xs, 50);
 await level(1); // warm up: JIT, key caches
 console.log(`ssh connection setup through the gateway, ${perLevel} connections per level, ${rounds} rounds (median of rounds):`);
 for (const concurrency of [1, 20]) {
-  const results = [];
+  const results: Level[] = [];
   for (let r = 0; r < rounds; r++) results.push(await level(concurrency));
-  const f = (pick: (x: (typeof results)[number]) => number) => median(results.map(pick)).toFixed(1);
+  const f = (pick: (x: Level) => number) => median(results.map(pick)).toFixed(1);
   console.log(`  ${String(concurrency).padStart(2)} clients: setup p50 ${f((x) => pct(x.setup, 50))} ms, p99 ${f((x) => pct(x.setup, 99))} ms;` +
     ` with one API request p50 ${f((x) => pct(x.call, 50))} ms; ${f((x) => x.rate)} connections/s`);
 }
