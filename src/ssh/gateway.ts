@@ -6,6 +6,7 @@
 // Public keys only, checked against the keys in the node database. An unknown user, a wrong key,
 // a password and keyboard-interactive all get the same answer ("publickey" may continue), so the
 // gateway does not tell which accounts exist.
+import { createServer, type Socket } from 'node:net';
 import { constants } from 'node:os';
 import ssh2, { type AuthContext, type Connection, type ServerChannel, type Session } from 'ssh2';
 import { encodeFault } from '../api/codec.js';
@@ -67,41 +68,64 @@ export async function startSshGateway(options: GatewayOptions): Promise<Gateway>
   const perAccount = new Map<string, number>();
   let total = 0;
   const clients = new Set<Connection>();
+  // The TCP side is the daemon's own: ssh2 hears of a connection only once the peer speaks ssh, so
+  // the login grace starts here, where a peer that never says anything is also seen.
+  const sockets = new Map<string, { socket: Socket; grace: NodeJS.Timeout }>();
+  const tcp = createServer((socket) => {
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    // Each step of the handshake and each keystroke is a small write that must not wait for the
+    // peer's delayed ACK (Nagle's algorithm made every login ~40 ms slower per round trip).
+    socket.setNoDelay(true);
+    const grace = setTimeout(() => {
+      logger.info('ssh connection closed: not logged in in time', { remote, grace_s: options.loginGraceMs / 1000 });
+      socket.destroy();
+    }, options.loginGraceMs);
+    sockets.set(remote, { socket, grace });
+    socket.once('close', () => {
+      clearTimeout(grace);
+      sockets.delete(remote);
+    });
+    server.injectSocket(socket);
+  });
+  /** Ends a connection: ssh2 says goodbye, and the socket goes too if the peer does not answer. */
+  const cut = (client: Connection, remote: string) => {
+    client.end();
+    const socket = sockets.get(remote)?.socket;
+    setTimeout(() => socket?.destroy(), 1_000).unref();
+  };
 
   const server = new Server({ hostKeys: [options.hostKey], ident: 'nodemgr' }, (client, info) => {
     clients.add(client);
-    // Each step of the handshake and each keystroke is a small write that must not wait for the
-    // peer's delayed ACK (Nagle's algorithm made every login ~40 ms slower per round trip).
-    (client as Connection & { setNoDelay(on: boolean): void }).setNoDelay(true);
     const remote = `${info.ip}:${info.port}`;
     let login: Login | null = null;
-    let attempts = 0;
-    const grace = setTimeout(() => {
-      logger.info('ssh connection closed: not logged in in time', { remote, grace_s: options.loginGraceMs / 1000 });
-      client.end();
-    }, options.loginGraceMs);
+    let failures = 0;
     const idle = setTimeout(() => {
       logger.info('ssh connection closed: idle', { remote, account: login?.target.name ?? '', idle_s: options.idleTimeoutMs / 1000 });
-      client.end();
+      cut(client, remote);
     }, options.idleTimeoutMs);
     const touch = () => idle.refresh();
 
-    client.on('authentication', (ctx: AuthContext) => {
-      attempts++;
-      if (attempts > options.maxAuthAttempts) {
-        logger.info('ssh login refused: too many attempts', { remote, user: ctx.username.slice(0, 64) });
+    // As OpenSSH's MaxAuthTries: refused attempts are counted (the client's opening "none" and a
+    // key's query are not), and the connection is cut once there are too many.
+    const refuse = (ctx: AuthContext, why: string | null) => {
+      if (ctx.method !== 'none') failures++;
+      if (why) logger.info('ssh login refused', { remote, user: ctx.username.slice(0, 64), why });
+      if (failures >= options.maxAuthAttempts) {
+        logger.info('ssh connection closed: too many failed logins', { remote, user: ctx.username.slice(0, 64) });
         ctx.reject([]);
-        client.end();
+        cut(client, remote);
         return;
       }
+      ctx.reject(['publickey']);
+    };
+    client.on('authentication', (ctx: AuthContext) => {
       if (ctx.method !== 'publickey') {
-        ctx.reject(['publickey']);
+        refuse(ctx, null);
         return;
       }
       const target = loginTarget(options.database(), ctx.username);
       if (!target || !target.enabled || !keyAllowed(target, ctx.key.data)) {
-        if (ctx.signature) logger.info('ssh login refused', { remote, user: ctx.username.slice(0, 64), key: fingerprintOf(ctx.key.data) });
-        ctx.reject(['publickey']);
+        refuse(ctx, ctx.signature ? `key ${fingerprintOf(ctx.key.data)} not allowed` : null);
         return;
       }
       // Without a signature the client only asks whether this key would do.
@@ -112,8 +136,7 @@ export async function startSshGateway(options: GatewayOptions): Promise<Gateway>
       const key = utils.parseKey(ctx.key.data);
       const parsed = key instanceof Error ? null : Array.isArray(key) ? key[0] : key;
       if (!parsed || !parsed.verify(ctx.blob, ctx.signature, ctx.hashAlgo)) {
-        logger.info('ssh login refused: bad signature', { remote, user: ctx.username });
-        ctx.reject(['publickey']);
+        refuse(ctx, 'bad signature');
         return;
       }
       login = { target, fingerprint: fingerprintOf(ctx.key.data) };
@@ -121,7 +144,7 @@ export async function startSshGateway(options: GatewayOptions): Promise<Gateway>
     });
 
     client.on('ready', () => {
-      clearTimeout(grace);
+      clearTimeout(sockets.get(remote)?.grace);
       logger.info('ssh login', { remote, account: login!.target.name, kind: login!.target.kind, key: login!.fingerprint });
     });
 
@@ -135,7 +158,6 @@ export async function startSshGateway(options: GatewayOptions): Promise<Gateway>
     client.on('request', (_accept, reject) => reject?.());
     client.on('error', (error) => logger.debug('ssh connection error', { remote, error: error.message }));
     client.on('close', () => {
-      clearTimeout(grace);
       clearTimeout(idle);
       clients.delete(client);
     });
@@ -313,13 +335,14 @@ export async function startSshGateway(options: GatewayOptions): Promise<Gateway>
   }
 
   const boundPort = await new Promise<number>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      const address = server.address();
+    tcp.once('error', reject);
+    tcp.listen(options.port, options.host, () => {
+      tcp.off('error', reject);
+      const address = tcp.address();
       resolve(typeof address === 'object' && address ? address.port : options.port);
     });
   });
+  tcp.on('error', (error: Error) => logger.error('ssh gateway error', { error: error.message }));
   server.on('error', (error: Error) => logger.error('ssh gateway error', { error: error.message }));
   logger.info('ssh gateway listening', { address: `${options.host}:${boundPort}` });
 
@@ -329,7 +352,8 @@ export async function startSshGateway(options: GatewayOptions): Promise<Gateway>
     close: () =>
       new Promise<void>((resolve) => {
         for (const client of clients) client.end();
-        server.close(() => resolve());
+        for (const { socket } of sockets.values()) socket.destroy();
+        tcp.close(() => resolve());
       }),
   };
 }

@@ -1,0 +1,120 @@
+// The gateway's limits, on loopback with the ssh2 client (no root needed: delegates' sessions run
+// nothing on the host): sessions per account, the idle timeout, the login grace, attempts per
+// connection, and a request larger than the API takes.
+import test from 'ava';
+import { mkdtemp } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import ssh2, { type ClientChannel } from 'ssh2';
+import type { NodeDatabase } from '../../src/db/types.js';
+import { createLogger } from '../../src/log.js';
+import { startSshGateway, type Gateway } from '../../src/ssh/gateway.js';
+import { loadOrCreateHostKey } from '../../src/ssh/host-key.js';
+
+const pair = ssh2.utils.generateKeyPairSync('ed25519');
+const other = ssh2.utils.generateKeyPairSync('ed25519');
+const database = {
+  records: { delegate_ctl: { record_key: 'delegate_ctl', type: 'delegate', name: 'ctl', keys: [pair.public] } },
+  accounts: {},
+} as unknown as NodeDatabase;
+let gateway: Gateway;
+let release: () => void = () => undefined;
+
+test.before(async () => {
+  const hostKey = await loadOrCreateHostKey(await mkdtemp(join(tmpdir(), 'nodemgr-gw-')));
+  gateway = await startSshGateway({
+    host: '127.0.0.1', port: 0, hostKey: hostKey.privateKey,
+    maxSessions: 10, maxSessionsPerAccount: 2, idleTimeoutMs: 1_500, maxAuthAttempts: 2, loginGraceMs: 1_000,
+    maxRequestBytes: 1024, database: () => database,
+    sliverAccount: async () => null, delegateUid: async () => 70_123, cgroupFiles: () => [],
+    // An API that answers once released: sessions stay open as long as a test needs.
+    callApi: (caller, body) => new Promise((resolve) => {
+      const answer = () => resolve(`${caller.kind} ${caller.name} ${caller.uid} sent ${body.length} bytes\n`);
+      const previous = release;
+      release = () => {
+        previous();
+        answer();
+      };
+    }),
+    logger: createLogger({ console: false }),
+  });
+});
+test.after.always(() => gateway?.close());
+
+function login(privateKey = pair.private): Promise<ssh2.Client> {
+  return new Promise((resolve, reject) => {
+    const client = new ssh2.Client();
+    client.on('ready', () => resolve(client));
+    client.on('error', reject);
+    client.connect({ host: '127.0.0.1', port: gateway.port, username: 'ctl', privateKey });
+  });
+}
+
+function request(client: ssh2.Client, body: string): Promise<{ out: string; code: number | null }> {
+  return new Promise((resolve, reject) => {
+    client.exec('', (error, channel: ClientChannel) => {
+      if (error) return reject(error);
+      let out = '';
+      let code: number | null = null;
+      channel.on('data', (d: Buffer) => (out += d.toString()));
+      channel.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      channel.on('exit', (c: number | null) => (code = c));
+      channel.on('close', () => resolve({ out, code }));
+      channel.end(body);
+    });
+  });
+}
+
+test.serial('a delegate\'s request is answered as that delegate; a third session at once is refused with a message', async (t) => {
+  const clients = await Promise.all([login(), login(), login()]);
+  const first = request(clients[0]!, 'a');
+  const second = request(clients[1]!, 'bb');
+  await new Promise((r) => setTimeout(r, 200));
+  const third = await request(clients[2]!, 'ccc');
+  t.is(third.code, 1);
+  t.regex(third.out, /too many sessions \(the limit of 2 for ctl\)/);
+  release();
+  t.deepEqual(await first, { out: 'delegate ctl 70123 sent 1 bytes\n', code: 0 });
+  t.deepEqual(await second, { out: 'delegate ctl 70123 sent 2 bytes\n', code: 0 });
+  const big = await request(clients[2]!, 'x'.repeat(2_000));
+  t.is(big.code, 2);
+  t.regex(big.out, /<int>102<\/int>.*request too large: more than 1024 bytes/s);
+  for (const c of clients) c.end();
+});
+
+test.serial('an idle connection is closed; one that never logs in is closed after the grace', async (t) => {
+  const client = await login();
+  const closed = await new Promise<number>((resolve) => {
+    const started = Date.now();
+    client.on('close', () => resolve(Date.now() - started));
+  });
+  t.true(closed >= 1_000, `closed after ${closed} ms`);
+  const silent = connect(gateway.port, '127.0.0.1');
+  silent.on('data', () => undefined);
+  await new Promise<void>((resolve) => silent.on('close', () => resolve()));
+  t.pass();
+});
+
+let next = 0;
+
+test.serial('a connection that offers more keys than allowed is cut', async (t) => {
+  const keys = [other.private, ssh2.utils.generateKeyPairSync('ed25519').private, pair.private];
+  const error = await new Promise<Error | null>((resolve) => {
+    const client = new ssh2.Client();
+    client.on('ready', () => {
+      client.end();
+      resolve(null);
+    });
+    client.on('error', resolve);
+    client.on('close', () => resolve(new Error('connection closed by the gateway')));
+    client.connect({
+      host: '127.0.0.1', port: gateway.port, username: 'ctl',
+      authHandler: (_methods, _partial, done) => {
+        const key = keys[next++];
+        done((key ? { type: 'publickey', username: 'ctl', key } : false) as Parameters<typeof done>[0]);
+      },
+    });
+  });
+  t.truthy(error, 'the right key came third, after the two attempts allowed');
+});
