@@ -124,6 +124,33 @@ serial('a slice user\'s key opens a terminal shell as the sliver, inside its cgr
   t.regex(out.stdout, new RegExp(`home=/home/${web} user=${web}`));
 });
 
+serial('the terminal has the client\'s size and follows its window changes', async (t) => {
+  const client = new Client();
+  await new Promise<void>((resolve, reject) => {
+    client.on('ready', () => resolve());
+    client.on('error', reject);
+    client.connect({ host: '127.0.0.1', port, username: name('web'), privateKey: keys['user']!.privateKey });
+  });
+  const output = await new Promise<string>((resolve, reject) => {
+    client.exec('stty size; read line; stty size', { pty: { rows: 30, cols: 100, term: 'xterm' } }, (error, channel) => {
+      if (error) return reject(error);
+      let out = '';
+      channel.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('30 100') && !out.includes('resized')) {
+          out += 'resized';
+          channel.setWindow(40, 120, 0, 0);
+          setTimeout(() => channel.write('go\n'), 300);
+        }
+      });
+      channel.on('close', () => resolve(out));
+    });
+  });
+  client.end();
+  t.regex(output, /30 100/);
+  t.regex(output, /40 120/);
+});
+
 serial('an exec runs one command as the sliver and returns its exit status and output', async (t) => {
   const web = name('web');
   const ok = await ssh(web, 'user', ['echo hello; id -un; echo to-stderr >&2']);
@@ -131,6 +158,10 @@ serial('an exec runs one command as the sliver and returns its exit status and o
   t.is(ok.stdout, `hello\n${web}\n`);
   t.is(ok.stderr, 'to-stderr\n');
   t.is((await ssh(web, 'user', ['exit 42'])).code, 42);
+  const fingerprint = /SHA256:\S+/.exec((await run('ssh-keygen', ['-lf', `${keys['user']!.path}.pub`])).stdout)![0];
+  await waitFor('the session logged', async () => daemon.output().includes('command="exit 42"'));
+  const line = daemon.output().split('\n').find((l) => l.includes('ssh session ended') && l.includes('command="exit 42"'))!;
+  for (const part of [`account=${web}`, `key=${fingerprint}`, 'remote=127.0.0.1:', 'exit_status=42', 'duration_ms=']) t.true(line.includes(part), `${part} in ${line}`);
   t.is((await ssh(web, 'user', ['cat'], 'through stdin\n')).stdout, 'through stdin\n');
 });
 
