@@ -2,7 +2,7 @@
 // pairs made by ssh-keygen, slivers' shells checked from the inside (uid, terminal, cgroup), and a
 // delegate's API request through ssh. Password and keyboard-interactive logins are tried with the
 // ssh2 client, since OpenSSH in batch mode cannot offer a password.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -20,6 +20,12 @@ const name = (suffix: string) => `${prefix}_${suffix}`;
 const UID_MIN = 77000;
 const UID_MAX = 77999;
 const serial = isRoot ? test.serial : test.skip;
+// node-pty is an optional native build: where it could not be built, the terminal tests say so.
+const ptyBuilt = await import('node-pty').then(() => true, () => false);
+function terminalTest(title: string, run: (t: ExecutionContext) => Promise<void>): void {
+  if (ptyBuilt) serial(title, run);
+  else test.skip(`${title} (skipped: node-pty is not built on this machine)`, run);
+}
 
 let server: DocumentServer;
 let box: Sandbox;
@@ -113,7 +119,7 @@ test.after.always(async () => {
   await server?.close();
 });
 
-serial('a slice user\'s key opens a terminal shell as the sliver, inside its cgroup', async (t) => {
+terminalTest('a slice user\'s key opens a terminal shell as the sliver, inside its cgroup', async (t) => {
   const web = name('web');
   const uid = (await db()).accounts[web]!.uid;
   const out = await ssh(web, 'user', [], 'id -u; tty; cat /proc/self/cgroup; echo "home=$HOME user=$USER"; exit 3\n', ['-tt']);
@@ -124,7 +130,7 @@ serial('a slice user\'s key opens a terminal shell as the sliver, inside its cgr
   t.regex(out.stdout, new RegExp(`home=/home/${web} user=${web}`));
 });
 
-serial('the terminal has the client\'s size and follows its window changes', async (t) => {
+terminalTest('the terminal has the client\'s size and follows its window changes', async (t) => {
   const client = new Client();
   await new Promise<void>((resolve, reject) => {
     client.on('ready', () => resolve());
