@@ -2,6 +2,7 @@
 # Installs the Debian packages that the tests use when they are missing. Run by `npm test`
 # before the tests; safe to run again (it installs nothing when all is there).
 set -euo pipefail
+bash "$(dirname "${BASH_SOURCE[0]}")/libvirt-setup.sh" # libvirtd and what the libvirt tests use
 
 # package -> a command it provides (checked first, so a machine that has the tool some other
 # way is left alone)

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Readies the host for the libvirt system tests: installs the Debian packages they use when
+# missing, then starts virtlogd and libvirtd (there is no systemd to start them) unless they are
+# running already, and waits until the QEMU driver answers. Run by test/host-setup.sh; safe to run
+# again (it installs and starts nothing when all is there). It never fails the test run: where it
+# cannot do its part it says why, and the libvirt tests skip.
+set -uo pipefail
+
+say() { echo "libvirt-setup: $*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  say "not root, so libvirtd is not installed or started here (the libvirt tests will say so)"
+  exit 0
+fi
+
+# the daemon and both drivers, virsh, qemu (software emulation is enough) and qemu-img for the
+# overlays; busybox-static and cpio are what the tests' small guest is made of
+packages=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc libvirt-clients
+  qemu-system-x86 qemu-utils busybox-static cpio)
+missing=()
+for package in "${packages[@]}"; do
+  status="$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)"
+  [ "$status" = "install ok installed" ] || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
+    say "could not install ${missing[*]}; the libvirt tests will skip"
+    exit 0
+  fi
+fi
+
+mkdir -p /var/log/libvirt /var/run/libvirt
+
+# Without udev, /dev/kvm (where there is one) stays root-only. libvirt probes QEMU's capabilities
+# as root (KVM usable) and then finds KVM unusable for the libvirt-qemu user, so it throws its
+# cache away and probes again (seconds) on every call that needs them. Debian's udev rule gives
+# the device to group kvm, which libvirt-qemu is in; do the same. The tests' domains are of type
+# qemu (software emulation) either way.
+if [ -c /dev/kvm ] && getent group kvm >/dev/null && [ "$(stat -c %G /dev/kvm)" != kvm ]; then
+  chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+fi
+
+# running: the pid in the daemon's pid file is alive (the daemons themselves hold a lock on it,
+# so starting a second one would fail anyway)
+running() {
+  local pid
+  pid="$(cat "/var/run/$1.pid" 2>/dev/null)" || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+for daemon in virtlogd libvirtd; do
+  if ! running "$daemon"; then
+    if ! "$daemon" -d; then
+      say "$daemon -d failed; the libvirt tests will skip"
+      exit 0
+    fi
+  fi
+done
+
+# libvirtd answers once its drivers are loaded; bounded at about 30 s
+for _ in $(seq 1 60); do
+  if timeout 10 virsh -q -c qemu:///system version >/dev/null 2>&1; then
+    exit 0
+  fi
+  sleep 0.5
+done
+say "libvirtd started but qemu:///system does not answer; the libvirt tests will skip"
+exit 0
