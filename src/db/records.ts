@@ -46,6 +46,7 @@ export function recordOfSliver(spec: SliverSpec, previous: NodeRecord | undefine
     rspec: { ...spec.rspec },
     initscript: spec.initscript,
     vref: spec.vref,
+    guest: { ...spec.guest },
     keys: [...spec.keys],
     controllers: [...spec.controllers],
     instantiation: spec.instantiation,

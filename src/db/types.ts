@@ -2,7 +2,7 @@
 // daemon's own bookkeeping about accounts and syncs. Plain JSON-serialisable data.
 import type { Rspec } from '../rspec/resources.js';
 import type { Loan } from '../rspec/loans.js';
-import type { Instantiation } from '../slices/types.js';
+import type { GuestAttributes, Instantiation } from '../slices/types.js';
 
 export type AccountKind = 'sliver' | 'delegate';
 
@@ -16,6 +16,7 @@ export interface SliverRecord {
   readonly rspec: Rspec;
   readonly initscript: string | null;
   readonly vref: string | null;
+  readonly guest: GuestAttributes;
   readonly keys: readonly string[];
   readonly controllers: readonly string[];
   readonly instantiation: Instantiation;
@@ -92,12 +93,26 @@ export interface SyncStatus {
   readonly documentTimestamp: number | null;
 }
 
+/** An address of the node's MAC/IP pool handed to one interface of a libvirt sliver. */
+export interface AddressLease {
+  readonly mac: string;
+  readonly ip: string;
+  readonly prefix: number | null;
+  readonly sliver: string;
+  /** The interface's index in the guest (0 for the first). */
+  readonly iface: number;
+  /** ISO time the lease was made. */
+  readonly since: string;
+}
+
 export interface NodeDatabase {
   readonly version: 1;
   readonly records: Readonly<Record<string, NodeRecord>>;
   readonly accounts: Readonly<Record<string, AccountStatus>>;
+  /** Leases of the address pool, by MAC (absent from databases written before libvirt slivers). */
+  readonly addresses: Readonly<Record<string, AddressLease>>;
 }
 
 export function emptyDatabase(): NodeDatabase {
-  return { version: 1, records: {}, accounts: {} };
+  return { version: 1, records: {}, accounts: {}, addresses: {} };
 }

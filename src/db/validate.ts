@@ -2,6 +2,7 @@
 // missing and no unexpected fields). An error names the field path and the reason, e.g.
 // `records.sliver_x.rspec.cpu_share: expected integer, got "a"`.
 import type {
+  AddressLease,
   AccountKind,
   AccountState,
   AccountStatus,
@@ -16,7 +17,7 @@ import type {
   TimestampRecord,
 } from './types.js';
 import type { Loan } from '../rspec/loans.js';
-import type { Instantiation } from '../slices/types.js';
+import { NO_GUEST_ATTRIBUTES, type GuestAttributes, type InstanceSize, type Instantiation, type RuntimeKind } from '../slices/types.js';
 
 export class DatabaseFormatError extends Error {
   constructor(
@@ -43,10 +44,14 @@ const SYNC_OUTCOMES: Record<SyncOutcome, true> = {
 };
 const RECORD_TYPES: Record<NodeRecord['type'], true> = { sliver: true, delegate: true, timestamp: true, bwcap: true };
 
-const DATABASE_FIELDS: Fields<NodeDatabase> = { version: true, records: true, accounts: true };
+const DATABASE_FIELDS: Fields<NodeDatabase> = { version: true, records: true, accounts: true, addresses: true };
+const LEASE_FIELDS: Fields<AddressLease> = { mac: true, ip: true, prefix: true, sliver: true, iface: true, since: true };
+const GUEST_FIELDS: Fields<GuestAttributes> = { runtime: true, kernel: true, initrd: true, size: true };
+const RUNTIME_VALUES: Record<RuntimeKind, true> = { unix: true, lxc: true, qemu: true };
+const SIZE_VALUES: Record<InstanceSize, true> = { small: true, medium: true, large: true };
 const SLIVER_FIELDS: Fields<SliverRecord> = {
   record_key: true, type: true, name: true, slice_id: true, timestamp: true, expiry: true, rspec: true,
-  initscript: true, vref: true, keys: true, controllers: true, instantiation: true, loans: true, node_state: true,
+  initscript: true, vref: true, guest: true, keys: true, controllers: true, instantiation: true, loans: true, node_state: true,
   unknown_resources: true,
 };
 const NODE_STATE_FIELDS: Fields<SliverNodeState> = { stopped: true, created: true };
@@ -194,12 +199,36 @@ function sliverRecord(value: unknown, path: string, key: string): SliverRecord {
     rspec: dictionary(o.rspec, field(path, 'rspec'), integer),
     initscript: optionalString(o.initscript, field(path, 'initscript')),
     vref: optionalString(o.vref, field(path, 'vref')),
+    // Records written before libvirt slivers have no guest attributes: a unix sliver by default.
+    guest: o.guest === undefined ? NO_GUEST_ATTRIBUTES : guestAttributes(o.guest, field(path, 'guest')),
     keys: array(o.keys, field(path, 'keys'), string),
     controllers: array(o.controllers, field(path, 'controllers'), name),
     instantiation: member(o.instantiation, field(path, 'instantiation'), INSTANTIATION_VALUES),
     loans: array(o.loans, field(path, 'loans'), loan),
     node_state: nodeState(o.node_state, field(path, 'node_state')),
     unknown_resources: dictionary(o.unknown_resources, field(path, 'unknown_resources'), string),
+  };
+}
+
+function guestAttributes(value: unknown, path: string): GuestAttributes {
+  const o = object(value, path, GUEST_FIELDS);
+  return {
+    runtime: o.runtime === null ? null : member(o.runtime, field(path, 'runtime'), RUNTIME_VALUES),
+    kernel: optionalString(o.kernel, field(path, 'kernel')),
+    initrd: optionalString(o.initrd, field(path, 'initrd')),
+    size: o.size === null ? null : member(o.size, field(path, 'size'), SIZE_VALUES),
+  };
+}
+
+function addressLease(value: unknown, path: string, key: string): AddressLease {
+  const o = object(value, path, LEASE_FIELDS);
+  return {
+    mac: exactly(name(o.mac, field(path, 'mac')), field(path, 'mac'), key, ' (its key in addresses)'),
+    ip: name(o.ip, field(path, 'ip')),
+    prefix: optionalInteger(o.prefix, field(path, 'prefix')),
+    sliver: name(o.sliver, field(path, 'sliver')),
+    iface: integer(o.iface, field(path, 'iface')),
+    since: isoTime(o.since, field(path, 'since')),
   };
 }
 
@@ -285,5 +314,6 @@ export function validateDatabase(value: unknown): NodeDatabase {
     version: exactly(o.version, 'version', 1),
     records: dictionary(o.records, 'records', nodeRecord),
     accounts: dictionary(o.accounts, 'accounts', accountStatus),
+    addresses: o.addresses === undefined ? {} : dictionary(o.addresses, 'addresses', addressLease),
   };
 }

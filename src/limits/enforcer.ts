@@ -75,11 +75,12 @@ const message = (error: unknown) => (error instanceof Error ? error.message : St
 /** What the limits are applied to, from the accounts the records ask for and those on the host. Pure. */
 export function limitInputOf(
   specs: ReadonlyArray<{ name: string; kind: string; rspec: Rspec }>,
-  owned: ReadonlyArray<{ name: string; kind: string; uid: number }>,
+  owned: ReadonlyArray<{ name: string; kind: string; uid: number | null }>,
   bwcapKbit: number | null,
 ): LimitInput {
   const wanted = new Map(specs.filter((s) => s.kind === 'sliver').map((s) => [s.name, s.rspec]));
-  const onHost = owned.filter((o) => o.kind === 'sliver');
+  // A libvirt sliver has no uid: its limits are in its domain definition, not in cgroups and tc.
+  const onHost = owned.filter((o): o is typeof o & { uid: number } => o.kind === 'sliver' && o.uid !== null);
   return {
     slivers: onHost.flatMap((o) => {
       const rspec = wanted.get(o.name);

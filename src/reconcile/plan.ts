@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import type { AccountKind, AccountStatus, DelegateRecord, SliverRecord } from '../db/types.js';
 import { effectiveRspecs, type RejectedLoan } from '../rspec/loans.js';
 import type { AccountSpec, HostSnapshot } from '../runtimes/types.js';
+import type { RuntimeKind } from '../slices/types.js';
 
 export type OpAction = 'create' | 'configure' | 'start' | 'stop' | 'destroy';
 
@@ -30,8 +31,15 @@ export interface Desired {
   readonly hashes: ReadonlyMap<string, string>;
 }
 
-/** The accounts the records ask for, with every sliver's effective rspec (loans applied). */
-export function desiredAccounts(slivers: readonly SliverRecord[], delegates: readonly DelegateRecord[]): Desired {
+/**
+ * The accounts the records ask for, with every sliver's effective rspec (loans applied); a slice
+ * that names no runtime gets the node's default.
+ */
+export function desiredAccounts(
+  slivers: readonly SliverRecord[],
+  delegates: readonly DelegateRecord[],
+  defaultRuntime: RuntimeKind = 'unix',
+): Desired {
   const { effective, rejected } = effectiveRspecs(
     slivers.map((s) => ({ name: s.name, rspec: s.rspec, loans: s.loans })),
   );
@@ -40,6 +48,7 @@ export function desiredAccounts(slivers: readonly SliverRecord[], delegates: rea
     // A delegated sliver exists on the node only between its controller's Create and Destroy.
     if (s.instantiation === 'delegated' && !s.node_state.created) continue;
     const rspec = effective.get(s.name)!;
+    const runtime = s.guest.runtime ?? defaultRuntime;
     specs.push({
       name: s.name,
       kind: 'sliver',
@@ -48,12 +57,18 @@ export function desiredAccounts(slivers: readonly SliverRecord[], delegates: rea
       // Stopped through the API, a sliver stays stopped whatever the document says, until Start.
       enabled: rspec['enabled'] !== 0 && !s.node_state.stopped,
       rspec,
+      runtime,
+      guest: runtime === 'unix'
+        ? null
+        : { image: s.vref, kernel: s.guest.kernel, initrd: s.guest.initrd, size: s.guest.size ?? 'small' },
     });
   }
   for (const d of delegates) {
     // A delegate and a sliver of one name cannot both be an account; the sliver wins.
     if (specs.some((s) => s.name === d.name)) continue;
-    specs.push({ name: d.name, kind: 'delegate', keys: d.keys, initscript: null, enabled: true, rspec: {} });
+    specs.push({
+      name: d.name, kind: 'delegate', keys: d.keys, initscript: null, enabled: true, rspec: {}, runtime: 'unix', guest: null,
+    });
   }
   specs.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return { specs, rejectedLoans: rejected, hashes: new Map(specs.map((s) => [s.name, specHash(s)])) };
@@ -64,7 +79,10 @@ export function specHash(spec: AccountSpec): string {
   const rspec = Object.keys(spec.rspec)
     .sort()
     .map((k) => [k, spec.rspec[k]]);
-  const canonical = JSON.stringify([spec.kind, spec.keys, spec.initscript, spec.enabled, rspec]);
+  // A unix spec hashes as it did before libvirt slivers, so an upgrade reconfigures nothing.
+  const parts: unknown[] = [spec.kind, spec.keys, spec.initscript, spec.enabled, rspec];
+  if (spec.runtime !== 'unix') parts.push(spec.runtime, spec.guest);
+  const canonical = JSON.stringify(parts);
   return createHash('sha256').update(canonical).digest('hex').slice(0, 16);
 }
 
@@ -104,10 +122,14 @@ export function planReconcile(input: PlanInput): Plan {
       });
       continue;
     }
-    if (found && found.kind !== spec.kind) {
-      ops.push({ account: spec.name, kind: found.kind, action: 'destroy', spec: null, why: `is a ${found.kind}, must become a ${spec.kind}` });
+    const remake = found && (found.kind !== spec.kind || found.runtime !== spec.runtime);
+    if (found && remake) {
+      const why = found.kind !== spec.kind
+        ? `is a ${found.kind}, must become a ${spec.kind}`
+        : `runs on ${found.runtime}, must run on ${spec.runtime}`;
+      ops.push({ account: spec.name, kind: found.kind, action: 'destroy', spec: null, why });
     }
-    if (!found || found.kind !== spec.kind) {
+    if (!found || remake) {
       ops.push(op(spec, 'create', 'new'));
       ops.push(op(spec, 'configure', 'new'));
       // A new account starts with its login disabled; only an enabled one is started.

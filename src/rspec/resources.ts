@@ -42,6 +42,8 @@ const RESOURCES: readonly ResourceInfo[] = [
   resource('cpu_cap', '% of one CPU, at most', 0, { loanable: false }, 100 * 1024),
   resource('mem_max', 'KiB', 0, { loanable: false }),
   resource('proc_max', 'processes', 0, { loanable: false }, 4_194_304),
+  // Virtual CPUs of a libvirt guest, 0 meaning as many as its instance size gives.
+  resource('vcpus', 'virtual CPUs', 0, { loanable: false }, 1024),
   resource('net_min_rate', 'kbit/s', 0, { loanable: true, minimum: 0 }),
   resource('net_max_rate', 'kbit/s', 1_000_000, { loanable: true, minimum: 8 }),
   resource('net_i2_min_rate', 'kbit/s', 0, { loanable: true, minimum: 0 }),
@@ -73,7 +75,7 @@ const SEED_ALIASES: ReadonlyMap<string, { name: string; divisor: number }> = new
 ]);
 
 /** Resources whose value is text rather than an integer; they are sliver attributes, not rspec. */
-export const TEXT_ATTRIBUTES: ReadonlySet<string> = new Set(['initscript', 'vref']);
+export const TEXT_ATTRIBUTES: ReadonlySet<string> = new Set(['initscript', 'vref', 'runtime', 'kernel', 'initrd', 'instance_size']);
 
 export function resourceInfo(canonicalName: string): ResourceInfo | undefined {
   return BY_NAME.get(canonicalName);

@@ -2,6 +2,16 @@
 // Everything that touches the host lives behind it, so the core can be tested without root.
 import type { AccountKind } from '../db/types.js';
 import type { Rspec } from '../rspec/resources.js';
+import type { InstanceSize, RuntimeKind } from '../slices/types.js';
+
+/** What a libvirt sliver boots: image references as the slice gives them (names or URIs). */
+export interface GuestSpec {
+  /** The disk image (the slice's vref); null for a guest that boots a kernel alone. */
+  readonly image: string | null;
+  readonly kernel: string | null;
+  readonly initrd: string | null;
+  readonly size: InstanceSize;
+}
 
 /** What an account should look like on the host, derived from its record. */
 export interface AccountSpec {
@@ -15,13 +25,19 @@ export interface AccountSpec {
   readonly enabled: boolean;
   /** The effective rspec (loans applied), for the limits that the runtime enforces. */
   readonly rspec: Rspec;
+  /** What the account is made of on the host (always unix for a delegate). */
+  readonly runtime: RuntimeKind;
+  /** For lxc and qemu slivers, what the guest boots; null for unix. */
+  readonly guest: GuestSpec | null;
 }
 
 /** An account this daemon owns, as found on the host (recognised by its ownership marker). */
 export interface ObservedAccount {
   readonly name: string;
   readonly kind: AccountKind;
-  readonly uid: number;
+  readonly runtime: RuntimeKind;
+  /** The Unix uid; null for a libvirt sliver, which has no account on the host. */
+  readonly uid: number | null;
   /** True when the account can log in. */
   readonly loginEnabled: boolean;
   /**
@@ -45,7 +61,7 @@ export interface AccountRuntime {
    */
   observe(options?: { readOnly?: boolean }): Promise<HostSnapshot>;
   /** Creates the account with its home; succeeds if an owned account of that name exists already. */
-  create(spec: AccountSpec): Promise<{ uid: number }>;
+  create(spec: AccountSpec): Promise<{ uid: number | null }>;
   /** Brings keys, shell and limits in line with the spec; idempotent. */
   configure(spec: AccountSpec): Promise<void>;
   /** Enables login and runs the initscript (slivers); idempotent. */

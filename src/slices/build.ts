@@ -2,8 +2,10 @@
 // validated spec, or to the reasons it is skipped. Only this node's entries come here.
 import { invalidAccountName } from '../accounts/names.js';
 import { canonicalResource, TEXT_ATTRIBUTES, toCanonicalAmount, type Rspec } from '../rspec/resources.js';
-import { INSTANTIATIONS, type DelegateSpec, type Instantiation, type SkippedEntry, type SliverSpec } from './types.js';
-import { describeCount, invalidPublicKey, invalidVref, parseCount } from './values.js';
+import {
+  INSTANCE_SIZES, INSTANTIATIONS, RUNTIME_KINDS, type GuestAttributes, type InstanceSize, type RuntimeKind,
+  type DelegateSpec, type Instantiation, type SkippedEntry, type SliverSpec } from './types.js';
+import { describeCount, invalidImageRef, invalidPublicKey, parseCount } from './values.js';
 
 /** What the parser gathered inside one <slice>, attribute values as written (undefined: absent). */
 export interface RawSlice {
@@ -109,6 +111,7 @@ export function buildSliver(raw: RawSlice, what: string, skipped: SkippedEntry[]
   const unknown = new Map<string, string>();
   let initscript: string | null = null;
   let vref: string | null = null;
+  const guest: { -readonly [K in keyof GuestAttributes]: GuestAttributes[K] } = { runtime: null, kernel: null, initrd: null, size: null };
   raw.resourceNames.forEach((name, i) => {
     const text = raw.resourceTexts[i] ?? '';
     if (name === undefined) {
@@ -125,11 +128,29 @@ export function buildSliver(raw: RawSlice, what: string, skipped: SkippedEntry[]
       return;
     }
     if (TEXT_ATTRIBUTES.has(name)) {
-      if (name === 'initscript') initscript = text;
-      else {
-        vref = text.trim();
-        const bad = invalidVref(vref);
-        if (bad !== null) problems.push(bad);
+      const value = text.trim();
+      const bad = (reason: string | null) => reason !== null && problems.push(reason);
+      switch (name) {
+        case 'initscript':
+          initscript = text;
+          break;
+        case 'vref':
+          vref = value;
+          bad(invalidImageRef('vref', value));
+          break;
+        case 'kernel':
+        case 'initrd':
+          guest[name] = value;
+          bad(invalidImageRef(name, value));
+          break;
+        case 'runtime':
+          if ((RUNTIME_KINDS as readonly string[]).includes(value)) guest.runtime = value as RuntimeKind;
+          else problems.push(`runtime ${quote(value)} is not one of ${RUNTIME_KINDS.join(', ')}`);
+          break;
+        case 'instance_size':
+          if ((INSTANCE_SIZES as readonly string[]).includes(value)) guest.size = value as InstanceSize;
+          else problems.push(`instance_size ${quote(value)} is not one of ${INSTANCE_SIZES.join(', ')}`);
+          break;
       }
       return;
     }
@@ -182,6 +203,7 @@ export function buildSliver(raw: RawSlice, what: string, skipped: SkippedEntry[]
     rspec,
     initscript,
     vref,
+    guest,
     keys,
     controllers,
     instantiation,

@@ -13,7 +13,10 @@ export interface SliverSpec {
   /** Canonical resource names only; defaults are not filled in here. */
   readonly rspec: Rspec;
   readonly initscript: string | null;
+  /** The sliver's disk image: a cached image's name or an http(s)/file URI; null for none. */
   readonly vref: string | null;
+  /** What the sliver is made of on the host, and what a libvirt guest boots. */
+  readonly guest: GuestAttributes;
   /** authorized_keys lines of the slice's users, in document order, without duplicates. */
   readonly keys: readonly string[];
   /** Delegate account names allowed to act on this slice through the API. */
@@ -26,6 +29,27 @@ export interface SliverSpec {
   /** Resources the program does not know, kept and reported, never fatal. */
   readonly unknownResources: Readonly<Record<string, string>>;
 }
+
+/** What a sliver is made of: a Unix account, an LXC container or a QEMU/KVM virtual machine. */
+export type RuntimeKind = 'unix' | 'lxc' | 'qemu';
+export const RUNTIME_KINDS: readonly RuntimeKind[] = ['unix', 'lxc', 'qemu'];
+
+/** Instance sizes a guest is given unless its rspec says otherwise (vcpus, mem_max). */
+export type InstanceSize = 'small' | 'medium' | 'large';
+export const INSTANCE_SIZES: readonly InstanceSize[] = ['small', 'medium', 'large'];
+
+/** A slice's attributes for libvirt slivers; every one null when the document does not set it. */
+export interface GuestAttributes {
+  /** null: the node's default runtime. */
+  readonly runtime: RuntimeKind | null;
+  /** A cached kernel's name or a URI, for direct kernel boot. */
+  readonly kernel: string | null;
+  readonly initrd: string | null;
+  /** null: small. */
+  readonly size: InstanceSize | null;
+}
+
+export const NO_GUEST_ATTRIBUTES: GuestAttributes = { runtime: null, kernel: null, initrd: null, size: null };
 
 export type Instantiation = 'plc-instantiated' | 'delegated';
 export const INSTANTIATIONS: readonly Instantiation[] = ['plc-instantiated', 'delegated'];

@@ -65,3 +65,32 @@ export function invalidVref(vref: string): string | null {
   if (VREF.test(vref)) return null;
   return `vref "${vref.slice(0, 64)}" is not an image name (a letter or digit, then up to 127 of A-Z a-z 0-9 . _ + -)`;
 }
+
+const IMAGE_URI_SCHEMES = new Set(['http:', 'https:', 'file:']);
+const MAX_IMAGE_URI = 2048;
+
+/** True when `ref` is written as a URI rather than as a cached image's name. */
+export function isImageUri(ref: string): boolean {
+  return /^[a-z][a-z0-9+.-]*:/i.test(ref);
+}
+
+/**
+ * Returns null when `ref` (the value of attribute `field`) names a cached image or is an
+ * http(s)/file URI that the image cache can fetch, else the reason.
+ */
+export function invalidImageRef(field: string, ref: string): string | null {
+  if (!isImageUri(ref)) {
+    if (VREF.test(ref)) return null;
+    return `${field} "${ref.slice(0, 64)}" is neither an image name (a letter or digit, then up to 127 of A-Z a-z 0-9 . _ + -) nor an http, https or file URI`;
+  }
+  if (ref.length > MAX_IMAGE_URI) return `${field} is a URI of ${ref.length} characters, more than ${MAX_IMAGE_URI}`;
+  if (/[\0-\x20\x7f]/.test(ref)) return `${field} URI contains a space or control character`;
+  let url: URL;
+  try {
+    url = new URL(ref);
+  } catch {
+    return `${field} "${ref.slice(0, 64)}" is not a valid URI`;
+  }
+  if (!IMAGE_URI_SCHEMES.has(url.protocol)) return `${field} URI scheme ${JSON.stringify(url.protocol)} is not one of http, https, file`;
+  return null;
+}

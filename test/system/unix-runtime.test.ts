@@ -9,11 +9,11 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { AccountKind } from '../../src/db/types.js';
 import { memoryLogger } from '../../src/log.js';
-import type { AccountRuntime, AccountSpec } from '../../src/runtimes/types.js';
+import type { AccountSpec } from '../../src/runtimes/types.js';
 import { runCommand } from '../../src/runtimes/unix/command.js';
 import { parseGroup, parsePasswd, parseShadow } from '../../src/runtimes/unix/passwd.js';
 import { killProcessesOf, processesOf, readProcess } from '../../src/runtimes/unix/processes.js';
-import { createUnixRuntime, type UnixRuntimeOptions } from '../../src/runtimes/unix/runtime.js';
+import { createUnixRuntime, type UnixRuntime, type UnixRuntimeOptions } from '../../src/runtimes/unix/runtime.js';
 
 const isRoot = process.getuid?.() === 0;
 const prefix = `nmt_${randomBytes(4).toString('hex')}`;
@@ -45,7 +45,7 @@ async function linesOfAccounts(file: string, names: string[]): Promise<string> {
 let base = '';
 let options: UnixRuntimeOptions;
 const log = memoryLogger();
-let runtime: AccountRuntime;
+let runtime: UnixRuntime;
 
 test.before(async () => {
   if (!isRoot) return;
@@ -82,7 +82,7 @@ test.after.always(async () => {
 });
 
 function spec(accountName: string, extra: Partial<AccountSpec> = {}): AccountSpec {
-  return { name: accountName, kind: 'sliver', keys: [], initscript: null, enabled: true, rspec: {}, ...extra };
+  return { name: accountName, kind: 'sliver', keys: [], initscript: null, enabled: true, rspec: {}, runtime: 'unix', guest: null, ...extra };
 }
 
 async function passwdOf(accountName: string) {

@@ -36,7 +36,7 @@ async function sandbox(t: { teardown(fn: () => Promise<void>): void }): Promise<
 function sliver(name: string, extra: Partial<SliverRecord> = {}): SliverRecord {
   return {
     record_key: `sliver_${name}`, type: 'sliver', name, slice_id: 7, timestamp: 1700000000, expiry: null,
-    rspec: { cpu_share: 32, net_max_rate: 1000 }, initscript: null, vref: null, keys: ['ssh-ed25519 AAAA a@b'],
+    rspec: { cpu_share: 32, net_max_rate: 1000 }, initscript: null, vref: null, guest: { runtime: null, kernel: null, initrd: null, size: null }, keys: ['ssh-ed25519 AAAA a@b'],
     controllers: ['pl_ctl'], loans: [{ recipient: 'site_other', resource: 'cpu_share', amount: 4 }],
     instantiation: 'plc-instantiated', node_state: { stopped: false, created: false },
     unknown_resources: { colour: 'blue' }, ...extra,
@@ -57,6 +57,9 @@ function sampleDatabase(): NodeDatabase {
         name: 'site_one', kind: 'sliver', state: 'running', reason: null, since: '2026-01-01T00:00:00.000Z',
         appliedHash: 'abc', uid: 70001, attempts: 0,
       },
+    },
+    addresses: {
+      '52:54:00:00:00:01': { mac: '52:54:00:00:00:01', ip: '192.0.2.10', prefix: 24, sliver: 'site_one', iface: 0, since: '2026-01-01T00:00:00.000Z' },
     },
   };
 }
@@ -140,7 +143,9 @@ test('updates made during a write are written next, in order', async (t) => {
   const secondFlush = store.flush();
   await firstFlush;
   await secondFlush;
-  t.deepEqual(await readDatabaseSnapshot(box.path), { version: 1, records: { timestamp: sampleDatabase().records['timestamp']! }, accounts: {} });
+  t.deepEqual(await readDatabaseSnapshot(box.path), {
+    version: 1, records: { timestamp: sampleDatabase().records['timestamp']! }, accounts: {}, addresses: sampleDatabase().addresses,
+  });
   t.is(writesIn(logger.lines), 2);
   await store.close();
 });

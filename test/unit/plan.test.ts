@@ -7,7 +7,7 @@ import { memoryRuntime } from './support/memory-runtime.js';
 function record(name: string, extra: Partial<SliverRecord> = {}): SliverRecord {
   return {
     record_key: `sliver_${name}`, type: 'sliver', name, slice_id: 1, timestamp: 1, expiry: null,
-    rspec: {}, initscript: null, vref: null, keys: ['ssh-ed25519 AAAA x@y'], controllers: [], loans: [],
+    rspec: {}, initscript: null, vref: null, guest: { runtime: null, kernel: null, initrd: null, size: null }, keys: ['ssh-ed25519 AAAA x@y'], controllers: [], loans: [],
     instantiation: 'plc-instantiated', node_state: { stopped: false, created: false },
     unknown_resources: {}, ...extra,
   };
@@ -97,7 +97,7 @@ test('an existing account the daemon does not own is refused, never touched', (t
 test('an account of the wrong kind is destroyed and re-created', async (t) => {
   const plan = planReconcile({
     desired: desiredAccounts([record('a_one')], []).specs,
-    host: { owned: [{ name: 'a_one', kind: 'delegate', uid: 70001, loginEnabled: true, started: true }], foreign: new Set() },
+    host: { owned: [{ name: 'a_one', kind: 'delegate', runtime: 'unix', uid: 70001, loginEnabled: true, started: true }], foreign: new Set() },
     accounts: {},
   });
   t.deepEqual(summary(plan.ops), ['destroy a_one', 'create a_one', 'configure a_one', 'start a_one']);
@@ -115,8 +115,28 @@ test('a sliver enabled but not started since boot is started again (its initscri
   const { specs } = desiredAccounts([record('a_one')], []);
   const plan = planReconcile({
     desired: specs,
-    host: { owned: [{ name: 'a_one', kind: 'sliver', uid: 70001, loginEnabled: true, started: false }], foreign: new Set() },
+    host: { owned: [{ name: 'a_one', kind: 'sliver', runtime: 'unix', uid: 70001, loginEnabled: true, started: false }], foreign: new Set() },
     accounts: { a_one: { name: 'a_one', kind: 'sliver', state: 'running', reason: null, since: '', appliedHash: specHash(specs[0]!), uid: 70001, attempts: 0 } },
   });
   t.deepEqual(summary(plan.ops), ['start a_one']);
+});
+
+test('a sliver whose runtime changes is destroyed and made again on the new one', (t) => {
+  const guest = { runtime: 'qemu' as const, kernel: 'vmlinuz', initrd: null, size: null };
+  const { specs } = desiredAccounts([record('a_one', { guest, vref: 'base.qcow2' })], []);
+  t.is(specs[0]!.runtime, 'qemu');
+  t.deepEqual(specs[0]!.guest, { image: 'base.qcow2', kernel: 'vmlinuz', initrd: null, size: 'small' });
+  const plan = planReconcile({
+    desired: specs,
+    host: { owned: [{ name: 'a_one', kind: 'sliver', runtime: 'unix', uid: 70001, loginEnabled: true, started: true }], foreign: new Set() },
+    accounts: {},
+  });
+  t.deepEqual(summary(plan.ops), ['destroy a_one', 'create a_one', 'configure a_one', 'start a_one']);
+  t.regex(plan.ops[0]!.why, /runs on unix, must run on qemu/);
+});
+
+test('a slice that names no runtime gets the node default', (t) => {
+  t.is(desiredAccounts([record('a_one')], [], 'lxc').specs[0]!.runtime, 'lxc');
+  t.is(desiredAccounts([record('a_one')], []).specs[0]!.runtime, 'unix');
+  t.is(desiredAccounts([record('a_one')], []).specs[0]!.guest, null);
 });

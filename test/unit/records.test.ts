@@ -6,7 +6,7 @@ import type { SliverSpec, SlicesDocument } from '../../src/slices/types.js';
 function sliver(name: string, timestamp: number, extra: Partial<SliverSpec> = {}): SliverSpec {
   return {
     name, sliceId: 1, timestamp, expiry: null, rspec: { cpu_share: 5 }, initscript: null, vref: null,
-    keys: [], controllers: [], instantiation: 'plc-instantiated', unknownResources: {}, ...extra,
+    guest: { runtime: null, kernel: null, initrd: null, size: null }, keys: [], controllers: [], instantiation: 'plc-instantiated', unknownResources: {}, ...extra,
   };
 }
 

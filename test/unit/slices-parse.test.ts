@@ -1,7 +1,7 @@
 import { Buffer } from 'node:buffer';
 import test from 'ava';
 import { DocumentError, parseSlicesDocument, type ParseOptions } from '../../src/slices/parse.js';
-import type { SlicesDocument, SliverSpec } from '../../src/slices/types.js';
+import { NO_GUEST_ATTRIBUTES, type SlicesDocument, type SliverSpec } from '../../src/slices/types.js';
 import { ed25519KeyLine as key } from '../support/ssh-keys.js';
 
 const NODE = 42;
@@ -48,7 +48,7 @@ test('the seed example becomes one sliver with its rspec, key and times', (t) =>
 </slices>`);
   t.deepEqual(result.slivers, [{
     name: 'princeton_sirius', sliceId: 17, timestamp: 1700000000, expiry: 1893456000,
-    rspec: { cpu_share: 32 }, initscript: null, vref: null, keys: [alice], controllers: [],
+    rspec: { cpu_share: 32 }, initscript: null, vref: null, guest: NO_GUEST_ATTRIBUTES, keys: [alice], controllers: [],
     instantiation: 'plc-instantiated', unknownResources: {},
   }]);
   t.is(result.timestamp, 1700000000);
@@ -208,8 +208,12 @@ test('each invalid slice is skipped with its reason and the rest of the document
     ['id="9" name="bad_neg"', resource('disk_max', '-1'), /"-1"/],
     ['id="10" name="bad_empty"', resource('cpu_pct', ''), /value "" is not/],
     ['id="11" name="bad_range"', resource('enabled', '2'), /above its maximum/],
-    ['id="12" name="bad_vref"', resource('vref', '../../etc'), /vref "..\/..\/etc" is not an image name/],
+    ['id="12" name="bad_vref"', resource('vref', '../../etc'), /vref "..\/..\/etc" is neither an image name .* nor an http, https or file URI/],
     ['id="13" name="two_values"', '    <resource name="cpu_share"><value>1</value><value>2</value></resource>\n', /2 <value> elements/],
+    ['id="14" name="bad_runtime"', resource('runtime', 'xen'), /runtime "xen" is not one of unix, lxc, qemu/],
+    ['id="15" name="bad_size"', resource('instance_size', 'huge'), /instance_size "huge" is not one of small, medium, large/],
+    ['id="16" name="bad_scheme"', resource('kernel', 'ftp://example.org/vmlinuz'), /kernel URI scheme "ftp:" is not one of http, https, file/],
+    ['id="17" name="bad_vcpus"', resource('vcpus', '5000'), /"vcpus" is 5000, above its maximum 1024/],
   ];
   const result = parse(doc(
     slice('id="100" name="good_before"', ''),
@@ -306,4 +310,20 @@ test('a document declared iso-8859-1 is decoded as Latin-1', (t) => {
 test('UTF-8 bytes are decoded as UTF-8', (t) => {
   const result = parse(Buffer.from(doc(slice('id="1" name="utf_eight"', resource('motd', 'Grüße ✓')))));
   t.is(sliver(result, 'utf_eight').unknownResources['motd'], 'Grüße ✓');
+});
+
+test('a libvirt slice carries its runtime, images and instance size; a vref may be a URI', (t) => {
+  const result = parse(doc(slice('id="20" name="vm_one"', [
+    resource('runtime', 'qemu'),
+    resource('vref', 'https://images.example.org/debian-12.qcow2'),
+    resource('kernel', 'vmlinuz-6.1'),
+    resource('initrd', 'file:///srv/images/initrd.img'),
+    resource('instance_size', ' medium '),
+    resource('vcpus', '3'),
+  ].join(''))));
+  const vm = sliver(result, 'vm_one');
+  t.is(vm.vref, 'https://images.example.org/debian-12.qcow2');
+  t.deepEqual(vm.guest, { runtime: 'qemu', kernel: 'vmlinuz-6.1', initrd: 'file:///srv/images/initrd.img', size: 'medium' });
+  t.is(vm.rspec['vcpus'], 3);
+  t.deepEqual(vm.unknownResources, {});
 });

@@ -10,7 +10,7 @@ import { memoryRuntime } from './support/memory-runtime.js';
 function record(name: string): SliverRecord {
   return {
     record_key: `sliver_${name}`, type: 'sliver', name, slice_id: 1, timestamp: 1, expiry: null,
-    rspec: {}, initscript: 'true', vref: null, keys: [], controllers: [], loans: [],
+    rspec: {}, initscript: 'true', vref: null, guest: { runtime: null, kernel: null, initrd: null, size: null }, keys: [], controllers: [], loans: [],
     instantiation: 'plc-instantiated', node_state: { stopped: false, created: false }, unknown_resources: {},
   };
 }

@@ -79,7 +79,12 @@ interface HostAccount extends PasswdEntry {
 
 type Ownership = { owned: true; kind: AccountKind } | { owned: false; reason: string };
 
-export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): AccountRuntime {
+/** The Unix runtime: every account it makes has a uid. */
+export interface UnixRuntime extends AccountRuntime {
+  create(spec: AccountSpec): Promise<{ uid: number }>;
+}
+
+export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): UnixRuntime {
   const { uidMin, uidMax, homeBase, runDir, disabledShell } = options;
   if (!Number.isInteger(uidMin) || !Number.isInteger(uidMax) || uidMin < 1 || uidMin > uidMax) {
     throw new Error(`unix runtime: uid range ${uidMin}-${uidMax} is not a range of non-root uids`);
@@ -256,7 +261,7 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
       if (owner.owned) {
         const enabled = loginEnabled(account);
         const started = enabled && (owner.kind !== 'sliver' || startRecords.has(`${account.name}.started`));
-        owned.push({ name: account.name, kind: owner.kind, uid: account.uid, loginEnabled: enabled, started });
+        owned.push({ name: account.name, kind: owner.kind, runtime: 'unix', uid: account.uid, loginEnabled: enabled, started });
       } else {
         foreign.add(account.name);
       }

@@ -24,14 +24,14 @@ export function memoryRuntime(foreign: string[] = []) {
 
   const runtime: AccountRuntime = {
     async observe(): Promise<HostSnapshot> {
-      return { owned: [...accounts.values()].map(({ name, kind, uid, loginEnabled }) => ({ name, kind, uid, loginEnabled, started: loginEnabled })), foreign: new Set(foreign) };
+      return { owned: [...accounts.values()].map(({ name, kind, runtime, uid, loginEnabled }) => ({ name, kind, runtime, uid, loginEnabled, started: loginEnabled })), foreign: new Set(foreign) };
     },
     async create(spec: AccountSpec) {
       calls.push(`create ${spec.name}`);
       maybeFail(`create:${spec.name}`);
       const existing = accounts.get(spec.name);
       if (existing) return { uid: existing.uid };
-      const account = { name: spec.name, kind: spec.kind, uid: nextUid++, loginEnabled: false, keys: [], initscriptRuns: 0 };
+      const account = { name: spec.name, kind: spec.kind, runtime: spec.runtime, uid: nextUid++, loginEnabled: false, keys: [], initscriptRuns: 0 };
       accounts.set(spec.name, account);
       return { uid: account.uid };
     },
