@@ -2,6 +2,9 @@
 # Installs the Debian packages that the tests use when they are missing. Run by `npm test`
 # before the tests; safe to run again (it installs nothing when all is there).
 set -euo pipefail
+# npm puts node_modules/.bin first on PATH, and a package there ships a program named `nft`:
+# look for the host's own commands only.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 bash "$(dirname "${BASH_SOURCE[0]}")/libvirt-setup.sh" # libvirtd and what the libvirt tests use
 
 # package -> a command it provides (checked first, so a machine that has the tool some other
