@@ -68,28 +68,57 @@ build "$out/peercred.node" "$native_dir/peercred.c" \
 build "$out/forward_api_calls" "$native_dir/forward_api_calls.c" \
   "$cc" "${common[@]}" "${defines[@]}" "${extra[@]}" "$native_dir/forward_api_calls.c" -o "$out/forward_api_calls.tmp"
 
-# node-pty (the ssh gateway's terminals) is an optional dependency built by node-gyp, which needs
-# a C++ compiler, make and python3: where they were missing, npm install went on without it. As
-# root on Debian they are installed here and node-pty is built again; otherwise the daemon runs
-# with terminal sessions off (commands over ssh still work) and says so.
-if ! (cd "$root" && node -e "require('node-pty')" >/dev/null 2>&1); then
-  pty_version="$(cd "$root" && node -p "require('./package.json').optionalDependencies['node-pty']")"
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    missing=()
-    command -v g++ >/dev/null 2>&1 || missing+=(g++)
-    command -v make >/dev/null 2>&1 || missing+=(make)
-    command -v python3 >/dev/null 2>&1 || missing+=(python3)
-    if [ ${#missing[@]} -gt 0 ]; then
-      echo "build-native: node-pty needs ${missing[*]}; installing" >&2
-      export DEBIAN_FRONTEND=noninteractive
-      apt-get update -qq
-      apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
-    echo "build-native: building node-pty $pty_version" >&2
-    (cd "$root" && npm install --no-save --no-audit --no-fund "node-pty@$pty_version" >&2) ||
-      echo "build-native: node-pty could not be built; ssh terminal sessions are off" >&2
-  else
-    echo "build-native: node-pty is not built (it needs g++, make and python3; then run: npm install)." \
-      "ssh terminal sessions are off until then" >&2
+# Optional native modules, built by node-gyp where npm install could: node-pty (the ssh gateway's
+# terminals; needs a C++ compiler, make and python3) and @unraid/libvirt (the libvirt runtime;
+# needs the same and libvirt's headers, found with pkg-config). Where something was missing, npm
+# install went on without the module. As root on Debian the missing packages are installed here
+# and the module is built again; otherwise the daemon runs without what the module gives and says
+# so. Either way a module that cannot be built is a printed reason, never a failed build.
+
+# have KIND NAME: a command on PATH (cmd) or a pkg-config module (pc)
+have() {
+  case "$1" in
+    cmd) command -v "$2" >/dev/null 2>&1 ;;
+    pc) pkg-config --exists "$2" >/dev/null 2>&1 ;;
+  esac
+}
+
+# optional_module MODULE WITHOUT NEED...: builds MODULE (at the version package.json asks for)
+# unless it loads. WITHOUT says what is off without it; each NEED is KIND:NAME:PACKAGE, the Debian
+# package that gives NAME.
+optional_module() {
+  local module="$1" without="$2"
+  shift 2
+  if (cd "$root" && node -e "import('$module').then(() => {}, () => process.exit(1))" >/dev/null 2>&1); then
+    return 0
   fi
-fi
+  local version need missing=()
+  version="$(cd "$root" && node -p "require('./package.json').optionalDependencies['$module']")"
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    local names=()
+    for need in "$@"; do names+=("$(cut -d: -f3 <<<"$need")"); done
+    echo "build-native: $module is not built (it needs ${names[*]}; then run: npm install)." \
+      "$without until then" >&2
+    return 0
+  fi
+  for need in "$@"; do
+    IFS=: read -r kind name package <<<"$need"
+    have "$kind" "$name" || missing+=("$package")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "build-native: $module needs ${missing[*]}; installing" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
+      echo "build-native: could not install ${missing[*]}; $without" >&2
+      return 0
+    fi
+  fi
+  echo "build-native: building $module $version" >&2
+  (cd "$root" && npm install --no-save --no-audit --no-fund "$module@$version" >&2) ||
+    echo "build-native: $module could not be built; $without" >&2
+}
+
+build_tools=(cmd:g++:g++ cmd:make:make cmd:python3:python3)
+optional_module node-pty "ssh terminal sessions are off" "${build_tools[@]}"
+optional_module @unraid/libvirt "libvirt slivers (runtime lxc or qemu) are off" \
+  "${build_tools[@]}" cmd:pkg-config:pkg-config pc:libvirt:libvirt-dev
