@@ -1,0 +1,279 @@
+// Fetching one image into a file of the cache directory: http and https with retries, backoff and
+// resumption (Range) where the server allows it, or a copy of a local file; the SHA-256 is taken
+// from the bytes as they are written, so a file is read once however large it is.
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { request as httpRequest, STATUS_CODES, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { fileURLToPath } from 'node:url';
+import { backoffDelayMs } from '../authority/backoff.js';
+import type { Logger } from '../log.js';
+import { formatBytes, ImageError } from './index.js';
+
+export interface DownloadOptions {
+  /** Largest file accepted; a larger one is refused before or while it arrives. */
+  maxBytes: number;
+  /** Further attempts after the first failure that may be retried (network, 408, 429, 5xx). */
+  retries: number;
+  /** An attempt that receives nothing for this long is abandoned. */
+  timeoutMs: number;
+  /** Wait before the first retry; it doubles with every further failure, up to 30 s. */
+  retryInitialMs: number;
+  logger: Logger;
+  signal: AbortSignal;
+  random?: () => number;
+}
+
+export interface Downloaded {
+  sha256: string;
+  bytes: number;
+  /** How many attempts it took (1 without a retry). */
+  attempts: number;
+  /** Attempts that continued a partial file with a Range request. */
+  resumed: number;
+}
+
+const MAX_REDIRECTS = 5;
+const RETRY_MAX_MS = 30_000;
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+
+/**
+ * A failed attempt. `retry`: another attempt may succeed; `refused`: asking again gets the same
+ * answer; `failed`: this node cannot go on (its disk, or the cache closing).
+ */
+class AttemptError extends Error {
+  constructor(message: string, readonly outcome: 'retry' | 'refused' | 'failed') {
+    super(message);
+  }
+}
+
+/** What is written so far: the file's length always equals `bytes`, and `hash` has seen exactly those bytes. */
+interface Progress {
+  handle: FileHandle;
+  bytes: number;
+  hash: Hash;
+  /** Length of the whole file, once a response said it. */
+  total: number | null;
+  /** ETag (strong) or Last-Modified of the first response: a resumed body must be the same one. */
+  validator: string | null;
+  /** The server answered a Range request with something unusable: no more Range requests. */
+  noRanges: boolean;
+}
+
+async function append(progress: Progress, chunk: Buffer, maxBytes: number): Promise<void> {
+  if (progress.bytes + chunk.length > maxBytes) {
+    throw new AttemptError(`larger than ${formatBytes(maxBytes)}, the most the cache may hold (image_cache_max_bytes)`, 'refused');
+  }
+  let done = 0;
+  try {
+    while (done < chunk.length) {
+      const { bytesWritten } = await progress.handle.write(chunk, done, chunk.length - done, progress.bytes + done);
+      done += bytesWritten;
+    }
+  } catch (error) {
+    throw new AttemptError(`writing the cache file failed: ${(error as Error).message}`, 'failed');
+  }
+  progress.hash.update(chunk);
+  progress.bytes += chunk.length;
+}
+
+async function restart(progress: Progress): Promise<void> {
+  await progress.handle.truncate(0);
+  progress.bytes = 0;
+  progress.hash = createHash('sha256');
+  progress.total = null;
+}
+
+// ---- file: ------------------------------------------------------------------------------------
+
+async function copyFile(url: URL, progress: Progress, opts: DownloadOptions): Promise<void> {
+  const path = fileURLToPath(url);
+  const stream = createReadStream(path, { highWaterMark: 1024 * 1024, signal: opts.signal });
+  try {
+    for await (const chunk of stream) await append(progress, chunk as Buffer, opts.maxBytes);
+  } catch (error) {
+    if (error instanceof AttemptError) throw error;
+    if (opts.signal.aborted) throw new AttemptError('abandoned (the cache is closing)', 'failed');
+    const code = (error as NodeJS.ErrnoException).code;
+    const reason = code === 'ENOENT' ? 'no such file'
+      : code === 'EISDIR' ? 'a directory, not a file'
+        : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
+          : (error as Error).message;
+    throw new AttemptError(reason, 'refused');
+  }
+}
+
+// ---- http: and https: -------------------------------------------------------------------------
+
+/** One GET, following redirects; resolves with a response whose status is not a redirect. */
+function get(url: URL, headers: Record<string, string>, opts: DownloadOptions, redirects = 0): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const common = {
+      method: 'GET',
+      hostname: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+      port: url.port === '' ? undefined : Number(url.port),
+      path: `${url.pathname}${url.search}`,
+      headers: { 'user-agent': 'nodemgr', ...headers },
+      signal: opts.signal,
+    };
+    const request = url.protocol === 'https:' ? httpsRequest(common) : httpRequest(common);
+    request.setTimeout(opts.timeoutMs, () => {
+      request.destroy(new AttemptError(`nothing received for ${opts.timeoutMs / 1000} s`, 'retry'));
+    });
+    request.on('error', (error) => reject(error instanceof AttemptError ? error : new AttemptError(networkReason(error), 'retry')));
+    request.on('response', (response) => {
+      const status = response.statusCode ?? 0;
+      if (!REDIRECTS.has(status)) return resolve(response);
+      response.resume();
+      const location = response.headers.location;
+      if (location === undefined) return reject(new AttemptError(`HTTP ${status} without a Location`, 'refused'));
+      if (redirects >= MAX_REDIRECTS) return reject(new AttemptError(`more than ${MAX_REDIRECTS} redirects`, 'refused'));
+      let next: URL;
+      try {
+        next = new URL(location, url);
+      } catch {
+        return reject(new AttemptError(`HTTP ${status} to an invalid Location ${JSON.stringify(location.slice(0, 200))}`, 'refused'));
+      }
+      if (next.protocol !== 'http:' && next.protocol !== 'https:') {
+        return reject(new AttemptError(`redirected to a ${next.protocol} URL, which is not followed`, 'refused'));
+      }
+      get(next, headers, opts, redirects + 1).then(resolve, reject);
+    });
+    request.end();
+  });
+}
+
+function networkReason(error: unknown): string {
+  const e = error as NodeJS.ErrnoException;
+  if (e?.name === 'AbortError') return 'abandoned (the cache is closing)';
+  const message = e instanceof Error ? e.message : String(error);
+  return e?.code !== undefined && !message.includes(e.code) ? `${message} (${e.code})` : message;
+}
+
+function statusIsRetried(status: number): boolean {
+  return status === 408 || status === 429 || status >= 500;
+}
+
+/** `bytes START-END/TOTAL` of a 206 response; null when absent or not of that shape. */
+function contentRange(header: string | undefined): { start: number; total: number | null } | null {
+  const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header?.trim() ?? '');
+  if (!m) return null;
+  return { start: Number(m[1]), total: m[3] === '*' ? null : Number(m[3]) };
+}
+
+/** One attempt: a fresh GET, or a Range request continuing what `progress` holds. */
+async function httpAttempt(url: URL, progress: Progress, opts: DownloadOptions): Promise<{ resumed: boolean }> {
+  const headers: Record<string, string> = {};
+  const ranged = progress.bytes > 0 && !progress.noRanges;
+  if (ranged) {
+    headers['range'] = `bytes=${progress.bytes}-`;
+    if (progress.validator !== null) headers['if-range'] = progress.validator;
+  } else if (progress.bytes > 0) {
+    await restart(progress);
+  }
+  const response = await get(url, headers, opts);
+  const status = response.statusCode ?? 0;
+  const declared = Number(response.headers['content-length']);
+  const length = response.headers['content-length'] !== undefined && Number.isSafeInteger(declared) ? declared : null;
+  let resumed = false;
+  if (status === 206 && ranged) {
+    const range = contentRange(response.headers['content-range']);
+    if (range === null || range.start !== progress.bytes || (range.total !== null && progress.total !== null && range.total !== progress.total)) {
+      response.resume();
+      progress.noRanges = true;
+      throw new AttemptError(`the server answered the Range request with ${JSON.stringify(response.headers['content-range'] ?? '')}; starting again`, 'retry');
+    }
+    if (range.total !== null) progress.total = range.total;
+    resumed = true;
+  } else if (status === 416 && ranged && progress.total !== null && progress.bytes === progress.total) {
+    // The connection broke after the last byte: the file is whole.
+    response.resume();
+    return { resumed: true };
+  } else if (status === 200) {
+    if (progress.bytes > 0) await restart(progress);
+    progress.total = length;
+    const etag = response.headers.etag;
+    const lastModified = response.headers['last-modified'];
+    progress.validator = etag !== undefined && !etag.startsWith('W/') ? etag : (lastModified ?? null);
+  } else {
+    response.resume();
+    const text = `HTTP ${status} ${response.statusMessage || STATUS_CODES[status] || ''}`.trim();
+    if (status === 416) progress.noRanges = true;
+    throw new AttemptError(text, statusIsRetried(status) || status === 416 ? 'retry' : 'refused');
+  }
+  if (progress.total !== null && progress.total > opts.maxBytes) {
+    response.destroy();
+    throw new AttemptError(`it is ${formatBytes(progress.total)}, more than ${formatBytes(opts.maxBytes)}, the most the cache may hold (image_cache_max_bytes)`, 'refused');
+  }
+  try {
+    for await (const chunk of response) await append(progress, chunk as Buffer, opts.maxBytes);
+  } catch (error) {
+    response.destroy();
+    if (error instanceof AttemptError) throw error;
+    throw new AttemptError(`connection broken after ${formatBytes(progress.bytes)} (${networkReason(error)})`, 'retry');
+  }
+  if (!response.complete || (progress.total !== null && progress.bytes < progress.total)) {
+    throw new AttemptError(`connection closed after ${formatBytes(progress.bytes)}${progress.total === null ? '' : ` of ${formatBytes(progress.total)}`}`, 'retry');
+  }
+  return { resumed };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(new AttemptError('abandoned (the cache is closing)', 'failed'));
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new AttemptError('abandoned (the cache is closing)', 'failed'));
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * Fetches `url` into the open, empty file `handle`. Throws ImageError naming the URI and the
+ * reason: 'refused' when what the server answers will not change by asking again (4xx, too
+ * large, a local file that is missing), 'failed' when the retries ran out.
+ */
+export async function downloadTo(url: URL, handle: FileHandle, opts: DownloadOptions): Promise<Downloaded> {
+  const progress: Progress = { handle, bytes: 0, hash: createHash('sha256'), total: null, validator: null, noRanges: false };
+  const random = opts.random ?? Math.random;
+  let attempts = 0;
+  let resumed = 0;
+  let failures = 0;
+  let furthest = 0;
+  for (;;) {
+    attempts++;
+    try {
+      if (url.protocol === 'file:') await copyFile(url, progress, opts);
+      else if ((await httpAttempt(url, progress, opts)).resumed) resumed++;
+      return { sha256: progress.hash.digest('hex'), bytes: progress.bytes, attempts, resumed };
+    } catch (caught) {
+      const error = caught instanceof AttemptError ? caught : new AttemptError(networkReason(caught), 'retry');
+      if (opts.signal.aborted) throw new ImageError('failed', `image ${url.href}: abandoned (the cache is closing)`);
+      if (error.outcome !== 'retry') throw new ImageError(error.outcome, `image ${url.href}: ${error.message}`);
+      // A failure after progress (a broken connection resumed later) does not use up the retries.
+      if (progress.bytes > furthest) {
+        furthest = progress.bytes;
+        failures = 0;
+      }
+      failures++;
+      if (failures > opts.retries) {
+        throw new ImageError('failed', `image ${url.href}: ${error.message} (gave up after ${attempts} attempts)`);
+      }
+      const waitMs = backoffDelayMs(failures, { initialMs: opts.retryInitialMs, maxMs: RETRY_MAX_MS, random });
+      opts.logger.warn('image download failed, retrying', {
+        uri: url.href, attempt: attempts, reason: error.message, have_bytes: progress.bytes, wait_ms: waitMs,
+      });
+      try {
+        await sleep(waitMs, opts.signal);
+      } catch {
+        throw new ImageError('failed', `image ${url.href}: abandoned (the cache is closing)`);
+      }
+    }
+  }
+}
