@@ -10,6 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { invalidAccountName } from '../accounts/names.js';
 import { MAX_SHAPED_UIDS } from '../limits/shaping.js';
+import { RUNTIME_KINDS, type RuntimeKind } from '../slices/types.js';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 
@@ -70,6 +71,18 @@ export interface Config {
   sshIdleTimeoutMs: number;
   sshMaxAuthAttempts: number;
   sshLoginGraceMs: number;
+  /** What a sliver is made of when its slice names no runtime. */
+  defaultRuntime: RuntimeKind;
+  libvirtQemuUri: string;
+  libvirtLxcUri: string;
+  /** One directory per libvirt sliver: its overlay disk and console log. */
+  guestDir: string;
+  /** The MAC/IP pool file (`MAC IP # comment` lines). */
+  addressPool: string;
+  /** The bridge a guest's interfaces join; null: a tap device of their own (type ethernet). */
+  guestBridge: string | null;
+  guestReadyTimeoutMs: number;
+  guestReadyMarker: string;
 }
 
 /** A configuration that cannot be used; the message names the file, the line, the key and the reason. */
@@ -311,6 +324,35 @@ const ipAddress: ValueType<string> = {
   show: (value) => value,
 };
 
+const libvirtUri: ValueType<string> = {
+  parse(text) {
+    if (!/^[a-z][a-z0-9+]*:\/\/[^\s]*$/.test(text)) throw new ValueError(`expected a libvirt connection URI such as qemu:///system, got ${got(text)}`);
+    return text;
+  },
+  show: (value) => value,
+};
+
+const bridgeName: ValueType<string | null> = {
+  parse(text) {
+    if (text === '' || text === 'none') return null;
+    if (!/^[A-Za-z0-9_.-]{1,15}$/.test(text)) {
+      throw new ValueError(`expected a bridge device name (1 to 15 letters, digits, "_", "-" or ".") or none, got ${got(text)}`);
+    }
+    return text;
+  },
+  show: (value) => value ?? 'none',
+};
+
+const readyMarker: ValueType<string> = {
+  parse(text) {
+    if (!/^[\x21-\x7e][\x20-\x7e]{0,62}[\x21-\x7e]$/.test(text)) {
+      throw new ValueError(`expected 2 to 64 printable ASCII characters, got ${got(text)}`);
+    }
+    return text;
+  },
+  show: (value) => value,
+};
+
 const kbits = (min: number) => wholeNumber(min, 100_000_000, { unit: 'kbit/s' });
 
 const KEYS: readonly KeyDescriptor[] = [
@@ -405,6 +447,23 @@ const KEYS: readonly KeyDescriptor[] = [
     'Authentication attempts (keys offered) allowed on one ssh connection before it is closed.'),
   key('ssh_login_grace', 'sshLoginGraceMs', seconds(1), 30_000,
     'Seconds an ssh connection may take to log in before it is closed.'),
+  key('default_runtime', 'defaultRuntime', oneOf<RuntimeKind>(...RUNTIME_KINDS), 'unix',
+    'What a sliver is made of when its slice has no runtime attribute: unix (an account), lxc (a libvirt container) or qemu (a libvirt virtual machine).'),
+  key('libvirt_qemu_uri', 'libvirtQemuUri', libvirtUri, 'qemu:///system',
+    'libvirt connection of the qemu slivers.'),
+  key('libvirt_lxc_uri', 'libvirtLxcUri', libvirtUri, 'lxc:///system',
+    'libvirt connection of the lxc slivers.'),
+  key('guest_dir', 'guestDir', path,
+    { derived: (config) => join(config.stateDir, 'guests'), text: '<state_dir>/guests' },
+    "Directory of the libvirt slivers' own files (copy-on-write disk, console log), one directory each; the hypervisor's user must be able to reach it."),
+  key('address_pool', 'addressPool', path, '/etc/nodemgr/mac-addresses',
+    "The MAC/IP pool of the libvirt slivers' interfaces: lines of `MAC IP # comment`. Read again when it changes."),
+  key('guest_bridge', 'guestBridge', bridgeName, null,
+    "Bridge the libvirt slivers' interfaces are attached to; none: each gets a tap device of its own."),
+  key('guest_ready_timeout', 'guestReadyTimeoutMs', seconds(1), 300_000,
+    'Seconds a started guest has to report ready on its console; after that it is powered off, reported failed and started again later.'),
+  key('guest_ready_marker', 'guestReadyMarker', readyMarker, 'nodemgr-ready',
+    'The text a guest writes on its serial console when it is ready.'),
 ];
 
 const BY_KEY: ReadonlyMap<string, KeyDescriptor> = new Map(KEYS.map((d) => [d.key, d]));

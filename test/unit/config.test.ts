@@ -75,7 +75,27 @@ test('the defaults need no file', (t) => {
     sshIdleTimeoutMs: 3_600_000,
     sshMaxAuthAttempts: 6,
     sshLoginGraceMs: 30_000,
+    defaultRuntime: 'unix',
+    libvirtQemuUri: 'qemu:///system',
+    libvirtLxcUri: 'lxc:///system',
+    guestDir: '/var/lib/nodemgr/guests',
+    addressPool: '/etc/nodemgr/mac-addresses',
+    guestBridge: null,
+    guestReadyTimeoutMs: 300_000,
+    guestReadyMarker: 'nodemgr-ready',
   });
+});
+
+test('the libvirt keys: runtime, URIs, bridge and ready marker are checked', (t) => {
+  const config = parseConfig('default_runtime = qemu\nstate_dir = /srv/nm\nguest_bridge = br0\nguest_ready_timeout = 90', FILE);
+  t.is(config.defaultRuntime, 'qemu');
+  t.is(config.guestDir, '/srv/nm/guests', 'guest_dir follows state_dir');
+  t.is(config.guestBridge, 'br0');
+  t.is(config.guestReadyTimeoutMs, 90_000);
+  t.throws(() => parseConfig('default_runtime = xen', FILE), { message: /default_runtime: expected one of unix, lxc, qemu, got "xen"/ });
+  t.throws(() => parseConfig('libvirt_qemu_uri = /var/run/libvirt', FILE), { message: /libvirt_qemu_uri: expected a libvirt connection URI/ });
+  t.throws(() => parseConfig('guest_bridge = br0;reboot', FILE), { message: /guest_bridge: expected a bridge device name/ });
+  t.throws(() => parseConfig('guest_ready_marker = x', FILE), { message: /guest_ready_marker: expected 2 to 64 printable/ });
 });
 
 test('the limit keys: device names, prefixes and cgroup names are checked, and the uid range must fit the class numbers', (t) => {
