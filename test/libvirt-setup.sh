@@ -14,9 +14,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # the daemon and both drivers, virsh, qemu (software emulation is enough) and qemu-img for the
-# overlays; busybox-static and cpio are what the tests' small guest is made of
+# overlays; busybox-static is what the tests' small guest is made of (with a kernel taken out of
+# Debian's package by apt-get download and dpkg-deb, which need nothing installed)
 packages=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc libvirt-clients
-  qemu-system-x86 qemu-utils busybox-static cpio)
+  qemu-system-x86 qemu-utils busybox-static)
 missing=()
 for package in "${packages[@]}"; do
   status="$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)"
