@@ -83,6 +83,9 @@ export interface Config {
   guestBridge: string | null;
   guestReadyTimeoutMs: number;
   guestReadyMarker: string;
+  /** The image cache: its directory and the most its files may hold together, in bytes. */
+  imageCacheDir: string;
+  imageCacheMaxBytes: number;
 }
 
 /** A configuration that cannot be used; the message names the file, the line, the key and the reason. */
@@ -464,6 +467,10 @@ const KEYS: readonly KeyDescriptor[] = [
     'Seconds a started guest has to report ready on its console; after that it is powered off, reported failed and started again later.'),
   key('guest_ready_marker', 'guestReadyMarker', readyMarker, 'nodemgr-ready',
     'The text a guest writes on its serial console when it is ready.'),
+  key('image_cache_dir', 'imageCacheDir', path, '/var/cache/nodemgr/images',
+    'Directory of the image cache: the images, kernels, initrds and data files of the libvirt slivers, and its index.json.'),
+  key('image_cache_max_bytes', 'imageCacheMaxBytes', count(1024 * 1024), 20 * 1024 ** 3,
+    'Bytes the cached files may hold together; past it, the least recently used entries that no sliver uses are evicted.'),
 ];
 
 const BY_KEY: ReadonlyMap<string, KeyDescriptor> = new Map(KEYS.map((d) => [d.key, d]));

@@ -83,7 +83,18 @@ test('the defaults need no file', (t) => {
     guestBridge: null,
     guestReadyTimeoutMs: 300_000,
     guestReadyMarker: 'nodemgr-ready',
+    imageCacheDir: '/var/cache/nodemgr/images',
+    imageCacheMaxBytes: 21_474_836_480,
   });
+});
+
+test('the image cache keys: a directory resolved against the file, and a bound in whole bytes', (t) => {
+  const config = parseConfig('image_cache_dir = images\nimage_cache_max_bytes = 1073741824', '/etc/nodemgr/nodemgr.conf');
+  t.is(config.imageCacheDir, '/etc/nodemgr/images');
+  t.is(config.imageCacheMaxBytes, 1_073_741_824);
+  t.is(errorOf('image_cache_max_bytes = 20G'), 'etc/nodemgr.conf line 1: image_cache_max_bytes: expected a whole number >= 1048576, got "20G"');
+  t.is(errorOf('image_cache_max_bytes = 1000'), 'etc/nodemgr.conf line 1: image_cache_max_bytes: expected a whole number >= 1048576, got "1000"');
+  t.is(errorOf('image_cache_dir ='), 'etc/nodemgr.conf line 1: image_cache_dir: expected a path, got an empty value');
 });
 
 test('the libvirt keys: runtime, URIs, bridge and ready marker are checked', (t) => {
