@@ -3,6 +3,7 @@
 // supervisors, to which a method hands its work before it returns.
 import { ApiFault, FaultCode, invalidArgument } from './faults.js';
 import { describeCaller, type Caller } from './identity.js';
+import { imageMethods } from './image-methods.js';
 import { acceptTicket, nodeApi, type NodeApiDeps } from './node-api.js';
 
 type XmlRpcType = 'string' | 'int' | 'array' | 'struct' | 'boolean';
@@ -10,6 +11,8 @@ type XmlRpcType = 'string' | 'int' | 'array' | 'struct' | 'boolean';
 interface Param {
   readonly name: string;
   readonly type: XmlRpcType;
+  /** May be left out, as may every parameter after it. */
+  readonly optional?: boolean;
 }
 
 /**
@@ -61,6 +64,8 @@ function checkType(value: unknown, param: Param, position: number): void {
 }
 
 const SLIVER: Param = { name: 'sliver_name', type: 'string' };
+/** How many parameters a call must give at least. */
+const required = (def: MethodDef) => def.params.filter((p) => !p.optional).length;
 
 export function createApiMethods(deps: NodeApiDeps): ApiMethods {
   const api = nodeApi(deps);
@@ -71,7 +76,7 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
   define({
     name: 'Help', params: [], returns: 'string', access: 'anyone',
     help: 'Returns the list of methods with their arguments and descriptions.',
-    run: () => [...table.values()].map((m) => `${m.name}(${m.params.map((p) => p.name).join(', ')}): ${m.help}`).join('\n\n') + '\n',
+    run: () => [...table.values()].map((m) => `${m.name}(${m.params.map((p) => (p.optional ? `[${p.name}]` : p.name)).join(', ')}): ${m.help}`).join('\n\n') + '\n',
   });
   define({
     name: 'GetXIDs', params: [], returns: 'struct', access: 'known',
@@ -158,6 +163,8 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
     help: 'The authority\'s push: a whole slices.xml with a detached signature (base64 RSA-SHA256 over its bytes). Applied as a fetched document is.',
     run: ({ caller, args }) => api.deliverSlices(caller, args[0] as string, args[1] as string),
   });
+  // The node's image cache (libvirt slivers start from it).
+  for (const def of imageMethods(deps.images)) define(def);
   // The original's names, kept for its clients.
   define({ ...table.get('Create')!, name: 'CreateSliver', help: 'The same as Create.' });
   define({ ...table.get('Destroy')!, name: 'DeleteSliver', help: 'The same as Destroy.' });
@@ -177,7 +184,9 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
     help: 'Returns the method\'s signatures: [[return type, argument types...]].',
     run: ({ args }) => {
       const m = known(args[0] as string);
-      return [[m.returns, ...m.params.map((p) => p.type)]];
+      // One signature per number of arguments the method takes.
+      const least = required(m);
+      return Array.from({ length: m.params.length - least + 1 }, (_, k) => [m.returns, ...m.params.slice(0, least + k).map((p) => p.type)]);
     },
   });
 
@@ -218,10 +227,12 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
     async call(caller, method, params) {
       const def = table.get(method);
       if (!def) throw new ApiFault(FaultCode.unknownMethod, `Invalid API method ${JSON.stringify(method)}; Help lists the methods.`);
-      if (params.length !== def.params.length) {
-        throw new ApiFault(FaultCode.argumentCount, `Invalid argument count for ${def.name}: got ${params.length}, expecting ${def.params.length}.`);
+      const least = required(def);
+      if (params.length < least || params.length > def.params.length) {
+        const expecting = least === def.params.length ? `${least}` : `${least} to ${def.params.length}`;
+        throw new ApiFault(FaultCode.argumentCount, `Invalid argument count for ${def.name}: got ${params.length}, expecting ${expecting}.`);
       }
-      def.params.forEach((p, i) => checkType(params[i], p, i + 1));
+      params.forEach((value, i) => checkType(value, def.params[i]!, i + 1));
       authorize(def, caller, params);
       return def.run({ caller, args: params });
     },

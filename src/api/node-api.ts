@@ -5,6 +5,7 @@
 import { recordOfSliver, sliverKey } from '../db/records.js';
 import type { DatabaseStore } from '../db/store.js';
 import type { NodeDatabase, SliverNodeState, SliverRecord } from '../db/types.js';
+import type { ImageCache } from '../images/cache.js';
 import type { Logger } from '../log.js';
 import { desiredAccounts, type Op } from '../reconcile/plan.js';
 import { effectiveRspecs, type Loan } from '../rspec/loans.js';
@@ -32,6 +33,8 @@ export interface NodeApiDeps {
   acceptDocument(document: Buffer, source: string): Promise<AcceptResult>;
   /** The sliver's limits as the host holds them (kernel read-back); absent without limits. */
   limitsInForce?(name: string, uid: number): Promise<Record<string, number | string | boolean>>;
+  /** The node's image cache; without it the image methods answer that it is not configured. */
+  readonly images?: ImageCache;
 }
 
 const slivers = (db: NodeDatabase): SliverRecord[] =>
