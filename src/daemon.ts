@@ -1,7 +1,7 @@
 // Wiring only: builds the parts from the configuration, connects them, and runs until stopped.
-import { mkdir, readFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import type { Socket } from 'node:net';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { createLimiter } from './accounts/limiter.js';
 import { callerOf, tcpClientUid, type Caller } from './api/identity.js';
 import { createApiMethods } from './api/methods.js';
@@ -22,7 +22,16 @@ import { startSshGateway, type Gateway } from './ssh/gateway.js';
 import { loadOrCreateHostKey } from './ssh/host-key.js';
 import type { AccountRuntime } from './runtimes/types.js';
 import { installDelegateShell } from './runtimes/unix/delegate-shell.js';
-import { createUnixRuntime, type SliverLimitHooks } from './runtimes/unix/runtime.js';
+import { createUnixRuntime, type SliverLimitHooks, type UnixRuntime } from './runtimes/unix/runtime.js';
+import { databaseAddressBook, type AddressBook } from './addresses/address-book.js';
+import { createAddressPoolFile } from './addresses/pool-file.js';
+import { openImageCache, type ImageCache } from './images/cache.js';
+import { dispatchRuntime } from './runtimes/dispatch.js';
+import { libvirtHypervisor } from './runtimes/libvirt/hypervisor.js';
+import { createLibvirtRuntime, type ImageSource, type LibvirtRuntime } from './runtimes/libvirt/runtime.js';
+import { guestSessionLaunch } from './runtimes/libvirt/sessions.js';
+import { sliverRecords } from './db/records.js';
+import type { NodeDatabase } from './db/types.js';
 import { createConverger } from './sync/converge.js';
 import { createDocumentSync } from './sync/document.js';
 import { createSyncStatusFile, readSyncStatus, syncStatusPath } from './sync/sync-status.js';
@@ -38,7 +47,42 @@ export function lockPath(config: Config): string {
   return join(config.stateDir, 'nodemgr.lock');
 }
 
-export function createRuntime(config: Config, logger: Logger, limits?: SliverLimitHooks): AccountRuntime {
+/** What the libvirt runtime takes from the rest of the daemon. */
+export interface GuestParts {
+  readonly images: ImageSource;
+  readonly addresses: AddressBook;
+  readonly now: () => Date;
+}
+
+// For the commands that only look at the host (plan): they never create a guest.
+const NO_GUEST_PARTS: GuestParts = {
+  images: { resolve: () => Promise.reject(new Error('no image cache here')) },
+  addresses: {
+    lease: () => Promise.reject(new Error('no address book here')),
+    release: () => Promise.reject(new Error('no address book here')),
+    holders: () => [],
+    leasesOf: () => [],
+  },
+  now: () => new Date(),
+};
+
+export function createGuestRuntime(config: Config, logger: Logger, parts: GuestParts = NO_GUEST_PARTS): LibvirtRuntime {
+  return createLibvirtRuntime({
+    hypervisors: { qemu: libvirtHypervisor(config.libvirtQemuUri, logger), lxc: libvirtHypervisor(config.libvirtLxcUri, logger) },
+    guestDir: config.guestDir,
+    bridge: config.guestBridge,
+    readyMarker: config.guestReadyMarker,
+    readyTimeoutMs: config.guestReadyTimeoutMs,
+    ...parts,
+  }, logger);
+}
+
+/** The host's runtimes behind one: unix accounts, and libvirt guests. */
+export function createRuntime(config: Config, logger: Logger, limits?: SliverLimitHooks, guests?: LibvirtRuntime): AccountRuntime {
+  return dispatchRuntime(createUnixRuntimeOf(config, logger, limits), guests ?? createGuestRuntime(config, logger));
+}
+
+function createUnixRuntimeOf(config: Config, logger: Logger, limits?: SliverLimitHooks): UnixRuntime {
   return createUnixRuntime(
     {
       uidMin: config.sliverUidMin,
@@ -69,6 +113,9 @@ export interface RunningDaemon {
 
 export async function startDaemon(config: Config, logger: Logger): Promise<RunningDaemon> {
   await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
+  // The guests' files are under the state directory by default, and the hypervisor's user must
+  // reach them: the directory may be searched by others (its files are the owner's alone).
+  if (isInside(config.guestDir, config.stateDir)) await chmod(config.stateDir, (await stat(config.stateDir)).mode & 0o777 | 0o001);
   await mkdir(config.runDir, { recursive: true, mode: 0o755 });
 
   const { store, recovered } = await openDatabase({
@@ -82,13 +129,22 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
   // The runtime and the enforcer need each other (limits are applied when an account is
   // configured; the enforcer reads the accounts from the runtime): the hooks reach it late.
   let enforcer: Enforcer | null = null;
+  let images: ImageCache | null = null;
+  images = await openImageCache({
+    dir: config.imageCacheDir,
+    maxBytes: config.imageCacheMaxBytes,
+    inUse: () => imagesInUse(store.data, images!),
+    logger,
+  });
+  const addresses = databaseAddressBook(store, createAddressPoolFile(config.addressPool, logger), now);
+  const guests = createGuestRuntime(config, logger, { images: images, addresses, now });
   const runtime = createRuntime(config, logger, {
     refresh: () => enforcer!.refresh(),
     problem: (name) => enforcer!.problems().get(name)?.get('cgroup') ?? null,
     launchFiles: (name) => enforcer!.launchFiles(name),
     killAll: (name) => enforcer!.killAll(name),
     remove: (name) => enforcer!.remove(name),
-  });
+  }, guests);
   const supervisors = createSupervisors({
     runtime,
     limiter: createLimiter(config.maxParallelAccountOps),
@@ -105,7 +161,9 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     logger,
   );
   const documents = createDocumentSync({ config, store, syncStatus, logger, now });
-  const converger = createConverger({ store, runtime, supervisors, logger, now, afterPass: () => enforcer!.refresh() });
+  const converger = createConverger({
+    store, runtime, supervisors, logger, now, defaultRuntime: config.defaultRuntime, afterPass: () => enforcer!.refresh(),
+  });
   enforcer = await createEnforcer({
     ...limits,
     byteCapFile: byteCapPath(config),
@@ -131,9 +189,11 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     }, [{ name, uid }]);
     return found.get(name) ?? {};
   };
-  const { server: api, call } = await startApi(config, { store, runtime, supervisors, converger, documents, logger, now, limitsInForce });
+  const { server: api, call } = await startApi(config, {
+    store, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images,
+  });
   // Without the gateway slivers are still managed and the API still answers locally: logged, not fatal.
-  const gateway = await startGateway(config, { store, runtime, enforcer, call, logger }).catch((error: unknown) => {
+  const gateway = await startGateway(config, { store, runtime, guests, enforcer, call, logger }).catch((error: unknown) => {
     logger.error('ssh gateway not started', { address: `${config.sshAddress}:${config.sshPort}`, error: (error as Error).message });
     return null;
   });
@@ -194,6 +254,8 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
       await supervisors.stop();
       await store.close();
       await syncStatus.flush();
+      await images?.close();
+      await guests.close();
       logger.info('daemon stopped');
     },
   };
@@ -222,6 +284,8 @@ interface ApiParts {
   readonly logger: Logger;
   readonly now: () => Date;
   readonly limitsInForce: (name: string, uid: number) => Promise<Record<string, number | string | boolean>>;
+  readonly guests: LibvirtRuntime;
+  readonly images: ImageCache;
 }
 
 /** The API on 127.0.0.1 and the Unix socket, acting through the same converger and supervisors. */
@@ -241,7 +305,7 @@ async function prepareDelegateShell(config: Config, logger: Logger): Promise<voi
 }
 
 async function startApi(config: Config, parts: ApiParts): Promise<{ server: ApiServer; call: ApiServerOptions['call'] }> {
-  const { store, runtime, supervisors, converger, documents, logger, now, limitsInForce } = parts;
+  const { store, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images } = parts;
   // The certificate is read once: a daemon that starts with a bad one says so at once.
   const certificatePem = config.authorityCertFile === null ? null : await readFile(config.authorityCertFile, 'utf8');
   if (certificatePem !== null) loadCertificate(certificatePem);
@@ -264,6 +328,14 @@ async function startApi(config: Config, parts: ApiParts): Promise<{ server: ApiS
     verifyPush: (document, signature) => verifyDetachedSignature(document, signature, needCertificate()),
     acceptDocument: (document, source) => documents.accept(document, source),
     limitsInForce,
+    defaultRuntime: config.defaultRuntime,
+    images,
+    async guestStatus(name) {
+      const status = await guests.status(name);
+      if (!status) return null;
+      // XML-RPC has no null: what libvirt does not say is left out.
+      return Object.fromEntries(Object.entries(status).filter(([, v]) => v !== null)) as Record<string, number | string>;
+    },
   });
   const identify = async (socket: Socket, transport: 'tcp' | 'unix'): Promise<Caller> => {
     const uid = transport === 'unix'
@@ -292,10 +364,10 @@ async function startApi(config: Config, parts: ApiParts): Promise<{ server: ApiS
 
 /** The ssh gateway, when configured: slivers' shells and delegates' API requests. */
 async function startGateway(config: Config, parts: {
-  store: DatabaseStore; runtime: AccountRuntime; enforcer: Enforcer; call: ApiServerOptions['call']; logger: Logger;
+  store: DatabaseStore; runtime: AccountRuntime; guests: LibvirtRuntime; enforcer: Enforcer; call: ApiServerOptions['call']; logger: Logger;
 }): Promise<Gateway | null> {
   if (config.sshPort === 0) return null;
-  const { store, runtime, enforcer, call, logger } = parts;
+  const { store, runtime, guests, enforcer, call, logger } = parts;
   const hostKey = await loadOrCreateHostKey(config.stateDir);
   if (hostKey.created) logger.info('ssh host key made', { file: hostKey.path, fingerprint: hostKey.fingerprint });
   const ownedAccount = async (name: string, kind: 'sliver' | 'delegate') =>
@@ -321,7 +393,31 @@ async function startGateway(config: Config, parts: {
     },
     delegateUid: async (name) => (await ownedAccount(name, 'delegate'))?.uid ?? null,
     cgroupFiles: (name) => enforcer.launchFiles(name),
+    async guestSession(name, command, terminal) {
+      const status = await guests.status(name).catch(() => null);
+      if (!status) return null;
+      const uri = status.runtime === 'qemu' ? config.libvirtQemuUri : config.libvirtLxcUri;
+      return { launch: guestSessionLaunch(status.runtime, uri, name, command, terminal), started: status.state === 'running' };
+    },
     callApi: (caller, body) => answerCall(body, caller, call, logger),
     logger,
   });
+}
+
+function isInside(path: string, dir: string): boolean {
+  const rel = relative(dir, path);
+  return rel !== '' && !rel.startsWith('..') && !rel.startsWith('/');
+}
+
+/** Names of the cache entries that slivers refer to (by name or by URI): never evicted. */
+function imagesInUse(db: NodeDatabase, cache: ImageCache): ReadonlySet<string> {
+  const refs = new Set<string>();
+  for (const s of sliverRecords(db)) {
+    for (const ref of [s.vref, s.guest.kernel, s.guest.initrd]) if (ref !== null) refs.add(ref);
+  }
+  const names = new Set<string>();
+  for (const entry of cache.list()) {
+    if (refs.has(entry.name) || refs.has(entry.uri)) names.add(entry.name);
+  }
+  return names;
 }

@@ -10,7 +10,7 @@ import type { Logger } from '../log.js';
 import { desiredAccounts, type Op } from '../reconcile/plan.js';
 import { effectiveRspecs, type Loan } from '../rspec/loans.js';
 import { canonicalResource, withDefaults, type Rspec } from '../rspec/resources.js';
-import type { SliverSpec } from '../slices/types.js';
+import type { RuntimeKind, SliverSpec } from '../slices/types.js';
 import type { AcceptResult } from '../sync/document.js';
 import { ApiFault, FaultCode, invalidArgument } from './faults.js';
 import { describeCaller, type Caller } from './identity.js';
@@ -33,6 +33,10 @@ export interface NodeApiDeps {
   acceptDocument(document: Buffer, source: string): Promise<AcceptResult>;
   /** The sliver's limits as the host holds them (kernel read-back); absent without limits. */
   limitsInForce?(name: string, uid: number): Promise<Record<string, number | string | boolean>>;
+  /** What a slice that names no runtime is made of (default unix). */
+  readonly defaultRuntime?: RuntimeKind;
+  /** A libvirt sliver's domain as libvirt holds it (state, vCPUs, memory, VNC port, addresses); null for none. */
+  guestStatus?(name: string): Promise<Record<string, number | string> | null>;
   /** The node's image cache; without it the image methods answer that it is not configured. */
   readonly images?: ImageCache;
 }
@@ -131,7 +135,7 @@ export function nodeApi(deps: NodeApiDeps) {
         store.update((db) => ({ ...db, records: { ...db.records, [target.record_key]: { ...target, node_state: { ...target.node_state, stopped: false } } } }));
       }
       const db = store.data;
-      const spec = desiredAccounts(slivers(db), []).specs.find((s) => s.name === name);
+      const spec = desiredAccounts(slivers(db), [], deps.defaultRuntime).specs.find((s) => s.name === name);
       if (!spec) throw new ApiFault(FaultCode.internal, `${name} is not an account the node wants; nothing to re-create`);
       const ops: Op[] = [
         { account: name, kind: 'sliver', action: 'destroy', spec: null, why: 'ReCreate' },
@@ -155,8 +159,12 @@ export function nodeApi(deps: NodeApiDeps) {
       const computed = effective();
       const uid = account?.uid ?? null;
       const inForce = uid !== null && deps.limitsInForce ? await deps.limitsInForce(name, uid) : {};
+      const runtime = r.guest.runtime ?? deps.defaultRuntime ?? 'unix';
+      const guest = runtime !== 'unix' && deps.guestStatus ? await deps.guestStatus(name).catch((e: unknown) => ({ error: (e as Error).message })) : null;
       return {
         name,
+        runtime,
+        ...(guest ? { guest } : {}),
         state: account?.state ?? 'absent',
         since: account?.since ?? '',
         uid: account?.uid ?? -1,

@@ -17,7 +17,8 @@ import type { Logger } from '../log.js';
 import { keyAllowed, loginTarget, type LoginTarget } from './authorized.js';
 import { fingerprintOf } from './host-key.js';
 import {
-  loginEnvironment, startPipedSession, startTerminalSession, type SessionAccount, type TerminalRequest,
+  accountLaunch, loginEnvironment, startPipedSession, startTerminalSession, type SessionAccount, type SessionLaunch,
+  type TerminalRequest,
 } from './sessions.js';
 
 const { Server, utils } = ssh2;
@@ -43,6 +44,11 @@ export interface GatewayOptions {
   readonly delegateUid: (name: string) => Promise<number | null>;
   /** The cgroup.procs files the sliver's processes start in. */
   readonly cgroupFiles: (name: string) => readonly string[];
+  /**
+   * A libvirt sliver's session: what runs (as root) to reach the guest, e.g. its console, or the
+   * reason a command cannot be run there; null when the sliver is not a libvirt guest.
+   */
+  readonly guestSession?: (name: string, command: string | null, terminal: boolean) => Promise<{ launch: SessionLaunch | { refused: string }; started: boolean } | null>;
   /** Answers one XML-RPC request as the API does. */
   readonly callApi: (caller: Caller, body: Buffer) => Promise<string>;
   readonly logger: Logger;
@@ -245,23 +251,29 @@ export async function startSshGateway(options: GatewayOptions): Promise<Gateway>
     }
 
     const found = await options.sliverAccount(name);
-    if (!found) {
+    const guest = found ? null : await options.guestSession?.(name, command, terminal !== null);
+    if (!found && !guest) {
       finish(1, `nodemgr: sliver ${name} does not exist on this node yet\r\n`);
       return;
     }
-    if (!found.started) {
+    if (!(found ?? guest)!.started) {
       finish(1, `nodemgr: sliver ${name} is stopped; it can be logged into once it is started again\r\n`);
       return;
     }
-    const env = loginEnvironment(found.account, {
+    if (guest && 'refused' in guest.launch) {
+      finish(1, `nodemgr: ${guest.launch.refused}\r\n`);
+      return;
+    }
+    const account: SessionAccount = found?.account ?? { name, uid: 0, gid: 0, home: '/', shell: '/bin/sh' };
+    const env = loginEnvironment(account, {
       clientAddress: peer.clientAddress, clientPort: peer.clientPort, serverAddress: options.host, serverPort: boundPort,
     }, variables, terminal);
-    const files = options.cgroupFiles(name);
+    const launch = found ? accountLaunch(found.account, options.cgroupFiles(name), command) : (guest!.launch as SessionLaunch);
 
     if (terminal) {
       let pty;
       try {
-        pty = await startTerminalSession(found.account, files, command, env, terminal);
+        pty = await startTerminalSession(launch, env, terminal);
       } catch (error) {
         finish(1, `nodemgr: ${(error as Error).message}; a command without a terminal (ssh -T) still works\r\n`);
         return;
@@ -289,7 +301,7 @@ export async function startSshGateway(options: GatewayOptions): Promise<Gateway>
       return;
     }
 
-    const child = startPipedSession(found.account, files, command, env);
+    const child = startPipedSession(launch, env);
     child.stdout!.on('data', touch);
     child.stdout!.pipe(channel, { end: false });
     child.stderr!.pipe(channel.stderr, { end: false });

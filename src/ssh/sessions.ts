@@ -69,31 +69,30 @@ function loadPty(): Promise<PtyModule | Error> {
   return ptyModule;
 }
 
-export async function startTerminalSession(
-  account: SessionAccount,
-  cgroupProcFiles: readonly string[],
-  command: string | null,
-  env: Record<string, string>,
-  terminal: TerminalRequest,
-): Promise<IPty> {
+/** What a session runs: a program with its arguments, in a directory. */
+export interface SessionLaunch {
+  readonly file: string;
+  readonly args: readonly string[];
+  readonly cwd: string;
+}
+
+/** A Unix sliver's session: its shell or one command, as the account, inside its cgroups. */
+export function accountLaunch(account: SessionAccount, cgroupProcFiles: readonly string[], command: string | null): SessionLaunch {
+  return { ...launchAsAccount(account, cgroupProcFiles, sessionArgv(account, command)), cwd: account.home };
+}
+
+export async function startTerminalSession(launch: SessionLaunch, env: Record<string, string>, terminal: TerminalRequest): Promise<IPty> {
   const pty = await loadPty();
   if (pty instanceof Error) throw pty;
-  const launch = launchAsAccount(account, cgroupProcFiles, sessionArgv(account, command));
-  return pty.spawn(launch.file, launch.args, {
+  return pty.spawn(launch.file, [...launch.args], {
     name: terminal.term || 'xterm',
     cols: dimension(terminal.cols, 80, 1000),
     rows: dimension(terminal.rows, 24, 500),
-    cwd: account.home,
+    cwd: launch.cwd,
     env,
   });
 }
 
-export function startPipedSession(
-  account: SessionAccount,
-  cgroupProcFiles: readonly string[],
-  command: string | null,
-  env: Record<string, string>,
-): ChildProcess {
-  const launch = launchAsAccount(account, cgroupProcFiles, sessionArgv(account, command));
-  return spawnProcess(launch.file, launch.args, { cwd: account.home, env, stdio: ['pipe', 'pipe', 'pipe'] });
+export function startPipedSession(launch: SessionLaunch, env: Record<string, string>): ChildProcess {
+  return spawnProcess(launch.file, [...launch.args], { cwd: launch.cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
 }

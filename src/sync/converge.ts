@@ -8,6 +8,7 @@ import type { NodeDatabase } from '../db/types.js';
 import type { Logger } from '../log.js';
 import { desiredAccounts, planReconcile, type Desired, type Plan } from '../reconcile/plan.js';
 import type { AccountRuntime, HostSnapshot } from '../runtimes/types.js';
+import type { RuntimeKind } from '../slices/types.js';
 
 export interface ConvergeDeps {
   readonly store: DatabaseStore;
@@ -15,6 +16,8 @@ export interface ConvergeDeps {
   readonly supervisors: Supervisors;
   readonly logger: Logger;
   readonly now: () => Date;
+  /** What a slice that names no runtime is made of. */
+  readonly defaultRuntime?: RuntimeKind;
   /** Runs at the end of every pass (the limits follow the records, loans included). */
   readonly afterPass?: () => Promise<void>;
 }
@@ -39,7 +42,7 @@ export function createConverger(deps: ConvergeDeps): Converger {
   const desiredFor = (records: NodeDatabase['records']): Desired => {
     if (memo?.records !== records) {
       const db = { records } as Pick<NodeDatabase, 'records'> as NodeDatabase;
-      memo = { records, desired: desiredAccounts(sliverRecords(db), delegateRecords(db)) };
+      memo = { records, desired: desiredAccounts(sliverRecords(db), delegateRecords(db), deps.defaultRuntime) };
     }
     return memo.desired;
   };

@@ -117,6 +117,10 @@ export async function sandbox(settings: Record<string, string | number>): Promis
     shaping_device: 'none',
     // No fixed ssh port either: a test that wants the gateway gives it a free one.
     ssh_port: 0,
+    // Images, guests' files and the address pool of each daemon are its own.
+    image_cache_dir: join(dir, 'images'),
+    guest_dir: join(dir, 'guests'),
+    address_pool: join(dir, 'mac-addresses'),
     ...settings,
   };
   const config = join(dir, 'nodemgr.conf');

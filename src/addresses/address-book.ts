@@ -1,0 +1,51 @@
+// The address leases of the node, kept in the node database: the pool file says what may be
+// handed out, the database says what is. A lease is on disk before the domain that uses it is
+// defined, so a crash can never hand one address out twice.
+import type { DatabaseStore } from '../db/store.js';
+import type { AddressLease, NodeDatabase } from '../db/types.js';
+import type { AddressPoolFile } from './pool-file.js';
+import { allocateAddresses } from './pool.js';
+
+export interface AddressBook {
+  /** The sliver's leases for interfaces 0..count-1, made if missing; throws when the pool is exhausted. */
+  lease(sliver: string, count: number): Promise<AddressLease[]>;
+  release(sliver: string): Promise<void>;
+  /** Names of the slivers that hold leases. */
+  holders(): readonly string[];
+  /** The sliver's leases, by interface. */
+  leasesOf(sliver: string): AddressLease[];
+}
+
+export function databaseAddressBook(store: DatabaseStore, pool: AddressPoolFile, now: () => Date): AddressBook {
+  const leasesOf = (db: NodeDatabase, sliver: string) =>
+    Object.values(db.addresses).filter((l) => l.sliver === sliver).sort((a, b) => a.iface - b.iface);
+
+  return {
+    async lease(sliver, count) {
+      const held = leasesOf(store.data, sliver);
+      if (held.length >= count) return held.slice(0, count);
+      const { entries } = await pool.entries();
+      // No await between reading the leases and recording the new ones: two slivers asking at
+      // once cannot be given the same entry.
+      const result = allocateAddresses(entries, Object.values(store.data.addresses), sliver, count, now().toISOString(), pool.path);
+      if (!result.ok) throw new Error(result.reason);
+      store.update((db) => {
+        const addresses = { ...db.addresses };
+        for (const l of result.leases) addresses[l.mac] = l;
+        return { ...db, addresses };
+      });
+      await store.flush();
+      return result.leases;
+    },
+    async release(sliver) {
+      if (leasesOf(store.data, sliver).length === 0) return;
+      store.update((db) => ({
+        ...db,
+        addresses: Object.fromEntries(Object.entries(db.addresses).filter(([, l]) => l.sliver !== sliver)),
+      }));
+      await store.flush();
+    },
+    holders: () => [...new Set(Object.values(store.data.addresses).map((l) => l.sliver))],
+    leasesOf: (sliver) => leasesOf(store.data, sliver),
+  };
+}

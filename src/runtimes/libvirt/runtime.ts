@@ -1,0 +1,390 @@
+// The libvirt runtime: a sliver is a domain (a QEMU virtual machine or an LXC container) defined
+// from its effective rspec, booted from images of the node's cache over a copy-on-write overlay of
+// its own, with addresses from the node's pool. It serves both drivers, because the guests'
+// directory and the address pool are shared between them.
+//
+// What the host holds is read back from libvirt: a domain is ours when it carries our marker, and
+// recovery after a crash rebuilds everything from the markers, the guests' directory and the leases.
+import { randomUUID, createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { AddressBook } from '../../addresses/address-book.js';
+import type { AccountKind, AddressLease } from '../../db/types.js';
+import type { Logger } from '../../log.js';
+import type { RuntimeKind } from '../../slices/types.js';
+import type { AccountRuntime, AccountSpec, GuestSpec, HostSnapshot, ObservedAccount } from '../types.js';
+import { buildDomainXml, readDomainDetails, type DiskPlan, type DomainDetails, type InterfacePlan } from './domain-xml.js';
+import {
+  consoleLogSize, guestDirNames, guestFiles, makeGuestDir, makeOverlay, prepareGuestDir, removeGuestFiles, waitForReady,
+  type GuestFiles,
+} from './guest-files.js';
+import type { Hypervisor } from './hypervisor.js';
+import { applyLiveTuning } from './live-tuning.js';
+import { guestShape, type GuestShape } from './shape.js';
+
+export type GuestDriver = Exclude<RuntimeKind, 'unix'>;
+
+/** A cached image as the runtime needs it. */
+export interface ResolvedImage {
+  readonly name: string;
+  readonly path: string;
+  readonly format: string;
+}
+
+export interface ImageSource {
+  /** The cache entry that a name or URI refers to, fetched first if need be. */
+  resolve(ref: string, type: 'image' | 'kernel' | 'initrd' | 'data'): Promise<ResolvedImage>;
+}
+
+export interface LibvirtRuntimeOptions {
+  readonly hypervisors: Readonly<Record<GuestDriver, Hypervisor>>;
+  readonly guestDir: string;
+  readonly bridge: string | null;
+  readonly readyMarker: string;
+  readonly readyTimeoutMs: number;
+  readonly images: ImageSource;
+  readonly addresses: AddressBook;
+  readonly now: () => Date;
+}
+
+/** What `nodemgr status` and GetSliverStatus show of a guest. */
+export interface GuestStatus {
+  readonly runtime: GuestDriver;
+  readonly state: 'running' | 'stopped';
+  readonly vcpus: number | null;
+  readonly memory_kib: number | null;
+  readonly cpu_shares: number | null;
+  readonly vnc_port: number | null;
+  readonly console: string | null;
+  readonly addresses: string;
+  readonly overlay: string | null;
+}
+
+export interface LibvirtRuntime extends AccountRuntime {
+  /** The guest's state as libvirt holds it, or null when the sliver has no domain. */
+  status(name: string): Promise<GuestStatus | null>;
+  /** The driver of an owned domain of that name, or null. */
+  driverOf(name: string): Promise<GuestDriver | null>;
+  close(): Promise<void>;
+}
+
+const DRIVERS: readonly GuestDriver[] = ['qemu', 'lxc'];
+const RUNTIME_FILE = 'runtime';
+
+/** The host-side device of a guest's interface: short, stable, and never one of libvirt's own prefixes. */
+export function tapName(sliver: string, iface: number): string {
+  return `nmg${createHash('sha256').update(sliver).digest('hex').slice(0, 8)}${iface}`.slice(0, 15);
+}
+
+/** The parts of a spec that only a new boot can change: a change of these restarts the guest. */
+function bootDigest(guest: GuestSpec, shape: GuestShape, driver: GuestDriver): string {
+  const parts = [driver, guest.image, guest.kernel, guest.initrd, shape.vcpus, shape.memoryKiB];
+  return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
+}
+
+function netmaskOf(prefix: number): string {
+  const bits = prefix <= 0 ? 0 : (0xffffffff << (32 - Math.min(32, prefix))) >>> 0;
+  return [24, 16, 8, 0].map((s) => (bits >>> s) & 255).join('.');
+}
+
+/** The kernel command line of a directly booted guest: its console, its name and its address. */
+function kernelCmdline(name: string, leases: readonly AddressLease[]): string {
+  const words = ['console=ttyS0', `nodemgr.sliver=${name}`];
+  const first = leases[0];
+  if (first && !first.ip.includes(':')) {
+    const mask = first.prefix === null ? '' : netmaskOf(first.prefix);
+    words.push(`ip=${first.ip}:::${mask}:${name}:eth0:off`);
+  }
+  return words.join(' ');
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Logger): LibvirtRuntime {
+  const { hypervisors, guestDir, addresses, images } = options;
+  /** Slivers with a create or destroy running: recovery leaves their files and leases alone. */
+  const inFlight = new Set<string>();
+  let guestDirReady: Promise<void> | null = null;
+  let lastSnapshot: { key: string; snapshot: HostSnapshot } | null = null;
+  const unavailable = new Map<GuestDriver, string>();
+  const accel: 'kvm' | 'qemu' = existsSync('/dev/kvm') ? 'kvm' : 'qemu';
+
+  const ensureGuestDir = () => {
+    guestDirReady ??= prepareGuestDir(guestDir).catch((error: unknown) => {
+      guestDirReady = null;
+      throw error;
+    });
+    return guestDirReady;
+  };
+
+  const hypervisorOf = (spec: AccountSpec): { driver: GuestDriver; hv: Hypervisor; guest: GuestSpec } => {
+    if (spec.kind !== 'sliver' || spec.runtime === 'unix' || spec.guest === null) {
+      throw new Error(`${spec.name} is not a libvirt sliver`);
+    }
+    return { driver: spec.runtime, hv: hypervisors[spec.runtime], guest: spec.guest };
+  };
+
+  /** Every domain of every reachable driver; a driver that cannot be reached is reported once. */
+  const listAll = async () => {
+    const found: Array<{ driver: GuestDriver; name: string; active: boolean; details: DomainDetails }> = [];
+    const reached = new Set<GuestDriver>();
+    await Promise.all(DRIVERS.map(async (driver) => {
+      try {
+        for (const d of await hypervisors[driver].list()) found.push({ driver, name: d.name, active: d.active, details: readDomainDetails(d.xml) });
+        reached.add(driver);
+        if (unavailable.delete(driver)) logger.info('libvirt reachable again', { driver });
+      } catch (error) {
+        const reason = describe(error);
+        if (unavailable.get(driver) !== reason) logger.warn('libvirt not reachable', { driver, reason });
+        unavailable.set(driver, reason);
+      }
+    }));
+    return { found, reached };
+  };
+
+  const ownedDomain = async (driver: GuestDriver, name: string): Promise<{ active: boolean; details: DomainDetails } | null> => {
+    const d = await hypervisors[driver].find(name);
+    if (!d) return null;
+    const details = readDomainDetails(d.xml);
+    return details.marker?.name === name && details.marker.runtime === driver ? { active: d.active, details } : null;
+  };
+
+  const driverOnDisk = async (files: GuestFiles): Promise<GuestDriver | null> => {
+    const text = await readFile(join(files.dir, RUNTIME_FILE), 'utf8').catch(() => '');
+    return (DRIVERS as readonly string[]).includes(text.trim()) ? (text.trim() as GuestDriver) : null;
+  };
+
+  /**
+   * Removes what an interrupted create or destroy left: a guest directory whose domain does not
+   * exist (on a driver that answered), and the leases of slivers with neither domain nor directory.
+   */
+  const recover = async (owned: ReadonlySet<string>, reached: ReadonlySet<GuestDriver>) => {
+    for (const name of await guestDirNames(guestDir)) {
+      if (owned.has(name) || inFlight.has(name)) continue;
+      const files = guestFiles(guestDir, name);
+      const driver = await driverOnDisk(files);
+      if (driver !== null && !reached.has(driver)) continue; // its driver did not answer: it may exist
+      await removeGuestFiles(files);
+      logger.info('guest files removed', { sliver: name, reason: 'no domain (an interrupted create or destroy)' });
+    }
+    const dirs = new Set(await guestDirNames(guestDir));
+    for (const name of addresses.holders()) {
+      if (owned.has(name) || inFlight.has(name) || dirs.has(name)) continue;
+      await addresses.release(name);
+      logger.info('addresses released', { sliver: name, reason: 'no domain (an interrupted create or destroy)' });
+    }
+  };
+
+  const imagesOf = async (driver: GuestDriver, guest: GuestSpec) => {
+    const [disk, kernel, initrd] = await Promise.all([
+      guest.image === null ? null : images.resolve(guest.image, driver === 'lxc' ? 'data' : 'image'),
+      guest.kernel === null ? null : images.resolve(guest.kernel, 'kernel'),
+      guest.initrd === null ? null : images.resolve(guest.initrd, 'initrd'),
+    ]);
+    if (driver === 'qemu' && disk === null && kernel === null) {
+      throw new Error('a qemu sliver needs a disk image (vref) or a kernel to boot');
+    }
+    if (driver === 'lxc' && disk === null) throw new Error('an lxc sliver needs a root file system image (vref)');
+    if (initrd !== null && kernel === null) throw new Error('an initrd is given without a kernel');
+    return { disk, kernel, initrd };
+  };
+
+  const domainXml = (spec: AccountSpec, driver: GuestDriver, guest: GuestSpec, shape: GuestShape, found: {
+    uuid: string; created: string; leases: readonly AddressLease[]; files: GuestFiles;
+    kernel: ResolvedImage | null; initrd: ResolvedImage | null; hasDisk: boolean;
+  }) => {
+    const interfaces: InterfacePlan[] = found.leases.map((l) => ({ mac: l.mac, targetDev: tapName(spec.name, l.iface), bridge: options.bridge }));
+    const marker = { name: spec.name, runtime: driver, spec: bootDigest(guest, shape, driver), created: found.created };
+    if (driver === 'lxc') {
+      return buildDomainXml({
+        driver, name: spec.name, uuid: found.uuid, marker, shape, interfaces,
+        init: '/sbin/init', rootDir: join(found.files.dir, 'rootfs'),
+      });
+    }
+    const disks: DiskPlan[] = found.hasDisk ? [{ path: found.files.overlay, format: 'qcow2' }] : [];
+    return buildDomainXml({
+      driver, accel, name: spec.name, uuid: found.uuid, marker, shape, interfaces, disks,
+      boot: found.kernel === null ? null : {
+        kernel: found.kernel.path, initrd: found.initrd?.path ?? null, cmdline: kernelCmdline(spec.name, found.leases),
+      },
+      consoleLog: found.files.consoleLog,
+      vnc: true,
+    });
+  };
+
+  const shapeOf = (spec: AccountSpec, guest: GuestSpec): GuestShape => {
+    const result = guestShape(spec.rspec, guest.size);
+    if (!result.ok) throw new Error(result.reason);
+    return result.shape;
+  };
+
+  const runtime: LibvirtRuntime = {
+    async observe(opts = {}) {
+      const { found, reached } = await listAll();
+      const owned: ObservedAccount[] = [];
+      const foreign = new Set<string>();
+      for (const d of found) {
+        const ours = d.details.marker?.name === d.name && d.details.marker.runtime === d.driver;
+        if (!ours) {
+          foreign.add(d.name);
+          continue;
+        }
+        owned.push({ name: d.name, kind: 'sliver', runtime: d.driver, uid: null, loginEnabled: d.active, started: d.active });
+      }
+      if (!opts.readOnly) {
+        await recover(new Set(owned.map((o) => o.name)), reached).catch((error: unknown) =>
+          logger.warn('guest recovery incomplete', { error: describe(error) }));
+      }
+      owned.sort((a, b) => (a.name < b.name ? -1 : 1));
+      // The same object while nothing changed, so that an idle converge pass plans nothing new.
+      const key = JSON.stringify([owned, [...foreign].sort()]);
+      if (lastSnapshot?.key !== key) lastSnapshot = { key, snapshot: { owned, foreign } };
+      return lastSnapshot.snapshot;
+    },
+
+    async create(spec) {
+      const { driver, hv, guest } = hypervisorOf(spec);
+      if (await ownedDomain(driver, spec.name)) return { uid: null };
+      inFlight.add(spec.name);
+      try {
+        await ensureGuestDir();
+        const shape = shapeOf(spec, guest);
+        const resolved = await imagesOf(driver, guest);
+        const files = guestFiles(guestDir, spec.name);
+        // The directory first and the domain last: recovery finds a directory without a domain
+        // (removed) or a domain with everything it needs, never a domain without its disk.
+        await makeGuestDir(files);
+        await writeFile(join(files.dir, RUNTIME_FILE), `${driver}\n`, { mode: 0o644 });
+        const leases = await addresses.lease(spec.name, 1);
+        if (driver === 'qemu' && resolved.disk) await makeOverlay(files, resolved.disk);
+        if (driver === 'lxc') await makeRootfs(files, resolved.disk!);
+        const xml = domainXml(spec, driver, guest, shape, {
+          uuid: randomUUID(), created: options.now().toISOString(), leases, files,
+          kernel: resolved.kernel, initrd: resolved.initrd, hasDisk: resolved.disk !== null,
+        });
+        await hv.define(xml);
+        logger.info('guest defined', { sliver: spec.name, driver, vcpus: shape.vcpus, memory_kib: shape.memoryKiB, mac: leases[0]?.mac, ip: leases[0]?.ip });
+        return { uid: null };
+      } finally {
+        inFlight.delete(spec.name);
+      }
+    },
+
+    async configure(spec) {
+      const { driver, hv, guest } = hypervisorOf(spec);
+      const current = await ownedDomain(driver, spec.name);
+      if (!current) throw new Error(`no ${driver} domain of nodemgr named ${spec.name}`);
+      const shape = shapeOf(spec, guest);
+      const resolved = await imagesOf(driver, guest);
+      const files = guestFiles(guestDir, spec.name);
+      const leases = await addresses.lease(spec.name, 1);
+      const definition = readDomainDetails((await hv.definition(spec.name)) ?? '');
+      const rebooted = definition.marker?.spec !== bootDigest(guest, shape, driver);
+      if (rebooted) {
+        // A new image, size, kernel or initrd takes a new boot: the guest is powered off here and
+        // started again by the start that follows a change.
+        await hv.powerOff(spec.name);
+        const oldBase = definition.disks[0]?.source ?? null;
+        if (driver === 'qemu' && resolved.disk && (oldBase === null || guest.image !== null)) await makeOverlay(files, resolved.disk);
+      }
+      const xml = domainXml(spec, driver, guest, shape, {
+        uuid: definition.uuid ?? randomUUID(), created: definition.marker?.created ?? options.now().toISOString(), leases, files,
+        kernel: resolved.kernel, initrd: resolved.initrd, hasDisk: resolved.disk !== null,
+      });
+      await hv.define(xml);
+      if (!rebooted && current.active) {
+        await applyLiveTuning(hv.uri, spec.name, driver, shape, leases.map((l) => tapName(spec.name, l.iface)));
+      }
+      logger.info('guest configured', { sliver: spec.name, driver, restart: rebooted, cpu_shares: shape.cpuShares, vcpus: shape.vcpus });
+    },
+
+    async start(spec) {
+      const { driver, hv } = hypervisorOf(spec);
+      const current = await ownedDomain(driver, spec.name);
+      if (!current) throw new Error(`no ${driver} domain of nodemgr named ${spec.name}`);
+      if (current.active) return;
+      const files = guestFiles(guestDir, spec.name);
+      const from = await consoleLogSize(files);
+      const started = Date.now();
+      await hv.start(spec.name);
+      if (driver === 'lxc') return; // a container has no serial console log to report on
+      const ready = await waitForReady(files, options.readyMarker, {
+        from, timeoutMs: options.readyTimeoutMs, gone: async () => !(await hv.find(spec.name))?.active,
+      });
+      if (!ready) {
+        const stillRunning = (await hv.find(spec.name))?.active ?? false;
+        await hv.powerOff(spec.name);
+        const seconds = Math.round(options.readyTimeoutMs / 1000);
+        throw new Error(stillRunning
+          ? `guest did not report ready ("${options.readyMarker}" on its serial console) within ${seconds} s; it was powered off and will be started again`
+          : `guest stopped before it reported ready ("${options.readyMarker}" on its serial console); see ${files.consoleLog}`);
+      }
+      logger.info('guest ready', { sliver: spec.name, driver, boot_ms: Date.now() - started });
+    },
+
+    async stop(name, _kind: AccountKind) {
+      const driver = await runtime.driverOf(name);
+      if (driver) await hypervisors[driver].powerOff(name);
+    },
+
+    async destroy(name, _kind: AccountKind) {
+      inFlight.add(name);
+      try {
+        for (const driver of DRIVERS) {
+          if (!(await ownedDomain(driver, name).catch(() => null))) continue;
+          await hypervisors[driver].powerOff(name);
+          await hypervisors[driver].undefine(name);
+        }
+        await removeGuestFiles(guestFiles(guestDir, name));
+        await addresses.release(name);
+      } finally {
+        inFlight.delete(name);
+      }
+    },
+
+    async driverOf(name) {
+      for (const driver of DRIVERS) {
+        if (await ownedDomain(driver, name).catch(() => null)) return driver;
+      }
+      return null;
+    },
+
+    async status(name) {
+      const driver = await runtime.driverOf(name);
+      if (!driver) return null;
+      const found = await ownedDomain(driver, name);
+      if (!found) return null;
+      const d = found.details;
+      const leases = addresses.leasesOf(name);
+      return {
+        runtime: driver,
+        state: found.active ? 'running' : 'stopped',
+        vcpus: d.vcpus,
+        memory_kib: d.memoryKiB,
+        cpu_shares: d.cpuShares,
+        vnc_port: d.vncPort,
+        console: d.consolePty,
+        addresses: leases.map((l) => `${l.mac} ${l.ip}${l.prefix === null ? '' : `/${l.prefix}`}`).join(', '),
+        overlay: d.disks[0]?.source ?? null,
+      };
+    },
+
+    async close() {
+      await Promise.all(DRIVERS.map((d) => hypervisors[d].close()));
+    },
+  };
+  return runtime;
+}
+
+/** An lxc sliver's root: the cached root file system archive unpacked into its own directory. */
+async function makeRootfs(files: GuestFiles, archive: ResolvedImage): Promise<void> {
+  const { mkdir, rm } = await import('node:fs/promises');
+  const { runCommand } = await import('../unix/command.js');
+  const root = join(files.dir, 'rootfs');
+  await rm(root, { recursive: true, force: true });
+  await mkdir(root, { mode: 0o755 });
+  await runCommand('tar', ['-x', '-f', archive.path, '-C', root, '--numeric-owner'], { timeoutMs: 10 * 60_000 });
+}
