@@ -7,6 +7,7 @@ import { startDaemon } from '../daemon.js';
 import { LockHeldError } from '../db/lock.js';
 import { createLogger } from '../log.js';
 import { runCall } from './call.js';
+import { isImageCommand, runImage } from './image.js';
 import { runPlan } from './plan.js';
 import { runStatus } from './status.js';
 
@@ -24,6 +25,7 @@ commands:
                     call the node's API as this user (the daemon sees this process's uid);
                     an ARG that parses as JSON is passed as that value, else as a string,
                     e.g. nodemgr call GetRSpec pl_web; nodemgr call system.listMethods
+  image add|ls|rm   the node's image cache (nodemgr image help)
   help              show this text
 
 options for every command:
@@ -86,6 +88,7 @@ async function runDaemon(config: Config, once: boolean): Promise<number> {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  if (isImageCommand(argv)) return runImage(argv);
   const { values, positionals } = parse(argv);
   const command = positionals[0] ?? (values.help ? 'help' : undefined);
   if (!command || command === 'help' || values.help) {

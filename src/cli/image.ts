@@ -1,0 +1,158 @@
+// `nodemgr image add|ls|rm`: the node's image cache, through the daemon's API on its Unix socket
+// (the daemon is the cache's only writer; adding and removing need root).
+import { createRequire } from 'node:module';
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig, type Config } from '../config/config.js';
+import { formatBytes, IMAGE_TYPES, type ImageEntry } from '../images/index.js';
+import { formatImageTable } from '../images/table.js';
+
+const xmlrpc = createRequire(import.meta.url)('xmlrpc') as typeof import('xmlrpc');
+
+export const IMAGE_USAGE = `usage: nodemgr image <command> [options]
+
+commands:
+  add URI --type ${IMAGE_TYPES.join('|')} --desc TEXT [--sha256 HEX] [--name NAME]
+                    fetch an http:, https: or file: URI into the node's image cache (as root);
+                    the checksum is verified when given; NAME defaults to the URI's last part
+  ls [--json]       list the cached entries
+  rm REF            remove an entry, by name or URI (as root); refused while a sliver uses it
+
+options for every command:
+  --config FILE     configuration file (default: $NODEMGR_CONFIG, else built-in defaults)
+`;
+
+/** True when the command line's command (its first argument that is not an option) is `image`. */
+export function isImageCommand(argv: readonly string[]): boolean {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--config') i++;
+    else if (!arg.startsWith('-')) return arg === 'image';
+  }
+  return false;
+}
+
+class ImageUsageError extends Error {}
+
+/** An answer of the API: its value, or the fault's message (with a hint where one helps). */
+async function call(config: Config, method: string, params: unknown[], timeoutMs: number | null): Promise<unknown> {
+  const client = xmlrpc.createClient({ socketPath: config.apiSocket, path: '/RPC2' } as Parameters<typeof xmlrpc.createClient>[0]);
+  try {
+    return await new Promise<unknown>((resolve, reject) => {
+      const timer = timeoutMs === null ? null
+        : setTimeout(() => reject(new Error(`no answer from ${config.apiSocket} within ${timeoutMs / 1000} s`)), timeoutMs);
+      client.methodCall(method, params, (error: unknown, value: unknown) => {
+        if (timer) clearTimeout(timer);
+        if (error) reject(error);
+        else resolve(value);
+      });
+    });
+  } catch (error) {
+    const e = error as { faultCode?: number; faultString?: string; code?: string; message?: string };
+    if (e.faultCode === 108) throw new Error(`${e.faultString} (adding and removing images needs root)`);
+    if (typeof e.faultCode === 'number') throw new Error(e.faultString);
+    if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
+      throw new Error(`the daemon's API socket ${config.apiSocket} is not answering (${e.code}); is the daemon running?`);
+    }
+    throw new Error(e.message ?? String(error));
+  }
+}
+
+/** An entry as the API sends it (a size above 2^31 arrives as an i8, which the client gives as a string). */
+function entryOf(value: unknown): ImageEntry {
+  const e = value as ImageEntry;
+  return { ...e, bytes: Number(e.bytes) };
+}
+
+function parse(argv: string[]) {
+  try {
+    return parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string' },
+        type: { type: 'string' },
+        desc: { type: 'string' },
+        sha256: { type: 'string' },
+        name: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (error) {
+    throw new ImageUsageError((error as Error).message);
+  }
+}
+
+async function run({ values, positionals }: ReturnType<typeof parse>): Promise<number> {
+  const [, command, ...rest] = positionals;
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(IMAGE_USAGE);
+    return command === undefined && !values.help ? 2 : 0;
+  }
+  const expect = (count: number, what: string) => {
+    if (rest.length < count) throw new ImageUsageError(`image ${command} needs ${what}`);
+    if (rest.length > count) throw new ImageUsageError(`unexpected argument "${rest[count]}"`);
+  };
+  const only = (allowed: string[]) => {
+    for (const option of ['type', 'desc', 'sha256', 'name', 'json'] as const) {
+      if (!allowed.includes(option) && values[option] !== undefined && values[option] !== false) {
+        throw new ImageUsageError(`--${option} does not apply to image ${command}`);
+      }
+    }
+  };
+  switch (command) {
+    case 'add': {
+      only(['type', 'desc', 'sha256', 'name']);
+      expect(1, 'a URI');
+      if (values.type === undefined) throw new ImageUsageError(`image add needs --type ${IMAGE_TYPES.join('|')}`);
+      if (values.desc === undefined) throw new ImageUsageError('image add needs --desc TEXT (what the image is)');
+      const config = await loadConfig(values.config ?? null);
+      // No time limit: a large image takes as long as it takes, and the daemon has its own per-attempt timeout.
+      const entry = entryOf(await call(config, 'AddImage', [rest[0], values.type, values.desc, values.sha256 ?? '', values.name ?? ''], null));
+      process.stdout.write(
+        `${entry.name}: ${entry.type}${entry.type === 'image' ? ` (${entry.format})` : ''}, ${formatBytes(entry.bytes)}, sha256 ${entry.sha256}\n`
+        + `  from ${entry.uri}\n  at ${entry.path}\n`,
+      );
+      return 0;
+    }
+    case 'ls': {
+      only(['json']);
+      expect(0, '');
+      const config = await loadConfig(values.config ?? null);
+      const entries = ((await call(config, 'GetImages', [], 30_000)) as unknown[]).map(entryOf);
+      process.stdout.write(values.json ? `${JSON.stringify(entries, null, 2)}\n` : `${formatImageTable(entries)}\n`);
+      return 0;
+    }
+    case 'rm': {
+      only([]);
+      expect(1, 'the name or URI of an entry');
+      const config = await loadConfig(values.config ?? null);
+      const entry = entryOf(await call(config, 'RemoveImage', [rest[0]], 30_000));
+      process.stdout.write(`removed ${entry.name} (${entry.uri}), ${formatBytes(entry.bytes)}\n`);
+      return 0;
+    }
+    default:
+      throw new ImageUsageError(`unknown image command "${command}"`);
+  }
+}
+
+/** Runs `nodemgr [--config FILE] image ...`; its own messages, exit 2 on a usage error, 1 on a failure. */
+export async function runImage(argv: string[]): Promise<number> {
+  let command = '';
+  try {
+    const parsed = parse(argv);
+    command = parsed.positionals[1] ?? '';
+    return await run(parsed);
+  } catch (error) {
+    if (error instanceof ImageUsageError) {
+      process.stderr.write(`nodemgr: ${error.message}\n\n${IMAGE_USAGE}`);
+      return 2;
+    }
+    if (error instanceof ConfigError) {
+      process.stderr.write(`nodemgr: configuration error: ${error.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`nodemgr: image ${command}: ${(error as Error).message}\n`);
+    return 1;
+  }
+}
