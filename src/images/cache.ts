@@ -2,15 +2,16 @@
 // URIs, and index.json, which lists them. One download per URI however many callers ask at once;
 // after each add the least recently used entries that no sliver uses are evicted until the cache
 // is back under its bound. The daemon is the only writer (the API serves the CLI).
-import { chmod, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { writeFileDurably } from '../db/durable-file.js';
+import { setMaxListeners } from 'node:events';
+import { chmod, open, rename, unlink } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import type { Logger } from '../log.js';
 import { downloadTo } from './download.js';
 import {
-  checkAddRequest, conflictWithEntry, formatBytes, formatOfHeader, formatIndex, HEADER_BYTES, ImageError, INDEX_FILE,
-  parseImageUri, parseIndex, planEviction, type AddRequest, type CheckedAdd, type ImageEntry, type ImageType,
+  checkAddRequest, conflictWithEntry, formatBytes, formatOfHeader, ImageError, parseImageUri, planEviction,
+  type AddRequest, type CheckedAdd, type ImageEntry, type ImageType,
 } from './index.js';
+import { FILE_MODE, indexWriter, makeDirectory, readHeader, recover } from './store.js';
 
 export interface ImageCache {
   /**
@@ -43,99 +44,10 @@ export interface ImageCacheOptions {
   now?: () => Date;
 }
 
-/** Temporary files of this module and of writeFileDurably: dot files ending in .part or .tmp. */
-const TEMP_FILE = /^\..*\.(part|tmp)$/;
 /** A reference written as a URI (scheme:...) rather than as an entry's name, which has no colon. */
 const isImageUri = (ref: string): boolean => /^[a-z][a-z0-9+.-]*:/i.test(ref);
-const FILE_MODE = 0o644;
-const DIR_MODE = 0o755;
 
 let sequence = 0;
-
-/** Creates `dir` (and missing parents) readable by everyone: the hypervisor may run as another user. */
-async function makeDirectory(dir: string): Promise<void> {
-  const first = await mkdir(dir, { recursive: true, mode: DIR_MODE });
-  if (first === undefined) return;
-  for (let d = dir; ; d = dirname(d)) {
-    await chmod(d, DIR_MODE);
-    if (d === first || dirname(d) === d) break;
-  }
-}
-
-async function readHeader(path: string): Promise<Buffer> {
-  const handle = await open(path, 'r');
-  try {
-    const buffer = Buffer.alloc(HEADER_BYTES);
-    const { bytesRead } = await handle.read(buffer, 0, HEADER_BYTES, 0);
-    return buffer.subarray(0, bytesRead);
-  } finally {
-    await handle.close();
-  }
-}
-
-/** The entries of the index in `dir` as they are on disk, for readers other than the daemon (nodemgr status). */
-export async function readImageIndex(dir: string): Promise<ImageEntry[]> {
-  const path = join(resolve(dir), INDEX_FILE);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new Error(`image index ${path}: ${(error as Error).message}`);
-  }
-  try {
-    return parseIndex(text, resolve(dir)).entries;
-  } catch (error) {
-    throw new Error(`image index ${path}: ${(error as Error).message}`);
-  }
-}
-
-/** Reads the index and makes it agree with the directory: stray temporary files and entries without a file go. */
-async function recover(dir: string, logger: Logger): Promise<{ entries: ImageEntry[]; changed: boolean }> {
-  const indexPath = join(dir, INDEX_FILE);
-  let entries: ImageEntry[] = [];
-  let changed = false;
-  const text = await readFile(indexPath, 'utf8').catch((error: NodeJS.ErrnoException) => {
-    if (error.code === 'ENOENT') return null;
-    throw new Error(`image index ${indexPath}: ${error.message}`);
-  });
-  if (text !== null) {
-    try {
-      const parsed = parseIndex(text, dir);
-      entries = parsed.entries;
-      for (const reason of parsed.dropped) logger.warn('image index entry dropped', { index: indexPath, reason });
-      changed = parsed.dropped.length > 0;
-    } catch (error) {
-      // Kept for inspection, never deleted: it may be the only list of what the files are.
-      const aside = `${indexPath}.damaged-${Date.now()}`;
-      await rename(indexPath, aside);
-      logger.error('image index damaged; moved aside, starting with an empty cache', { index: indexPath, moved_to: aside, reason: (error as Error).message });
-      changed = true;
-    }
-  }
-  for (const name of await readdir(dir)) {
-    if (!TEMP_FILE.test(name)) continue;
-    await unlink(join(dir, name)).catch(() => undefined);
-    logger.info('image cache: stray temporary file removed', { file: join(dir, name) });
-  }
-  const kept: ImageEntry[] = [];
-  for (const entry of entries) {
-    const st = await stat(entry.path).catch(() => null);
-    if (st === null) {
-      logger.warn('image entry dropped: its file is gone', { image: entry.name, uri: entry.uri, path: entry.path });
-      changed = true;
-    } else if (!st.isFile() || st.size !== entry.bytes) {
-      logger.warn('image entry dropped: its file is not the one fetched', {
-        image: entry.name, uri: entry.uri, path: entry.path, expected_bytes: entry.bytes, found_bytes: st.isFile() ? st.size : 'not a file',
-      });
-      if (st.isFile()) await unlink(entry.path).catch(() => undefined);
-      changed = true;
-    } else {
-      kept.push(entry);
-    }
-  }
-  return { entries: kept, changed };
-}
 
 export async function openImageCache(opts: ImageCacheOptions): Promise<ImageCache> {
   const dir = resolve(opts.dir);
@@ -153,15 +65,19 @@ export async function openImageCache(opts: ImageCacheOptions): Promise<ImageCach
   const downloads = new Map<string, Promise<ImageEntry>>();
   const pendingNames = new Map<string, string>();
   const closing = new AbortController();
+  // Every download listens to it; there may be many at once.
+  setMaxListeners(0, closing.signal);
 
-  // Changes to the entries and the index are made one at a time, in order.
+  // Changes that await between deciding and changing the entries (an add's eviction plan and
+  // rename) are made one at a time; the index is written after each change, several at once.
   let tail: Promise<unknown> = Promise.resolve();
   const exclusive = <T>(work: () => Promise<T>): Promise<T> => {
     const run = tail.then(work);
     tail = run.catch(() => undefined);
     return run;
   };
-  const persist = () => writeFileDurably(join(dir, INDEX_FILE), formatIndex([...entries.values()]), FILE_MODE);
+  const index = indexWriter(dir, () => [...entries.values()]);
+  const persist = index.write;
   if (recovered.changed) await persist();
   const total = () => [...entries.values()].reduce((sum, e) => sum + e.bytes, 0);
   logger.info('image cache open', { dir, entries: entries.size, bytes: total(), max_bytes: opts.maxBytes });
@@ -177,14 +93,13 @@ export async function openImageCache(opts: ImageCacheOptions): Promise<ImageCach
     return typeof url === 'string' ? undefined : byUri(url.href);
   };
   const copy = (e: ImageEntry): ImageEntry => ({ ...e });
-  const touch = (entry: ImageEntry): Promise<ImageEntry> =>
-    exclusive(async () => {
-      const current = entries.get(entry.name);
-      if (!current) return copy(entry);
-      current.lastUsed = now().toISOString();
-      await persist();
-      return copy(current);
-    });
+  const touch = async (entry: ImageEntry): Promise<ImageEntry> => {
+    const current = entries.get(entry.name);
+    if (!current) return copy(entry);
+    current.lastUsed = now().toISOString();
+    await persist();
+    return copy(current);
+  };
 
   const fetchInto = async (req: CheckedAdd): Promise<ImageEntry> => {
     const temp = join(dir, `.${req.name}.${process.pid}.${++sequence}.part`);
@@ -212,7 +127,7 @@ export async function openImageCache(opts: ImageCacheOptions): Promise<ImageCach
       }
       // umask may have taken bits off the mode given to open.
       await chmod(temp, FILE_MODE);
-      return await exclusive(async () => {
+      const entry = await exclusive(async () => {
         const plan = planEviction([...entries.values()], { name: req.name, bytes: got.bytes }, opts.maxBytes, inUse());
         if ('refused' in plan) throw new ImageError('refused', `image ${req.uri}: not kept: ${plan.refused}`);
         const at = now().toISOString();
@@ -230,16 +145,17 @@ export async function openImageCache(opts: ImageCacheOptions): Promise<ImageCach
           });
           logger.info('image evicted', { image: old.name, uri: old.uri, bytes: old.bytes, last_used: old.lastUsed, for: entry.name });
         }
-        // The index's durable write syncs the directory, so the rename above is durable with it.
-        await persist();
-        const seconds = (Date.now() - started) / 1000;
-        logger.info('image added', {
-          image: entry.name, uri: entry.uri, type: entry.type, format, bytes: entry.bytes, sha256: entry.sha256,
-          seconds: Number(seconds.toFixed(3)), mb_per_s: seconds > 0 ? Number((entry.bytes / 1e6 / seconds).toFixed(1)) : null,
-          attempts: got.attempts, resumed: got.resumed,
-        });
-        return copy(entry);
+        return entry;
       });
+      // The index's durable write syncs the directory, so the rename above is durable with it.
+      await persist();
+      const seconds = (Date.now() - started) / 1000;
+      logger.info('image added', {
+        image: entry.name, uri: entry.uri, type: entry.type, format, bytes: entry.bytes, sha256: entry.sha256,
+        seconds: Number(seconds.toFixed(3)), mb_per_s: seconds > 0 ? Number((entry.bytes / 1e6 / seconds).toFixed(1)) : null,
+        attempts: got.attempts, resumed: got.resumed,
+      });
+      return copy(entry);
     } catch (error) {
       if (!committed) await unlink(temp).catch(() => undefined);
       if (error instanceof ImageError) throw error;
@@ -282,19 +198,23 @@ export async function openImageCache(opts: ImageCacheOptions): Promise<ImageCach
 
     list: () => [...entries.values()].sort((a, b) => (a.name < b.name ? -1 : 1)).map(copy),
 
-    remove: (ref) =>
-      exclusive(async () => {
-        const entry = find(ref);
-        if (!entry) throw new ImageError('not-found', `image ${JSON.stringify(ref.slice(0, 200))}: no cached image of that name or URI`);
-        if (inUse().has(entry.name)) throw new ImageError('in-use', `image ${entry.name} (${entry.uri}): in use by a sliver; not removed`);
-        entries.delete(entry.name);
-        await persist();
-        await unlink(entry.path).catch((error: NodeJS.ErrnoException) => {
-          if (error.code !== 'ENOENT') logger.warn('removed image file not deleted', { image: entry.name, path: entry.path, error: error.message });
+    async remove(ref) {
+      const entry = await exclusive(async () => {
+        const found = find(ref);
+        if (!found) throw new ImageError('not-found', `image ${JSON.stringify(ref.slice(0, 200))}: no cached image of that name or URI`);
+        if (inUse().has(found.name)) throw new ImageError('in-use', `image ${found.name} (${found.uri}): in use by a sliver; not removed`);
+        entries.delete(found.name);
+        // Before the next change: an add of the same name may put a new file there.
+        await unlink(found.path).catch((error: NodeJS.ErrnoException) => {
+          if (error.code !== 'ENOENT') logger.warn('removed image file not deleted', { image: found.name, path: found.path, error: error.message });
         });
-        logger.info('image removed', { image: entry.name, uri: entry.uri, bytes: entry.bytes });
-        return copy(entry);
-      }),
+        return found;
+      });
+      // A crash before this write leaves an entry without its file, which the next start drops.
+      await persist();
+      logger.info('image removed', { image: entry.name, uri: entry.uri, bytes: entry.bytes });
+      return copy(entry);
+    },
 
     async resolve(ref, type) {
       const shown = JSON.stringify(ref.slice(0, 200));
@@ -311,9 +231,11 @@ export async function openImageCache(opts: ImageCacheOptions): Promise<ImageCach
       closing.abort();
       await Promise.allSettled([...downloads.values()]);
       await tail;
+      await index.idle();
     },
   };
 }
 
+export { readImageIndex } from './store.js';
 export { formatBytes, ImageError };
 export type { ImageEntry, ImageType };

@@ -360,3 +360,15 @@ test('close abandons a download in progress and leaves no temporary file', async
   t.regex(error.message, /abandoned \(the cache is closing\)/);
   t.deepEqual(await files(dir), []);
 });
+
+test('many adds at once all reach the index on disk', async (t) => {
+  const server = await origin(t);
+  const names = Array.from({ length: 40 }, (_, i) => `part-${i}`);
+  for (const name of names) server.serve(`/${name}`, { body: Buffer.from(name) });
+  const root = await scratch(t);
+  const first = await cacheIn(t, root);
+  await Promise.all(names.map((name) => first.cache.add({ uri: `${server.base}/${name}`, type: 'data' })));
+  await first.cache.close();
+  const again = await cacheIn(t, root);
+  t.deepEqual(again.cache.list().map((e) => e.name), [...names].sort());
+});
