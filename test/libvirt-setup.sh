@@ -43,6 +43,22 @@ if [ -c /dev/kvm ] && getent group kvm >/dev/null && [ "$(stat -c %G /dev/kvm)" 
   chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
 fi
 
+# LXC on a hybrid cgroup host (v1 controllers under /sys/fs/cgroup/*, a cgroup2 tree beside them):
+# libvirt counts the cgroup2 tree as in use when its root lists any controller, and then bind-mounts
+# it into the container before the v1 tmpfs is there, which fails ("Unable to create directory
+# /sys/fs/cgroup/unified"). A controller left on cgroup2 only because no v1 hierarchy took it
+# (hugetlb, here) is given its own v1 hierarchy, as systemd's hybrid layout does; then the cgroup2
+# root lists none and libvirt uses v1 alone.
+v2_mount="$(awk '$3 == "cgroup2" && $2 != "/sys/fs/cgroup" { print $2; exit }' /proc/mounts)"
+if [ -n "$v2_mount" ] && awk '$3 == "cgroup" { found = 1 } END { exit !found }' /proc/mounts; then
+  for controller in $(cat "$v2_mount/cgroup.controllers" 2>/dev/null); do
+    if ! { mkdir -p "/sys/fs/cgroup/$controller" &&
+      mount -t cgroup -o "$controller" cgroup "/sys/fs/cgroup/$controller"; }; then
+      say "could not mount the $controller controller as cgroup v1; LXC domains will not start here"
+    fi
+  done
+fi
+
 # running: the pid in the daemon's pid file is alive (the daemons themselves hold a lock on it,
 # so starting a second one would fail anyway)
 running() {
