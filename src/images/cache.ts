@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import type { Logger } from '../log.js';
 import { downloadTo } from './download.js';
 import {
-  checkAddRequest, conflictWithEntry, formatBytes, formatOfHeader, ImageError, parseImageUri, planEviction,
+  automaticImageName, checkAddRequest, conflictWithEntry, formatBytes, formatOfHeader, ImageError, parseImageUri, planEviction,
   type AddRequest, type CheckedAdd, type ImageEntry, type ImageType,
 } from './index.js';
 import { FILE_MODE, indexWriter, makeDirectory, readHeader, recover } from './store.js';
@@ -221,7 +221,14 @@ export async function openImageCache(opts: ImageCacheOptions): Promise<ImageCach
       let entry = find(ref);
       if (!entry) {
         if (!isImageUri(ref)) throw new ImageError('not-found', `image ${shown}: no cached image of that name (add it, or give a URI)`);
-        entry = await add({ uri: ref, type });
+        const url = parseImageUri(ref);
+        if (typeof url === 'string') throw new ImageError('invalid', `image ${shown}: ${url}`);
+        const name = automaticImageName(url, (n) => {
+          const holder = entries.get(n)?.uri ?? pendingNames.get(n);
+          return holder !== undefined && holder !== url.href;
+        });
+        // A download of it in progress (under whatever name its add gave) is joined.
+        entry = await (downloads.get(url.href) ?? add({ uri: ref, type, name }));
       }
       if (entry.type !== type) throw new ImageError('invalid', `image ${shown}: it is cached as type ${entry.type} (name ${entry.name}), not ${type}`);
       return touch(entry);

@@ -1,5 +1,6 @@
 // The image cache's data, without I/O: what an entry is, which requests are valid, how the index
 // file is read back, what a file's header says about it, and which entries an add evicts.
+import { createHash } from 'node:crypto';
 import { invalidVref } from '../slices/values.js';
 
 export type ImageType = 'image' | 'kernel' | 'initrd' | 'data';
@@ -102,6 +103,22 @@ export function defaultImageName(url: URL): string | { reason: string } {
   }
   const bad = invalidImageName(decoded);
   return bad === null ? decoded : { reason: `no name can be taken from the URI (${bad}); give a name` };
+}
+
+/**
+ * The name of an entry fetched for a sliver, which no one named: the URI's last part, or that
+ * with a part of the URI's hash when another URI's entry has it (two mirrors' "rootfs.img").
+ */
+export function automaticImageName(url: URL, takenByOther: (name: string) => boolean): string {
+  const tag = createHash('sha256').update(url.href).digest('hex').slice(0, 8);
+  const base = defaultImageName(url);
+  if (typeof base !== 'string') return `image-${tag}`;
+  if (!takenByOther(base)) return base;
+  // Before the first extension, so that "disk.qcow2" stays a .qcow2.
+  const dot = base.indexOf('.', 1);
+  const [stem, extension] = dot < 0 ? [base, ''] : [base.slice(0, dot), base.slice(dot)];
+  const tagged = `${stem.slice(0, Math.max(1, 119 - extension.length))}-${tag}${extension}`;
+  return invalidImageName(tagged) === null ? tagged : `image-${tag}`;
 }
 
 export interface AddRequest {

@@ -372,3 +372,15 @@ test('many adds at once all reach the index on disk', async (t) => {
   const again = await cacheIn(t, root);
   t.deepEqual(again.cache.list().map((e) => e.name), [...names].sort());
 });
+
+test('a URI a sliver names whose last part another URI has is cached under a tagged name', async (t) => {
+  const server = await origin(t);
+  server.serve('/v1/rootfs.img', { body: Buffer.from('one') });
+  server.serve('/v2/rootfs.img', { body: Buffer.from('two') });
+  const { cache } = await cacheIn(t, await scratch(t));
+  await cache.resolve(`${server.base}/v1/rootfs.img`, 'image');
+  const second = await cache.resolve(`${server.base}/v2/rootfs.img`, 'image');
+  t.regex(second.name, /^rootfs-[0-9a-f]{8}\.img$/);
+  t.is((await cache.resolve(`${server.base}/v2/rootfs.img`, 'image')).name, second.name);
+  t.is(server.requests('/v2/rootfs.img').length, 1);
+});

@@ -1,6 +1,6 @@
 import test from 'ava';
 import {
-  checkAddRequest, formatBytes, formatIndex, formatOfHeader, ImageError, parseIndex, planEviction, type ImageEntry,
+  automaticImageName, checkAddRequest, formatBytes, formatIndex, formatOfHeader, ImageError, parseIndex, planEviction, type ImageEntry,
 } from '../../src/images/index.js';
 
 const SHA = 'ab'.repeat(32);
@@ -131,4 +131,13 @@ test('sizes are shown in binary units', (t) => {
   t.is(formatBytes(1536), '1.5 KiB');
   t.is(formatBytes(200 * 1024 * 1024), '200 MiB');
   t.is(formatBytes(20 * 1024 ** 3), '20 GiB');
+});
+
+test('an entry fetched for a sliver takes the URI\'s last part, tagged with its hash when another URI has that name', (t) => {
+  const url = new URL('http://mirror-b.example.org/debian/rootfs.img.gz');
+  t.is(automaticImageName(url, () => false), 'rootfs.img.gz');
+  t.regex(automaticImageName(url, (n) => n === 'rootfs.img.gz'), /^rootfs-[0-9a-f]{8}\.img\.gz$/);
+  t.is(automaticImageName(url, (n) => n === 'rootfs.img.gz'), automaticImageName(url, (n) => n === 'rootfs.img.gz'), 'the same each time');
+  t.regex(automaticImageName(new URL('http://example.org/'), () => false), /^image-[0-9a-f]{8}$/);
+  t.regex(automaticImageName(new URL(`http://example.org/${'x'.repeat(128)}`), () => true), /^x{110,}-[0-9a-f]{8}$/);
 });
