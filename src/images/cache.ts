@@ -32,7 +32,10 @@ export interface ImageCache {
 export interface ImageCacheOptions {
   dir: string;
   maxBytes: number;
-  /** Names of the entries that slivers refer to: never evicted, never removed. */
+  /**
+   * What slivers refer to (entry names, or URIs as a slice's vref may give them): those entries
+   * are never evicted, never removed.
+   */
   inUse: () => ReadonlySet<string>;
   logger: Logger;
   /** Retries of a failing download (network errors, 408, 429, 5xx). Default 4. */
@@ -51,7 +54,7 @@ let sequence = 0;
 
 export async function openImageCache(opts: ImageCacheOptions): Promise<ImageCache> {
   const dir = resolve(opts.dir);
-  const { logger, inUse } = opts;
+  const { logger } = opts;
   const now = opts.now ?? (() => new Date());
   const retries = opts.retries ?? 4;
   const timeoutMs = opts.timeoutMs ?? 60_000;
@@ -93,6 +96,15 @@ export async function openImageCache(opts: ImageCacheOptions): Promise<ImageCach
     return typeof url === 'string' ? undefined : byUri(url.href);
   };
   const copy = (e: ImageEntry): ImageEntry => ({ ...e });
+  /** The names of the entries slivers refer to, by name or by URI. */
+  const inUse = (): Set<string> => {
+    const used = new Set<string>();
+    for (const ref of opts.inUse()) {
+      const entry = find(ref);
+      if (entry) used.add(entry.name);
+    }
+    return used;
+  };
   const touch = async (entry: ImageEntry): Promise<ImageEntry> => {
     const current = entries.get(entry.name);
     if (!current) return copy(entry);

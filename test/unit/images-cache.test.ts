@@ -164,7 +164,7 @@ test('the least recently used entries that no sliver uses are evicted to stay un
   await add('d');
   t.deepEqual(cache.list().map((e) => e.name), ['a', 'c', 'd']);
   t.deepEqual(await files(dir), ['a', 'c', 'd', 'index.json']);
-  used.add('c'); // c is the oldest now, but a sliver uses it
+  used.add(`${server.base}/c`); // c is the oldest now, but a sliver names it by URI
   await add('e');
   t.deepEqual(cache.list().map((e) => e.name), ['c', 'd', 'e']);
   t.deepEqual(await files(dir), ['c', 'd', 'e', 'index.json']);
