@@ -160,9 +160,12 @@ async function kernelPackageName(): Promise<string> {
 /** Downloads the kernel package into work, unpacks it to work/deb, copies vmlinuz to out. */
 async function unpackKernel(kernelPackage: string, work: string, out: string): Promise<string> {
   // as root apt hands downloads to its sandbox user, which cannot enter a 0700 directory
-  await runCommand('apt-get', ['download', '-q', '-o', 'APT::Sandbox::User=root', kernelPackage], {
-    cwd: work,
-    timeoutMs: 600_000,
+  const download = () =>
+    runCommand('apt-get', ['download', '-q', '-o', 'APT::Sandbox::User=root', kernelPackage], { cwd: work, timeoutMs: 600_000 });
+  // package lists older than the mirror name a file that is gone: fetch them and try once more
+  await download().catch(async () => {
+    await runCommand('apt-get', ['update', '-qq'], { timeoutMs: 600_000 });
+    await download();
   });
   const deb = (await readdir(work)).find((name) => name.startsWith(`${kernelPackage}_`) && name.endsWith('.deb'));
   if (!deb) throw new Error(`test guest: apt-get download ${kernelPackage} left no .deb in ${work}`);
