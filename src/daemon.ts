@@ -73,6 +73,7 @@ export function createGuestRuntime(config: Config, logger: Logger, parts: GuestP
     bridge: config.guestBridge,
     readyMarker: config.guestReadyMarker,
     readyTimeoutMs: config.guestReadyTimeoutMs,
+    accel: config.guestAccel,
     ...parts,
   }, logger);
 }

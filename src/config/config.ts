@@ -82,6 +82,8 @@ export interface Config {
   /** The bridge a guest's interfaces join; null: a tap device of their own (type ethernet). */
   guestBridge: string | null;
   guestReadyTimeoutMs: number;
+  /** kvm, qemu (software emulation), or auto: kvm where /dev/kvm exists. */
+  guestAccel: 'auto' | 'kvm' | 'qemu';
   guestReadyMarker: string;
   /** The image cache: its directory and the most its files may hold together, in bytes. */
   imageCacheDir: string;
@@ -465,6 +467,8 @@ const KEYS: readonly KeyDescriptor[] = [
     "Bridge the libvirt slivers' interfaces are attached to; none: each gets a tap device of its own."),
   key('guest_ready_timeout', 'guestReadyTimeoutMs', seconds(1), 300_000,
     'Seconds a started guest has to report ready on its console; after that it is powered off, reported failed and started again later.'),
+  key('guest_accel', 'guestAccel', oneOf<'auto' | 'kvm' | 'qemu'>('auto', 'kvm', 'qemu'), 'auto',
+    'How qemu slivers run: kvm (hardware virtualisation), qemu (software emulation, slow but works anywhere) or auto (kvm where /dev/kvm exists).'),
   key('guest_ready_marker', 'guestReadyMarker', readyMarker, 'nodemgr-ready',
     'The text a guest writes on its serial console when it is ready.'),
   key('image_cache_dir', 'imageCacheDir', path, '/var/cache/nodemgr/images',

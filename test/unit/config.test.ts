@@ -82,6 +82,7 @@ test('the defaults need no file', (t) => {
     addressPool: '/etc/nodemgr/mac-addresses',
     guestBridge: null,
     guestReadyTimeoutMs: 300_000,
+    guestAccel: 'auto',
     guestReadyMarker: 'nodemgr-ready',
     imageCacheDir: '/var/cache/nodemgr/images',
     imageCacheMaxBytes: 21_474_836_480,

@@ -20,7 +20,7 @@ function reasonOf(rspec: Rspec, size: string | null = null): string {
   return result.ok ? '(accepted)' : result.reason;
 }
 
-const MARKER = { name: 'princeton_sirius', runtime: 'qemu', spec: 'sha256:0f1e', created: '2024-05-01T12:00:00.000Z' };
+const MARKER = { name: 'princeton_sirius', runtime: 'qemu', spec: 'sha256:0f1e', created: '2024-05-01T12:00:00.000Z', guestDir: '/var/lib/nodemgr/guests' };
 
 function qemuPlan(more: Partial<QemuDomainPlan> = {}): QemuDomainPlan {
   return {
@@ -195,7 +195,7 @@ test('hostile names, paths and command lines stay text: the XML parses and reads
   const dir = `/srv/${HOSTILE}/a b\tc\nd`;
   const plan = qemuPlan({
     name: `evil${HOSTILE}`,
-    marker: { name: `</nodemgr:sliver><x y="`, runtime: 'qemu', spec: `a\nb\r\nc\t`, created: '&amp;' },
+    marker: { name: `</nodemgr:sliver><x y="`, runtime: 'qemu', spec: `a\nb\r\nc\t`, created: '&amp;', guestDir: '/tmp/"<>' },
     boot: { kernel: `${dir}/kernel`, initrd: null, cmdline: `console=ttyS0 init=/bin/sh -c "echo ${HOSTILE}" \r\n` },
     disks: [{ path: `${dir}/overlay.qcow2`, format: 'qcow2' }],
     consoleLog: `${dir}/console.log`,
@@ -294,7 +294,7 @@ const RUNNING = `<domain type='qemu' id='3'>
 test('a running domain as libvirt returns it: console pty, VNC port, marker', (t) => {
   const d = readDomainDetails(RUNNING);
   t.like(d, { name: 'nmpure-check-r', consolePty: '/dev/pts/1', vncPort: 5900, consoleLog: '/tmp/r-console.log', vcpus: 1, memoryKiB: 65_536, cpuShares: 1024 });
-  t.deepEqual(d.marker, { name: 'nmpure-check-r', runtime: 'qemu', spec: 's', created: 'c' });
+  t.deepEqual(d.marker, { name: 'nmpure-check-r', runtime: 'qemu', spec: 's', created: 'c', guestDir: '' });
   t.deepEqual(d.macs, []);
 });
 
@@ -304,7 +304,7 @@ test('the marker is found by its namespace whatever prefix libvirt gives it, and
     <other:sliver xmlns:other="urn:example:other" name="imposter"/>
     <nm0:sliver xmlns:nm0="urn:nodemgr:sliver:1" name="pure&amp;check" runtime="qemu" spec="x&#10;y" created="c"/>
   </metadata></domain>`;
-  t.deepEqual(readDomainDetails(rewritten).marker, { name: 'pure&check', runtime: 'qemu', spec: 'x\ny', created: 'c' });
+  t.deepEqual(readDomainDetails(rewritten).marker, { name: 'pure&check', runtime: 'qemu', spec: 'x\ny', created: 'c', guestDir: '' });
   const declaredAbove = `<domain type='lxc' xmlns:n="urn:nodemgr:sliver:1"><metadata><n:sliver name="a"/></metadata></domain>`;
   t.like(readDomainDetails(declaredAbove).marker, { name: 'a', runtime: '' });
   const defaultNamespace = `<domain><metadata><sliver xmlns="urn:nodemgr:sliver:1" name="b"/></metadata></domain>`;

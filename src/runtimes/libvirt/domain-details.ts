@@ -16,6 +16,11 @@ export interface SliverMarker {
   readonly spec: string;
   /** ISO time of creation. */
   readonly created: string;
+  /**
+   * The guest directory of the daemon that made it: one host may run several daemons (tests do),
+   * and each manages only its own domains.
+   */
+  readonly guestDir: string;
 }
 
 export interface DomainInterface {
@@ -148,6 +153,7 @@ function findMarker(domain: Node, metadata: Node | undefined): SliverMarker | nu
         runtime: attr(element, 'runtime') ?? '',
         spec: attr(element, 'spec') ?? '',
         created: attr(element, 'created') ?? '',
+        guestDir: attr(element, 'guest-dir') ?? '',
       };
     }
   }

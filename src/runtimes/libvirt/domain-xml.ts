@@ -194,6 +194,7 @@ function markerElement(marker: SliverMarker): XmlElement {
   return el('metadata', {},
     el(`${MARKER_PREFIX}:${MARKER_ELEMENT}`, {
       [`xmlns:${MARKER_PREFIX}`]: MARKER_NAMESPACE, name: marker.name, runtime: marker.runtime, spec: marker.spec, created: marker.created,
+      'guest-dir': marker.guestDir,
     }));
 }
 

@@ -20,7 +20,7 @@ import {
   type GuestFiles,
 } from './guest-files.js';
 import type { Hypervisor } from './hypervisor.js';
-import { applyLiveTuning } from './live-tuning.js';
+import { applyLiveTuning, guestBandwidthProblem } from './live-tuning.js';
 import { guestShape, type GuestShape } from './shape.js';
 
 export type GuestDriver = Exclude<RuntimeKind, 'unix'>;
@@ -43,6 +43,7 @@ export interface LibvirtRuntimeOptions {
   readonly bridge: string | null;
   readonly readyMarker: string;
   readonly readyTimeoutMs: number;
+  readonly accel: 'auto' | 'kvm' | 'qemu';
   readonly images: ImageSource;
   readonly addresses: AddressBook;
   readonly now: () => Date;
@@ -59,6 +60,8 @@ export interface GuestStatus {
   readonly console: string | null;
   readonly addresses: string;
   readonly overlay: string | null;
+  /** "enforced", "none asked" or why interface bandwidth cannot be limited on this host. */
+  readonly bandwidth: string;
 }
 
 export interface LibvirtRuntime extends AccountRuntime {
@@ -110,7 +113,16 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
   let guestDirReady: Promise<void> | null = null;
   let lastSnapshot: { key: string; snapshot: HostSnapshot } | null = null;
   const unavailable = new Map<GuestDriver, string>();
-  const accel: 'kvm' | 'qemu' = existsSync('/dev/kvm') ? 'kvm' : 'qemu';
+  const accel: 'kvm' | 'qemu' = options.accel === 'auto' ? (existsSync('/dev/kvm') ? 'kvm' : 'qemu') : options.accel;
+  let bandwidthProblem: Promise<string | null> | null = null;
+  /** Asked once, when the first guest is defined; logged once when there is one. */
+  const bandwidthCheck = () => {
+    bandwidthProblem ??= guestBandwidthProblem().then((problem) => {
+      if (problem !== null) logger.warn('guest bandwidth not enforced', { reason: problem });
+      return problem;
+    });
+    return bandwidthProblem;
+  };
 
   const ensureGuestDir = () => {
     guestDirReady ??= prepareGuestDir(guestDir).catch((error: unknown) => {
@@ -145,11 +157,15 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
     return { found, reached };
   };
 
+  /** Our marker, for this name and driver, made by a daemon with our guest directory. */
+  const isOurs = (details: DomainDetails, name: string, driver: GuestDriver) =>
+    details.marker?.name === name && details.marker.runtime === driver && details.marker.guestDir === guestDir;
+
   const ownedDomain = async (driver: GuestDriver, name: string): Promise<{ active: boolean; details: DomainDetails } | null> => {
     const d = await hypervisors[driver].find(name);
     if (!d) return null;
     const details = readDomainDetails(d.xml);
-    return details.marker?.name === name && details.marker.runtime === driver ? { active: d.active, details } : null;
+    return isOurs(details, name, driver) ? { active: d.active, details } : null;
   };
 
   const driverOnDisk = async (files: GuestFiles): Promise<GuestDriver | null> => {
@@ -197,7 +213,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
     kernel: ResolvedImage | null; initrd: ResolvedImage | null; hasDisk: boolean;
   }) => {
     const interfaces: InterfacePlan[] = found.leases.map((l) => ({ mac: l.mac, targetDev: tapName(spec.name, l.iface), bridge: options.bridge }));
-    const marker = { name: spec.name, runtime: driver, spec: bootDigest(guest, shape, driver), created: found.created };
+    const marker = { name: spec.name, runtime: driver, spec: bootDigest(guest, shape, driver), created: found.created, guestDir };
     if (driver === 'lxc') {
       return buildDomainXml({
         driver, name: spec.name, uuid: found.uuid, marker, shape, interfaces,
@@ -215,9 +231,11 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
     });
   };
 
-  const shapeOf = (spec: AccountSpec, guest: GuestSpec): GuestShape => {
+  /** The guest's shape; without interface limits where the kernel cannot keep them (see status). */
+  const shapeOf = async (spec: AccountSpec, guest: GuestSpec): Promise<GuestShape> => {
     const result = guestShape(spec.rspec, guest.size);
     if (!result.ok) throw new Error(result.reason);
+    if (result.shape.bandwidth !== null && (await bandwidthCheck()) !== null) return { ...result.shape, bandwidth: null };
     return result.shape;
   };
 
@@ -227,7 +245,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
       const owned: ObservedAccount[] = [];
       const foreign = new Set<string>();
       for (const d of found) {
-        const ours = d.details.marker?.name === d.name && d.details.marker.runtime === d.driver;
+        const ours = isOurs(d.details, d.name, d.driver);
         if (!ours) {
           foreign.add(d.name);
           continue;
@@ -251,14 +269,15 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
       inFlight.add(spec.name);
       try {
         await ensureGuestDir();
-        const shape = shapeOf(spec, guest);
+        const shape = await shapeOf(spec, guest);
         const resolved = await imagesOf(driver, guest);
         const files = guestFiles(guestDir, spec.name);
-        // The directory first and the domain last: recovery finds a directory without a domain
-        // (removed) or a domain with everything it needs, never a domain without its disk.
+        // The lease first (an exhausted pool leaves nothing made), then the directory, and the
+        // domain last: recovery finds a lease or a directory without a domain (and removes them)
+        // or a domain with everything it needs, never a domain without its disk or address.
+        const leases = await addresses.lease(spec.name, 1);
         await makeGuestDir(files);
         await writeFile(join(files.dir, RUNTIME_FILE), `${driver}\n`, { mode: 0o644 });
-        const leases = await addresses.lease(spec.name, 1);
         if (driver === 'qemu' && resolved.disk) await makeOverlay(files, resolved.disk);
         if (driver === 'lxc') await makeRootfs(files, resolved.disk!);
         const xml = domainXml(spec, driver, guest, shape, {
@@ -277,7 +296,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
       const { driver, hv, guest } = hypervisorOf(spec);
       const current = await ownedDomain(driver, spec.name);
       if (!current) throw new Error(`no ${driver} domain of nodemgr named ${spec.name}`);
-      const shape = shapeOf(spec, guest);
+      const shape = await shapeOf(spec, guest);
       const resolved = await imagesOf(driver, guest);
       const files = guestFiles(guestDir, spec.name);
       const leases = await addresses.lease(spec.name, 1);
@@ -296,7 +315,8 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
       });
       await hv.define(xml);
       if (!rebooted && current.active) {
-        await applyLiveTuning(hv.uri, spec.name, driver, shape, leases.map((l) => tapName(spec.name, l.iface)));
+        const taps = (await bandwidthCheck()) === null ? leases.map((l) => tapName(spec.name, l.iface)) : [];
+        await applyLiveTuning(hv.uri, spec.name, driver, shape, taps);
       }
       logger.info('guest configured', { sliver: spec.name, driver, restart: rebooted, cpu_shares: shape.cpuShares, vcpus: shape.vcpus });
     },
@@ -369,6 +389,9 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
         console: d.consolePty,
         addresses: leases.map((l) => `${l.mac} ${l.ip}${l.prefix === null ? '' : `/${l.prefix}`}`).join(', '),
         overlay: d.disks[0]?.source ?? null,
+        bandwidth: d.interfaces.some((i) => i.outboundAverageKBps !== null || i.inboundAverageKBps !== null)
+          ? 'enforced'
+          : (bandwidthProblem ? await bandwidthProblem : null) ?? 'none asked',
       };
     },
 

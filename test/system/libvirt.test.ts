@@ -1,0 +1,258 @@
+// libvirt slivers for real: a daemon with a real libvirtd (qemu:///system, software emulation),
+// a guest built by the test (Debian's kernel, a busybox initramfs that reports ready on its
+// serial console), images fetched into the cache from file: URIs, addresses from a pool file.
+import { execFile } from 'node:child_process';
+import { access, readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
+import test, { type ExecutionContext } from 'ava';
+import { readDatabaseSnapshot } from '../../src/db/store.js';
+import type { NodeDatabase } from '../../src/db/types.js';
+import { readDomainDetails } from '../../src/runtimes/libvirt/domain-xml.js';
+import { buildTestGuest, type TestGuest } from './support/guest.js';
+import {
+  accountPrefix, cli, isRoot, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor,
+  type DaemonProcess, type Sandbox,
+} from './support/host.js';
+import { slicesXml, type TestSlice } from './support/slices.js';
+
+const run = promisify(execFile);
+const URI = 'qemu:///system';
+
+/** Why these tests cannot run here, or null. */
+async function unavailable(): Promise<string | null> {
+  if (!isRoot) return 'not root';
+  try {
+    await run('virsh', ['-c', URI, 'version'], { timeout: 20_000 });
+  } catch (error) {
+    return `libvirtd does not answer on ${URI} (test/libvirt-setup.sh starts it): ${(error as Error).message.split('\n')[0]}`;
+  }
+  try {
+    await import('@unraid/libvirt');
+  } catch (error) {
+    return `the libvirt binding is not built (native/build.sh builds it): ${(error as Error).message.split('\n')[0]}`;
+  }
+  return null;
+}
+
+const reason = await unavailable();
+const serial = reason === null ? test.serial : test.serial.skip;
+if (reason !== null) test('libvirt system tests are skipped', (t) => t.log(`skipped: ${reason}`));
+
+const prefix = accountPrefix();
+const MACS = ['52:54:00:4e:4d:01', '52:54:00:4e:4d:02'];
+const IPS = ['192.0.2.21', '192.0.2.22'];
+let guest: TestGuest;
+
+test.before(async (t) => {
+  t.timeout(10 * 60_000, 'building the test guest (apt-get download of a kernel)');
+  if (reason === null) guest = await buildTestGuest();
+});
+
+// Whatever a failed test left: our test domains, by their prefix.
+test.after.always(async () => {
+  if (reason !== null) return;
+  const { stdout } = await run('virsh', ['-c', URI, 'list', '--all', '--name']).catch(() => ({ stdout: '' }));
+  for (const name of stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith(prefix))) {
+    await run('virsh', ['-c', URI, 'destroy', name]).catch(() => undefined);
+    await run('virsh', ['-c', URI, 'undefine', name]).catch(() => undefined);
+  }
+});
+
+interface Node {
+  box: Sandbox;
+  daemon: DaemonProcess | null;
+  setDocument(slices: TestSlice[]): void;
+  start(): void;
+  db(): Promise<NodeDatabase>;
+  close(): Promise<void>;
+}
+
+let timestamp = 1_800_000_000;
+
+async function node(t: ExecutionContext, settings: Record<string, string | number> = {}, poolLines = 2): Promise<Node> {
+  const server = await serveDocument(slicesXml(timestamp, []));
+    // Software emulation: the tests must not depend on the host's KVM.
+  const box = await sandbox({ authority_url: server.url, guest_ready_timeout: 180, guest_accel: 'qemu', ...settings });
+  const pool = MACS.slice(0, poolLines).map((mac, i) => `${mac} ${IPS[i]}/24 # test address ${i + 1}`);
+  await writeFile(join(box.dir, 'mac-addresses'), `# the test's pool\n${pool.join('\n')}\n`);
+  const n: Node = {
+    box,
+    daemon: null,
+    setDocument(slices) {
+      server.set(slicesXml(++timestamp, slices));
+      n.daemon?.child.kill('SIGHUP'); // sync now
+    },
+    start() {
+      n.daemon = startDaemonProcess(box.config);
+    },
+    db: () => readDatabaseSnapshot(join(box.stateDir, 'nodemgr.json')),
+    async close() {
+      if (n.daemon) await stopDaemonProcess(n.daemon);
+      await server.close();
+      await box.cleanup();
+    },
+  };
+  t.teardown(async () => {
+    if (n.daemon && !t.passed) t.log(n.daemon.output().split('\n').slice(-30).join('\n'));
+    await n.close();
+  });
+  return n;
+}
+
+const fileUri = (path: string) => pathToFileURL(path).href;
+
+function vmSlice(name: string, resources: Record<string, string | number> = {}): TestSlice {
+  return {
+    name,
+    resources: {
+      runtime: 'qemu',
+      vref: fileUri(guest.disk),
+      kernel: fileUri(guest.kernel),
+      initrd: fileUri(guest.initrd),
+      ...resources,
+    },
+  };
+}
+
+async function virsh(...args: string[]): Promise<string> {
+  return (await run('virsh', ['-c', URI, ...args])).stdout;
+}
+
+async function domainState(name: string): Promise<string | null> {
+  return virsh('domstate', name).then((s) => s.trim(), () => null);
+}
+
+async function liveDetails(name: string) {
+  return readDomainDetails(await virsh('dumpxml', name));
+}
+
+const exists = (path: string) => access(path).then(() => true, () => false);
+
+async function stateOf(n: Node, name: string) {
+  return (await n.db()).accounts[name];
+}
+
+serial('a slice becomes a running domain with its overlay, address and limits; a change of rspec reaches it; removal leaves nothing', async (t) => {
+  t.timeout(15 * 60_000, 'two boots under software emulation');
+  const n = await node(t);
+  const name = `${prefix}vm`;
+  n.setDocument([vmSlice(name, { cpu_share: 2, net_max_rate: 8000 })]);
+  const started = Date.now();
+  n.start();
+  await waitFor('the guest to run', async () => (await stateOf(n, name))?.state === 'running', 300_000);
+  t.log(`document to running domain: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+
+  // The domain: ours, running, shaped from the rspec and the default instance size.
+  t.is(await domainState(name), 'running');
+  const live = await liveDetails(name);
+  t.is(live.marker?.name, name);
+  t.is(live.vcpus, 1, 'small: 1 vCPU');
+  t.is(live.memoryKiB, 512 * 1024, 'small: 512 MiB');
+  t.is(live.cpuShares, 2048, 'cpu_share 2');
+  t.deepEqual(live.macs, [MACS[0]]);
+
+  // Its disk is its own copy-on-write overlay over the cached image.
+  const overlay = join(n.box.dir, 'guests', name, 'overlay.qcow2');
+  t.is(live.disks[0]?.source, overlay);
+  const info = JSON.parse((await run('qemu-img', ['info', '-U', '--output=json', overlay])).stdout) as { format: string; 'backing-filename': string };
+  t.is(info.format, 'qcow2');
+  t.true(info['backing-filename'].startsWith(join(n.box.dir, 'images')), `backing file ${info['backing-filename']} is in the cache`);
+
+  // The guest saw its address and its disk, and said so on its console.
+  const consoleLog = await readFile(join(n.box.dir, 'guests', name, 'console.log'), 'utf8');
+  const ready = consoleLog.split('\n').find((l) => l.includes('nodemgr-ready'));
+  t.truthy(ready, 'the ready line is on the console');
+  t.regex(ready!, new RegExp(`mac=${MACS[0]}`));
+  t.regex(ready!, /disk=vda:/);
+  t.regex(ready!, new RegExp(`ip=${IPS[0]!.replace(/\./g, '\\.')}:::255\\.255\\.255\\.0:${name}:eth0:off`));
+
+  // The lease is in the database, and the status shows the domain.
+  t.like((await n.db()).addresses[MACS[0]!], { sliver: name, ip: IPS[0], iface: 0 });
+  const status = JSON.parse((await run(process.execPath, [cli, 'call', '--config', n.box.config, 'GetSliverStatus', name])).stdout);
+  t.is(status.runtime, 'qemu');
+  t.like(status.guest, { state: 'running', vcpus: 1, cpu_shares: 2048 });
+  t.true(Number(status.guest.vnc_port) >= 5900, `VNC port ${status.guest.vnc_port}`);
+  t.regex(status.guest.addresses, new RegExp(IPS[0]!));
+  // Interface bandwidth from net_max_rate, where the kernel has what libvirt shapes with.
+  const shaped = status.guest.bandwidth === 'enforced';
+  if (shaped) t.is(live.interfaces[0]?.outboundAverageKBps, 1000, 'net_max_rate 8000 kbit/s');
+  else t.regex(status.guest.bandwidth, /the kernel lacks .*which libvirt uses to limit a guest's interface/);
+  t.log(`interface bandwidth: ${status.guest.bandwidth}`);
+
+  // A new CPU share and rate reach the running guest without a reboot (same domain id).
+  const domid = (await virsh('domid', name)).trim();
+  n.setDocument([vmSlice(name, { cpu_share: 4, net_max_rate: 16000 })]);
+  await waitFor('the new share in the running domain', async () => (await liveDetails(name)).cpuShares === 4096, 60_000);
+  const sched = await virsh('schedinfo', name, '--live');
+  t.regex(sched, /cpu_shares\s*:\s*4096/);
+  if (shaped) t.is((await liveDetails(name)).interfaces[0]?.outboundAverageKBps, 2000);
+  t.is((await virsh('domid', name)).trim(), domid, 'no reboot for a change of share and rate');
+
+  // A new instance size boots the guest again with the new shape.
+  n.setDocument([vmSlice(name, { cpu_share: 4, net_max_rate: 16000, instance_size: 'medium' })]);
+  await waitFor('the medium guest to run', async () => {
+    const d = await liveDetails(name);
+    return d.vcpus === 2 && (await stateOf(n, name))?.state === 'running' && (await domainState(name)) === 'running';
+  }, 300_000);
+  t.is((await liveDetails(name)).memoryKiB, 1024 * 1024);
+
+  // Removed from the document: domain, overlay, files and lease go.
+  n.setDocument([]);
+  await waitFor('the domain to go', async () => (await domainState(name)) === null, 120_000);
+  await waitFor('the sliver to be forgotten', async () => (await stateOf(n, name)) === undefined);
+  t.false(await exists(join(n.box.dir, 'guests', name)));
+  t.deepEqual((await n.db()).addresses, {});
+});
+
+serial('a guest that never reports ready is powered off, reported failed with the reason, and retried', async (t) => {
+  t.timeout(10 * 60_000, 'boots under software emulation');
+  const n = await node(t, { guest_ready_timeout: 20, op_retry_initial: 5, op_retry_max: 600 });
+  const name = `${prefix}silent`;
+  n.setDocument([vmSlice(name, { initrd: fileUri(guest.silentInitrd) })]);
+  n.start();
+  const failed = await waitFor('the start to fail', async () => {
+    const s = await stateOf(n, name);
+    return s?.state === 'failed' ? s : null;
+  }, 240_000);
+  t.regex(failed.reason ?? '', /guest did not report ready \("nodemgr-ready" on its serial console\) within 20 s/);
+  t.is(await domainState(name), 'shut off', 'torn down');
+  t.regex(await readFile(join(n.box.dir, 'guests', name, 'console.log'), 'utf8'), /guest up; silent, as asked/);
+  // The supervisor starts it again after its backoff, and reports the attempts.
+  await waitFor('a second attempt', async () => ((await stateOf(n, name))?.attempts ?? 0) >= 2, 240_000);
+  t.pass();
+});
+
+serial('kill -9 during creation leaves nothing behind after a restart; an exhausted pool fails only the sliver without an address', async (t) => {
+  t.timeout(10 * 60_000, 'a boot under software emulation');
+  const n = await node(t, {}, 1);
+  const first = `${prefix}ka`;
+  const second = `${prefix}kb`;
+  n.setDocument([vmSlice(first)]);
+  n.start();
+  // Killed once the creation is under way: the guest's directory is made, its lease taken.
+  await waitFor('the creation to begin', async () => exists(join(n.box.dir, 'guests', first)), 120_000);
+  n.daemon!.child.kill('SIGKILL');
+  await n.daemon!.exited;
+
+  // Meanwhile the slice goes away; the restarted daemon cleans up whatever was made.
+  n.setDocument([vmSlice(second)]);
+  n.start();
+  await waitFor('the other sliver to run', async () => (await stateOf(n, second))?.state === 'running', 300_000);
+  await waitFor('the first sliver\'s remains to go', async () =>
+    (await domainState(first)) === null && !(await exists(join(n.box.dir, 'guests', first))), 60_000);
+  t.deepEqual(Object.values((await n.db()).addresses).map((l) => l.sliver), [second], 'the one address went to the sliver that exists');
+
+  // A third sliver finds the one-address pool taken: it alone fails, and says why.
+  const third = `${prefix}kc`;
+  n.setDocument([vmSlice(second), vmSlice(third)]);
+  const failed = await waitFor('the third sliver to fail', async () => {
+    const s = await stateOf(n, third);
+    return s?.state === 'failed' ? s : null;
+  }, 120_000);
+  t.regex(failed.reason ?? '', /address pool exhausted: all 1 addresses of .*mac-addresses are leased \(to .*kb\)/);
+  t.is((await stateOf(n, second))?.state, 'running');
+  t.is(await domainState(third), null, 'no domain without an address');
+  t.deepEqual(await readdir(join(n.box.dir, 'guests')), [second], 'and no files either');
+});
