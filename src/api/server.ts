@@ -31,6 +31,8 @@ export interface ApiServer {
 const KEEP_ALIVE_MS = 15_000;
 /** A request must arrive whole within this long (slowloris). */
 const REQUEST_TIMEOUT_MS = 30_000;
+/** A connection on which nothing moves for this long, while no call is being answered, is cut. */
+const IDLE_CUT_MS = REQUEST_TIMEOUT_MS * 2;
 
 function listen(server: Server, target: { port: number; host: string } | { path: string }): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -135,7 +137,11 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
           answer(200, encodeFault(FaultCode.internal, `internal error: the caller could not be identified: ${(error as Error).message}`));
           return;
         }
-        answer(200, await answerCall(Buffer.concat(chunks, size), caller, options.call, logger));
+        // A call may take long (AddImage downloads): the idle cut is for stalled peers, not for us.
+        req.socket.setTimeout(0);
+        const body = await answerCall(Buffer.concat(chunks, size), caller, options.call, logger);
+        req.socket.setTimeout(IDLE_CUT_MS);
+        answer(200, body);
       })();
     });
   };
@@ -146,7 +152,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     server.requestTimeout = REQUEST_TIMEOUT_MS;
     server.maxHeadersCount = 50;
     // A connection that stops in the middle of anything is cut rather than held.
-    server.on('connection', (socket: Socket) => socket.setTimeout(REQUEST_TIMEOUT_MS * 2, () => socket.destroy()));
+    server.on('connection', (socket: Socket) => socket.setTimeout(IDLE_CUT_MS, () => socket.destroy()));
     server.on('clientError', (_error, socket: Socket) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
       else socket.destroy();
