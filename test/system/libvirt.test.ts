@@ -1,8 +1,9 @@
 // libvirt slivers for real: a daemon with a real libvirtd (qemu:///system, software emulation),
 // a guest built by the test (Debian's kernel, a busybox initramfs that reports ready on its
 // serial console), images fetched into the cache from file: URIs, addresses from a pool file.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { access, readFile, readdir, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
@@ -255,4 +256,83 @@ serial('kill -9 during creation leaves nothing behind after a restart; an exhaus
   t.is((await stateOf(n, second))?.state, 'running');
   t.is(await domainState(third), null, 'no domain without an address');
   t.deepEqual(await readdir(join(n.box.dir, 'guests')), [second], 'and no files either');
+});
+
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((done) => probe.listen(0, '127.0.0.1', done));
+  const address = probe.address();
+  await new Promise((done) => probe.close(done));
+  return typeof address === 'object' && address ? address.port : 0;
+}
+
+async function call(n: Node, ...args: string[]): Promise<string> {
+  return (await run(process.execPath, [cli, 'call', '--config', n.box.config, ...args])).stdout.trim();
+}
+
+/** An ssh login with a terminal: types `line` once `prompt` shows, returns what came back after `until`. */
+function sshConsole(port: number, key: string, user: string, line: string, until: RegExp): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ssh', [
+      '-tt', '-p', String(port), '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no',
+      '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', `${user}@127.0.0.1`,
+    ], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let typed = false;
+    const timer = setTimeout(() => {
+      child.kill();
+      reject(new Error(`no ${until} on the console; got ${JSON.stringify(out.slice(-500))}`));
+    }, 60_000);
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString('latin1');
+      if (!typed) {
+        typed = true;
+        // The console shows nothing until something is typed: a new line brings a prompt.
+        child.stdin.write(`\r${line}\r`);
+      }
+      if (until.test(out)) {
+        clearTimeout(timer);
+        child.stdin.write('\x1d'); // virsh console's escape: the session ends
+        child.on('close', () => resolve(out));
+      }
+    });
+    child.stderr.on('data', (d: Buffer) => (out += d.toString('latin1')));
+    child.on('error', reject);
+  });
+}
+
+serial('Stop, Start and ReCreate through the API act on the domain, and the ssh gateway opens its console', async (t) => {
+  t.timeout(15 * 60_000, 'three boots under software emulation');
+  const port = await freePort();
+  const n = await node(t, { ssh_port: port, ssh_address: '127.0.0.1' });
+  const key = join(n.box.dir, 'id_user');
+  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'user@test', '-f', key]);
+  const line = (await readFile(`${key}.pub`, 'utf8')).trim();
+  const name = `${prefix}api`;
+  n.setDocument([{ ...vmSlice(name), users: { 1: line } }]);
+  n.start();
+  await waitFor('the guest to run', async () => (await stateOf(n, name))?.state === 'running', 300_000);
+
+  // A login reaches the guest's serial console, where its shell answers.
+  const seen = await sshConsole(port, key, name, 'echo console-$((6*7))', /console-42/);
+  t.regex(seen, /console-42/);
+  t.log(`console session: ${JSON.stringify(seen.replace(/\s+/g, ' ').slice(-120))}`);
+
+  t.is(await call(n, 'Stop', name), '1');
+  await waitFor('the domain to be off', async () => (await domainState(name)) === 'shut off', 60_000);
+  await waitFor('the state stopped', async () => (await stateOf(n, name))?.state === 'stopped');
+  t.is(await domainState(name), 'shut off', 'and it stays off across syncs');
+
+  t.is(await call(n, 'Start', name), '1');
+  await waitFor('the guest to run again', async () => (await stateOf(n, name))?.state === 'running', 300_000);
+  t.is(await domainState(name), 'running');
+
+  // ReCreate makes the domain again: a new uuid, a new overlay, the same address.
+  const before = await liveDetails(name);
+  t.is(await call(n, 'ReCreate', name), '1');
+  await waitFor('a new domain to run', async () => {
+    const d = await liveDetails(name).catch(() => null);
+    return d !== null && d.uuid !== before.uuid && (await stateOf(n, name))?.state === 'running' && (await domainState(name)) === 'running';
+  }, 300_000);
+  t.deepEqual((await liveDetails(name)).macs, before.macs);
 });
