@@ -1,8 +1,11 @@
 // `nodemgr status`: reads the database the daemon keeps (no lock needed: writes are atomic renames)
 // and the limits in force on the host, read back from the kernel.
 import type { Config } from '../config/config.js';
-import { byteCapPath, databasePath } from '../daemon.js';
+import { byteCapPath, createGuestRuntime, databasePath } from '../daemon.js';
+import { readImageIndex } from '../images/store.js';
+import type { GuestStatus } from '../runtimes/libvirt/runtime.js';
 import { readDatabaseSnapshot } from '../db/store.js';
+import type { NodeDatabase } from '../db/types.js';
 import { loadByteCaps } from '../limits/bwmon.js';
 import { hostLimits } from '../limits/host-limits.js';
 import { readLimitsInForce, type LimitsInForce } from '../limits/in-force.js';
@@ -27,13 +30,42 @@ async function limitsOnHost(config: Config, status: NodeStatus): Promise<Record<
   return Object.fromEntries(found);
 }
 
+/** The libvirt slivers' domains as libvirt holds them; one that cannot be read is left out, with a warning. */
+async function guestsOnHost(config: Config, status: NodeStatus, db: NodeDatabase): Promise<Record<string, GuestStatus>> {
+  const names = status.accounts.filter((a) => a.kind === 'sliver' && a.runtime !== 'unix').map((a) => a.name);
+  if (names.length === 0) return {};
+  const guests = createGuestRuntime(config, createLogger({ console: false }));
+  const found: Record<string, GuestStatus> = {};
+  try {
+    for (const name of names) {
+      const status = await guests.status(name).catch((error: unknown) => {
+        warn(`${name}: domain not read: ${(error as Error).message}`);
+        return null;
+      });
+      // The leases are the database's, which this process reads itself.
+      const leases = Object.values(db.addresses).filter((l) => l.sliver === name).sort((a, b) => a.iface - b.iface);
+      const addresses = leases.map((l) => `${l.mac} ${l.ip}${l.prefix === null ? '' : `/${l.prefix}`}`).join(', ');
+      if (status) found[name] = { ...status, addresses };
+    }
+  } finally {
+    await guests.close();
+  }
+  return found;
+}
+
 export async function runStatus(config: Config, options: { json: boolean }): Promise<number> {
   const db = await readDatabaseSnapshot(databasePath(config));
   const lastSync = await readSyncStatus(syncStatusPath(config.stateDir), (reason) => warn(`ignored ${reason}`));
-  const planned = nodeStatus(db, lastSync);
+  const planned = nodeStatus(db, lastSync, config.defaultRuntime);
+  const images = await readImageIndex(config.imageCacheDir).then(
+    (entries) => ({ images: entries }),
+    (error: unknown) => ({ imagesProblem: (error as Error).message }),
+  );
   const status: NodeStatus = {
     ...planned,
     limitsInForce: await limitsOnHost(config, planned),
+    guests: await guestsOnHost(config, planned, db),
+    ...images,
     ...(config.sshPort === 0 ? {} : {
       sshGateway: { address: `${config.sshAddress}:${config.sshPort}`, fingerprint: await savedHostKeyFingerprint(config.stateDir) },
     }),

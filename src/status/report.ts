@@ -4,10 +4,15 @@ import type { AccountState, NodeDatabase, SyncStatus } from '../db/types.js';
 import type { Loan } from '../rspec/loans.js';
 import type { Rspec } from '../rspec/resources.js';
 import { desiredAccounts } from '../reconcile/plan.js';
+import type { ImageEntry } from '../images/index.js';
+import { formatImageTable } from '../images/table.js';
+import type { GuestStatus } from '../runtimes/libvirt/runtime.js';
+import type { RuntimeKind } from '../slices/types.js';
 
 export interface AccountLine {
   readonly name: string;
   readonly kind: 'sliver' | 'delegate';
+  readonly runtime: RuntimeKind;
   readonly state: AccountState;
   readonly since: string | null;
   readonly uid: number | null;
@@ -31,12 +36,18 @@ export interface NodeStatus {
   readonly limitsInForce?: Readonly<Record<string, Readonly<Record<string, number | string | boolean>>>>;
   /** The ssh gateway's address and its host key's fingerprint; absent when it is off. */
   readonly sshGateway?: { readonly address: string; readonly fingerprint: string | null };
+  /** Per libvirt sliver, its domain as libvirt holds it; absent: not read. */
+  readonly guests?: Readonly<Record<string, GuestStatus>>;
+  /** The node's image cache; absent: not read. */
+  readonly images?: readonly ImageEntry[];
+  /** Why the image cache could not be read. */
+  readonly imagesProblem?: string;
 }
 
-export function nodeStatus(db: NodeDatabase, lastSync: SyncStatus | null): NodeStatus {
+export function nodeStatus(db: NodeDatabase, lastSync: SyncStatus | null, defaultRuntime: RuntimeKind = 'unix'): NodeStatus {
   const slivers = sliverRecords(db);
   const delegates = delegateRecords(db);
-  const desired = desiredAccounts(slivers, delegates);
+  const desired = desiredAccounts(slivers, delegates, defaultRuntime);
   const byName = new Map(slivers.map((s) => [s.name, s]));
   const accounts: AccountLine[] = desired.specs.map((spec) => {
     const status = db.accounts[spec.name];
@@ -44,6 +55,7 @@ export function nodeStatus(db: NodeDatabase, lastSync: SyncStatus | null): NodeS
     return {
       name: spec.name,
       kind: spec.kind,
+      runtime: spec.runtime,
       state: status?.state ?? 'absent',
       since: status?.since ?? null,
       uid: status?.uid ?? null,
@@ -94,12 +106,12 @@ export function formatNodeStatus(status: NodeStatus): string {
   if (status.accounts.length === 0) {
     lines.push('no slivers or delegates on this node');
   } else {
-    const rows = [['NAME', 'KIND', 'STATE', 'CPU_SHARE', 'CPU_PCT', 'NET_MAX', 'NET_MIN', 'DISK_MAX', 'ENABLED', 'LAST ERROR']];
+    const rows = [['NAME', 'KIND', 'RUNTIME', 'STATE', 'CPU_SHARE', 'CPU_PCT', 'NET_MAX', 'NET_MIN', 'DISK_MAX', 'ENABLED', 'LAST ERROR']];
     for (const a of status.accounts) {
       const r = a.rspec;
       const value = (k: string) => (a.kind === 'delegate' ? '-' : String(r[k] ?? '-'));
       rows.push([
-        a.name, a.kind, a.state, value('cpu_share'), value('cpu_pct'), value('net_max_rate'), value('net_min_rate'),
+        a.name, a.kind, a.kind === 'delegate' ? '-' : a.runtime, a.state, value('cpu_share'), value('cpu_pct'), value('net_max_rate'), value('net_min_rate'),
         value('disk_max'), value('enabled'), a.lastError ?? '',
       ]);
     }
@@ -136,6 +148,21 @@ export function formatNodeStatus(status: NodeStatus): string {
       if (l['disk_note'] !== undefined) notes.add(`disk: ${String(l['disk_note'])}`);
     }
     for (const note of notes) lines.push(`  ${note}`);
+  }
+  const guests = Object.entries(status.guests ?? {});
+  if (guests.length > 0) {
+    const rows = [['SLIVER', 'DOMAIN', 'VCPUS', 'MEMORY_KIB', 'CPU_SHARES', 'VNC', 'ADDRESSES', 'BANDWIDTH']];
+    for (const [name, g] of guests) {
+      rows.push([name, `${g.runtime} ${g.state}`, String(g.vcpus ?? '-'), String(g.memory_kib ?? '-'), String(g.cpu_shares ?? '-'),
+        g.vnc_port === null ? '-' : `127.0.0.1:${g.vnc_port}`, g.addresses || '-', g.bandwidth]);
+    }
+    lines.push('', 'libvirt slivers as libvirt holds them:', pad(rows));
+  }
+  if (status.images) {
+    lines.push('', status.images.length === 0 ? 'image cache: empty' : `image cache (${status.images.length}):`);
+    if (status.images.length > 0) lines.push(formatImageTable(status.images));
+  } else if (status.imagesProblem) {
+    lines.push('', `image cache not read: ${status.imagesProblem}`);
   }
   const unknown = status.accounts.filter((a) => a.unknownResources.length > 0);
   if (unknown.length > 0) {

@@ -176,6 +176,11 @@ serial('a slice becomes a running domain with its overlay, address and limits; a
   t.like(status.guest, { state: 'running', vcpus: 1, cpu_shares: 2048 });
   t.true(Number(status.guest.vnc_port) >= 5900, `VNC port ${status.guest.vnc_port}`);
   t.regex(status.guest.addresses, new RegExp(IPS[0]!));
+  // nodemgr status shows the domain and the cached images it was made from.
+  const table = (await run(process.execPath, [cli, 'status', '--config', n.box.config])).stdout;
+  t.regex(table, new RegExp(`^${name}\\s+qemu running\\s+1\\s+524288\\s+2048\\s+127\\.0\\.0\\.1:\\d+\\s+${MACS[0]} ${IPS[0]!.replace(/\./g, '\\.')}/24`, 'm'));
+  t.regex(table, /image cache \(3\):/);
+  for (const image of ['base.qcow2', 'vmlinuz', 'initrd.cpio']) t.regex(table, new RegExp(`^${image.replace('.', '\\.')}\\s`, 'm'));
   // Interface bandwidth from net_max_rate, where the kernel has what libvirt shapes with.
   const shaped = status.guest.bandwidth === 'enforced';
   if (shaped) t.is(live.interfaces[0]?.outboundAverageKBps, 1000, 'net_max_rate 8000 kbit/s');
