@@ -168,7 +168,7 @@ serial('an account the daemon does not own is refused and left alone', async (t)
   const entry = (await passwdEntries(prefix)).find((e) => e.name === foreign)!;
   t.is(entry.gecos, 'someone else', 'the foreign account is untouched');
   const status = await nodemgr(['status', '--config', box.config]);
-  t.regex(status.stdout, new RegExp(`${foreign}\\s+sliver\\s+failed.*refused`));
+  t.regex(status.stdout, new RegExp(`${foreign}\\s+sliver\\s+unix\\s+failed.*refused`));
   await stopDaemonProcess(daemon);
 });
 
