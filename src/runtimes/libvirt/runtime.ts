@@ -21,6 +21,7 @@ import {
 } from './guest-files.js';
 import type { Hypervisor } from './hypervisor.js';
 import { applyLiveTuning, guestBandwidthProblem } from './live-tuning.js';
+import { createLxcRoots, LXC_READY_FILE, LXC_ROOTS_DIR } from './lxc-root.js';
 import { guestShape, type GuestShape } from './shape.js';
 
 export type GuestDriver = Exclude<RuntimeKind, 'unix'>;
@@ -108,6 +109,9 @@ function describe(error: unknown): string {
 
 export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Logger): LibvirtRuntime {
   const { hypervisors, guestDir, addresses, images } = options;
+  const lxcRoots = createLxcRoots(guestDir, logger);
+  /** Bases left by a crash are looked for at the first recovery, later only after a removal. */
+  let collectedOnce = false;
   /** Slivers with a create or destroy running: recovery leaves their files and leases alone. */
   const inFlight = new Set<string>();
   let guestDirReady: Promise<void> | null = null;
@@ -178,13 +182,20 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
    * exist (on a driver that answered), and the leases of slivers with neither domain nor directory.
    */
   const recover = async (owned: ReadonlySet<string>, reached: ReadonlySet<GuestDriver>) => {
+    let removed = false;
     for (const name of await guestDirNames(guestDir)) {
-      if (owned.has(name) || inFlight.has(name)) continue;
+      if (owned.has(name) || inFlight.has(name) || name === LXC_ROOTS_DIR) continue;
       const files = guestFiles(guestDir, name);
       const driver = await driverOnDisk(files);
       if (driver !== null && !reached.has(driver)) continue; // its driver did not answer: it may exist
+      await lxcRoots.unmount(files); // a container's root stays mounted after a crash of ours
       await removeGuestFiles(files);
+      removed = true;
       logger.info('guest files removed', { sliver: name, reason: 'no domain (an interrupted create or destroy)' });
+    }
+    if (removed || !collectedOnce) {
+      await lxcRoots.collect();
+      collectedOnce = true;
     }
     const dirs = new Set(await guestDirNames(guestDir));
     for (const name of addresses.holders()) {
@@ -239,6 +250,30 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
     return result.shape;
   };
 
+  /**
+   * Starts a container over its mounted root and waits for its init to write the ready marker
+   * into LXC_READY_FILE (see lxc-root.ts); one that does not is powered off, as a VM is.
+   */
+  const startContainer = async (name: string, hv: Hypervisor, files: GuestFiles) => {
+    await lxcRoots.mount(files);
+    await lxcRoots.clearReady(files);
+    const started = Date.now();
+    await hv.start(name);
+    const ready = await lxcRoots.waitForReady(files, options.readyMarker, {
+      timeoutMs: options.readyTimeoutMs, gone: async () => !(await hv.find(name))?.active,
+    });
+    if (!ready) {
+      const stillRunning = (await hv.find(name))?.active ?? false;
+      await hv.powerOff(name);
+      await lxcRoots.unmount(files);
+      const seconds = Math.round(options.readyTimeoutMs / 1000);
+      throw new Error(stillRunning
+        ? `container did not report ready ("${options.readyMarker}" in ${LXC_READY_FILE}) within ${seconds} s; it was powered off and will be started again`
+        : `container stopped before it reported ready ("${options.readyMarker}" in ${LXC_READY_FILE}); its init /sbin/init exited`);
+    }
+    logger.info('guest ready', { sliver: name, driver: 'lxc', boot_ms: Date.now() - started });
+  };
+
   const runtime: LibvirtRuntime = {
     async observe(opts = {}) {
       const { found, reached } = await listAll();
@@ -279,7 +314,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
         await makeGuestDir(files);
         await writeFile(join(files.dir, RUNTIME_FILE), `${driver}\n`, { mode: 0o644 });
         if (driver === 'qemu' && resolved.disk) await makeOverlay(files, resolved.disk);
-        if (driver === 'lxc') await makeRootfs(files, resolved.disk!);
+        if (driver === 'lxc') await lxcRoots.prepare(files, resolved.disk!.path);
         const xml = domainXml(spec, driver, guest, shape, {
           uuid: randomUUID(), created: options.now().toISOString(), leases, files,
           kernel: resolved.kernel, initrd: resolved.initrd, hasDisk: resolved.disk !== null,
@@ -308,6 +343,11 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
         await hv.powerOff(spec.name);
         const oldBase = definition.disks[0]?.source ?? null;
         if (driver === 'qemu' && resolved.disk && (oldBase === null || guest.image !== null)) await makeOverlay(files, resolved.disk);
+        if (driver === 'lxc') {
+          // A new boot starts from a fresh root, over the new image's base when the image changed.
+          await lxcRoots.prepare(files, resolved.disk!.path);
+          await lxcRoots.collect();
+        }
       }
       const xml = domainXml(spec, driver, guest, shape, {
         uuid: definition.uuid ?? randomUUID(), created: definition.marker?.created ?? options.now().toISOString(), leases, files,
@@ -327,10 +367,10 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
       if (!current) throw new Error(`no ${driver} domain of nodemgr named ${spec.name}`);
       if (current.active) return;
       const files = guestFiles(guestDir, spec.name);
+      if (driver === 'lxc') return startContainer(spec.name, hv, files);
       const from = await consoleLogSize(files);
       const started = Date.now();
       await hv.start(spec.name);
-      if (driver === 'lxc') return; // a container has no serial console log to report on
       const ready = await waitForReady(files, options.readyMarker, {
         from, timeoutMs: options.readyTimeoutMs, gone: async () => !(await hv.find(spec.name))?.active,
       });
@@ -348,6 +388,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
     async stop(name, _kind: AccountKind) {
       const driver = await runtime.driverOf(name);
       if (driver) await hypervisors[driver].powerOff(name);
+      if (driver === 'lxc') await lxcRoots.unmount(guestFiles(guestDir, name));
     },
 
     async destroy(name, _kind: AccountKind) {
@@ -358,7 +399,9 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
           await hypervisors[driver].powerOff(name);
           await hypervisors[driver].undefine(name);
         }
+        await lxcRoots.unmount(guestFiles(guestDir, name));
         await removeGuestFiles(guestFiles(guestDir, name));
+        await lxcRoots.collect();
         await addresses.release(name);
       } finally {
         inFlight.delete(name);
@@ -400,14 +443,4 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
     },
   };
   return runtime;
-}
-
-/** An lxc sliver's root: the cached root file system archive unpacked into its own directory. */
-async function makeRootfs(files: GuestFiles, archive: ResolvedImage): Promise<void> {
-  const { mkdir, rm } = await import('node:fs/promises');
-  const { runCommand } = await import('../unix/command.js');
-  const root = join(files.dir, 'rootfs');
-  await rm(root, { recursive: true, force: true });
-  await mkdir(root, { mode: 0o755 });
-  await runCommand('tar', ['-x', '-f', archive.path, '-C', root, '--numeric-owner'], { timeoutMs: 10 * 60_000 });
 }
