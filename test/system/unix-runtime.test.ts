@@ -148,7 +148,7 @@ serial('create makes a marked account with a private home, in the range, locked 
   t.is(home.gid, entry.gid);
   t.is(home.mode & 0o777, 0o750);
 
-  t.deepEqual(await observed(a), { name: a, kind: 'sliver', uid, loginEnabled: false, started: false });
+  t.deepEqual(await observed(a), { name: a, kind: 'sliver', runtime: 'unix', uid, loginEnabled: false, started: false });
 });
 
 serial('an enabled account is made with its login shell and no usable password, and no keys', async (t) => {
@@ -158,7 +158,7 @@ serial('an enabled account is made with its login shell and no usable password, 
   t.is(entry.shell, options.sliverShell);
   t.is((await shadowOf(e))!.hash, '*', 'no password matches "*"');
   t.false(await exists(join(entry.home, '.ssh', 'authorized_keys')), 'no key before configure: nobody can log in yet');
-  t.deepEqual(await observed(e), { name: e, kind: 'sliver', uid, loginEnabled: true, started: false });
+  t.deepEqual(await observed(e), { name: e, kind: 'sliver', runtime: 'unix', uid, loginEnabled: true, started: false });
   await runtime.destroy(e, 'sliver');
 });
 
@@ -450,7 +450,7 @@ serial('delegates are marked as such and get the delegate shell when started', a
   const d = name('d');
   const { uid } = await runtime.create(spec(d, { kind: 'delegate', enabled: false }));
   t.is((await passwdOf(d))[0]!.gecos, 'nodemgr delegate');
-  t.deepEqual(await observed(d), { name: d, kind: 'delegate', uid, loginEnabled: false, started: false });
+  t.deepEqual(await observed(d), { name: d, kind: 'delegate', runtime: 'unix', uid, loginEnabled: false, started: false });
   await runtime.configure(spec(d, { kind: 'delegate', keys: [keys[0]!] }));
   await runtime.start(spec(d, { kind: 'delegate' }));
   t.is((await passwdOf(d))[0]!.shell, options.delegateShell);

@@ -117,6 +117,10 @@ export async function sandbox(settings: Record<string, string | number>): Promis
     shaping_device: 'none',
     // No fixed ssh port either: a test that wants the gateway gives it a free one.
     ssh_port: 0,
+    // A daemon destroys the marked accounts of its uid range that it does not want: a test that
+    // makes unix slivers gives its own range; the others get one that no such test uses.
+    sliver_uid_min: 79_900,
+    sliver_uid_max: 79_999,
     // Images, guests' files and the address pool of each daemon are its own.
     image_cache_dir: join(dir, 'images'),
     guest_dir: join(dir, 'guests'),
