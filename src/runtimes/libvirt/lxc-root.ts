@@ -19,8 +19,9 @@
 // on the root file system in every layout, and so in the sliver's overlay, where the host reads
 // it. The file is removed before each start, so a marker from an earlier boot never counts.
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
 import type { Logger } from '../../log.js';
 import { runCommand } from '../unix/command.js';
 import type { GuestFiles } from './guest-files.js';
@@ -31,6 +32,7 @@ export const LXC_ROOTS_DIR = '.lxc-roots';
 export const LXC_READY_FILE = '/var/lib/nodemgr/ready';
 
 const BASE_REF_FILE = 'lxc-base';
+const READY_BYTES = 4096;
 const PARTIAL = '.partial';
 // Characters that mount(8)'s overlay options cannot carry in a directory's name.
 const UNSAFE_IN_OPTIONS = /[,:\\\s=]/;
@@ -91,6 +93,41 @@ export function overlayOptions(lower: string, paths: Pick<LxcRootPaths, 'upper' 
 
 async function mountCount(path: string): Promise<number> {
   return mountsAt(await readFile('/proc/self/mountinfo', 'utf8'), path);
+}
+
+/**
+ * Whether every directory between the root (`merged`) and `file` is a directory and no link. The
+ * container owns its root, so a link there would lead the host (as root) out of it.
+ */
+async function realDirectoriesTo(merged: string, file: string): Promise<boolean> {
+  const parts = relative(merged, dirname(file)).split(sep).filter((p) => p !== '');
+  let dir = merged;
+  for (const part of parts) {
+    dir = join(dir, part);
+    const st = await lstat(dir).catch(() => null);
+    if (!st?.isDirectory()) return false;
+  }
+  return true;
+}
+
+/**
+ * The start of the ready file, or '' while there is none. Never follows a link, never waits on a
+ * FIFO, reads regular files only, and at most READY_BYTES: the container writes it, the host reads.
+ * (A directory swapped for a link between the check and the open leads, at worst, to a few bytes
+ * of some host file being compared with the marker.)
+ */
+async function readReadyFile(merged: string, file: string): Promise<string> {
+  if (!(await realDirectoriesTo(merged, file))) return '';
+  const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => null);
+  if (!handle) return '';
+  try {
+    if (!(await handle.stat()).isFile()) return '';
+    const buffer = Buffer.alloc(READY_BYTES);
+    const { bytesRead } = await handle.read(buffer, 0, READY_BYTES, 0);
+    return buffer.subarray(0, bytesRead).toString('latin1');
+  } finally {
+    await handle.close();
+  }
 }
 
 export interface LxcRoots {
@@ -203,7 +240,9 @@ export function createLxcRoots(guestDir: string, logger: Logger): LxcRoots {
     },
 
     async clearReady(files) {
-      await rm(lxcRootPaths(files).ready, { force: true });
+      // Only through real directories: the host must never remove a file a link points it to.
+      const { merged, ready } = lxcRootPaths(files);
+      if (await realDirectoriesTo(merged, ready)) await rm(ready, { force: true });
     },
 
     async waitForReady(files, marker, opts) {
@@ -212,8 +251,7 @@ export function createLxcRoots(guestDir: string, logger: Logger): LxcRoots {
       const pollMs = opts.pollMs ?? 250;
       let checks = 0;
       for (;;) {
-        const text = await readFile(ready, 'latin1').catch(() => '');
-        if (text.includes(marker)) return true;
+        if ((await readReadyFile(lxcRootPaths(files).merged, ready)).includes(marker)) return true;
         if (Date.now() >= deadline) return false;
         // Asking libvirt is dearer than reading a file: every few polls only.
         if (opts.gone && ++checks % 8 === 0 && (await opts.gone())) return false;
