@@ -154,7 +154,9 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
         if (unavailable.delete(driver)) logger.info('libvirt reachable again', { driver });
       } catch (error) {
         const reason = describe(error);
-        if (unavailable.get(driver) !== reason) logger.warn('libvirt not reachable', { driver, reason });
+        // Said once per reason, as information: a node without libvirt runs unix slivers only, and a
+        // libvirt sliver's create fails with the reason itself.
+        if (unavailable.get(driver) !== reason) logger.info('libvirt not reachable', { driver, reason });
         unavailable.set(driver, reason);
       }
     }));
