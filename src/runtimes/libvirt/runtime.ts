@@ -5,16 +5,16 @@
 //
 // What the host holds is read back from libvirt: a domain is ours when it carries our marker, and
 // recovery after a crash rebuilds everything from the markers, the guests' directory and the leases.
-import { randomUUID, createHash } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AddressBook } from '../../addresses/address-book.js';
 import type { AccountKind, AddressLease } from '../../db/types.js';
 import type { Logger } from '../../log.js';
-import type { RuntimeKind } from '../../slices/types.js';
 import type { AccountRuntime, AccountSpec, GuestSpec, HostSnapshot, ObservedAccount } from '../types.js';
-import { buildDomainXml, readDomainDetails, type DiskPlan, type DomainDetails, type InterfacePlan } from './domain-xml.js';
+import { bootDigest, guestDomainXml, tapName, type GuestDriver } from './domain-plan.js';
+import { readDomainDetails, type DomainDetails } from './domain-xml.js';
 import {
   consoleLogSize, guestDirNames, guestFiles, makeGuestDir, makeOverlay, prepareGuestDir, removeGuestFiles, waitForReady,
   type GuestFiles,
@@ -24,7 +24,7 @@ import { applyLiveTuning, guestBandwidthProblem } from './live-tuning.js';
 import { createLxcRoots, LXC_READY_FILE, LXC_ROOTS_DIR } from './lxc-root.js';
 import { guestShape, type GuestShape } from './shape.js';
 
-export type GuestDriver = Exclude<RuntimeKind, 'unix'>;
+export type { GuestDriver } from './domain-plan.js';
 
 /** A cached image as the runtime needs it. */
 export interface ResolvedImage {
@@ -75,33 +75,6 @@ export interface LibvirtRuntime extends AccountRuntime {
 
 const DRIVERS: readonly GuestDriver[] = ['qemu', 'lxc'];
 const RUNTIME_FILE = 'runtime';
-
-/** The host-side device of a guest's interface: short, stable, and never one of libvirt's own prefixes. */
-export function tapName(sliver: string, iface: number): string {
-  return `nmg${createHash('sha256').update(sliver).digest('hex').slice(0, 8)}${iface}`.slice(0, 15);
-}
-
-/** The parts of a spec that only a new boot can change: a change of these restarts the guest. */
-function bootDigest(guest: GuestSpec, shape: GuestShape, driver: GuestDriver): string {
-  const parts = [driver, guest.image, guest.kernel, guest.initrd, shape.vcpus, shape.memoryKiB];
-  return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
-}
-
-function netmaskOf(prefix: number): string {
-  const bits = prefix <= 0 ? 0 : (0xffffffff << (32 - Math.min(32, prefix))) >>> 0;
-  return [24, 16, 8, 0].map((s) => (bits >>> s) & 255).join('.');
-}
-
-/** The kernel command line of a directly booted guest: its console, its name and its address. */
-function kernelCmdline(name: string, leases: readonly AddressLease[]): string {
-  const words = ['console=ttyS0', `nodemgr.sliver=${name}`];
-  const first = leases[0];
-  if (first && !first.ip.includes(':')) {
-    const mask = first.prefix === null ? '' : netmaskOf(first.prefix);
-    words.push(`ip=${first.ip}:::${mask}:${name}:eth0:off`);
-  }
-  return words.join(' ');
-}
 
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -224,25 +197,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
   const domainXml = (spec: AccountSpec, driver: GuestDriver, guest: GuestSpec, shape: GuestShape, found: {
     uuid: string; created: string; leases: readonly AddressLease[]; files: GuestFiles;
     kernel: ResolvedImage | null; initrd: ResolvedImage | null; hasDisk: boolean;
-  }) => {
-    const interfaces: InterfacePlan[] = found.leases.map((l) => ({ mac: l.mac, targetDev: tapName(spec.name, l.iface), bridge: options.bridge }));
-    const marker = { name: spec.name, runtime: driver, spec: bootDigest(guest, shape, driver), created: found.created, guestDir };
-    if (driver === 'lxc') {
-      return buildDomainXml({
-        driver, name: spec.name, uuid: found.uuid, marker, shape, interfaces,
-        init: '/sbin/init', rootDir: join(found.files.dir, 'rootfs'),
-      });
-    }
-    const disks: DiskPlan[] = found.hasDisk ? [{ path: found.files.overlay, format: 'qcow2' }] : [];
-    return buildDomainXml({
-      driver, accel, name: spec.name, uuid: found.uuid, marker, shape, interfaces, disks,
-      boot: found.kernel === null ? null : {
-        kernel: found.kernel.path, initrd: found.initrd?.path ?? null, cmdline: kernelCmdline(spec.name, found.leases),
-      },
-      consoleLog: found.files.consoleLog,
-      vnc: true,
-    });
-  };
+  }) => guestDomainXml({ ...found, name: spec.name, driver, guest, shape, bridge: options.bridge, guestDir, accel });
 
   /** The guest's shape; without interface limits where the kernel cannot keep them (see status). */
   const shapeOf = async (spec: AccountSpec, guest: GuestSpec): Promise<GuestShape> => {

@@ -1,0 +1,50 @@
+import test from 'ava';
+import { bootDigest, guestDomainXml, kernelCmdline, tapName } from '../../src/runtimes/libvirt/domain-plan.js';
+import { readDomainDetails } from '../../src/runtimes/libvirt/domain-xml.js';
+import { guestFiles } from '../../src/runtimes/libvirt/guest-files.js';
+import { guestShape } from '../../src/runtimes/libvirt/shape.js';
+
+const lease = { mac: '52:54:00:4e:4d:01', ip: '192.0.2.21', prefix: 24, sliver: 'site_vm', iface: 0, since: '2026-01-01T00:00:00.000Z' };
+const guest = { image: 'base.qcow2', kernel: 'vmlinuz', initrd: 'initrd.img', size: 'small' as const };
+const shape = (rspec: Record<string, number>) => {
+  const result = guestShape(rspec, 'small');
+  if (!result.ok) throw new Error(result.reason);
+  return result.shape;
+};
+
+test('a qemu sliver boots its kernel with its console, name and address on the command line', (t) => {
+  const files = guestFiles('/var/lib/nodemgr/guests', 'site_vm');
+  const xml = guestDomainXml({
+    name: 'site_vm', driver: 'qemu', guest, shape: shape({ cpu_share: 3, cpu_cap: 50 }), uuid: '6f1c2b9e-3a4d-4e5f-8a7b-1c2d3e4f5a6b',
+    created: '2026-01-01T00:00:00.000Z', leases: [lease], files, kernel: { path: '/c/vmlinuz' }, initrd: { path: '/c/initrd.img' },
+    hasDisk: true, bridge: null, guestDir: '/var/lib/nodemgr/guests', accel: 'qemu',
+  });
+  const d = readDomainDetails(xml);
+  t.is(d.cmdline, 'console=ttyS0 nodemgr.sliver=site_vm ip=192.0.2.21:::255.255.255.0:site_vm:eth0:off');
+  t.deepEqual(d.disks.map((x) => x.source), [files.overlay]);
+  t.is(d.consoleLog, files.consoleLog);
+  t.deepEqual(d.macs, [lease.mac]);
+  t.is(d.interfaces[0]!.targetDev, tapName('site_vm', 0));
+  t.is(d.cpuShares, 3072);
+  t.is(d.cpuQuotaUs, 50_000);
+  t.like(d.marker, { name: 'site_vm', runtime: 'qemu', guestDir: '/var/lib/nodemgr/guests' });
+});
+
+test('tap names are short, stable and distinct per sliver and interface', (t) => {
+  t.is(tapName('a_very_long_sliver_name_indeed', 3), tapName('a_very_long_sliver_name_indeed', 3));
+  t.true(tapName('a_very_long_sliver_name_indeed', 3).length <= 15);
+  t.not(tapName('site_a', 0), tapName('site_b', 0));
+  t.not(tapName('site_a', 0), tapName('site_a', 1));
+});
+
+test('only what takes a new boot changes the boot digest', (t) => {
+  const base = bootDigest(guest, shape({ cpu_share: 1 }), 'qemu');
+  t.is(bootDigest(guest, shape({ cpu_share: 8, net_max_rate: 1000 }), 'qemu'), base, 'share and rate are changed live');
+  t.not(bootDigest(guest, shape({ vcpus: 2 }), 'qemu'), base);
+  t.not(bootDigest({ ...guest, image: 'other.qcow2' }, shape({}), 'qemu'), base);
+  t.not(bootDigest(guest, shape({}), 'lxc'), base);
+});
+
+test('an IPv6 address is not put on the kernel command line (ip= is IPv4 only)', (t) => {
+  t.is(kernelCmdline('v6', [{ ...lease, ip: '2001:db8::5', prefix: 64 }]), 'console=ttyS0 nodemgr.sliver=v6');
+});
