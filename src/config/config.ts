@@ -470,7 +470,7 @@ const KEYS: readonly KeyDescriptor[] = [
   key('guest_accel', 'guestAccel', oneOf<'auto' | 'kvm' | 'qemu'>('auto', 'kvm', 'qemu'), 'auto',
     'How qemu slivers run: kvm (hardware virtualisation), qemu (software emulation, slow but works anywhere) or auto (kvm where /dev/kvm exists).'),
   key('guest_ready_marker', 'guestReadyMarker', readyMarker, 'nodemgr-ready',
-    'The text a guest writes on its serial console when it is ready.'),
+    'The text a guest writes when it is ready: a virtual machine on its serial console, a container into /var/lib/nodemgr/ready in its root.'),
   key('image_cache_dir', 'imageCacheDir', path, '/var/cache/nodemgr/images',
     'Directory of the image cache: the images, kernels, initrds and data files of the libvirt slivers, and its index.json.'),
   key('image_cache_max_bytes', 'imageCacheMaxBytes', count(1024 * 1024), 20 * 1024 ** 3,
