@@ -252,6 +252,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
       await gateway?.close();
       await api.close();
       await poller.stop();
+      guests.interrupt(); // a guest that is booting is not waited for
       await supervisors.stop();
       await store.close();
       await syncStatus.flush();

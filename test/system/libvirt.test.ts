@@ -51,14 +51,17 @@ test.before(async (t) => {
   if (reason === null) guest = await buildTestGuest();
 });
 
-// Whatever a failed test left: our test domains, by their prefix.
-test.after.always(async () => {
-  if (reason !== null) return;
+/** Removes our test domains (by their prefix): a stopped daemon leaves its guests running. */
+async function removeTestDomains(): Promise<void> {
   const { stdout } = await run('virsh', ['-c', URI, 'list', '--all', '--name']).catch(() => ({ stdout: '' }));
   for (const name of stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith(prefix))) {
     await run('virsh', ['-c', URI, 'destroy', name]).catch(() => undefined);
     await run('virsh', ['-c', URI, 'undefine', name]).catch(() => undefined);
   }
+}
+
+test.after.always(async () => {
+  if (reason === null) await removeTestDomains();
 });
 
 interface Node {
@@ -91,6 +94,8 @@ async function node(t: ExecutionContext, settings: Record<string, string | numbe
     db: () => readDatabaseSnapshot(join(box.stateDir, 'nodemgr.json')),
     async close() {
       if (n.daemon) await stopDaemonProcess(n.daemon);
+      // Tests run one at a time: what this one booted must not slow the next one's boots.
+      await removeTestDomains();
       await server.close();
       await box.cleanup();
     },
@@ -283,20 +288,19 @@ function sshConsole(port: number, key: string, user: string, line: string, until
       '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', `${user}@127.0.0.1`,
     ], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
-    let typed = false;
+    // The console shows nothing until something is typed, and what is typed before the guest's
+    // shell reads its terminal is lost: the line is typed again until its answer shows.
+    const typing = setInterval(() => child.stdin.write(`\r${line}\r`), 3000);
     const timer = setTimeout(() => {
+      clearInterval(typing);
       child.kill();
       reject(new Error(`no ${until} on the console; got ${JSON.stringify(out.slice(-500))}`));
-    }, 60_000);
+    }, 90_000);
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString('latin1');
-      if (!typed) {
-        typed = true;
-        // The console shows nothing until something is typed: a new line brings a prompt.
-        child.stdin.write(`\r${line}\r`);
-      }
       if (until.test(out)) {
         clearTimeout(timer);
+        clearInterval(typing);
         child.stdin.write('\x1d'); // virsh console's escape: the session ends
         child.on('close', () => resolve(out));
       }

@@ -249,6 +249,8 @@ export function buildDomainXml(plan: DomainPlan): string {
     el('vcpu', { placement: 'static' }, String(plan.shape.vcpus)),
     cputune(plan),
     os,
+    // ACPI, so that a guest can be asked to shut down (Stop) before it is powered off.
+    plan.driver === 'qemu' && el('features', {}, el('acpi')),
     el('on_poweroff', {}, 'destroy'),
     el('on_crash', {}, 'destroy'),
     el('devices', {}, devices));

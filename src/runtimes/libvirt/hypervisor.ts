@@ -21,6 +21,8 @@ export interface Hypervisor {
   /** Defines the domain, or replaces the persistent definition of the one with its name and uuid. */
   define(xml: string): Promise<void>;
   start(name: string): Promise<void>;
+  /** Asks a running guest to shut down (ACPI power button); one that is not running is left as it is. */
+  shutdown(name: string): Promise<void>;
   /** Powers the domain off at once; a domain that is not running is left as it is. */
   powerOff(name: string): Promise<void>;
   /** Removes the definition; a domain that is not defined is no error. */
@@ -122,6 +124,12 @@ export function libvirtHypervisor(uri: string, logger: Logger): Hypervisor {
       const domain = await lookup(h, name);
       if (domain === null) throw new Error(`no domain named ${name}`);
       await h.domainCreate(domain);
+    }),
+    shutdown: (name) => withConnection(`shutdown of ${name}`, async (h) => {
+      const domain = await lookup(h, name);
+      if (domain === null) return;
+      const { state } = await h.domainGetInfo(domain);
+      if (state === STATE_RUNNING || state === STATE_BLOCKED) await h.domainShutdown(domain);
     }),
     powerOff: (name) => withConnection(`power-off of ${name}`, async (h) => {
       const domain = await lookup(h, name);

@@ -68,6 +68,8 @@ export interface GuestStatus {
 export interface LibvirtRuntime extends AccountRuntime {
   /** The guest's state as libvirt holds it, or null when the sliver has no domain. */
   status(name: string): Promise<GuestStatus | null>;
+  /** Stops waiting for guests to report ready (the daemon is stopping); the guests go on booting. */
+  interrupt(): void;
   /** The driver of an owned domain of that name, or null. */
   driverOf(name: string): Promise<GuestDriver | null>;
   close(): Promise<void>;
@@ -75,6 +77,16 @@ export interface LibvirtRuntime extends AccountRuntime {
 
 const DRIVERS: readonly GuestDriver[] = ['qemu', 'lxc'];
 const RUNTIME_FILE = 'runtime';
+
+const INTERRUPTED = 'the daemon is stopping: the guest was left booting, its readiness not awaited';
+/** How long a virtual machine asked to shut down (Stop) has before it is powered off. */
+const SHUTDOWN_GRACE_MS = 15_000;
+
+async function shutDownGracefully(hv: Hypervisor, name: string): Promise<void> {
+  await hv.shutdown(name).catch(() => undefined); // no ACPI, say: the power-off follows anyway
+  const deadline = Date.now() + SHUTDOWN_GRACE_MS;
+  while (Date.now() < deadline && (await hv.find(name))?.active) await new Promise((resolve) => setTimeout(resolve, 250));
+}
 
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -88,6 +100,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
   /** Slivers with a create or destroy running: recovery leaves their files and leases alone. */
   const inFlight = new Set<string>();
   let guestDirReady: Promise<void> | null = null;
+  let interrupted = false;
   let lastSnapshot: { key: string; snapshot: HostSnapshot } | null = null;
   const unavailable = new Map<GuestDriver, string>();
   const accel: 'kvm' | 'qemu' = options.accel === 'auto' ? (existsSync('/dev/kvm') ? 'kvm' : 'qemu') : options.accel;
@@ -217,8 +230,9 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
     const started = Date.now();
     await hv.start(name);
     const ready = await lxcRoots.waitForReady(files, options.readyMarker, {
-      timeoutMs: options.readyTimeoutMs, gone: async () => !(await hv.find(name))?.active,
+      timeoutMs: options.readyTimeoutMs, gone: async () => interrupted || !(await hv.find(name))?.active,
     });
+    if (!ready && interrupted) throw new Error(INTERRUPTED);
     if (!ready) {
       const stillRunning = (await hv.find(name))?.active ?? false;
       await hv.powerOff(name);
@@ -329,8 +343,9 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
       const started = Date.now();
       await hv.start(spec.name);
       const ready = await waitForReady(files, options.readyMarker, {
-        from, timeoutMs: options.readyTimeoutMs, gone: async () => !(await hv.find(spec.name))?.active,
+        from, timeoutMs: options.readyTimeoutMs, gone: async () => interrupted || !(await hv.find(spec.name))?.active,
       });
+      if (!ready && interrupted) throw new Error(INTERRUPTED);
       if (!ready) {
         const stillRunning = (await hv.find(spec.name))?.active ?? false;
         await hv.powerOff(spec.name);
@@ -344,6 +359,8 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
 
     async stop(name, _kind: AccountKind) {
       const driver = await runtime.driverOf(name);
+      // A virtual machine is asked to shut down first; a container's init may ignore the request.
+      if (driver === 'qemu') await shutDownGracefully(hypervisors.qemu, name);
       if (driver) await hypervisors[driver].powerOff(name);
       if (driver === 'lxc') await lxcRoots.unmount(guestFiles(guestDir, name));
     },
@@ -363,6 +380,10 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
       } finally {
         inFlight.delete(name);
       }
+    },
+
+    interrupt() {
+      interrupted = true;
     },
 
     async driverOf(name) {
