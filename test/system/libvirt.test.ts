@@ -186,10 +186,15 @@ serial('a slice becomes a running domain with its overlay, address and limits; a
   t.regex(table, new RegExp(`^${name}\\s+qemu running\\s+1\\s+524288\\s+2048\\s+127\\.0\\.0\\.1:\\d+\\s+${MACS[0]} ${IPS[0]!.replace(/\./g, '\\.')}/24`, 'm'));
   t.regex(table, /image cache \(3\):/);
   for (const image of ['base.qcow2', 'vmlinuz', 'initrd.cpio']) t.regex(table, new RegExp(`^${image.replace('.', '\\.')}\\s`, 'm'));
-  // Interface bandwidth from net_max_rate, where the kernel has what libvirt shapes with.
+  // Interface bandwidth from net_max_rate: by libvirt where the kernel has what it shapes with,
+  // else by nodemgr's own classes on the guest's interface and its ifb device.
   const shaped = status.guest.bandwidth === 'enforced';
+  const tap = live.interfaces[0]!.targetDev!;
   if (shaped) t.is(live.interfaces[0]?.outboundAverageKBps, 1000, 'net_max_rate 8000 kbit/s');
-  else t.regex(status.guest.bandwidth, /the kernel lacks .*which libvirt uses to limit a guest's interface/);
+  else {
+    t.regex(status.guest.bandwidth, /^enforced by nodemgr: 8000 kbit\/s to, 8000 kbit\/s from the guest \(the kernel lacks .*\)$/);
+    t.regex((await run('tc', ['class', 'show', 'dev', tap])).stdout, /class htb 1:1 .*rate 8Mbit ceil 8Mbit/);
+  }
   t.log(`interface bandwidth: ${status.guest.bandwidth}`);
 
   // A new CPU share and rate reach the running guest without a reboot (same domain id).
@@ -199,6 +204,11 @@ serial('a slice becomes a running domain with its overlay, address and limits; a
   const sched = await virsh('schedinfo', name, '--live');
   t.regex(sched, /cpu_shares\s*:\s*4096/);
   if (shaped) t.is((await liveDetails(name)).interfaces[0]?.outboundAverageKBps, 2000);
+  else {
+    const bandwidth = async () =>
+      JSON.parse((await run(process.execPath, [cli, 'call', '--config', n.box.config, 'GetSliverStatus', name])).stdout).guest.bandwidth as string;
+    await waitFor('the new rate on the guest\'s interface', async () => /^enforced by nodemgr: 16000 kbit\/s to, 16000 kbit\/s from the guest/.test(await bandwidth()), 30_000);
+  }
   t.is((await virsh('domid', name)).trim(), domid, 'no reboot for a change of share and rate');
 
   // A new instance size boots the guest again with the new shape.
@@ -215,6 +225,8 @@ serial('a slice becomes a running domain with its overlay, address and limits; a
   await waitFor('the sliver to be forgotten', async () => (await stateOf(n, name)) === undefined);
   t.false(await exists(join(n.box.dir, 'guests', name)));
   t.deepEqual((await n.db()).addresses, {});
+  const links = (await run('ip', ['-o', 'link', 'show'])).stdout;
+  t.false(links.includes(tap.replace(/^nmg/, 'nmi')), 'the ifb device went with the guest');
 });
 
 serial('a guest that never reports ready is powered off, reported failed with the reason, and retried', async (t) => {

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { bootDigest, guestDomainXml, kernelCmdline, tapName } from '../../src/runtimes/libvirt/domain-plan.js';
 import { readDomainDetails } from '../../src/runtimes/libvirt/domain-xml.js';
+import { htbRateKbit, ifbOf } from '../../src/runtimes/libvirt/guest-shaper.js';
 import { guestFiles } from '../../src/runtimes/libvirt/guest-files.js';
 import { guestShape } from '../../src/runtimes/libvirt/shape.js';
 
@@ -47,4 +48,13 @@ test('only what takes a new boot changes the boot digest', (t) => {
 
 test('an IPv6 address is not put on the kernel command line (ip= is IPv4 only)', (t) => {
   t.is(kernelCmdline('v6', [{ ...lease, ip: '2001:db8::5', prefix: 64 }]), 'console=ttyS0 nodemgr.sliver=v6');
+});
+
+test('nodemgr\'s own guest interface limits: the ifb device is named from the tap, rates are read as tc prints them', (t) => {
+  t.is(ifbOf(tapName('site_vm', 0)), `nmi${tapName('site_vm', 0).slice(3)}`);
+  t.true(ifbOf(tapName('a_very_long_sliver_name_indeed', 9)).length <= 15);
+  t.is(htbRateKbit('class htb 1:1 root prio 0 rate 8Mbit ceil 8Mbit burst 1600b cburst 1600b \n'), 8000);
+  t.is(htbRateKbit('class htb 1:1 root prio 0 rate 512Kbit ceil 512Kbit burst 1600b cburst 1600b'), 512);
+  t.is(htbRateKbit('class htb 1:1 root prio 0 rate 2Gbit ceil 2Gbit'), 2_000_000);
+  t.is(htbRateKbit(''), null);
 });

@@ -20,9 +20,10 @@ import {
   type GuestFiles,
 } from './guest-files.js';
 import type { Hypervisor } from './hypervisor.js';
-import { applyLiveTuning, guestBandwidthProblem } from './live-tuning.js';
+import { applyLiveTuning } from './live-tuning.js';
 import { createLxcRoots, LXC_READY_FILE, LXC_ROOTS_DIR } from './lxc-root.js';
 import { guestShape, type GuestShape } from './shape.js';
+import { createGuestBandwidth } from './guest-bandwidth.js';
 
 export type { GuestDriver } from './domain-plan.js';
 
@@ -104,15 +105,8 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
   let lastSnapshot: { key: string; snapshot: HostSnapshot } | null = null;
   const unavailable = new Map<GuestDriver, string>();
   const accel: 'kvm' | 'qemu' = options.accel === 'auto' ? (existsSync('/dev/kvm') ? 'kvm' : 'qemu') : options.accel;
-  let bandwidthProblem: Promise<string | null> | null = null;
-  /** Asked once, when the first guest is defined; logged once when there is one. */
-  const bandwidthCheck = () => {
-    bandwidthProblem ??= guestBandwidthProblem().then((problem) => {
-      if (problem !== null) logger.warn('guest bandwidth not enforced', { reason: problem });
-      return problem;
-    });
-    return bandwidthProblem;
-  };
+  const bandwidth = createGuestBandwidth({ addresses, logger });
+  const bandwidthCheck = bandwidth.check;
 
   const ensureGuestDir = () => {
     guestDirReady ??= prepareGuestDir(guestDir).catch((error: unknown) => {
@@ -188,6 +182,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
     const dirs = new Set(await guestDirNames(guestDir));
     for (const name of addresses.holders()) {
       if (owned.has(name) || inFlight.has(name) || dirs.has(name)) continue;
+      await bandwidth.unshape(name);
       await addresses.release(name);
       logger.info('addresses released', { sliver: name, reason: 'no domain (an interrupted create or destroy)' });
     }
@@ -224,11 +219,12 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
    * Starts a container over its mounted root and waits for its init to write the ready marker
    * into LXC_READY_FILE (see lxc-root.ts); one that does not is powered off, as a VM is.
    */
-  const startContainer = async (name: string, hv: Hypervisor, files: GuestFiles) => {
+  const startContainer = async (name: string, hv: Hypervisor, files: GuestFiles, onStarted: () => Promise<void>) => {
     await lxcRoots.mount(files);
     await lxcRoots.clearReady(files);
     const started = Date.now();
     await hv.start(name);
+    await onStarted();
     const ready = await lxcRoots.waitForReady(files, options.readyMarker, {
       timeoutMs: options.readyTimeoutMs, gone: async () => interrupted || !(await hv.find(name))?.active,
     });
@@ -328,6 +324,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
       if (!rebooted && current.active) {
         const taps = (await bandwidthCheck()) === null ? leases.map((l) => tapName(spec.name, l.iface)) : [];
         await applyLiveTuning(hv.uri, spec.name, driver, shape, taps);
+        await bandwidth.shape(spec, guest);
       }
       logger.info('guest configured', { sliver: spec.name, driver, restart: rebooted, cpu_shares: shape.cpuShares, vcpus: shape.vcpus });
     },
@@ -338,10 +335,11 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
       if (!current) throw new Error(`no ${driver} domain of nodemgr named ${spec.name}`);
       if (current.active) return;
       const files = guestFiles(guestDir, spec.name);
-      if (driver === 'lxc') return startContainer(spec.name, hv, files);
+      if (driver === 'lxc') return startContainer(spec.name, hv, files, () => bandwidth.shape(spec, spec.guest!));
       const from = await consoleLogSize(files);
       const started = Date.now();
       await hv.start(spec.name);
+      await bandwidth.shape(spec, spec.guest!);
       const ready = await waitForReady(files, options.readyMarker, {
         from, timeoutMs: options.readyTimeoutMs, gone: async () => interrupted || !(await hv.find(spec.name))?.active,
       });
@@ -362,6 +360,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
       // A virtual machine is asked to shut down first; a container's init may ignore the request.
       if (driver === 'qemu') await shutDownGracefully(hypervisors.qemu, name);
       if (driver) await hypervisors[driver].powerOff(name);
+      if (driver) await bandwidth.unshape(name);
       if (driver === 'lxc') await lxcRoots.unmount(guestFiles(guestDir, name));
     },
 
@@ -376,6 +375,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
         await lxcRoots.unmount(guestFiles(guestDir, name));
         await removeGuestFiles(guestFiles(guestDir, name));
         await lxcRoots.collect();
+        await bandwidth.unshape(name);
         await addresses.release(name);
       } finally {
         inFlight.delete(name);
@@ -410,9 +410,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
         console: d.consolePty,
         addresses: leases.map((l) => `${l.mac} ${l.ip}${l.prefix === null ? '' : `/${l.prefix}`}`).join(', '),
         overlay: d.disks[0]?.source ?? null,
-        bandwidth: d.interfaces.some((i) => i.outboundAverageKBps !== null || i.inboundAverageKBps !== null)
-          ? 'enforced'
-          : (bandwidthProblem ? await bandwidthProblem : null) ?? 'none asked',
+        bandwidth: await bandwidth.status(name, d, found.active),
       };
     },
 
