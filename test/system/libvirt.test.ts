@@ -11,6 +11,7 @@ import test, { type ExecutionContext } from 'ava';
 import { readDatabaseSnapshot } from '../../src/db/store.js';
 import type { NodeDatabase } from '../../src/db/types.js';
 import { readDomainDetails } from '../../src/runtimes/libvirt/domain-xml.js';
+import { ifbOf } from '../../src/runtimes/libvirt/guest-shaper.js';
 import { buildTestGuest, type TestGuest } from './support/guest.js';
 import {
   accountPrefix, cli, isRoot, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor,
@@ -55,6 +56,9 @@ test.before(async (t) => {
 async function removeTestDomains(): Promise<void> {
   const { stdout } = await run('virsh', ['-c', URI, 'list', '--all', '--name']).catch(() => ({ stdout: '' }));
   for (const name of stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith(prefix))) {
+    // nodemgr's own limit of a guest interface has an ifb device, which outlives the guest.
+    const taps = await liveDetails(name).then((d) => d.interfaces.map((i) => i.targetDev ?? ''), () => []);
+    for (const tap of taps.filter((x) => x.startsWith('nmg'))) await run('ip', ['link', 'del', ifbOf(tap)]).catch(() => undefined);
     await run('virsh', ['-c', URI, 'destroy', name]).catch(() => undefined);
     await run('virsh', ['-c', URI, 'undefine', name]).catch(() => undefined);
   }

@@ -6,7 +6,7 @@ import type { Logger } from '../../log.js';
 import type { AccountSpec, GuestSpec } from '../types.js';
 import { tapName } from './domain-plan.js';
 import type { DomainDetails } from './domain-xml.js';
-import { readGuestShaping, shapeGuestInterface, unshapeGuestInterface } from './guest-shaper.js';
+import { ifbOf, leftIfbDevices, readGuestShaping, shapeGuestInterface, unshapeGuestInterface } from './guest-shaper.js';
 import { guestBandwidthProblem } from './live-tuning.js';
 import { guestShape } from './shape.js';
 
@@ -17,6 +17,8 @@ export interface GuestBandwidth {
   shape(spec: AccountSpec, guest: GuestSpec): Promise<void>;
   /** Removes nodemgr's own limits of the sliver's interfaces (stop, destroy, recovery). */
   unshape(name: string): Promise<void>;
+  /** Removes nodemgr's own interface limits left for these slivers (guests that are not running). */
+  sweep(names: readonly string[]): Promise<void>;
   /** "enforced", "enforced by nodemgr: …", "none asked", or why it cannot be. */
   status(name: string, details: DomainDetails, active: boolean): Promise<string>;
 }
@@ -46,6 +48,15 @@ export function createGuestBandwidth(deps: { addresses: AddressBook; logger: Log
     async unshape(name) {
       if ((await check()) === null) return;
       for (const lease of addresses.leasesOf(name)) await unshapeGuestInterface(tapName(name, lease.iface));
+    },
+    async sweep(names) {
+      const left = new Set(await leftIfbDevices());
+      for (const name of names) {
+        for (const lease of addresses.leasesOf(name)) {
+          const tap = tapName(name, lease.iface);
+          if (left.has(ifbOf(tap))) await unshapeGuestInterface(tap);
+        }
+      }
     },
     async status(name, details, active) {
       if (details.interfaces.some((i) => i.outboundAverageKBps !== null || i.inboundAverageKBps !== null)) return 'enforced';

@@ -45,6 +45,12 @@ export async function unshapeGuestInterface(tap: string): Promise<void> {
   await quietly('ip', ['link', 'del', ifbOf(tap)]);
 }
 
+/** The ifb devices named as nodemgr names them (whichever daemon made them). */
+export async function leftIfbDevices(): Promise<string[]> {
+  const { stdout } = await run('ip', ['-o', 'link', 'show', 'type', 'ifb']).catch(() => ({ stdout: '' }));
+  return [...stdout.matchAll(/^\d+: (nmi[0-9a-f]+\d*)[:@]/gm)].map((m) => m[1]!);
+}
+
 /** The rate of an HTB class 1:1 as tc shows it, in kbit/s; null when there is none. */
 export function htbRateKbit(tcClassShow: string): number | null {
   const m = /class htb 1:1 .*?\brate (\d+(?:\.\d+)?)([KMG]?)bit/.exec(tcClassShow);

@@ -163,7 +163,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
    * Removes what an interrupted create or destroy left: a guest directory whose domain does not
    * exist (on a driver that answered), and the leases of slivers with neither domain nor directory.
    */
-  const recover = async (owned: ReadonlySet<string>, reached: ReadonlySet<GuestDriver>) => {
+  const recover = async (owned: ReadonlySet<string>, reached: ReadonlySet<GuestDriver>, running: ReadonlySet<string>) => {
     let removed = false;
     for (const name of await guestDirNames(guestDir)) {
       if (owned.has(name) || inFlight.has(name) || name === LXC_ROOTS_DIR) continue;
@@ -177,6 +177,9 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
     }
     if (removed || !collectedOnce) {
       await lxcRoots.collect();
+      // Interface limits of guests that are not running (stopped behind the daemon's back, or
+      // while it was down) are removed at start; those of guests it stops, as it stops them.
+      await bandwidth.sweep(addresses.holders().filter((name) => !running.has(name) && !inFlight.has(name)));
       collectedOnce = true;
     }
     const dirs = new Set(await guestDirNames(guestDir));
@@ -255,7 +258,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
         owned.push({ name: d.name, kind: 'sliver', runtime: d.driver, uid: null, loginEnabled: d.active, started: d.active });
       }
       if (!opts.readOnly) {
-        await recover(new Set(owned.map((o) => o.name)), reached).catch((error: unknown) =>
+        await recover(new Set(owned.map((o) => o.name)), reached, new Set(owned.filter((o) => o.started).map((o) => o.name))).catch((error: unknown) =>
           logger.warn('guest recovery incomplete', { error: describe(error) }));
       }
       owned.sort((a, b) => (a.name < b.name ? -1 : 1));
