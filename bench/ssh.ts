@@ -7,11 +7,12 @@ import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ssh2 from 'ssh2';
+import { generateKeyPair } from '../src/ssh/host-key.js';
 
 const perLevel = Number(process.argv[2] ?? 200);
 const rounds = Number(process.argv[3] ?? 3);
 const here = dirname(fileURLToPath(import.meta.url));
-const pair = ssh2.utils.generateKeyPairSync('ed25519');
+const pair = generateKeyPair('bench@nodemgr');
 
 const server = spawn(process.execPath, ['--import', 'tsx', join(here, 'lib', 'ssh-server.ts'), pair.public], { stdio: ['pipe', 'pipe', 'inherit'] });
 const port = await new Promise<number>((resolve, reject) => {

@@ -8,14 +8,14 @@ import ssh2 from 'ssh2';
 import type { NodeDatabase } from '../../src/db/types.js';
 import { createLogger } from '../../src/log.js';
 import { startSshGateway } from '../../src/ssh/gateway.js';
-import { loadOrCreateHostKey } from '../../src/ssh/host-key.js';
+import { generateKeyPair, loadOrCreateHostKey } from '../../src/ssh/host-key.js';
 
 const publicKey = process.argv[2]!;
 const records: Record<string, unknown> = {
   delegate_bench_ctl: { record_key: 'delegate_bench_ctl', type: 'delegate', name: 'bench_ctl', keys: [publicKey] },
 };
 for (let i = 0; i < 1_000; i++) {
-  const keys = [0, 1, 2].map(() => ssh2.utils.generateKeyPairSync('ed25519').public);
+  const keys = [0, 1, 2].map((i) => generateKeyPair(`bench${i}@nodemgr`).public);
   records[`sliver_bench_${i}`] = { record_key: `sliver_bench_${i}`, type: 'sliver', name: `bench_${i}`, keys, rspec: { enabled: 1 } };
 }
 const database = { records, accounts: {} } as unknown as NodeDatabase;

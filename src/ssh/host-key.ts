@@ -45,6 +45,24 @@ function describe(privateKey: string, path: string): HostKey {
   return { privateKey, publicKey: `${key.type} ${blob.toString('base64')}`, fingerprint: fingerprintOf(blob), path };
 }
 
+/**
+ * A new ed25519 key pair in OpenSSH format. ssh2's generator drops a leading zero byte of the
+ * public key now and then (about one key in 250 comes out 31 bytes long and parses as malformed),
+ * so a pair is only taken once both halves parse and agree.
+ */
+export function generateKeyPair(comment: string): { private: string; public: string } {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const pair = utils.generateKeyPairSync('ed25519', { comment });
+    const priv = utils.parseKey(pair.private);
+    const pub = utils.parseKey(pair.public);
+    if (priv instanceof Error || pub instanceof Error) continue;
+    const privKey = Array.isArray(priv) ? priv[0]! : priv;
+    const pubKey = Array.isArray(pub) ? pub[0]! : pub;
+    if (privKey.getPublicSSH().equals(pubKey.getPublicSSH())) return pair;
+  }
+  throw new Error('no usable ed25519 key pair in 20 attempts');
+}
+
 /** Reads the host key, or makes one (ed25519) when there is none yet. */
 export async function loadOrCreateHostKey(stateDir: string): Promise<HostKey & { created: boolean }> {
   const path = hostKeyPath(stateDir);
@@ -55,7 +73,7 @@ export async function loadOrCreateHostKey(stateDir: string): Promise<HostKey & {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
   if (text !== null) return { ...describe(text, path), created: false };
-  const pair = utils.generateKeyPairSync('ed25519', { comment: 'nodemgr ssh gateway' });
+  const pair = generateKeyPair('nodemgr ssh gateway');
   const made = describe(pair.private, path);
   await writeFileDurably(path, pair.private, 0o600);
   await writeFileDurably(`${path}.pub`, `${made.publicKey} nodemgr\n`, 0o644);

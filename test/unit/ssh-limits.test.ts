@@ -10,10 +10,10 @@ import ssh2, { type ClientChannel } from 'ssh2';
 import type { NodeDatabase } from '../../src/db/types.js';
 import { createLogger } from '../../src/log.js';
 import { startSshGateway, type Gateway } from '../../src/ssh/gateway.js';
-import { loadOrCreateHostKey } from '../../src/ssh/host-key.js';
+import { generateKeyPair, loadOrCreateHostKey } from '../../src/ssh/host-key.js';
 
-const pair = ssh2.utils.generateKeyPairSync('ed25519');
-const other = ssh2.utils.generateKeyPairSync('ed25519');
+const pair = generateKeyPair('user@test');
+const other = generateKeyPair('other@test');
 const database = {
   records: { delegate_ctl: { record_key: 'delegate_ctl', type: 'delegate', name: 'ctl', keys: [pair.public] } },
   accounts: {},
@@ -99,7 +99,7 @@ test.serial('an idle connection is closed; one that never logs in is closed afte
 let next = 0;
 
 test.serial('a connection that offers more keys than allowed is cut', async (t) => {
-  const keys = [other.private, ssh2.utils.generateKeyPairSync('ed25519').private, pair.private];
+  const keys = [other.private, generateKeyPair('third@test').private, pair.private];
   const error = await new Promise<Error | null>((resolve) => {
     const client = new ssh2.Client();
     client.on('ready', () => {

@@ -5,14 +5,13 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import ssh2 from 'ssh2';
 import type { NodeDatabase } from '../../src/db/types.js';
 import { keyAllowed, keyBlob, loginTarget } from '../../src/ssh/authorized.js';
-import { fingerprintOfLine, loadOrCreateHostKey, savedHostKeyFingerprint } from '../../src/ssh/host-key.js';
+import { fingerprintOfLine, generateKeyPair, loadOrCreateHostKey, savedHostKeyFingerprint } from '../../src/ssh/host-key.js';
 import { acceptedClientVariable, loginEnvironment, sessionArgv } from '../../src/ssh/sessions.js';
 
 const publicLine = (comment: string) => {
-  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment });
+  const pair = generateKeyPair(comment);
   return pair.public.trim();
 };
 const alice = publicLine('alice@example.org');
@@ -70,4 +69,13 @@ test('the host key is made once and kept; its fingerprint is the one ssh-keygen 
   t.is(/SHA256:\S+/.exec(printed)![0], first.fingerprint);
   t.is(fingerprintOfLine(await readFile(`${first.path}.pub`, 'utf8')), first.fingerprint);
   t.is((await stat(first.path)).mode & 0o777, 0o600, 'the private key is readable by root alone');
+});
+
+test('every generated key pair parses (ssh2\'s generator alone makes a malformed 31-byte key now and then)', (t) => {
+  for (let i = 0; i < 400; i++) {
+    const pair = generateKeyPair(`k${i}@test`);
+    const blob = keyBlob(pair.public);
+    t.truthy(blob, pair.public);
+    t.is(blob!.length, 51, 'an ed25519 blob: 4+11 bytes of type, 4+32 of key');
+  }
 });
