@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { readDomainDetails } from '../../src/runtimes/libvirt/domain-xml.js';
 import { LXC_READY_FILE, LXC_ROOTS_DIR } from '../../src/runtimes/libvirt/lxc-root.js';
-import { accountPrefix, run, waitFor } from './support/host.js';
+import { accountPrefix, cli, run, waitFor } from './support/host.js';
 import { fileUri, freePort, guestNode, libvirtUnavailable, virshOn, type GuestNode } from './support/libvirt.js';
 import { buildTestRootfs, type TestRootfs } from './support/rootfs.js';
 import type { TestSlice } from './support/slices.js';
@@ -131,6 +131,10 @@ serial('slices become running containers over one shared base, with their limits
     const ready = await readFile(join(n.guests, name, 'rootfs', LXC_READY_FILE), 'utf8');
     t.regex(ready, new RegExp(`^${MARKER} hostname=${name} pid=1\\n$`), `${name}'s ready file`);
   }
+  // GetSliverStatus shows the container as libvirt holds it, its root the overlay mount.
+  const status = JSON.parse((await run(process.execPath, [cli, 'call', '--config', n.box.config, 'GetSliverStatus', a])).stdout);
+  t.is(status.runtime, 'lxc');
+  t.like(status.guest, { runtime: 'lxc', state: 'running', cpu_shares: 3072, overlay: join(n.guests, a, 'rootfs') });
 
   // Limits from the rspec and the default size (small: 512 MiB), in the definition, in what
   // libvirt reports of the running container, and in the cgroups the container itself sees.

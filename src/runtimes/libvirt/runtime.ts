@@ -412,7 +412,8 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
         vnc_port: d.vncPort,
         console: d.consolePty,
         addresses: leases.map((l) => `${l.mac} ${l.ip}${l.prefix === null ? '' : `/${l.prefix}`}`).join(', '),
-        overlay: d.disks[0]?.source ?? null,
+        // A container's copy-on-write root is its overlay mount; a virtual machine's, its first disk.
+        overlay: driver === 'lxc' ? join(guestFiles(guestDir, name).dir, 'rootfs') : d.disks[0]?.source ?? null,
         bandwidth: await bandwidth.status(name, d, found.active),
       };
     },
