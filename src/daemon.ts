@@ -130,11 +130,10 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
   // The runtime and the enforcer need each other (limits are applied when an account is
   // configured; the enforcer reads the accounts from the runtime): the hooks reach it late.
   let enforcer: Enforcer | null = null;
-  let images: ImageCache | null = null;
-  images = await openImageCache({
+  const images = await openImageCache({
     dir: config.imageCacheDir,
     maxBytes: config.imageCacheMaxBytes,
-    inUse: () => imagesInUse(store.data, images!),
+    inUse: () => imagesInUse(store.data),
     logger,
   });
   const addresses = databaseAddressBook(store, createAddressPoolFile(config.addressPool, logger), now);
@@ -256,7 +255,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
       await supervisors.stop();
       await store.close();
       await syncStatus.flush();
-      await images?.close();
+      await images.close();
       await guests.close();
       logger.info('daemon stopped');
     },
@@ -411,15 +410,11 @@ function isInside(path: string, dir: string): boolean {
   return rel !== '' && !rel.startsWith('..') && !rel.startsWith('/');
 }
 
-/** Names of the cache entries that slivers refer to (by name or by URI): never evicted. */
-function imagesInUse(db: NodeDatabase, cache: ImageCache): ReadonlySet<string> {
+/** The images slivers refer to, by name or URI as their slices give them (the cache matches them). */
+function imagesInUse(db: NodeDatabase): ReadonlySet<string> {
   const refs = new Set<string>();
   for (const s of sliverRecords(db)) {
     for (const ref of [s.vref, s.guest.kernel, s.guest.initrd]) if (ref !== null) refs.add(ref);
   }
-  const names = new Set<string>();
-  for (const entry of cache.list()) {
-    if (refs.has(entry.name) || refs.has(entry.uri)) names.add(entry.name);
-  }
-  return names;
+  return refs;
 }
