@@ -23,7 +23,7 @@ import { loadOrCreateHostKey } from './ssh/host-key.js';
 import type { AccountRuntime } from './runtimes/types.js';
 import { installDelegateShell } from './runtimes/unix/delegate-shell.js';
 import { createUnixRuntime, type SliverLimitHooks, type UnixRuntime } from './runtimes/unix/runtime.js';
-import { databaseAddressBook, type AddressBook } from './addresses/address-book.js';
+import { databaseAddressBook, readOnlyAddressBook, type AddressBook } from './addresses/address-book.js';
 import { createAddressPoolFile } from './addresses/pool-file.js';
 import { openImageCache, type ImageCache } from './images/cache.js';
 import { dispatchRuntime } from './runtimes/dispatch.js';
@@ -31,7 +31,7 @@ import { libvirtHypervisor } from './runtimes/libvirt/hypervisor.js';
 import { createLibvirtRuntime, type ImageSource, type LibvirtRuntime } from './runtimes/libvirt/runtime.js';
 import { guestSessionLaunch } from './runtimes/libvirt/sessions.js';
 import { sliverRecords } from './db/records.js';
-import type { NodeDatabase } from './db/types.js';
+import { emptyDatabase, type NodeDatabase } from './db/types.js';
 import { createConverger } from './sync/converge.js';
 import { createDocumentSync } from './sync/document.js';
 import { createSyncStatusFile, readSyncStatus, syncStatusPath } from './sync/sync-status.js';
@@ -54,15 +54,10 @@ export interface GuestParts {
   readonly now: () => Date;
 }
 
-// For the commands that only look at the host (plan): they never create a guest.
-const NO_GUEST_PARTS: GuestParts = {
+// For the commands that only look at the host (plan, status): they never create a guest.
+export const NO_GUEST_PARTS: GuestParts = {
   images: { resolve: () => Promise.reject(new Error('no image cache here')) },
-  addresses: {
-    lease: () => Promise.reject(new Error('no address book here')),
-    release: () => Promise.reject(new Error('no address book here')),
-    holders: () => [],
-    leasesOf: () => [],
-  },
+  addresses: readOnlyAddressBook(emptyDatabase()),
   now: () => new Date(),
 };
 

@@ -16,10 +16,18 @@ export interface AddressBook {
   leasesOf(sliver: string): AddressLease[];
 }
 
-export function databaseAddressBook(store: DatabaseStore, pool: AddressPoolFile, now: () => Date): AddressBook {
-  const leasesOf = (db: NodeDatabase, sliver: string) =>
-    Object.values(db.addresses).filter((l) => l.sliver === sliver).sort((a, b) => a.iface - b.iface);
+const leasesOf = (db: NodeDatabase, sliver: string) =>
+  Object.values(db.addresses).filter((l) => l.sliver === sliver).sort((a, b) => a.iface - b.iface);
 
+const holdersOf = (db: NodeDatabase) => [...new Set(Object.values(db.addresses).map((l) => l.sliver))];
+
+/** The leases of a database snapshot, for commands that only look (status, plan): no lease is made or released. */
+export function readOnlyAddressBook(db: NodeDatabase): AddressBook {
+  const refuse = () => Promise.reject(new Error('addresses are only leased and released by the daemon'));
+  return { lease: refuse, release: refuse, holders: () => holdersOf(db), leasesOf: (sliver) => leasesOf(db, sliver) };
+}
+
+export function databaseAddressBook(store: DatabaseStore, pool: AddressPoolFile, now: () => Date): AddressBook {
   return {
     async lease(sliver, count) {
       const held = leasesOf(store.data, sliver);
@@ -45,7 +53,7 @@ export function databaseAddressBook(store: DatabaseStore, pool: AddressPoolFile,
       }));
       await store.flush();
     },
-    holders: () => [...new Set(Object.values(store.data.addresses).map((l) => l.sliver))],
+    holders: () => holdersOf(store.data),
     leasesOf: (sliver) => leasesOf(store.data, sliver),
   };
 }

@@ -7,6 +7,7 @@
 // A bad line is reported and left out rather than failing the whole pool: the other entries still
 // serve, and the operator sees which line to fix.
 import { isIP } from 'node:net';
+import type { AddressLease } from '../db/types.js';
 
 export interface PoolEntry {
   /** Lower case, colon separated: aa:bb:cc:dd:ee:ff. */
@@ -27,15 +28,12 @@ export interface ParsedAddressPool {
   readonly problems: string[];
 }
 
-export interface AddressLease {
-  readonly mac: string;
-  readonly ip: string;
-  readonly prefix: number | null;
-  readonly sliver: string;
-  /** Interface index within the sliver's domain, 0-based. */
-  readonly iface: number;
-  /** ISO time the lease was handed out. */
-  readonly since: string;
+// A lease is a record of the node database, where its type lives.
+export type { AddressLease };
+
+/** Leases as people read them: `MAC IP[/prefix]`, comma separated, in interface order. */
+export function describeLeases(leases: readonly AddressLease[]): string {
+  return leases.map((l) => `${l.mac} ${l.ip}${l.prefix === null ? '' : `/${l.prefix}`}`).join(', ');
 }
 
 export type AllocationResult = { ok: true; leases: AddressLease[] } | { ok: false; reason: string };

@@ -1,7 +1,8 @@
 // `nodemgr status`: reads the database the daemon keeps (no lock needed: writes are atomic renames)
 // and the limits in force on the host, read back from the kernel.
 import type { Config } from '../config/config.js';
-import { byteCapPath, createGuestRuntime, databasePath } from '../daemon.js';
+import { byteCapPath, createGuestRuntime, databasePath, NO_GUEST_PARTS } from '../daemon.js';
+import { readOnlyAddressBook } from '../addresses/address-book.js';
 import { readImageIndex } from '../images/store.js';
 import type { GuestStatus } from '../runtimes/libvirt/runtime.js';
 import { readDatabaseSnapshot } from '../db/store.js';
@@ -34,7 +35,8 @@ async function limitsOnHost(config: Config, status: NodeStatus): Promise<Record<
 async function guestsOnHost(config: Config, status: NodeStatus, db: NodeDatabase): Promise<Record<string, GuestStatus>> {
   const names = status.accounts.filter((a) => a.kind === 'sliver' && a.runtime !== 'unix').map((a) => a.name);
   if (names.length === 0) return {};
-  const guests = createGuestRuntime(config, createLogger({ console: false }));
+  // The leases are the database's, which this process reads itself.
+  const guests = createGuestRuntime(config, createLogger({ console: false }), { ...NO_GUEST_PARTS, addresses: readOnlyAddressBook(db) });
   const found: Record<string, GuestStatus> = {};
   try {
     for (const name of names) {
@@ -42,10 +44,7 @@ async function guestsOnHost(config: Config, status: NodeStatus, db: NodeDatabase
         warn(`${name}: domain not read: ${(error as Error).message}`);
         return null;
       });
-      // The leases are the database's, which this process reads itself.
-      const leases = Object.values(db.addresses).filter((l) => l.sliver === name).sort((a, b) => a.iface - b.iface);
-      const addresses = leases.map((l) => `${l.mac} ${l.ip}${l.prefix === null ? '' : `/${l.prefix}`}`).join(', ');
-      if (status) found[name] = { ...status, addresses };
+      if (status) found[name] = status;
     }
   } finally {
     await guests.close();

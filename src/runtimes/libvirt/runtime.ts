@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AddressBook } from '../../addresses/address-book.js';
+import { describeLeases } from '../../addresses/pool.js';
 import type { AccountKind, AddressLease } from '../../db/types.js';
 import type { Logger } from '../../log.js';
 import type { AccountRuntime, AccountSpec, GuestSpec, HostSnapshot, ObservedAccount } from '../types.js';
@@ -106,7 +107,6 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
   const unavailable = new Map<GuestDriver, string>();
   const accel: 'kvm' | 'qemu' = options.accel === 'auto' ? (existsSync('/dev/kvm') ? 'kvm' : 'qemu') : options.accel;
   const bandwidth = createGuestBandwidth({ addresses, logger });
-  const bandwidthCheck = bandwidth.check;
 
   const ensureGuestDir = () => {
     guestDirReady ??= prepareGuestDir(guestDir).catch((error: unknown) => {
@@ -214,7 +214,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
   const shapeOf = async (spec: AccountSpec, guest: GuestSpec): Promise<GuestShape> => {
     const result = guestShape(spec.rspec, guest.size);
     if (!result.ok) throw new Error(result.reason);
-    if (result.shape.bandwidth !== null && (await bandwidthCheck()) !== null) return { ...result.shape, bandwidth: null };
+    if (result.shape.bandwidth !== null && (await bandwidth.check()) !== null) return { ...result.shape, bandwidth: null };
     return result.shape;
   };
 
@@ -325,7 +325,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
       });
       await hv.define(xml);
       if (!rebooted && current.active) {
-        const taps = (await bandwidthCheck()) === null ? leases.map((l) => tapName(spec.name, l.iface)) : [];
+        const taps = (await bandwidth.check()) === null ? leases.map((l) => tapName(spec.name, l.iface)) : [];
         await applyLiveTuning(hv.uri, spec.name, driver, shape, taps);
         await bandwidth.shape(spec, guest);
       }
@@ -411,7 +411,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
         cpu_shares: d.cpuShares,
         vnc_port: d.vncPort,
         console: d.consolePty,
-        addresses: leases.map((l) => `${l.mac} ${l.ip}${l.prefix === null ? '' : `/${l.prefix}`}`).join(', '),
+        addresses: describeLeases(leases),
         // A container's copy-on-write root is its overlay mount; a virtual machine's, its first disk.
         overlay: driver === 'lxc' ? join(guestFiles(guestDir, name).dir, 'rootfs') : d.disks[0]?.source ?? null,
         bandwidth: await bandwidth.status(name, d, found.active),
