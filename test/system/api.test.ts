@@ -3,12 +3,11 @@
 // pushes are signed with xmlsec1 and openssl.
 import test, { type ExecutionContext } from 'ava';
 import { copyFile, readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { readDatabaseSnapshot } from '../../src/db/store.js';
 import { makeAuthority, signDetached, signTicket, type Authority } from '../support/authority-keys.js';
 import {
-  accountPrefix, isRoot, passwdEntries, processesOf, removeAccounts, run, sandbox, serveDocument,
+  accountPrefix, freePort, isRoot, passwdEntries, processesOf, removeAccounts, run, sandbox, serveDocument,
   startDaemonProcess, stopDaemonProcess, waitFor, type DaemonProcess, type DocumentServer, type Sandbox,
 } from './support/host.js';
 import { publicKeys, slicesXml, type TestDelegate, type TestSlice } from './support/slices.js';
@@ -39,14 +38,6 @@ let keys: string[] = [];
 let slices: TestSlice[] = [];
 let delegates: TestDelegate[] = [];
 let timestamp = 1000;
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((done) => probe.listen(0, '127.0.0.1', done));
-  const address = probe.address();
-  await new Promise((done) => probe.close(done));
-  return typeof address === 'object' && address ? address.port : 0;
-}
 
 interface Answer {
   result?: unknown;

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { readDomainDetails } from '../../src/runtimes/libvirt/domain-xml.js';
 import { LXC_READY_FILE, LXC_ROOTS_DIR } from '../../src/runtimes/libvirt/lxc-root.js';
-import { accountPrefix, cli, run, waitFor } from './support/host.js';
-import { fileUri, freePort, guestNode, libvirtUnavailable, virshOn, type GuestNode } from './support/libvirt.js';
+import { accountPrefix, cli, freePort, run, waitFor } from './support/host.js';
+import { fileUri, guestNode, libvirtUnavailable, virshOn, type GuestNode } from './support/libvirt.js';
 import { buildTestRootfs, type TestRootfs } from './support/rootfs.js';
 import type { TestSlice } from './support/slices.js';
 

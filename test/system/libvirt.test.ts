@@ -1,44 +1,19 @@
 // libvirt slivers for real: a daemon with a real libvirtd (qemu:///system, software emulation),
 // a guest built by the test (Debian's kernel, a busybox initramfs that reports ready on its
 // serial console), images fetched into the cache from file: URIs, addresses from a pool file.
-import { execFile, spawn } from 'node:child_process';
-import { access, readFile, readdir, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { spawn } from 'node:child_process';
+import { access, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { promisify } from 'node:util';
 import test, { type ExecutionContext } from 'ava';
-import { readDatabaseSnapshot } from '../../src/db/store.js';
-import type { NodeDatabase } from '../../src/db/types.js';
-import { readDomainDetails } from '../../src/runtimes/libvirt/domain-xml.js';
 import { ifbOf } from '../../src/runtimes/libvirt/guest-shaper.js';
 import { buildTestGuest, type TestGuest } from './support/guest.js';
-import {
-  accountPrefix, cli, isRoot, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor,
-  type DaemonProcess, type Sandbox,
-} from './support/host.js';
-import { slicesXml, type TestSlice } from './support/slices.js';
+import { accountPrefix, cli, freePort, run, waitFor } from './support/host.js';
+import { fileUri, guestNode, libvirtUnavailable, virshOn, type GuestNode } from './support/libvirt.js';
+import type { TestSlice } from './support/slices.js';
 
-const run = promisify(execFile);
 const URI = 'qemu:///system';
-
-/** Why these tests cannot run here, or null. */
-async function unavailable(): Promise<string | null> {
-  if (!isRoot) return 'not root';
-  try {
-    await run('virsh', ['-c', URI, 'version'], { timeout: 20_000 });
-  } catch (error) {
-    return `libvirtd does not answer on ${URI} (test/libvirt-setup.sh starts it): ${(error as Error).message.split('\n')[0]}`;
-  }
-  try {
-    await import('@unraid/libvirt');
-  } catch (error) {
-    return `the libvirt binding is not built (native/build.sh builds it): ${(error as Error).message.split('\n')[0]}`;
-  }
-  return null;
-}
-
-const reason = await unavailable();
+const { virsh, domainState, liveDetails } = virshOn(URI);
+const reason = await libvirtUnavailable(URI);
 const serial = reason === null ? test.serial : test.serial.skip;
 if (reason !== null) test('libvirt system tests are skipped', (t) => t.log(`skipped: ${reason}`));
 
@@ -68,50 +43,15 @@ test.after.always(async () => {
   if (reason === null) await removeTestDomains();
 });
 
-interface Node {
-  box: Sandbox;
-  daemon: DaemonProcess | null;
-  setDocument(slices: TestSlice[]): void;
-  start(): void;
-  db(): Promise<NodeDatabase>;
-  close(): Promise<void>;
-}
-
-let timestamp = 1_800_000_000;
-
-async function node(t: ExecutionContext, settings: Record<string, string | number> = {}, poolLines = 2): Promise<Node> {
-  const server = await serveDocument(slicesXml(timestamp, []));
-    // Software emulation: the tests must not depend on the host's KVM.
-  const box = await sandbox({ authority_url: server.url, guest_ready_timeout: 180, guest_accel: 'qemu', ...settings });
-  const pool = MACS.slice(0, poolLines).map((mac, i) => `${mac} ${IPS[i]}/24 # test address ${i + 1}`);
-  await writeFile(join(box.dir, 'mac-addresses'), `# the test's pool\n${pool.join('\n')}\n`);
-  const n: Node = {
-    box,
-    daemon: null,
-    setDocument(slices) {
-      server.set(slicesXml(++timestamp, slices));
-      n.daemon?.child.kill('SIGHUP'); // sync now
-    },
-    start() {
-      n.daemon = startDaemonProcess(box.config);
-    },
-    db: () => readDatabaseSnapshot(join(box.stateDir, 'nodemgr.json')),
-    async close() {
-      if (n.daemon) await stopDaemonProcess(n.daemon);
-      // Tests run one at a time: what this one booted must not slow the next one's boots.
-      await removeTestDomains();
-      await server.close();
-      await box.cleanup();
-    },
-  };
-  t.teardown(async () => {
-    if (n.daemon && !t.passed) t.log(n.daemon.output().split('\n').slice(-30).join('\n'));
-    await n.close();
+/** A test's node: guests under software emulation (the tests must not depend on the host's KVM). */
+function node(t: ExecutionContext, settings: Record<string, string | number> = {}, poolLines = 2): Promise<GuestNode> {
+  return guestNode(t, {
+    settings: { guest_ready_timeout: 180, guest_accel: 'qemu', ...settings },
+    pool: MACS.slice(0, poolLines).map((mac, i) => [mac, `${IPS[i]}/24`] as const),
+    // Tests run one at a time: what this one booted must not slow the next one's boots.
+    beforeCleanup: removeTestDomains,
   });
-  return n;
 }
-
-const fileUri = (path: string) => pathToFileURL(path).href;
 
 function vmSlice(name: string, resources: Record<string, string | number> = {}): TestSlice {
   return {
@@ -126,21 +66,9 @@ function vmSlice(name: string, resources: Record<string, string | number> = {}):
   };
 }
 
-async function virsh(...args: string[]): Promise<string> {
-  return (await run('virsh', ['-c', URI, ...args])).stdout;
-}
-
-async function domainState(name: string): Promise<string | null> {
-  return virsh('domstate', name).then((s) => s.trim(), () => null);
-}
-
-async function liveDetails(name: string) {
-  return readDomainDetails(await virsh('dumpxml', name));
-}
-
 const exists = (path: string) => access(path).then(() => true, () => false);
 
-async function stateOf(n: Node, name: string) {
+async function stateOf(n: GuestNode, name: string) {
   return (await n.db()).accounts[name];
 }
 
@@ -284,18 +212,6 @@ serial('kill -9 during creation leaves nothing behind after a restart; an exhaus
   t.deepEqual(await readdir(join(n.box.dir, 'guests')), [second], 'and no files either');
 });
 
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((done) => probe.listen(0, '127.0.0.1', done));
-  const address = probe.address();
-  await new Promise((done) => probe.close(done));
-  return typeof address === 'object' && address ? address.port : 0;
-}
-
-async function call(n: Node, ...args: string[]): Promise<string> {
-  return (await run(process.execPath, [cli, 'call', '--config', n.box.config, ...args])).stdout.trim();
-}
-
 /** An ssh login with a terminal: types `line` once `prompt` shows, returns what came back after `until`. */
 function sshConsole(port: number, key: string, user: string, line: string, until: RegExp): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -343,18 +259,18 @@ serial('Stop, Start and ReCreate through the API act on the domain, and the ssh 
   t.regex(seen, /console-42/);
   t.log(`console session: ${JSON.stringify(seen.replace(/\s+/g, ' ').slice(-120))}`);
 
-  t.is(await call(n, 'Stop', name), '1');
+  t.is(await n.call('Stop', name), '1');
   await waitFor('the domain to be off', async () => (await domainState(name)) === 'shut off', 60_000);
   await waitFor('the state stopped', async () => (await stateOf(n, name))?.state === 'stopped');
   t.is(await domainState(name), 'shut off', 'and it stays off across syncs');
 
-  t.is(await call(n, 'Start', name), '1');
+  t.is(await n.call('Start', name), '1');
   await waitFor('the guest to run again', async () => (await stateOf(n, name))?.state === 'running', 300_000);
   t.is(await domainState(name), 'running');
 
   // ReCreate makes the domain again: a new uuid, a new overlay, the same address.
   const before = await liveDetails(name);
-  t.is(await call(n, 'ReCreate', name), '1');
+  t.is(await n.call('ReCreate', name), '1');
   await waitFor('a new domain to run', async () => {
     const d = await liveDetails(name).catch(() => null);
     return d !== null && d.uuid !== before.uuid && (await stateOf(n, name))?.state === 'running' && (await domainState(name)) === 'running';

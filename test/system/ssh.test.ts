@@ -5,12 +5,11 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { Client } from 'ssh2';
 import { readDatabaseSnapshot } from '../../src/db/store.js';
 import {
-  accountPrefix, isRoot, nodemgr, removeAccounts, run, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor,
+  accountPrefix, freePort, isRoot, nodemgr, removeAccounts, run, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor,
   type DaemonProcess, type DocumentServer, type Sandbox,
 } from './support/host.js';
 import { slicesXml, type TestDelegate, type TestSlice } from './support/slices.js';
@@ -36,14 +35,6 @@ let timestamp = 1000;
 let slices: TestSlice[] = [];
 let delegates: TestDelegate[] = [];
 const keys: Record<string, { path: string; line: string; privateKey: Buffer }> = {};
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((done) => probe.listen(0, '127.0.0.1', done));
-  const address = probe.address();
-  await new Promise((done) => probe.close(done));
-  return typeof address === 'object' && address ? address.port : 0;
-}
 
 interface Outcome {
   code: number | null;

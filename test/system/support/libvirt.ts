@@ -1,7 +1,6 @@
 // What the libvirt system tests share: whether they can run here, and a test node (a daemon of
 // its own with an authority document the test sets, an address pool and a sandbox).
 import { writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ExecutionContext } from 'ava';
@@ -25,15 +24,6 @@ export async function libvirtUnavailable(uri: string): Promise<string | null> {
     return `the libvirt binding is not built (native/build.sh builds it): ${(error as Error).message.split('\n')[0]}`;
   }
   return null;
-}
-
-/** A TCP port free on 127.0.0.1 a moment ago. */
-export async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((done) => probe.listen(0, '127.0.0.1', done));
-  const address = probe.address();
-  await new Promise((done) => probe.close(done));
-  return typeof address === 'object' && address ? address.port : 0;
 }
 
 /** virsh on one connection, and what the tests ask of it. */
