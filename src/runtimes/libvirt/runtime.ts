@@ -154,6 +154,15 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
     return isOurs(details, name, driver) ? { active: d.active, details } : null;
   };
 
+  /** The sliver's domain on whichever driver holds it (one that cannot be asked counts as not). */
+  const ownedAnywhere = async (name: string) => {
+    for (const driver of DRIVERS) {
+      const found = await ownedDomain(driver, name).catch(() => null);
+      if (found) return { driver, ...found };
+    }
+    return null;
+  };
+
   const driverOnDisk = async (files: GuestFiles): Promise<GuestDriver | null> => {
     const text = await readFile(join(files.dir, RUNTIME_FILE), 'utf8').catch(() => '');
     return (DRIVERS as readonly string[]).includes(text.trim()) ? (text.trim() as GuestDriver) : null;
@@ -390,18 +399,13 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
     },
 
     async driverOf(name) {
-      for (const driver of DRIVERS) {
-        if (await ownedDomain(driver, name).catch(() => null)) return driver;
-      }
-      return null;
+      return (await ownedAnywhere(name))?.driver ?? null;
     },
 
     async status(name) {
-      const driver = await runtime.driverOf(name);
-      if (!driver) return null;
-      const found = await ownedDomain(driver, name);
+      const found = await ownedAnywhere(name);
       if (!found) return null;
-      const d = found.details;
+      const { driver, details: d } = found;
       const leases = addresses.leasesOf(name);
       return {
         runtime: driver,
