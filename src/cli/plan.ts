@@ -41,7 +41,7 @@ export async function runPlan(config: Config, options: { json: boolean; document
 
   const runtime = createRuntime(config, createLogger({ console: false }));
   const host = await runtime.observe({ readOnly: true });
-  const desired = desiredAccounts(sliverRecords(next), delegateRecords(next));
+  const desired = desiredAccounts(sliverRecords(next), delegateRecords(next), config.defaultRuntime);
   const plan = planReconcile({ desired: desired.specs, host, accounts: next.accounts });
 
   if (options.json) {
