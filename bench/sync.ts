@@ -62,7 +62,7 @@ async function noChangeSync() {
   });
   const syncStatus = createSyncStatusFile(syncStatusPath(config.stateDir), null, logger);
   const documents = createDocumentSync({ config, store, syncStatus, logger, now });
-  const converger = createConverger({ store, runtime: node.runtime, supervisors, logger, now });
+  const converger = createConverger({ store, runtime: node.runtime, supervisors, logger, now, defaultRuntime: config.defaultRuntime });
   const converge = async () => {
     const plan = await converger.converge('bench');
     if (plan.ops.length !== 0) throw new Error(`a no-change sync planned ${plan.ops.length} operations`);

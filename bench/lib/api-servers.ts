@@ -62,7 +62,7 @@ async function serve(): Promise<{ port: number; close(): Promise<void> | void }>
       throw new Error('the benchmark only reads');
     };
     const methods = createApiMethods({
-      store, logger, now: () => new Date(), authorityDelegate: null,
+      store, logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
       converge: async () => refuse(), submit: refuse, verifyTicket: refuse, verifyPush: refuse, acceptDocument: async () => refuse(),
     });
     const server = await startApiServer({

@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Config } from '../../src/config/config.js';
 import { defaultConfig } from '../../src/config/config.js';
-import { applyDocument, delegateRecords, sliverRecords } from '../../src/db/records.js';
+import { applyDocument } from '../../src/db/records.js';
 import { emptyDatabase, type AccountStatus, type NodeDatabase } from '../../src/db/types.js';
 import { createLogger } from '../../src/log.js';
-import { desiredAccounts, specHash } from '../../src/reconcile/plan.js';
+import { desiredState, specHash } from '../../src/reconcile/desired.js';
 import type { AccountRuntime } from '../../src/runtimes/types.js';
 import { createUnixRuntime } from '../../src/runtimes/unix/runtime.js';
 import { parseSlicesDocument } from '../../src/slices/parse.js';
@@ -35,7 +35,7 @@ export function nodeOfRecords(slices: number): NodeOfRecords {
   const outcome = applyDocument(emptyDatabase(), doc, Math.floor(Date.now() / 1000));
   if (outcome.kind !== 'applied') throw new Error('generated document was not applied');
 
-  const desired = desiredAccounts(sliverRecords(outcome.database), delegateRecords(outcome.database));
+  const desired = desiredState(outcome.database, config.defaultRuntime);
   const accounts: Record<string, AccountStatus> = {};
   const dir = mkdtempSync(join(tmpdir(), 'nodemgr-bench-'));
   const runDir = join(dir, 'run');

@@ -1,8 +1,8 @@
 // Holds what the daemon holds for a node of N slivers (records, account states, the observed
 // host, the plan) and prints the process's resident set size in MB. Run compiled, by bench/sync.ts.
 import { rmSync } from 'node:fs';
-import { delegateRecords, sliverRecords } from '../../src/db/records.js';
-import { desiredAccounts, planReconcile } from '../../src/reconcile/plan.js';
+import { desiredState } from '../../src/reconcile/desired.js';
+import { planReconcile } from '../../src/reconcile/plan.js';
 import { nodeOfRecords } from './node-of-records.js';
 
 const count = Number(process.argv[2] ?? '10000');
@@ -10,8 +10,8 @@ const node = count > 0 ? nodeOfRecords(count) : null;
 let kept: unknown = null;
 if (node) {
   const host = await node.runtime.observe({ readOnly: true });
-  const desired = desiredAccounts(sliverRecords(node.database), delegateRecords(node.database));
-  const plan = planReconcile({ desired: desired.specs, host, accounts: node.database.accounts });
+  const desired = desiredState(node.database, 'unix');
+  const plan = planReconcile({ desired, host, accounts: node.database.accounts });
   kept = { node, host, desired, plan };
   rmSync(node.dir, { recursive: true, force: true });
 }

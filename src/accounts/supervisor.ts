@@ -2,7 +2,8 @@
 // Accounts never wait for one another, except for the node-wide bound on creates and destroys.
 import type { AccountKind, AccountState } from '../db/types.js';
 import type { Logger } from '../log.js';
-import { specHash, type Op } from '../reconcile/plan.js';
+import { specHash } from '../reconcile/desired.js';
+import type { Op } from '../reconcile/plan.js';
 import type { AccountRuntime, ObservedAccount } from '../runtimes/types.js';
 import type { Limiter } from './limiter.js';
 

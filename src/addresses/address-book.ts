@@ -4,12 +4,17 @@
 import type { DatabaseStore } from '../db/store.js';
 import type { AddressLease, NodeDatabase } from '../db/types.js';
 import type { AddressPoolFile } from './pool-file.js';
-import { allocateAddresses } from './pool.js';
+import { allocateAddresses, reclaimAddresses } from './pool.js';
 
 export interface AddressBook {
   /** The sliver's leases for interfaces 0..count-1, made if missing; throws when the pool is exhausted. */
   lease(sliver: string, count: number): Promise<AddressLease[]>;
   release(sliver: string): Promise<void>;
+  /**
+   * Records the leases of the MACs a guest already uses, where the records lost them; returns what
+   * could not be recorded, in words.
+   */
+  reclaim(sliver: string, macs: readonly string[]): Promise<string[]>;
   /** Names of the slivers that hold leases. */
   holders(): readonly string[];
   /** The sliver's leases, by interface. */
@@ -24,7 +29,7 @@ const holdersOf = (db: NodeDatabase) => [...new Set(Object.values(db.addresses).
 /** The leases of a database snapshot, for commands that only look (status, plan): no lease is made or released. */
 export function readOnlyAddressBook(db: NodeDatabase): AddressBook {
   const refuse = () => Promise.reject(new Error('addresses are only leased and released by the daemon'));
-  return { lease: refuse, release: refuse, holders: () => holdersOf(db), leasesOf: (sliver) => leasesOf(db, sliver) };
+  return { lease: refuse, release: refuse, reclaim: refuse, holders: () => holdersOf(db), leasesOf: (sliver) => leasesOf(db, sliver) };
 }
 
 export function databaseAddressBook(store: DatabaseStore, pool: AddressPoolFile, now: () => Date): AddressBook {
@@ -52,6 +57,21 @@ export function databaseAddressBook(store: DatabaseStore, pool: AddressPoolFile,
         addresses: Object.fromEntries(Object.entries(db.addresses).filter(([, l]) => l.sliver !== sliver)),
       }));
       await store.flush();
+    },
+    async reclaim(sliver, macs) {
+      const held = new Set(leasesOf(store.data, sliver).map((l) => l.mac.toLowerCase()));
+      if (macs.every((mac) => held.has(mac.toLowerCase()))) return [];
+      const { entries } = await pool.entries();
+      const result = reclaimAddresses(entries, Object.values(store.data.addresses), sliver, macs, now().toISOString());
+      if (result.leases.length > 0) {
+        store.update((db) => {
+          const addresses = { ...db.addresses };
+          for (const l of result.leases) addresses[l.mac] = l;
+          return { ...db, addresses };
+        });
+        await store.flush();
+      }
+      return result.problems;
     },
     holders: () => holdersOf(store.data),
     leasesOf: (sliver) => leasesOf(store.data, sliver),

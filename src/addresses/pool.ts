@@ -175,3 +175,37 @@ export function staleLeases(entries: readonly PoolEntry[], leases: readonly Addr
   const pairs = new Set(entries.map((e) => `${e.mac} ${e.ip}`));
   return leases.filter((l) => !pairs.has(`${l.mac.toLowerCase()} ${canonicalIp(l.ip) ?? l.ip}`));
 }
+
+/**
+ * The leases a guest's interfaces already use (by MAC, in interface order) that the records lost
+ * (a database rebuilt): recorded again so that no other guest is given them. A MAC the pool does
+ * not list (its IP is unknown) or that is leased to another sliver is reported, not recorded.
+ */
+export function reclaimAddresses(
+  entries: readonly PoolEntry[],
+  leases: readonly AddressLease[],
+  sliver: string,
+  macs: readonly string[],
+  nowIso: string,
+): { leases: AddressLease[]; problems: string[] } {
+  const byMac = new Map(entries.map((e) => [e.mac, e]));
+  const leased = new Map(leases.map((l) => [l.mac.toLowerCase(), l]));
+  const reclaimed: AddressLease[] = [];
+  const problems: string[] = [];
+  macs.forEach((raw, iface) => {
+    const mac = raw.toLowerCase();
+    const holder = leased.get(mac);
+    if (holder?.sliver === sliver) return;
+    if (holder) {
+      problems.push(`${sliver} interface ${iface} uses ${mac}, which is leased to ${holder.sliver}`);
+      return;
+    }
+    const entry = byMac.get(mac);
+    if (!entry) {
+      problems.push(`${sliver} interface ${iface} uses ${mac}, which the address pool does not list`);
+      return;
+    }
+    reclaimed.push({ mac: entry.mac, ip: entry.ip, prefix: entry.prefix, sliver, iface, since: nowIso });
+  });
+  return { leases: reclaimed, problems };
+}

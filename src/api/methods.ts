@@ -32,6 +32,8 @@ export interface MethodDef {
   readonly returns: XmlRpcType;
   readonly access: Access;
   readonly help: string;
+  /** The sliver_name may also name an account adopted while no document was in force. */
+  readonly adopted?: true;
   run(call: { caller: Caller; args: readonly unknown[] }): Promise<unknown> | unknown;
 }
 
@@ -94,8 +96,8 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
     run: ({ caller, args }) => api.create(caller, name(args)),
   });
   define({
-    name: 'Destroy', params: [SLIVER], returns: 'int', access: 'sliver',
-    help: 'Destroys a delegated sliver (until the next Create); returns 1 once queued.',
+    name: 'Destroy', params: [SLIVER], returns: 'int', access: 'sliver', adopted: true,
+    help: 'Destroys a delegated sliver (until the next Create), or, for root, an account adopted while no document was in force; returns 1 once queued.',
     run: ({ caller, args }) => api.destroy(caller, name(args)),
   });
   define({
@@ -213,6 +215,8 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
       case 'sliver': {
         if (caller.kind === 'nobody') throw denied();
         const target = api.sliverRecord(name(args));
+        // The method checks who may destroy an adopted account (root alone).
+        if (!target && def.adopted && api.adoptedRecord(name(args))) return;
         if (!target) throw invalidArgument(1, 'sliver_name', `no sliver named ${JSON.stringify(name(args))} on this node`);
         if (caller.kind === 'root') return;
         if (caller.kind === 'sliver' && caller.name === target.name) return;

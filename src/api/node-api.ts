@@ -2,12 +2,13 @@
 // the node's own part of a sliver record (loans, Stop/Start, Create/Destroy of delegated slivers).
 // Every change is one database update followed by a converge pass, which hands the resulting
 // operations to the supervisors; nothing here touches the host.
-import { recordOfSliver, sliverKey } from '../db/records.js';
+import { adoptedKey, recordOfSliver, sliverKey } from '../db/records.js';
 import type { DatabaseStore } from '../db/store.js';
-import type { NodeDatabase, SliverNodeState, SliverRecord } from '../db/types.js';
+import type { AdoptedRecord, NodeDatabase, SliverNodeState, SliverRecord } from '../db/types.js';
 import type { ImageCache } from '../images/cache.js';
 import type { Logger } from '../log.js';
-import { desiredAccounts, type Op } from '../reconcile/plan.js';
+import { desiredState } from '../reconcile/desired.js';
+import type { Op } from '../reconcile/plan.js';
 import { effectiveRspecs, type Loan } from '../rspec/loans.js';
 import { canonicalResource, withDefaults, type Rspec } from '../rspec/resources.js';
 import type { RuntimeKind, SliverSpec } from '../slices/types.js';
@@ -33,8 +34,8 @@ export interface NodeApiDeps {
   acceptDocument(document: Buffer, source: string): Promise<AcceptResult>;
   /** The sliver's limits as the host holds them (kernel read-back); absent without limits. */
   limitsInForce?(name: string, uid: number): Promise<Record<string, number | string | boolean>>;
-  /** What a slice that names no runtime is made of (default unix). */
-  readonly defaultRuntime?: RuntimeKind;
+  /** What a slice that names no runtime is made of. */
+  readonly defaultRuntime: RuntimeKind;
   /** A libvirt sliver's domain as libvirt holds it (state, vCPUs, memory, VNC port, addresses); null for none. */
   guestStatus?(name: string): Promise<Record<string, number | string> | null>;
   /** The node's image cache; without it the image methods answer that it is not configured. */
@@ -50,6 +51,10 @@ export function nodeApi(deps: NodeApiDeps) {
   const sliverRecord = (name: string): SliverRecord | null => {
     const record = Object.hasOwn(store.data.records, sliverKey(name)) ? store.data.records[sliverKey(name)] : undefined;
     return record?.type === 'sliver' ? record : null;
+  };
+  const adoptedRecord = (name: string): AdoptedRecord | null => {
+    const found = Object.hasOwn(store.data.records, adoptedKey(name)) ? store.data.records[adoptedKey(name)] : undefined;
+    return found?.type === 'adopted' ? found : null;
   };
   const record = (name: string): SliverRecord => {
     const found = sliverRecord(name);
@@ -69,6 +74,18 @@ export function nodeApi(deps: NodeApiDeps) {
     store.update((db) => ({ ...db, records: { ...db.records, [current.record_key]: next } }));
     logger.info('api request accepted', { sliver: name, op: what, caller: describeCaller(caller) });
     await deps.converge(`api ${what}`);
+    return 1;
+  };
+
+  /** An account adopted while no document was in force goes only when root asks for it by name. */
+  const destroyAdopted = async (caller: Caller, adopted: AdoptedRecord) => {
+    if (caller.kind !== 'root') {
+      throw new ApiFault(FaultCode.permissionDenied, `${describeCaller(caller)}: Permission denied for Destroy of ${adopted.name}: it is an adopted account, and only root may destroy it before a document arrives.`);
+    }
+    const next: AdoptedRecord = { ...adopted, destroy_requested_by: describeCaller(caller) };
+    store.update((db) => ({ ...db, records: { ...db.records, [adopted.record_key]: next } }));
+    logger.info('api request accepted', { account: adopted.name, op: 'destroy adopted', caller: describeCaller(caller) });
+    await deps.converge('api destroy');
     return 1;
   };
 
@@ -93,6 +110,7 @@ export function nodeApi(deps: NodeApiDeps) {
 
   return {
     sliverRecord,
+    adoptedRecord,
     record,
 
     xids(caller: Caller): Record<string, number> {
@@ -113,15 +131,17 @@ export function nodeApi(deps: NodeApiDeps) {
       if (target.instantiation !== 'delegated') {
         throw invalidArgument(1, 'sliver_name', `${name} is not a delegated sliver: only the authority creates it`);
       }
-      return changeNodeState(caller, name, { created: true }, 'create');
+      return changeNodeState(caller, name, { created: true, destroyed: false }, 'create');
     },
 
     destroy(caller: Caller, name: string) {
+      const adopted = sliverRecord(name) ? null : adoptedRecord(name);
+      if (adopted) return destroyAdopted(caller, adopted);
       const target = record(name);
       if (target.instantiation !== 'delegated') {
         throw invalidArgument(1, 'sliver_name', `${name} is not a delegated sliver: only the authority destroys it`);
       }
-      return changeNodeState(caller, name, { created: false, stopped: false }, 'destroy');
+      return changeNodeState(caller, name, { created: false, stopped: false, destroyed: true }, 'destroy');
     },
 
     setStopped(caller: Caller, name: string, stopped: boolean) {
@@ -135,7 +155,7 @@ export function nodeApi(deps: NodeApiDeps) {
         store.update((db) => ({ ...db, records: { ...db.records, [target.record_key]: { ...target, node_state: { ...target.node_state, stopped: false } } } }));
       }
       const db = store.data;
-      const spec = desiredAccounts(slivers(db), [], deps.defaultRuntime).specs.find((s) => s.name === name);
+      const spec = desiredState(db, deps.defaultRuntime).specs.find((s) => s.name === name);
       if (!spec) throw new ApiFault(FaultCode.internal, `${name} is not an account the node wants; nothing to re-create`);
       const ops: Op[] = [
         { account: name, kind: 'sliver', action: 'destroy', spec: null, why: 'ReCreate' },
@@ -159,7 +179,7 @@ export function nodeApi(deps: NodeApiDeps) {
       const computed = effective();
       const uid = account?.uid ?? null;
       const inForce = uid !== null && deps.limitsInForce ? await deps.limitsInForce(name, uid) : {};
-      const runtime = r.guest.runtime ?? deps.defaultRuntime ?? 'unix';
+      const runtime = r.guest.runtime ?? deps.defaultRuntime;
       const guest = runtime !== 'unix' && deps.guestStatus ? await deps.guestStatus(name).catch((e: unknown) => ({ error: (e as Error).message })) : null;
       return {
         name,

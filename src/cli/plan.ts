@@ -4,11 +4,12 @@ import { readFile } from 'node:fs/promises';
 import { fetchDocument, redactUrl } from '../authority/fetch.js';
 import type { Config } from '../config/config.js';
 import { createRuntime, databasePath } from '../daemon.js';
-import { applyDocument, delegateRecords, expireRecords, sliverRecords } from '../db/records.js';
+import { applyDocument, expireRecords } from '../db/records.js';
 import { readDatabaseSnapshot } from '../db/store.js';
 import { emptyDatabase, type NodeDatabase } from '../db/types.js';
 import { createLogger } from '../log.js';
-import { desiredAccounts, planReconcile } from '../reconcile/plan.js';
+import { desiredState } from '../reconcile/desired.js';
+import { planReconcile } from '../reconcile/plan.js';
 import { parseSlicesDocument } from '../slices/parse.js';
 
 async function currentDatabase(config: Config): Promise<NodeDatabase> {
@@ -41,8 +42,8 @@ export async function runPlan(config: Config, options: { json: boolean; document
 
   const runtime = createRuntime(config, createLogger({ console: false }));
   const host = await runtime.observe({ readOnly: true });
-  const desired = desiredAccounts(sliverRecords(next), delegateRecords(next), config.defaultRuntime);
-  const plan = planReconcile({ desired: desired.specs, host, accounts: next.accounts });
+  const desired = desiredState(next, config.defaultRuntime);
+  const plan = planReconcile({ desired, host, accounts: next.accounts });
 
   if (options.json) {
     process.stdout.write(JSON.stringify({ source, document: outcome.kind === 'applied' ? { timestamp: doc.timestamp, changes: outcome.changes } : outcome, skipped: doc.skipped, ops: plan.ops.map(({ spec: _spec, ...rest }) => rest), refusals: plan.refusals, rejectedLoans: desired.rejectedLoans }, null, 2) + '\n');

@@ -1,7 +1,10 @@
 // How an authority document becomes the node's records. Pure: the database and the document in,
 // the next database and a summary of what changed out.
 import type { DelegateSpec, SliverSpec, SlicesDocument } from '../slices/types.js';
-import { INITIAL_NODE_STATE, type DelegateRecord, type NodeDatabase, type NodeRecord, type SliverRecord } from './types.js';
+import type { ObservedAccount } from '../runtimes/types.js';
+import {
+  INITIAL_NODE_STATE, type AdoptedRecord, type DelegateRecord, type NodeDatabase, type NodeRecord, type SliverRecord,
+} from './types.js';
 
 export function sliverKey(name: string): string {
   return `sliver_${name}`;
@@ -9,6 +12,18 @@ export function sliverKey(name: string): string {
 
 export function delegateKey(name: string): string {
   return `delegate_${name}`;
+}
+
+export function adoptedKey(name: string): string {
+  return `adopted_${name}`;
+}
+
+/** The record of an account found on the host while no document was in force. */
+export function adoptedRecordOf(found: ObservedAccount, sinceIso: string): AdoptedRecord {
+  return {
+    record_key: adoptedKey(found.name), type: 'adopted', name: found.name, kind: found.kind, runtime: found.runtime,
+    uid: found.uid, since: sinceIso, destroy_requested_by: null, timestamp: 0, expiry: null,
+  };
 }
 
 export interface RecordChanges {
@@ -25,7 +40,7 @@ export type DocumentOutcome =
   | { kind: 'older'; inForce: number; offered: number }
   | { kind: 'applied'; database: NodeDatabase; changes: RecordChanges };
 
-export function documentTimestampInForce(db: NodeDatabase): number | null {
+export function documentTimestampInForce(db: Pick<NodeDatabase, 'records'>): number | null {
   const record = db.records['timestamp'];
   return record ? record.timestamp : null;
 }
@@ -79,7 +94,8 @@ function sameRecord(a: NodeRecord, b: NodeRecord): boolean {
  * - a record whose entry in the document is invalid (skipped by the parser) is kept as it is;
  * - a sliver or delegate record the document no longer lists goes, unless it is newer than the
  *   document itself (it was delivered after the document was made, e.g. by a ticket);
- * - expired records go, and expired entries of the document are not added.
+ * - expired records go, and expired entries of the document are not added;
+ * - accounts adopted while no document was in force are the document's to decide: their records go.
  */
 export function applyDocument(db: NodeDatabase, doc: SlicesDocument, nowSeconds: number): DocumentOutcome {
   const inForce = documentTimestampInForce(db);
@@ -168,10 +184,14 @@ export function earliestExpiry(records: NodeDatabase['records']): number | null 
   return earliest;
 }
 
-export function sliverRecords(db: NodeDatabase): SliverRecord[] {
+export function sliverRecords(db: Pick<NodeDatabase, 'records'>): SliverRecord[] {
   return Object.values(db.records).filter((r): r is SliverRecord => r.type === 'sliver');
 }
 
-export function delegateRecords(db: NodeDatabase): DelegateRecord[] {
+export function delegateRecords(db: Pick<NodeDatabase, 'records'>): DelegateRecord[] {
   return Object.values(db.records).filter((r): r is DelegateRecord => r.type === 'delegate');
+}
+
+export function adoptedRecords(db: Pick<NodeDatabase, 'records'>): AdoptedRecord[] {
+  return Object.values(db.records).filter((r): r is AdoptedRecord => r.type === 'adopted');
 }

@@ -2,7 +2,7 @@
 // daemon's own bookkeeping about accounts and syncs. Plain JSON-serialisable data.
 import type { Rspec } from '../rspec/resources.js';
 import type { Loan } from '../rspec/loans.js';
-import type { GuestAttributes, Instantiation } from '../slices/types.js';
+import type { GuestAttributes, Instantiation, RuntimeKind } from '../slices/types.js';
 
 export type AccountKind = 'sliver' | 'delegate';
 
@@ -32,9 +32,14 @@ export interface SliverNodeState {
   readonly stopped: boolean;
   /** A delegated sliver exists on the node only after Create (and until Destroy). */
   readonly created: boolean;
+  /**
+   * Destroy was called (and no Create since): the reason a delegated sliver's account goes. A
+   * record that is merely "not created" (a database rebuilt without it) is no such reason.
+   */
+  readonly destroyed: boolean;
 }
 
-export const INITIAL_NODE_STATE: SliverNodeState = { stopped: false, created: false };
+export const INITIAL_NODE_STATE: SliverNodeState = { stopped: false, created: false, destroyed: false };
 
 export interface DelegateRecord {
   readonly record_key: string; // `delegate_${name}`
@@ -61,7 +66,27 @@ export interface BwcapRecord {
   readonly cap_kbit: number | null;
 }
 
-export type NodeRecord = SliverRecord | DelegateRecord | TimestampRecord | BwcapRecord;
+/**
+ * An account of this daemon's found on the host while no document was in force (a database lost
+ * or moved aside, a re-install over marked accounts): it is kept as found, neither changed nor
+ * destroyed, until a document says what it should be. Applying a document drops every one.
+ */
+export interface AdoptedRecord {
+  readonly record_key: string; // `adopted_${name}`
+  readonly type: 'adopted';
+  readonly name: string;
+  readonly kind: AccountKind;
+  readonly runtime: RuntimeKind;
+  readonly uid: number | null;
+  /** ISO time the daemon found it. */
+  readonly since: string;
+  /** Who asked through the API for it to be destroyed; null: nobody. */
+  readonly destroy_requested_by: string | null;
+  readonly timestamp: 0;
+  readonly expiry: null;
+}
+
+export type NodeRecord = SliverRecord | DelegateRecord | TimestampRecord | BwcapRecord | AdoptedRecord;
 
 export type AccountState = 'absent' | 'creating' | 'running' | 'stopped' | 'destroying' | 'failed';
 

@@ -4,6 +4,7 @@
 import type {
   AddressLease,
   AccountKind,
+  AdoptedRecord,
   AccountState,
   AccountStatus,
   BwcapRecord,
@@ -42,7 +43,7 @@ const ACCOUNT_STATES: Record<AccountState, true> = {
 const SYNC_OUTCOMES: Record<SyncOutcome, true> = {
   applied: true, unchanged: true, older: true, rejected: true, unreachable: true,
 };
-const RECORD_TYPES: Record<NodeRecord['type'], true> = { sliver: true, delegate: true, timestamp: true, bwcap: true };
+const RECORD_TYPES: Record<NodeRecord['type'], true> = { sliver: true, delegate: true, timestamp: true, bwcap: true, adopted: true };
 
 const DATABASE_FIELDS: Fields<NodeDatabase> = { version: true, records: true, accounts: true, addresses: true };
 const LEASE_FIELDS: Fields<AddressLease> = { mac: true, ip: true, prefix: true, sliver: true, iface: true, since: true };
@@ -54,12 +55,16 @@ const SLIVER_FIELDS: Fields<SliverRecord> = {
   initscript: true, vref: true, guest: true, keys: true, controllers: true, instantiation: true, loans: true, node_state: true,
   unknown_resources: true,
 };
-const NODE_STATE_FIELDS: Fields<SliverNodeState> = { stopped: true, created: true };
+const NODE_STATE_FIELDS: Fields<SliverNodeState> = { stopped: true, created: true, destroyed: true };
 const INSTANTIATION_VALUES: Record<Instantiation, true> = { 'plc-instantiated': true, delegated: true };
 const DELEGATE_FIELDS: Fields<DelegateRecord> = {
   record_key: true, type: true, name: true, timestamp: true, expiry: true, keys: true,
 };
 const TIMESTAMP_FIELDS: Fields<TimestampRecord> = { record_key: true, type: true, timestamp: true, expiry: true };
+const ADOPTED_FIELDS: Fields<AdoptedRecord> = {
+  record_key: true, type: true, name: true, kind: true, runtime: true, uid: true, since: true, destroy_requested_by: true,
+  timestamp: true, expiry: true,
+};
 const BWCAP_FIELDS: Fields<BwcapRecord> = { record_key: true, type: true, timestamp: true, expiry: true, cap_kbit: true };
 const LOAN_FIELDS: Fields<Loan> = { recipient: true, resource: true, amount: true };
 const ACCOUNT_FIELDS: Fields<AccountStatus> = {
@@ -171,7 +176,12 @@ function boolean(value: unknown, path: string): boolean {
 
 function nodeState(value: unknown, path: string): SliverNodeState {
   const o = object(value, path, NODE_STATE_FIELDS);
-  return { stopped: boolean(o.stopped, field(path, 'stopped')), created: boolean(o.created, field(path, 'created')) };
+  return {
+    stopped: boolean(o.stopped, field(path, 'stopped')),
+    created: boolean(o.created, field(path, 'created')),
+    // Databases written before Destroy was remembered: no Destroy is known.
+    destroyed: o.destroyed === undefined ? false : boolean(o.destroyed, field(path, 'destroyed')),
+  };
 }
 
 function ownKey(o: Obj, path: string, key: string): string {
@@ -268,11 +278,29 @@ function bwcapRecord(value: unknown, path: string, key: string): BwcapRecord {
   };
 }
 
+function adoptedRecord(value: unknown, path: string, key: string): AdoptedRecord {
+  const o = object(value, path, ADOPTED_FIELDS);
+  const { recordKey: record_key, name: adoptedName } = recordKey(o, path, key, 'adopted_');
+  return {
+    record_key,
+    type: 'adopted',
+    name: adoptedName,
+    kind: member(o.kind, field(path, 'kind'), ACCOUNT_KINDS),
+    runtime: member(o.runtime, field(path, 'runtime'), RUNTIME_VALUES),
+    uid: optionalInteger(o.uid, field(path, 'uid')),
+    since: isoTime(o.since, field(path, 'since')),
+    destroy_requested_by: optionalString(o.destroy_requested_by, field(path, 'destroy_requested_by')),
+    timestamp: exactly(o.timestamp, field(path, 'timestamp'), 0, ' (an adopted account has no document)'),
+    expiry: isNull(o.expiry, field(path, 'expiry')),
+  };
+}
+
 const RECORD_VALIDATORS: { [T in NodeRecord['type']]: (value: unknown, path: string, key: string) => NodeRecord } = {
   sliver: sliverRecord,
   delegate: delegateRecord,
   timestamp: timestampRecord,
   bwcap: bwcapRecord,
+  adopted: adoptedRecord,
 };
 
 function nodeRecord(value: unknown, path: string, key: string): NodeRecord {

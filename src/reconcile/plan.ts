@@ -1,10 +1,13 @@
-// The planner: records + observed host + what was last applied -> the operations that bring the
-// host in line. Pure: no I/O, no clock; running it again on the converged result plans nothing.
-import { createHash } from 'node:crypto';
-import type { AccountKind, AccountStatus, DelegateRecord, SliverRecord } from '../db/types.js';
-import { effectiveRspecs, type RejectedLoan } from '../rspec/loans.js';
-import type { AccountSpec, HostSnapshot } from '../runtimes/types.js';
-import type { RuntimeKind } from '../slices/types.js';
+// The planner: desired state + observed host + what was last applied -> the operations that bring
+// the host in line. Pure: no I/O, no clock; running it again on the converged result plans nothing.
+//
+// Every destroy names its reason: a document in force that holds no record of the account, a
+// record that says it must go (a Destroy through the API), or a change of kind or runtime that the
+// document asks for. With no document in force nothing is created or destroyed: accounts without
+// a record are adopted as found.
+import type { AccountKind, AccountStatus } from '../db/types.js';
+import type { AccountSpec, HostSnapshot, ObservedAccount } from '../runtimes/types.js';
+import { specHash, type Desired } from './desired.js';
 
 export type OpAction = 'create' | 'configure' | 'start' | 'stop' | 'destroy';
 
@@ -24,81 +27,32 @@ export interface Refusal {
   readonly reason: string;
 }
 
-export interface Desired {
-  readonly specs: readonly AccountSpec[];
-  readonly rejectedLoans: readonly RejectedLoan[];
-  /** Account name -> specHash of its spec, computed once with the specs. */
-  readonly hashes: ReadonlyMap<string, string>;
-}
-
-/**
- * The accounts the records ask for, with every sliver's effective rspec (loans applied); a slice
- * that names no runtime gets the node's default.
- */
-export function desiredAccounts(
-  slivers: readonly SliverRecord[],
-  delegates: readonly DelegateRecord[],
-  defaultRuntime: RuntimeKind = 'unix',
-): Desired {
-  const { effective, rejected } = effectiveRspecs(
-    slivers.map((s) => ({ name: s.name, rspec: s.rspec, loans: s.loans })),
-  );
-  const specs: AccountSpec[] = [];
-  for (const s of slivers) {
-    // A delegated sliver exists on the node only between its controller's Create and Destroy.
-    if (s.instantiation === 'delegated' && !s.node_state.created) continue;
-    const rspec = effective.get(s.name)!;
-    const runtime = s.guest.runtime ?? defaultRuntime;
-    specs.push({
-      name: s.name,
-      kind: 'sliver',
-      keys: s.keys,
-      initscript: s.initscript,
-      // Stopped through the API, a sliver stays stopped whatever the document says, until Start.
-      enabled: rspec['enabled'] !== 0 && !s.node_state.stopped,
-      rspec,
-      runtime,
-      guest: runtime === 'unix'
-        ? null
-        : { image: s.vref, kernel: s.guest.kernel, initrd: s.guest.initrd, size: s.guest.size ?? 'small' },
-    });
-  }
-  for (const d of delegates) {
-    // A delegate and a sliver of one name cannot both be an account; the sliver wins.
-    if (specs.some((s) => s.name === d.name)) continue;
-    specs.push({
-      name: d.name, kind: 'delegate', keys: d.keys, initscript: null, enabled: true, rspec: {}, runtime: 'unix', guest: null,
-    });
-  }
-  specs.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  return { specs, rejectedLoans: rejected, hashes: new Map(specs.map((s) => [s.name, specHash(s)])) };
-}
-
-/** A stable digest of everything configure applies, so a change is noticed and a non-change is not. */
-export function specHash(spec: AccountSpec): string {
-  const rspec = Object.keys(spec.rspec)
-    .sort()
-    .map((k) => [k, spec.rspec[k]]);
-  // A unix spec hashes as it did before libvirt slivers, so an upgrade reconfigures nothing.
-  const parts: unknown[] = [spec.kind, spec.keys, spec.initscript, spec.enabled, rspec];
-  if (spec.runtime !== 'unix') parts.push(spec.runtime, spec.guest);
-  const canonical = JSON.stringify(parts);
-  return createHash('sha256').update(canonical).digest('hex').slice(0, 16);
-}
-
 export interface PlanInput {
-  readonly desired: readonly AccountSpec[];
+  readonly desired: Desired;
   readonly host: HostSnapshot;
   /** The daemon's bookkeeping per account (for the hash of what was last applied). */
   readonly accounts: Readonly<Record<string, AccountStatus>>;
-  /** Hashes of the desired specs when already known (Desired.hashes); computed otherwise. */
-  readonly hashes?: ReadonlyMap<string, string>;
 }
 
 export interface Plan {
   readonly ops: readonly Op[];
   readonly refusals: readonly Refusal[];
+  /** Accounts the records ask for that are not made while no document is in force. */
+  readonly held: readonly Refusal[];
+  /**
+   * Accounts found on the host that no record asks for and none says must go, while no document
+   * is in force (or delegated slivers whose Create the records lost): kept as found, to be
+   * recorded as adopted.
+   */
+  readonly adopt: readonly ObservedAccount[];
 }
+
+/** Why an account no record asks for is destroyed while `document` is in force. */
+export function notInDocument(document: number): string {
+  return `no record of it in the document in force (timestamp ${document})`;
+}
+
+const NO_DOCUMENT = 'no document in force: nothing is created until the authority\'s document arrives';
 
 function op(spec: AccountSpec, action: OpAction, why: string): Op {
   const needsSpec = action === 'create' || action === 'configure' || action === 'start';
@@ -106,12 +60,15 @@ function op(spec: AccountSpec, action: OpAction, why: string): Op {
 }
 
 export function planReconcile(input: PlanInput): Plan {
+  const { desired } = input;
   const ops: Op[] = [];
   const refusals: Refusal[] = [];
+  const held: Refusal[] = [];
+  const adopt: ObservedAccount[] = [];
   const owned = new Map(input.host.owned.map((o) => [o.name, o]));
   const wanted = new Set<string>();
 
-  for (const spec of input.desired) {
+  for (const spec of desired.specs) {
     wanted.add(spec.name);
     const found = owned.get(spec.name);
     if (!found && input.host.foreign.has(spec.name)) {
@@ -123,6 +80,10 @@ export function planReconcile(input: PlanInput): Plan {
       continue;
     }
     const remake = found && (found.kind !== spec.kind || found.runtime !== spec.runtime);
+    if ((!found || remake) && desired.document === null) {
+      held.push({ account: spec.name, kind: spec.kind, reason: NO_DOCUMENT });
+      continue;
+    }
     if (found && remake) {
       const why = found.kind !== spec.kind
         ? `is a ${found.kind}, must become a ${spec.kind}`
@@ -137,7 +98,7 @@ export function planReconcile(input: PlanInput): Plan {
       continue;
     }
     const applied = input.accounts[spec.name]?.appliedHash ?? null;
-    const changed = applied !== (input.hashes?.get(spec.name) ?? specHash(spec));
+    const changed = applied !== (desired.hashes.get(spec.name) ?? specHash(spec));
     if (changed) ops.push(op(spec, 'configure', applied === null ? 'not configured yet' : 'changed'));
     if (spec.enabled && (!found.started || changed)) {
       // start is idempotent; after a change it re-runs an initscript whose text changed.
@@ -148,9 +109,17 @@ export function planReconcile(input: PlanInput): Plan {
   }
 
   for (const found of input.host.owned) {
-    if (!wanted.has(found.name)) {
-      ops.push({ account: found.name, kind: found.kind, action: 'destroy', spec: null, why: 'no longer in the records' });
+    if (wanted.has(found.name)) continue;
+    const unwanted = desired.unwanted.get(found.name);
+    if (unwanted !== undefined) {
+      ops.push({ account: found.name, kind: found.kind, action: 'destroy', spec: null, why: unwanted });
+    } else if (desired.adopted.has(found.name)) {
+      continue;
+    } else if (desired.document === null || desired.dormant.has(found.name)) {
+      adopt.push(found);
+    } else {
+      ops.push({ account: found.name, kind: found.kind, action: 'destroy', spec: null, why: notInDocument(desired.document) });
     }
   }
-  return { ops, refusals };
+  return { ops, refusals, held, adopt };
 }

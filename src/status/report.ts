@@ -1,9 +1,9 @@
 // What `nodemgr status` shows, built from a database snapshot. Pure.
-import { delegateRecords, documentTimestampInForce, sliverRecords } from '../db/records.js';
+import { sliverRecords } from '../db/records.js';
 import type { AccountState, NodeDatabase, SyncStatus } from '../db/types.js';
 import type { Loan } from '../rspec/loans.js';
 import type { Rspec } from '../rspec/resources.js';
-import { desiredAccounts } from '../reconcile/plan.js';
+import { desiredState } from '../reconcile/desired.js';
 import type { ImageEntry } from '../images/index.js';
 import { formatImageTable } from '../images/table.js';
 import type { GuestStatus } from '../runtimes/libvirt/runtime.js';
@@ -24,6 +24,8 @@ export interface AccountLine {
   readonly controllers: readonly string[];
   readonly unknownResources: readonly string[];
   readonly expiry: number | null;
+  /** Found on the host while no document was in force: kept as found until one arrives. */
+  readonly adopted: boolean;
 }
 
 export interface NodeStatus {
@@ -44,11 +46,9 @@ export interface NodeStatus {
   readonly imagesProblem?: string;
 }
 
-export function nodeStatus(db: NodeDatabase, lastSync: SyncStatus | null, defaultRuntime: RuntimeKind = 'unix'): NodeStatus {
-  const slivers = sliverRecords(db);
-  const delegates = delegateRecords(db);
-  const desired = desiredAccounts(slivers, delegates, defaultRuntime);
-  const byName = new Map(slivers.map((s) => [s.name, s]));
+export function nodeStatus(db: NodeDatabase, lastSync: SyncStatus | null, defaultRuntime: RuntimeKind): NodeStatus {
+  const desired = desiredState(db, defaultRuntime);
+  const byName = new Map(sliverRecords(db).map((s) => [s.name, s]));
   const accounts: AccountLine[] = desired.specs.map((spec) => {
     const status = db.accounts[spec.name];
     const record = byName.get(spec.name);
@@ -68,13 +68,23 @@ export function nodeStatus(db: NodeDatabase, lastSync: SyncStatus | null, defaul
       controllers: record?.controllers ?? [],
       unknownResources: Object.keys(record?.unknown_resources ?? {}),
       expiry: record?.expiry ?? null,
+      adopted: false,
     };
   });
-  const wanted = new Set(desired.specs.map((s) => s.name));
+  for (const adopted of desired.adopted.values()) {
+    const status = db.accounts[adopted.name];
+    accounts.push({
+      name: adopted.name, kind: adopted.kind, runtime: adopted.runtime, state: status?.state ?? 'absent',
+      since: status?.since ?? adopted.since, uid: adopted.uid, lastError: status?.reason ?? null, rspec: {}, loans: [],
+      rejectedLoans: [], controllers: [], unknownResources: [], expiry: null, adopted: true,
+    });
+  }
+  accounts.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const wanted = new Set(accounts.map((a) => a.name));
   const leftovers = Object.values(db.accounts)
     .filter((a) => !wanted.has(a.name))
     .map((a) => ({ name: a.name, state: a.state, reason: a.reason }));
-  return { documentTimestamp: documentTimestampInForce(db), lastSync, accounts, leftovers };
+  return { documentTimestamp: desired.document, lastSync, accounts, leftovers };
 }
 
 function pad(rows: string[][]): string {
@@ -92,7 +102,11 @@ function formatTimestamp(seconds: number | null): string {
 export function formatNodeStatus(status: NodeStatus): string {
   const lines: string[] = [];
   const sync = status.lastSync;
-  lines.push(`document in force: ${formatTimestamp(status.documentTimestamp)}`);
+  lines.push(
+    status.documentTimestamp === null
+      ? 'document in force: none — nothing is created or destroyed until the authority\'s document arrives'
+      : `document in force: ${formatTimestamp(status.documentTimestamp)}`,
+  );
   lines.push(
     sync
       ? `last sync: ${sync.at} ${sync.outcome} from ${sync.source}${sync.detail ? ` — ${sync.detail}` : ''}`
@@ -109,13 +123,17 @@ export function formatNodeStatus(status: NodeStatus): string {
     const rows = [['NAME', 'KIND', 'RUNTIME', 'STATE', 'CPU_SHARE', 'CPU_PCT', 'NET_MAX', 'NET_MIN', 'DISK_MAX', 'ENABLED', 'LAST ERROR']];
     for (const a of status.accounts) {
       const r = a.rspec;
-      const value = (k: string) => (a.kind === 'delegate' ? '-' : String(r[k] ?? '-'));
+      const value = (k: string) => (a.kind === 'delegate' || a.adopted ? '-' : String(r[k] ?? '-'));
       rows.push([
-        a.name, a.kind, a.kind === 'delegate' ? '-' : a.runtime, a.state, value('cpu_share'), value('cpu_pct'), value('net_max_rate'), value('net_min_rate'),
+        a.name, a.kind, a.kind === 'delegate' ? '-' : a.runtime, a.adopted ? `${a.state}, adopted` : a.state, value('cpu_share'), value('cpu_pct'), value('net_max_rate'), value('net_min_rate'),
         value('disk_max'), value('enabled'), a.lastError ?? '',
       ]);
     }
     lines.push(pad(rows));
+    const adopted = status.accounts.filter((a) => a.adopted).length;
+    if (adopted > 0) {
+      lines.push('', `${adopted} adopted, awaiting a document: found on the host while no document was in force, kept as found (limits as the host holds them); the document decides what becomes of them`);
+    }
   }
   const loanLines: string[] = [];
   for (const a of status.accounts) {

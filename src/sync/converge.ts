@@ -2,11 +2,12 @@
 // supervisors, and keep the account bookkeeping honest. Serialised: passes never overlap.
 import type { Supervisors } from '../accounts/supervisor.js';
 import { recordAccountReport } from '../db/accounts.js';
-import { delegateRecords, earliestExpiry, expireRecords, sliverRecords } from '../db/records.js';
+import { adoptedKey, adoptedRecordOf, earliestExpiry, expireRecords, sliverKey } from '../db/records.js';
 import type { DatabaseStore } from '../db/store.js';
-import type { NodeDatabase } from '../db/types.js';
+import type { NodeDatabase, NodeRecord } from '../db/types.js';
 import type { Logger } from '../log.js';
-import { desiredAccounts, planReconcile, type Desired, type Plan } from '../reconcile/plan.js';
+import { desiredState, type Desired } from '../reconcile/desired.js';
+import { planReconcile, type Plan } from '../reconcile/plan.js';
 import type { AccountRuntime, HostSnapshot } from '../runtimes/types.js';
 import type { RuntimeKind } from '../slices/types.js';
 
@@ -17,7 +18,7 @@ export interface ConvergeDeps {
   readonly logger: Logger;
   readonly now: () => Date;
   /** What a slice that names no runtime is made of. */
-  readonly defaultRuntime?: RuntimeKind;
+  readonly defaultRuntime: RuntimeKind;
   /** Runs at the end of every pass (the limits follow the records, loans included). */
   readonly afterPass?: () => Promise<void>;
 }
@@ -40,12 +41,10 @@ export function createConverger(deps: ConvergeDeps): Converger {
   // desired accounts: a pass with no new records skips the loan arithmetic and hashing.
   let memo: { records: NodeDatabase['records']; desired: Desired } | null = null;
   const desiredFor = (records: NodeDatabase['records']): Desired => {
-    if (memo?.records !== records) {
-      const db = { records } as Pick<NodeDatabase, 'records'> as NodeDatabase;
-      memo = { records, desired: desiredAccounts(sliverRecords(db), delegateRecords(db), deps.defaultRuntime) };
-    }
+    if (memo?.records !== records) memo = { records, desired: desiredState({ records }, deps.defaultRuntime) };
     return memo.desired;
   };
+  let lastHeld = '';
 
   // Nothing can expire before the earliest expiry of the records: until then a pass skips the scan.
   let expiryMemo: { records: NodeDatabase['records']; earliest: number | null } | null = null;
@@ -87,19 +86,24 @@ export function createConverger(deps: ConvergeDeps): Converger {
       logger.debug('converge unchanged', { trigger, ops: passMemo.plan.ops.length, duration_ms: Date.now() - started });
       return passMemo.plan;
     }
-    const plan = planReconcile({ desired: desired.specs, host, accounts: store.data.accounts, hashes: desired.hashes });
+    const plan = planReconcile({ desired, host, accounts: store.data.accounts });
     supervisors.submit(plan.ops);
 
     const rejected = new Set(desired.rejectedLoans.map((r) => `${describeLoan(r.lender, r.loan)}: ${r.reason}`));
     for (const line of rejected) if (!lastRejected.has(line)) logger.warn('loan rejected', { loan: line });
     lastRejected = rejected;
 
+    const held = plan.held.map((h) => h.account).join(',');
+    if (held !== lastHeld && held !== '') logger.warn('accounts not created: no document in force', { accounts: held });
+    lastHeld = held;
+
     const nowIso = deps.now().toISOString();
     const busy = new Set(busyNow);
-    const wanted = new Set(desired.specs.map((s) => s.name));
+    // Adopted accounts are kept as the host shows them, as wanted ones are.
+    const kept = new Set([...desired.specs.map((s) => s.name), ...desired.adopted.keys()]);
     const onHost = new Set(host.owned.map((o) => o.name));
     store.update((db) => {
-      let next: NodeDatabase = db;
+      let next: NodeDatabase = withAdoptions(db, plan, desired, onHost, busy, nowIso);
       for (const refusal of plan.refusals) {
         next = recordAccountReport(next, { name: refusal.account, kind: refusal.kind, state: 'failed', reason: `refused: ${refusal.reason}`, attempts: 0 }, nowIso);
       }
@@ -108,7 +112,7 @@ export function createConverger(deps: ConvergeDeps): Converger {
       // kept the daemon from recording (say, a start done just before a kill -9).
       const planned = new Set(plan.ops.map((o) => o.account));
       for (const found of host.owned) {
-        if (planned.has(found.name) || busy.has(found.name) || !wanted.has(found.name)) continue;
+        if (planned.has(found.name) || busy.has(found.name) || !kept.has(found.name)) continue;
         const state = found.started ? 'running' : 'stopped';
         const known = next.accounts[found.name];
         if (known?.state !== state || known.uid !== found.uid || known.reason !== null) {
@@ -117,7 +121,7 @@ export function createConverger(deps: ConvergeDeps): Converger {
       }
       // Forget accounts that are neither wanted, on the host, refused nor being worked on.
       const forgotten = Object.keys(next.accounts).filter(
-        (name) => !wanted.has(name) && !onHost.has(name) && !busy.has(name) && !refused.has(name),
+        (name) => !kept.has(name) && !onHost.has(name) && !busy.has(name) && !refused.has(name),
       );
       if (forgotten.length === 0) return next; // the same object when nothing changed: no write
       const accounts = { ...next.accounts };
@@ -129,9 +133,15 @@ export function createConverger(deps: ConvergeDeps): Converger {
     for (const refusal of plan.refusals) {
       logger.warn('account refused', { account: refusal.account, kind: refusal.kind, reason: refusal.reason });
     }
+    for (const found of plan.adopt) {
+      const delegated = desired.dormant.has(found.name);
+      logger.warn(delegated ? 'delegated sliver found on the host: its Create is taken as made' : 'account adopted, awaiting a document', {
+        account: found.name, kind: found.kind, runtime: found.runtime, uid: found.uid,
+      });
+    }
     logger.info('converge planned', {
-      trigger, ops: plan.ops.length, accounts: desired.specs.length, refused: plan.refusals.length,
-      duration_ms: Date.now() - started,
+      trigger, document: desired.document ?? 'none', ops: plan.ops.length, accounts: desired.specs.length,
+      adopted: desired.adopted.size + plan.adopt.length, refused: plan.refusals.length, duration_ms: Date.now() - started,
     });
     return plan;
   };
@@ -144,4 +154,31 @@ export function createConverger(deps: ConvergeDeps): Converger {
       return run;
     },
   };
+}
+
+/**
+ * The records after the plan's adoptions: an account kept as found gets an adopted record (or, for a
+ * delegated sliver the records hold, its Create is taken as made), and the adopted record of an
+ * account that has left the host goes. The same object when nothing changed.
+ */
+function withAdoptions(
+  db: NodeDatabase, plan: Plan, desired: Desired, onHost: ReadonlySet<string>, busy: ReadonlySet<string>, nowIso: string,
+): NodeDatabase {
+  const gone = [...desired.adopted.keys()].filter((name) => !onHost.has(name) && !busy.has(name));
+  for (const [name] of desired.unwanted) {
+    if (db.records[adoptedKey(name)] && !onHost.has(name) && !busy.has(name)) gone.push(name);
+  }
+  if (plan.adopt.length === 0 && gone.length === 0) return db;
+  const records: Record<string, NodeRecord> = { ...db.records };
+  for (const found of plan.adopt) {
+    const sliver = records[sliverKey(found.name)];
+    if (desired.dormant.has(found.name) && sliver?.type === 'sliver') {
+      records[sliver.record_key] = { ...sliver, node_state: { ...sliver.node_state, created: true, destroyed: false } };
+    } else {
+      const adopted = adoptedRecordOf(found, nowIso);
+      records[adopted.record_key] = adopted;
+    }
+  }
+  for (const name of gone) delete records[adoptedKey(name)];
+  return { ...db, records };
 }

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createAddressPoolFile } from '../../src/addresses/pool-file.js';
 import {
-  allocateAddresses, parseAddressPool, releaseAddresses, staleLeases, type AddressLease, type PoolEntry,
+  allocateAddresses, parseAddressPool, reclaimAddresses, releaseAddresses, staleLeases, type AddressLease, type PoolEntry,
 } from '../../src/addresses/pool.js';
 import { memoryLogger } from '../../src/log.js';
 
@@ -208,4 +208,18 @@ test('the example pool file parses without problems', async (t) => {
   const { entries, problems } = parseAddressPool(text, 'etc/mac-addresses.example');
   t.deepEqual(problems, []);
   t.true(entries.length >= 3);
+});
+
+test('a guest whose leases the records lost gets its own MACs back; another holder or an unlisted MAC is reported', (t) => {
+  const other = allocated(allocateAddresses(FOUR, [], 'other', 1, NOW)); // 52:54:00:00:00:01
+  const result = reclaimAddresses(FOUR, other, 'web', ['52:54:00:00:00:03', '52:54:00:00:00:01', '52:54:00:00:00:99'], LATER);
+  t.deepEqual(result.leases, [{ mac: '52:54:00:00:00:03', ip: '192.0.2.3', prefix: 24, sliver: 'web', iface: 0, since: LATER }]);
+  t.deepEqual(result.problems, [
+    'web interface 1 uses 52:54:00:00:00:01, which is leased to other',
+    'web interface 2 uses 52:54:00:00:00:99, which the address pool does not list',
+  ]);
+  // Reclaimed, the address is no longer free for anyone else.
+  const next = allocated(allocateAddresses(FOUR, [...other, ...result.leases], 'new', 1, LATER));
+  t.is(next[0]!.mac, '52:54:00:00:00:02');
+  t.deepEqual(reclaimAddresses(FOUR, [...other, ...result.leases], 'web', ['52:54:00:00:00:03'], LATER).leases, [], 'asking again changes nothing');
 });

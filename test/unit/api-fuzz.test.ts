@@ -50,7 +50,7 @@ test('mutated request bodies each get a method response, and the server keeps an
     throw new Error('a caller who is nobody reached a method that changes the node');
   };
   const methods = createApiMethods({
-    store, logger, now: () => new Date(), authorityDelegate: null,
+    store, logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
     converge: async () => refuse(), submit: refuse, verifyTicket: refuse, verifyPush: refuse, acceptDocument: async () => refuse(),
   });
   const server = await startApiServer({

@@ -38,7 +38,7 @@ function sliver(name: string, extra: Partial<SliverRecord> = {}): SliverRecord {
     record_key: `sliver_${name}`, type: 'sliver', name, slice_id: 7, timestamp: 1700000000, expiry: null,
     rspec: { cpu_share: 32, net_max_rate: 1000 }, initscript: null, vref: null, guest: { runtime: null, kernel: null, initrd: null, size: null }, keys: ['ssh-ed25519 AAAA a@b'],
     controllers: ['pl_ctl'], loans: [{ recipient: 'site_other', resource: 'cpu_share', amount: 4 }],
-    instantiation: 'plc-instantiated', node_state: { stopped: false, created: false },
+    instantiation: 'plc-instantiated', node_state: { stopped: false, created: false, destroyed: false },
     unknown_resources: { colour: 'blue' }, ...extra,
   };
 }
@@ -270,7 +270,7 @@ test('valid JSON of the wrong shape is moved aside with the field named', async 
 });
 
 const badShapes: Array<[string, (db: any) => void, string]> = [
-  ['unknown record type', (db) => (db.records.bwcap.type = 'quota'), 'records.bwcap.type: expected one of sliver, delegate, timestamp, bwcap, got "quota"'],
+  ['unknown record type', (db) => (db.records.bwcap.type = 'quota'), 'records.bwcap.type: expected one of sliver, delegate, timestamp, bwcap, adopted, got "quota"'],
   ['key and record_key differ', (db) => (db.records.sliver_site_one.record_key = 'sliver_x'), 'records.sliver_site_one.record_key: expected "sliver_site_one" (its key in records), got "sliver_x"'],
   ['record_key and name differ', (db) => (db.records.sliver_site_one.name = 'site_two'), 'records.sliver_site_one.record_key: expected "sliver_site_two" (from name "site_two"), got "sliver_site_one"'],
   ['delegate keyed as a sliver', (db) => {
@@ -336,7 +336,7 @@ test('contents that would not read back are never written', async (t) => {
   const { store } = await openDatabase({ path: box.path, lockPath: box.lockPath, logger: memoryLogger() });
   store.update(() => sampleDatabase());
   await store.flush();
-  store.update((db) => ({ ...db, records: { ...db.records, timestamp: { ...db.records['timestamp']!, timestamp: Number.NaN } } }));
+  store.update((db) => ({ ...db, records: { ...db.records, timestamp: { record_key: 'timestamp', type: 'timestamp', timestamp: Number.NaN, expiry: null } } }));
   const error = await t.throwsAsync(store.flush(), { instanceOf: DatabaseFormatError });
   t.is(error?.message, 'records.timestamp.timestamp: expected integer, got NaN');
   t.deepEqual(await readDatabaseSnapshot(box.path), sampleDatabase(), 'the last good contents stay');

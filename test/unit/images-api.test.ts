@@ -33,7 +33,7 @@ async function node(t: ExecutionContext, withCache = true) {
     throw new Error('not used here');
   };
   const methods = createApiMethods({
-    store, logger, now: () => new Date(), authorityDelegate: null,
+    store, logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
     converge: unused, submit: unused, verifyTicket: () => unused() as never, verifyPush: unused, acceptDocument: unused, images,
   });
   const file = async (name: string, text: string) => {

@@ -47,7 +47,7 @@ async function daemon(t: ExecutionContext, caller: Caller = { uid: 0, kind: 'roo
     throw new Error('not used here');
   };
   const methods = createApiMethods({
-    store, logger, now: () => new Date(), authorityDelegate: null,
+    store, logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
     converge: unused, submit: unused, verifyTicket: () => unused() as never, verifyPush: unused, acceptDocument: unused, images,
   });
   const socket = join(dir, 'api.sock');

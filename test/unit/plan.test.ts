@@ -1,17 +1,10 @@
 import test from 'ava';
-import type { AccountStatus, SliverRecord } from '../../src/db/types.js';
-import { desiredAccounts, planReconcile, specHash, type Op } from '../../src/reconcile/plan.js';
-import type { AccountSpec, HostSnapshot } from '../../src/runtimes/types.js';
+import type { AccountStatus } from '../../src/db/types.js';
+import { desiredState, specHash, type Desired } from '../../src/reconcile/desired.js';
+import { planReconcile, type Op } from '../../src/reconcile/plan.js';
+import type { HostSnapshot } from '../../src/runtimes/types.js';
 import { memoryRuntime } from './support/memory-runtime.js';
-
-function record(name: string, extra: Partial<SliverRecord> = {}): SliverRecord {
-  return {
-    record_key: `sliver_${name}`, type: 'sliver', name, slice_id: 1, timestamp: 1, expiry: null,
-    rspec: {}, initscript: null, vref: null, guest: { runtime: null, kernel: null, initrd: null, size: null }, keys: ['ssh-ed25519 AAAA x@y'], controllers: [], loans: [],
-    instantiation: 'plc-instantiated', node_state: { stopped: false, created: false },
-    unknown_resources: {}, ...extra,
-  };
-}
+import { delegateRecord, desiredOf, recordsOf, sliverRecord as record } from './support/records.js';
 
 const summary = (ops: readonly Op[]) => ops.map((o) => `${o.action} ${o.account}`);
 
@@ -32,27 +25,27 @@ async function apply(ops: readonly Op[], host: ReturnType<typeof memoryRuntime>,
   }
 }
 
-async function converge(specs: readonly AccountSpec[], host: ReturnType<typeof memoryRuntime>, accounts: Record<string, AccountStatus>) {
-  const plan = planReconcile({ desired: specs, host: await host.runtime.observe(), accounts });
+async function converge(desired: Desired, host: ReturnType<typeof memoryRuntime>, accounts: Record<string, AccountStatus>) {
+  const plan = planReconcile({ desired, host: await host.runtime.observe(), accounts });
   await apply(plan.ops, host, accounts);
   return plan;
 }
 
 test('new slivers are created, configured and started; a disabled one is not started', async (t) => {
-  const { specs } = desiredAccounts([record('a_on'), record('a_off', { rspec: { enabled: 0 } })], []);
-  const plan = planReconcile({ desired: specs, host: { owned: [], foreign: new Set() }, accounts: {} });
+  const desired = desiredOf([record('a_on'), record('a_off', { rspec: { enabled: 0 } })], []);
+  const plan = planReconcile({ desired, host: { owned: [], foreign: new Set() }, accounts: {} });
   t.deepEqual(summary(plan.ops), ['create a_off', 'configure a_off', 'create a_on', 'configure a_on', 'start a_on']);
 });
 
 test('planning again after the plan was carried out plans nothing', async (t) => {
   const host = memoryRuntime();
   const accounts: Record<string, AccountStatus> = {};
-  const { specs } = desiredAccounts([record('a_one'), record('a_two', { rspec: { enabled: 0 } })], [
-    { record_key: 'delegate_del_x', type: 'delegate', name: 'del_x', timestamp: 1, expiry: null, keys: [] },
+  const desired = desiredOf([record('a_one'), record('a_two', { rspec: { enabled: 0 } })], [
+    delegateRecord('del_x'),
   ]);
-  const first = await converge(specs, host, accounts);
+  const first = await converge(desired, host, accounts);
   t.true(first.ops.length > 0);
-  const second = await converge(specs, host, accounts);
+  const second = await converge(desired, host, accounts);
   t.deepEqual(second.ops, []);
   t.deepEqual(second.refusals, []);
 });
@@ -60,12 +53,12 @@ test('planning again after the plan was carried out plans nothing', async (t) =>
 test('changes in keys or rspec reconfigure; enabled=0 stops; removal destroys', async (t) => {
   const host = memoryRuntime();
   const accounts: Record<string, AccountStatus> = {};
-  await converge(desiredAccounts([record('a_one'), record('a_two'), record('a_three')], []).specs, host, accounts);
+  await converge(desiredOf([record('a_one'), record('a_two'), record('a_three')], []), host, accounts);
 
-  const changed = desiredAccounts([
+  const changed = desiredOf([
     record('a_one', { keys: ['ssh-ed25519 BBBB new@y'] }),
     record('a_two', { rspec: { enabled: 0 } }),
-  ], []).specs;
+  ], []);
   const plan = await converge(changed, host, accounts);
   t.deepEqual(summary(plan.ops), ['configure a_one', 'start a_one', 'configure a_two', 'stop a_two', 'destroy a_three']);
   t.deepEqual(host.accounts.get('a_one')!.keys, ['ssh-ed25519 BBBB new@y']);
@@ -78,25 +71,25 @@ test('a loan changes the effective rspec and so reconfigures both slivers', asyn
   const host = memoryRuntime();
   const accounts: Record<string, AccountStatus> = {};
   const records = [record('a_one', { rspec: { cpu_share: 10 } }), record('a_two')];
-  await converge(desiredAccounts(records, []).specs, host, accounts);
+  await converge(desiredOf(records, []), host, accounts);
   const withLoan = [{ ...records[0]!, loans: [{ recipient: 'a_two', resource: 'cpu_share', amount: 4 }] }, records[1]!];
-  const desired = desiredAccounts(withLoan, []);
+  const desired = desiredOf(withLoan, []);
   t.is(desired.specs.find((s) => s.name === 'a_two')!.rspec['cpu_share'], 5);
-  const plan = await converge(desired.specs, host, accounts);
+  const plan = await converge(desired, host, accounts);
   t.deepEqual(summary(plan.ops).filter((s) => s.startsWith('configure')), ['configure a_one', 'configure a_two']);
 });
 
 test('an existing account the daemon does not own is refused, never touched', (t) => {
-  const { specs } = desiredAccounts([record('someone')], []);
+  const desired = desiredOf([record('someone')], []);
   const host: HostSnapshot = { owned: [], foreign: new Set(['someone']) };
-  const plan = planReconcile({ desired: specs, host, accounts: {} });
+  const plan = planReconcile({ desired, host, accounts: {} });
   t.deepEqual(plan.ops, []);
   t.regex(plan.refusals[0]!.reason, /exists on this host and is not managed by nodemgr/);
 });
 
 test('an account of the wrong kind is destroyed and re-created', async (t) => {
   const plan = planReconcile({
-    desired: desiredAccounts([record('a_one')], []).specs,
+    desired: desiredOf([record('a_one')], []),
     host: { owned: [{ name: 'a_one', kind: 'delegate', runtime: 'unix', uid: 70001, loginEnabled: true, started: true }], foreign: new Set() },
     accounts: {},
   });
@@ -105,29 +98,29 @@ test('an account of the wrong kind is destroyed and re-created', async (t) => {
 });
 
 test('a delegate that shares a sliver name is left out: the sliver wins', (t) => {
-  const { specs } = desiredAccounts([record('a_one')], [
-    { record_key: 'delegate_a_one', type: 'delegate', name: 'a_one', timestamp: 1, expiry: null, keys: [] },
+  const desired = desiredOf([record('a_one')], [
+    delegateRecord('a_one'),
   ]);
-  t.deepEqual(specs.map((s) => `${s.kind} ${s.name}`), ['sliver a_one']);
+  t.deepEqual(desired.specs.map((s) => `${s.kind} ${s.name}`), ['sliver a_one']);
 });
 
 test('a sliver enabled but not started since boot is started again (its initscript re-runs)', (t) => {
-  const { specs } = desiredAccounts([record('a_one')], []);
+  const desired = desiredOf([record('a_one')], []);
   const plan = planReconcile({
-    desired: specs,
+    desired,
     host: { owned: [{ name: 'a_one', kind: 'sliver', runtime: 'unix', uid: 70001, loginEnabled: true, started: false }], foreign: new Set() },
-    accounts: { a_one: { name: 'a_one', kind: 'sliver', state: 'running', reason: null, since: '', appliedHash: specHash(specs[0]!), uid: 70001, attempts: 0 } },
+    accounts: { a_one: { name: 'a_one', kind: 'sliver', state: 'running', reason: null, since: '', appliedHash: specHash(desired.specs[0]!), uid: 70001, attempts: 0 } },
   });
   t.deepEqual(summary(plan.ops), ['start a_one']);
 });
 
 test('a sliver whose runtime changes is destroyed and made again on the new one', (t) => {
   const guest = { runtime: 'qemu' as const, kernel: 'vmlinuz', initrd: null, size: null };
-  const { specs } = desiredAccounts([record('a_one', { guest, vref: 'base.qcow2' })], []);
-  t.is(specs[0]!.runtime, 'qemu');
-  t.deepEqual(specs[0]!.guest, { image: 'base.qcow2', kernel: 'vmlinuz', initrd: null, size: 'small' });
+  const desired = desiredOf([record('a_one', { guest, vref: 'base.qcow2' })], []);
+  t.is(desired.specs[0]!.runtime, 'qemu');
+  t.deepEqual(desired.specs[0]!.guest, { image: 'base.qcow2', kernel: 'vmlinuz', initrd: null, size: 'small' });
   const plan = planReconcile({
-    desired: specs,
+    desired,
     host: { owned: [{ name: 'a_one', kind: 'sliver', runtime: 'unix', uid: 70001, loginEnabled: true, started: true }], foreign: new Set() },
     accounts: {},
   });
@@ -136,7 +129,69 @@ test('a sliver whose runtime changes is destroyed and made again on the new one'
 });
 
 test('a slice that names no runtime gets the node default', (t) => {
-  t.is(desiredAccounts([record('a_one')], [], 'lxc').specs[0]!.runtime, 'lxc');
-  t.is(desiredAccounts([record('a_one')], []).specs[0]!.runtime, 'unix');
-  t.is(desiredAccounts([record('a_one')], []).specs[0]!.guest, null);
+  t.is(desiredOf([record('a_one')], [], { defaultRuntime: 'lxc' }).specs[0]!.runtime, 'lxc');
+  t.is(desiredOf([record('a_one')], []).specs[0]!.runtime, 'unix');
+  t.is(desiredOf([record('a_one')], []).specs[0]!.guest, null);
+});
+
+const found = (name: string, extra: Partial<HostSnapshot['owned'][number]> = {}): HostSnapshot['owned'][number] =>
+  ({ name, kind: 'sliver', runtime: 'unix', uid: 70001, loginEnabled: true, started: true, ...extra });
+
+test('with no document in force, accounts without a record are adopted, never destroyed', (t) => {
+  const desired = desiredOf([], [], { document: null });
+  t.is(desired.document, null);
+  const host: HostSnapshot = { owned: [found('a_one'), found('a_two', { kind: 'delegate' })], foreign: new Set() };
+  const plan = planReconcile({ desired, host, accounts: {} });
+  t.deepEqual(plan.ops, []);
+  t.deepEqual(plan.adopt.map((a) => a.name), ['a_one', 'a_two']);
+});
+
+test('with no document in force nothing is created, even for a record a ticket delivered', (t) => {
+  const desired = desiredOf([record('a_one')], [], { document: null });
+  const plan = planReconcile({ desired, host: { owned: [], foreign: new Set() }, accounts: {} });
+  t.deepEqual(plan.ops, []);
+  t.deepEqual(plan.held.map((h) => h.account), ['a_one']);
+  t.regex(plan.held[0]!.reason, /no document in force/);
+});
+
+test('once a document is in force, an account it holds no record of is destroyed, naming the document', (t) => {
+  const desired = desiredOf([record('a_one')], [], { document: 1700 });
+  const host: HostSnapshot = { owned: [found('a_one'), found('a_gone')], foreign: new Set() };
+  const plan = planReconcile({ desired, host, accounts: {} });
+  const destroy = plan.ops.find((o) => o.action === 'destroy')!;
+  t.is(destroy.account, 'a_gone');
+  t.is(destroy.why, 'no record of it in the document in force (timestamp 1700)');
+  t.deepEqual(plan.adopt, []);
+});
+
+test('adopted accounts are left as found; a Destroy through the API is a reason to remove one', (t) => {
+  const adopted = (name: string, by: string | null) => ({
+    record_key: `adopted_${name}`, type: 'adopted' as const, name, kind: 'sliver' as const, runtime: 'unix' as const,
+    uid: 70001, since: '2026-01-01T00:00:00.000Z', destroy_requested_by: by, timestamp: 0 as const, expiry: null,
+  });
+  const desired = desiredState(recordsOf([adopted('a_kept', null), adopted('a_asked', 'root')], null), 'unix');
+  const host: HostSnapshot = { owned: [found('a_kept'), found('a_asked')], foreign: new Set() };
+  const plan = planReconcile({ desired, host, accounts: {} });
+  t.deepEqual(summary(plan.ops), ['destroy a_asked']);
+  t.is(plan.ops[0]!.why, 'Destroy was called through the API by root');
+  t.deepEqual(plan.adopt, []);
+});
+
+test('a delegated sliver is destroyed after Destroy, and kept (its Create taken as made) when the records only forgot it', (t) => {
+  const destroyed = record('a_dest', { instantiation: 'delegated', node_state: { stopped: false, created: false, destroyed: true } });
+  const forgotten = record('a_lost', { instantiation: 'delegated' });
+  const desired = desiredOf([destroyed, forgotten], []);
+  const host: HostSnapshot = { owned: [found('a_dest'), found('a_lost')], foreign: new Set() };
+  const plan = planReconcile({ desired, host, accounts: {} });
+  t.deepEqual(summary(plan.ops), ['destroy a_dest']);
+  t.is(plan.ops[0]!.why, 'Destroy was called through the API');
+  t.deepEqual(plan.adopt.map((a) => a.name), ['a_lost']);
+});
+
+test('with no document in force a runtime change waits: the account is neither destroyed nor re-made', (t) => {
+  const guest = { runtime: 'qemu' as const, kernel: 'vmlinuz', initrd: null, size: null };
+  const desired = desiredOf([record('a_one', { guest })], [], { document: null });
+  const plan = planReconcile({ desired, host: { owned: [found('a_one')], foreign: new Set() }, accounts: {} });
+  t.deepEqual(plan.ops, []);
+  t.deepEqual(plan.held.map((h) => h.account), ['a_one']);
 });

@@ -2,18 +2,12 @@ import test from 'ava';
 import { createLimiter } from '../../src/accounts/limiter.js';
 import { createSupervisors, type AccountReport } from '../../src/accounts/supervisor.js';
 import { memoryLogger } from '../../src/log.js';
-import { desiredAccounts, planReconcile } from '../../src/reconcile/plan.js';
+import { planReconcile } from '../../src/reconcile/plan.js';
 import type { AccountRuntime } from '../../src/runtimes/types.js';
-import type { SliverRecord } from '../../src/db/types.js';
 import { memoryRuntime } from './support/memory-runtime.js';
+import { desiredOf, sliverRecord } from './support/records.js';
 
-function record(name: string): SliverRecord {
-  return {
-    record_key: `sliver_${name}`, type: 'sliver', name, slice_id: 1, timestamp: 1, expiry: null,
-    rspec: {}, initscript: 'true', vref: null, guest: { runtime: null, kernel: null, initrd: null, size: null }, keys: [], controllers: [], loans: [],
-    instantiation: 'plc-instantiated', node_state: { stopped: false, created: false }, unknown_resources: {},
-  };
-}
+const record = (name: string) => sliverRecord(name, { initscript: 'true', keys: [] });
 
 function setup(runtime: AccountRuntime, slots = 4) {
   const reports: AccountReport[] = [];
@@ -26,7 +20,7 @@ function setup(runtime: AccountRuntime, slots = 4) {
 }
 
 async function planFor(host: ReturnType<typeof memoryRuntime>, names: string[]) {
-  return planReconcile({ desired: desiredAccounts(names.map(record), []).specs, host: await host.runtime.observe(), accounts: {} }).ops;
+  return planReconcile({ desired: desiredOf(names.map(record)), host: await host.runtime.observe(), accounts: {} }).ops;
 }
 
 test('each account runs its operations in order and ends running', async (t) => {

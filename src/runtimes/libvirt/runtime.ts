@@ -172,7 +172,16 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
    * Removes what an interrupted create or destroy left: a guest directory whose domain does not
    * exist (on a driver that answered), and the leases of slivers with neither domain nor directory.
    */
-  const recover = async (owned: ReadonlySet<string>, reached: ReadonlySet<GuestDriver>, running: ReadonlySet<string>) => {
+  const recover = async (
+    owned: ReadonlySet<string>, reached: ReadonlySet<GuestDriver>, running: ReadonlySet<string>,
+    macsOf: ReadonlyMap<string, readonly string[]>,
+  ) => {
+    // A domain whose addresses the records lost (a database rebuilt) keeps them: they are leased
+    // again before anything else could be given them.
+    for (const [name, macs] of macsOf) {
+      if (inFlight.has(name) || macs.length === 0) continue;
+      for (const problem of await addresses.reclaim(name, macs)) logger.warn('address of a guest not leased again', { sliver: name, problem });
+    }
     let removed = false;
     for (const name of await guestDirNames(guestDir)) {
       if (owned.has(name) || inFlight.has(name) || name === LXC_ROOTS_DIR) continue;
@@ -258,6 +267,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
       const { found, reached } = await listAll();
       const owned: ObservedAccount[] = [];
       const foreign = new Set<string>();
+      const macsOf = new Map<string, readonly string[]>();
       for (const d of found) {
         const ours = isOurs(d.details, d.name, d.driver);
         if (!ours) {
@@ -265,9 +275,11 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
           continue;
         }
         owned.push({ name: d.name, kind: 'sliver', runtime: d.driver, uid: null, loginEnabled: d.active, started: d.active });
+        macsOf.set(d.name, d.details.macs);
       }
       if (!opts.readOnly) {
-        await recover(new Set(owned.map((o) => o.name)), reached, new Set(owned.filter((o) => o.started).map((o) => o.name))).catch((error: unknown) =>
+        const names = new Set(owned.map((o) => o.name));
+        await recover(names, reached, new Set(owned.filter((o) => o.started).map((o) => o.name)), macsOf).catch((error: unknown) =>
           logger.warn('guest recovery incomplete', { error: describe(error) }));
       }
       owned.sort((a, b) => (a.name < b.name ? -1 : 1));
