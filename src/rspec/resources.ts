@@ -22,6 +22,21 @@ export interface ResourceInfo {
 
 const MAX_INT = Number.MAX_SAFE_INTEGER;
 
+/**
+ * Throttling of a byte cap starts at 80 % of the cap, as PlanetLab's bwmon takes it
+ * (`net_thresh_kbyte` defaults to 0.8 x the sliver's `net_max_kbyte`): a slice that sets only its
+ * cap is slowed before it has used it all, never after.
+ */
+function thresholdOf(capKbyte: number): number {
+  return Math.floor(capKbyte * 0.8);
+}
+
+/** Each byte-cap threshold and the cap its default follows. */
+const THRESHOLDS: ReadonlyArray<{ threshold: string; cap: string }> = [
+  { threshold: 'net_thresh_kbyte', cap: 'net_max_kbyte' },
+  { threshold: 'net_i2_thresh_kbyte', cap: 'net_i2_max_kbyte' },
+];
+
 function resource(
   name: string,
   unit: string,
@@ -49,10 +64,11 @@ const RESOURCES: readonly ResourceInfo[] = [
   resource('net_i2_min_rate', 'kbit/s', 0, { loanable: true, minimum: 0 }),
   resource('net_i2_max_rate', 'kbit/s', 1_000_000, { loanable: true, minimum: 8 }),
   resource('net_share', 'shares', 1, { loanable: true, minimum: 1 }, 1_000_000),
+  // A threshold the slice does not give is 80 % of the sliver's own cap (see THRESHOLDS).
   resource('net_max_kbyte', 'KiB/day', 10_546_875, { loanable: false }),
-  resource('net_thresh_kbyte', 'KiB/day', 9_492_187, { loanable: false }),
+  resource('net_thresh_kbyte', 'KiB/day', thresholdOf(10_546_875), { loanable: false }),
   resource('net_i2_max_kbyte', 'KiB/day', 31_640_625, { loanable: false }),
-  resource('net_i2_thresh_kbyte', 'KiB/day', 28_476_562, { loanable: false }),
+  resource('net_i2_thresh_kbyte', 'KiB/day', thresholdOf(31_640_625), { loanable: false }),
   resource('disk_max', 'KiB', 10_000_000, { loanable: false }),
 ];
 
@@ -118,5 +134,8 @@ export function withDefaults(given: Rspec): Rspec {
   const full: Rspec = {};
   for (const r of RESOURCES) full[r.name] = r.defaultAmount;
   for (const [name, amount] of Object.entries(given)) full[name] = amount;
+  for (const { threshold, cap } of THRESHOLDS) {
+    if (!Object.hasOwn(given, threshold)) full[threshold] = thresholdOf(full[cap]!);
+  }
   return full;
 }
