@@ -7,7 +7,7 @@ import type { SliverCgroups } from './cgroups.js';
 import { CFS_PERIOD_US } from './cpu.js';
 import type { DiskLimits } from './disk.js';
 import { sliverClassMinors } from './shaping.js';
-import type { KernelClass, TrafficShaper } from './tc.js';
+import type { KernelClass, ShapingReading, TrafficShaper } from './tc.js';
 
 /** Field -> value, in the rspec's units (KiB, kbit/s, percent); a field is absent when not in force. */
 export type LimitsInForce = Record<string, number | string | boolean>;
@@ -34,31 +34,64 @@ function put(into: LimitsInForce, key: string, value: number | string | boolean 
   if (value !== null && value !== undefined) into[key] = value;
 }
 
+/** Per limit of a cgroup, the words an operator reads in "X: not enforced". */
+const CGROUP_DOMAINS: ReadonlyArray<[keyof SliverCgroups['support'], string]> = [
+  ['cpu', 'cpu shares'], ['cpuQuota', 'cpu cap'], ['memory', 'memory'], ['pids', 'processes'],
+];
+
+/**
+ * Reads back, for each sliver, what the kernel enforces. A limit is listed only where the host holds
+ * it; where it does not, `not_enforced` says so with the reason, per domain (cpu, memory, processes,
+ * bandwidth, disk), for the node's reasons (a tool or controller missing) and the sliver's own (no
+ * cgroup, traffic not classified into its class) alike.
+ */
 export async function readLimitsInForce(
   sources: InForceSources,
   slivers: ReadonlyArray<{ name: string; uid: number }>,
 ): Promise<Map<string, LimitsInForce>> {
   const result = new Map<string, LimitsInForce>();
-  let classes = new Map<number, KernelClass>();
-  const notes: string[] = [...sources.unavailable.entries()].map(([kind, why]) => `${kind}: ${why}`);
+  const notes: string[] = [];
   const nodeProblems = describeProblems(sources.problems?.get(''));
   if (nodeProblems) notes.push(nodeProblems);
-  if (sources.shaper) {
-    classes = await sources.shaper.read().catch((error: unknown) => {
-      notes.push(`bandwidth: classes not readable: ${(error as Error).message}`);
-      return new Map<number, KernelClass>();
-    });
+
+  // What no sliver has on this host, with the reason.
+  const nodeWide: string[] = [];
+  if (!sources.cgroups) {
+    const why = sources.unavailable.get('cgroups') ?? 'cgroups are not available';
+    nodeWide.push(`cpu, memory, processes: not enforced: ${why}`);
+  } else {
+    for (const [key, words] of CGROUP_DOMAINS) {
+      const why = sources.cgroups.support[key];
+      if (why !== null) nodeWide.push(`${words}: not enforced: ${why}`);
+    }
   }
+  let shaping: ShapingReading | null = null;
+  if (!sources.shaper) {
+    nodeWide.push(`bandwidth: not enforced: ${sources.unavailable.get('bandwidth') ?? 'no device is shaped'}`);
+  } else {
+    shaping = await sources.shaper.inspect().catch((error: unknown) => ({
+      problem: `the traffic classes cannot be read: ${(error as Error).message}`,
+      classes: new Map<number, KernelClass>(), classifier: { main: new Map(), exempt: new Map() },
+    }));
+    if (shaping.problem !== null) nodeWide.push(`bandwidth: not enforced: ${shaping.problem}`);
+  }
+  const diskSupport = sources.disk ? await sources.disk.support().catch(() => null) : null;
+  if (!sources.disk) nodeWide.push('disk: not enforced: no disk limits on this host');
+  else if (diskSupport && !diskSupport.enforced) {
+    // The disk adapter's reasons already begin with "not enforced: ".
+    nodeWide.push(`disk: not enforced: ${(diskSupport.reason ?? 'no quotas on the file system of the homes').replace(/^not enforced: /, '')}`);
+  }
+
   const disk = sources.disk
     ? await sources.disk.usageAll(slivers.map((s) => ({ uid: s.uid, home: join(sources.homeBase, s.name) }))).catch((error: unknown) => {
       notes.push(`disk: usage not measured: ${(error as Error).message}`);
       return null;
     })
     : null;
-  const diskSupport = sources.disk ? await sources.disk.support().catch(() => null) : null;
 
   for (const s of slivers) {
     const limits: LimitsInForce = {};
+    const notEnforced = [...nodeWide];
     const cgroup = sources.cgroups ? await sources.cgroups.read(s.name).catch(() => null) : null;
     if (cgroup) {
       put(limits, 'cpu_shares', cgroup.limits.cpuShares);
@@ -69,19 +102,12 @@ export async function readLimitsInForce(
       put(limits, 'processes', cgroup.processes);
       put(limits, 'oom_kills', cgroup.oomKills);
       put(limits, 'cpu_used_seconds', cgroup.cpuUsageNs === null ? null : Math.round(cgroup.cpuUsageNs / 1e7) / 100);
+    } else if (sources.cgroups) {
+      notEnforced.push('cpu, memory, processes: not enforced: the sliver has no cgroup (yet)');
     }
-    if (sources.shaper) {
-      try {
-        const minors = sliverClassMinors(sources.shaper.layout, s.uid);
-        const main = classes.get(minors.main);
-        const exempt = classes.get(minors.exempt);
-        put(limits, 'net_min_rate', main && Math.round(main.rateBit / 1000));
-        put(limits, 'net_max_rate', main && Math.round(main.ceilBit / 1000));
-        put(limits, 'net_i2_min_rate', exempt && Math.round(exempt.rateBit / 1000));
-        put(limits, 'net_i2_max_rate', exempt && Math.round(exempt.ceilBit / 1000));
-      } catch {
-        // outside the shaped uid range: no classes, and the enforcer reports why
-      }
+    if (sources.shaper && shaping && shaping.problem === null) {
+      const why = bandwidthOf(sources.shaper, shaping, s.uid, limits);
+      if (why !== null) notEnforced.push(`bandwidth: not enforced: ${why}`);
     }
     const caps = sources.byteCaps[s.name];
     if (caps) {
@@ -99,10 +125,34 @@ export async function readLimitsInForce(
       put(limits, 'disk_enforced', usage.enforced);
       if (!usage.complete) put(limits, 'disk_used_note', 'at least: the walk of the home stopped at its bound');
     }
-    if (diskSupport && !diskSupport.enforced && diskSupport.reason) put(limits, 'disk_note', diskSupport.reason);
     put(limits, 'problems', describeProblems(sources.problems?.get(s.name)));
+    if (notEnforced.length > 0) put(limits, 'not_enforced', notEnforced.join('; '));
     if (notes.length > 0) put(limits, 'notes', notes.join('; '));
     result.set(s.name, limits);
   }
   return result;
+}
+
+/**
+ * Puts the sliver's rates where its traffic is classified into its classes; otherwise returns why
+ * its bandwidth is not enforced.
+ */
+function bandwidthOf(shaper: TrafficShaper, shaping: ShapingReading, uid: number, limits: LimitsInForce): string | null {
+  let minors;
+  try {
+    minors = sliverClassMinors(shaper.layout, uid);
+  } catch (error) {
+    return (error as Error).message;
+  }
+  const main = shaping.classes.get(minors.main);
+  if (!main) return `uid ${uid} has no traffic class`;
+  if (shaping.classifier.main.get(uid) !== minors.main) return `uid ${uid} is not classified into its traffic class`;
+  put(limits, 'net_min_rate', Math.round(main.rateBit / 1000));
+  put(limits, 'net_max_rate', Math.round(main.ceilBit / 1000));
+  const exempt = shaping.classes.get(minors.exempt);
+  if (exempt && shaping.classifier.exempt.get(uid) === minors.exempt) {
+    put(limits, 'net_i2_min_rate', Math.round(exempt.rateBit / 1000));
+    put(limits, 'net_i2_max_rate', Math.round(exempt.ceilBit / 1000));
+  }
+  return null;
 }

@@ -4,7 +4,7 @@
 // Ownership: the tree is ours when the device's root qdisc is an htb with our major number. A
 // device with any other root qdisc that someone made (a handle other than 0:) is left alone and
 // shaping is reported as refused; the kernel's own default qdisc (handle 0:) is replaced.
-import { runCommand, type CommandResult } from '../runtimes/unix/command.js';
+import { CommandError, runCommand, type CommandResult } from '../runtimes/unix/command.js';
 import {
   CLASSIFIER_TABLE, classifierScript, sliverClasses, treeClasses, updateTreeBatch,
   type ClassSpec, type ShapingLayout, type SliverShaping,
@@ -14,6 +14,8 @@ import {
 // package of the same name as `nft` lives) before the system's tools.
 const TOOL_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' };
 const TOOL_TIMEOUT_MS = 30_000;
+/** The Debian package of each tool, for an operator whose host lacks one. */
+const TOOL_PACKAGES: Readonly<Record<string, string>> = { tc: 'iproute2', ip: 'iproute2', nft: 'nftables' };
 
 /** A class as the kernel shows it. Rates are as tc prints them (rounded to 3-4 digits). */
 export interface KernelClass {
@@ -59,6 +61,46 @@ export function parseClassListing(text: string, major: string): Map<number, Kern
   return classes;
 }
 
+/** uid -> class minor, as the nftables classifier maps a sliver's traffic. */
+export interface ClassifierReading {
+  readonly main: ReadonlyMap<number, number>;
+  readonly exempt: ReadonlyMap<number, number>;
+}
+
+/**
+ * The classifier as `nft -j list table inet nodemgr` shows it: the uid maps, or why traffic is not
+ * classified (a table without the rule that uses the map classifies nothing). Pure.
+ */
+export function parseClassifierListing(json: string, major: string): ClassifierReading | { problem: string } {
+  const items = (JSON.parse(json) as { nftables?: Array<Record<string, unknown>> }).nftables ?? [];
+  const maps = new Map<string, Map<number, number>>();
+  let hooked = false;
+  for (const item of items) {
+    const map = item['map'] as { name?: string; elem?: unknown[] } | undefined;
+    if (map?.name) {
+      const entries = new Map<number, number>();
+      for (const elem of map.elem ?? []) {
+        if (!Array.isArray(elem) || typeof elem[0] !== 'number' || typeof elem[1] !== 'string') continue;
+        const classid = /^([0-9a-f]+):([0-9a-f]+)$/.exec(elem[1]);
+        if (classid && classid[1] === major) entries.set(elem[0], parseInt(classid[2]!, 16));
+      }
+      maps.set(map.name, entries);
+    }
+    if (item['rule'] && JSON.stringify(item['rule']).includes('"@sliver_class"')) hooked = true;
+  }
+  const main = maps.get('sliver_class');
+  if (!main || !hooked) return { problem: `the nftables classifier (table inet ${CLASSIFIER_TABLE}) is incomplete: no rule maps uids to classes` };
+  return { main, exempt: maps.get('sliver_exempt_class') ?? new Map() };
+}
+
+/** What shapes the slivers' traffic, as the kernel holds it. */
+export interface ShapingReading {
+  /** Why no sliver's traffic is shaped (tree or classifier missing); null when both are in place. */
+  readonly problem: string | null;
+  readonly classes: ReadonlyMap<number, KernelClass>;
+  readonly classifier: ClassifierReading;
+}
+
 /** Refused because the device is shaped by someone else; nothing was changed. */
 export class ShapingRefusedError extends Error {
   override readonly name = 'ShapingRefusedError';
@@ -76,6 +118,8 @@ export interface TrafficShaper {
   apply(slivers: readonly SliverShaping[], ceilings: CeilingOverrides, nodeCapKbit: number | null): Promise<{ tcLines: number; classifierLoaded: boolean }>;
   /** Our classes as the kernel has them, with their byte counters; empty when the tree is absent. */
   read(): Promise<Map<number, KernelClass>>;
+  /** The tree and the classifier as the kernel holds them, for the limits in force. */
+  inspect(): Promise<ShapingReading>;
   /** Removes our root qdisc and our nftables table (at uninstall; the daemon's stop keeps them). */
   remove(): Promise<void>;
 }
@@ -84,15 +128,25 @@ export interface TrafficShaperOptions {
   readonly layout: ShapingLayout;
   /** Run tc and nft inside this network namespace (`ip netns exec`); null: the daemon's own. */
   readonly netns?: string | null;
+  /** Where tc, ip and nft are looked up; default the system's directories. */
+  readonly path?: string;
 }
 
 export function createTrafficShaper(options: TrafficShaperOptions): TrafficShaper {
   const { layout } = options;
   const netns = options.netns ?? null;
+  const env = options.path === undefined ? TOOL_ENV : { ...TOOL_ENV, PATH: options.path };
   const tool = (file: string, args: string[], input?: string): Promise<CommandResult> =>
-    netns === null
-      ? runCommand(file, args, { env: TOOL_ENV, input, timeoutMs: TOOL_TIMEOUT_MS })
-      : runCommand('ip', ['netns', 'exec', netns, file, ...args], { env: TOOL_ENV, input, timeoutMs: TOOL_TIMEOUT_MS });
+    (netns === null
+      ? runCommand(file, args, { env, input, timeoutMs: TOOL_TIMEOUT_MS })
+      : runCommand('ip', ['netns', 'exec', netns, file, ...args], { env, input, timeoutMs: TOOL_TIMEOUT_MS })
+    ).catch((error: unknown) => {
+      // `ip netns exec` reports a missing program on stderr ('exec of "nft" failed: ...').
+      const missing = error instanceof CommandError &&
+        (error.missing || (netns !== null && /exec of "[^"]*" failed: No such file or directory/.test(error.stderr)));
+      if (missing) throw new CommandError(`${file} is not installed (Debian package ${TOOL_PACKAGES[file] ?? file})`, file, args, null, null, '', '', true);
+      throw error;
+    });
 
   // What the last successful apply left, class by class; null: unknown (first apply, or a batch
   // failed half-way, since tc applies a batch line by line), so the next apply re-sends everything.
@@ -164,6 +218,32 @@ export function createTrafficShaper(options: TrafficShaperOptions): TrafficShape
       if ((await rootQdisc()) !== 'ours') return new Map();
       const { stdout } = await tool('tc', ['-s', '-d', 'class', 'show', 'dev', layout.device]);
       return parseClassListing(stdout, layout.major);
+    },
+
+    async inspect() {
+      const unshaped = (problem: string, classes: ReadonlyMap<number, KernelClass> = new Map()): ShapingReading =>
+        ({ problem, classes, classifier: { main: new Map(), exempt: new Map() } });
+      let root: string;
+      try {
+        root = await rootQdisc();
+      } catch (error) {
+        return unshaped(`the traffic classes on ${layout.device} cannot be read: ${(error as Error).message}`);
+      }
+      if (root === 'default') return unshaped(`nodemgr's HTB tree is not on ${layout.device} (its root qdisc is the kernel's default)`);
+      if (root !== 'ours') return unshaped(`${layout.device} has a root qdisc (${root}) that nodemgr did not make`);
+      const classes = parseClassListing((await tool('tc', ['-s', '-d', 'class', 'show', 'dev', layout.device])).stdout, layout.major);
+      let listing: string;
+      try {
+        listing = (await tool('nft', ['-j', 'list', 'table', 'inet', CLASSIFIER_TABLE])).stdout;
+      } catch (error) {
+        const missingTable = error instanceof CommandError && !error.missing && /No such file or directory/.test(error.stderr);
+        return unshaped(missingTable
+          ? `the nftables classifier (table inet ${CLASSIFIER_TABLE}) is not loaded, so no traffic reaches the slivers' classes`
+          : `the slivers' traffic is not classified: ${(error as Error).message}`, classes);
+      }
+      const classifier = parseClassifierListing(listing, layout.major);
+      if ('problem' in classifier) return unshaped(classifier.problem, classes);
+      return { problem: null, classes, classifier };
     },
 
     async remove() {

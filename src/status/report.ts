@@ -160,12 +160,19 @@ export function formatNodeStatus(status: NodeStatus): string {
     }
     lines.push('', 'limits in force on the host (memory and disk in KiB, rates in kbit/s):', pad(rows));
     const notes = new Set<string>();
+    // What is not enforced, once per reason, with the slivers it holds for.
+    const unenforced = new Map<string, string[]>();
     for (const [name, l] of inForce) {
       if (l['problems'] !== undefined) notes.add(`${name}: ${String(l['problems'])}`);
       if (l['notes'] !== undefined) notes.add(String(l['notes']));
-      if (l['disk_note'] !== undefined) notes.add(`disk: ${String(l['disk_note'])}`);
+      for (const text of l['not_enforced'] === undefined ? [] : String(l['not_enforced']).split('; ')) {
+        unenforced.set(text, [...(unenforced.get(text) ?? []), name]);
+      }
     }
     for (const note of notes) lines.push(`  ${note}`);
+    for (const [text, names] of unenforced) {
+      lines.push(`  ${text} (${names.length === inForce.length ? 'every sliver' : names.join(', ')})`);
+    }
   }
   const guests = Object.entries(status.guests ?? {});
   if (guests.length > 0) {

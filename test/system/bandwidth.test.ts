@@ -5,11 +5,12 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger } from '../../src/log.js';
 import { createEnforcer, type LimitInput } from '../../src/limits/enforcer.js';
+import { readLimitsInForce } from '../../src/limits/in-force.js';
 import { withDefaults } from '../../src/rspec/resources.js';
 import { createTrafficShaper, type TrafficShaper } from '../../src/limits/tc.js';
 import type { ShapingLayout } from '../../src/limits/shaping.js';
@@ -202,4 +203,37 @@ serial('a sliver past its daily threshold is throttled to the computed rate, acr
   const saved = JSON.parse(await readFile(join(workDir, 'byte-caps.json'), 'utf8')) as { slivers: Record<string, unknown> };
   t.truthy(saved.slivers['capped']);
   await shaper.remove();
+});
+
+serial('the limits in force say "bandwidth: not enforced" with the reason when the classifier or nft is missing, and show no rates then', async (t) => {
+  const sliver = { name: 'honest', uid: 70_050, rspec: rspec({ net_max_rate: 5_000 }) };
+  const { enforcer, shaper } = await enforcerFor([sliver]);
+  t.teardown(() => shaper.remove().catch(() => undefined));
+  await enforcer.refresh();
+  const readBack = async (via: TrafficShaper) => (await readLimitsInForce({
+    cgroups: null, shaper: via, disk: null, byteCaps: {}, byteCapPeriodSeconds: 86_400, homeBase: workDir, unavailable: new Map(),
+  }, [sliver])).get('honest')!;
+
+  const shaped = await readBack(shaper);
+  t.is(shaped['net_max_rate'], 5_000);
+  t.notRegex(String(shaped['not_enforced']), /bandwidth/);
+
+  // The classes are there but nothing sends traffic into them: not enforced, and no rates shown.
+  // The host's nft by its path: npm puts node_modules/.bin, where a package ships a program of that name, first.
+  await run('ip', ['netns', 'exec', ns, '/usr/sbin/nft', 'delete', 'table', 'inet', 'nodemgr']);
+  const unclassified = await readBack(shaper);
+  t.is(unclassified['net_max_rate'], undefined);
+  t.regex(String(unclassified['not_enforced']), /bandwidth: not enforced: the nftables classifier \(table inet nodemgr\) is not loaded/);
+
+  // A host without nftables: the same tools but nft. Applying fails naming the package, and the
+  // read-back says so.
+  const bare = join(workDir, 'no-nft');
+  await mkdir(bare, { recursive: true });
+  for (const tool of ['ip', 'tc']) await symlink(join('/usr/sbin', tool), join(bare, tool)).catch(() => undefined);
+  const withoutNft = createTrafficShaper({ layout, netns: ns, path: bare });
+  const refused = await t.throwsAsync(withoutNft.apply([], new Map(), null));
+  t.regex(refused?.message ?? '', /nft is not installed \(Debian package nftables\)/);
+  const missing = await readBack(withoutNft);
+  t.is(missing['net_max_rate'], undefined);
+  t.regex(String(missing['not_enforced']), /bandwidth: not enforced: .*nft is not installed \(Debian package nftables\)/);
 });

@@ -33,6 +33,8 @@ export class CommandError extends Error {
     readonly signal: NodeJS.Signals | null,
     readonly stdout: string,
     readonly stderr: string,
+    /** The program is not installed (or not on the command's PATH). */
+    readonly missing = false,
   ) {
     super(message);
   }
@@ -67,7 +69,7 @@ export function runCommand(file: string, args: string[], opts: CommandOptions = 
     let size = 0;
     let overflow = false;
     let timedOut = false;
-    let spawnError: Error | null = null;
+    let spawnError: NodeJS.ErrnoException | null = null;
 
     const collect = (into: Buffer[]) => (chunk: Buffer) => {
       size += chunk.length;
@@ -112,7 +114,10 @@ export function runCommand(file: string, args: string[], opts: CommandOptions = 
       else why = `exit code ${code}`;
       const detail = stderr.trim();
       reject(
-        new CommandError(`${line} failed (${why})${detail ? `: ${detail}` : ''}`, file, args, code, signal, stdout, stderr),
+        new CommandError(
+          `${line} failed (${why})${detail ? `: ${detail}` : ''}`, file, args, code, signal, stdout, stderr,
+          spawnError?.code === 'ENOENT',
+        ),
       );
     });
   });
