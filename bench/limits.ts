@@ -43,6 +43,7 @@ function input(withLoan: boolean): LimitInput {
   return {
     slivers: slivers.map((s) => ({ name: s.name, uid: s.uid, rspec: effective.get(s.name)! })),
     present: new Set(slivers.map((s) => s.name)),
+    others: new Set(),
     bwcapKbit: 100_000_000,
   };
 }

@@ -168,7 +168,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     input: async () => {
       const host = await runtime.observe({ readOnly: true });
       const bwcap = store.data.records['bwcap'];
-      return limitInputOf(converger.desired().specs, host.owned, bwcap?.type === 'bwcap' ? bwcap.cap_kbit : null);
+      return limitInputOf(converger.desired().specs, host, bwcap?.type === 'bwcap' ? bwcap.cap_kbit : null);
     },
   });
   const timers = [

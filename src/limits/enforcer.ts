@@ -18,8 +18,13 @@ import type { CeilingOverrides, TrafficShaper } from './tc.js';
 export interface LimitInput {
   /** Slivers the records ask for and whose account exists, with their effective rspecs. */
   readonly slivers: readonly LimitTarget[];
-  /** Every sliver account on the host (its group is kept while the account exists). */
+  /** Every sliver account of this daemon's on the host (its group is kept while the account exists). */
   readonly present: ReadonlySet<string>;
+  /**
+   * Accounts on the host that are not this daemon's. A group of that name under a shared parent is
+   * another daemon's (or will be): never removed.
+   */
+  readonly others: ReadonlySet<string>;
   /** The node's cap on ordinary traffic (bwcap record), kbit/s; null: the link rate. */
   readonly bwcapKbit: number | null;
 }
@@ -75,9 +80,10 @@ const message = (error: unknown) => (error instanceof Error ? error.message : St
 /** What the limits are applied to, from the accounts the records ask for and those on the host. Pure. */
 export function limitInputOf(
   specs: ReadonlyArray<{ name: string; kind: string; rspec: Rspec }>,
-  owned: ReadonlyArray<{ name: string; kind: string; uid: number | null }>,
+  host: { owned: ReadonlyArray<{ name: string; kind: string; uid: number | null }>; foreign: ReadonlySet<string> },
   bwcapKbit: number | null,
 ): LimitInput {
+  const { owned } = host;
   const wanted = new Map(specs.filter((s) => s.kind === 'sliver').map((s) => [s.name, s.rspec]));
   // A libvirt sliver has no uid: its limits are in its domain definition, not in cgroups and tc.
   const onHost = owned.filter((o): o is typeof o & { uid: number } => o.kind === 'sliver' && o.uid !== null);
@@ -87,6 +93,7 @@ export function limitInputOf(
       return rspec ? [{ name: o.name, uid: o.uid, rspec }] : [];
     }),
     present: new Set(onHost.map((o) => o.name)),
+    others: host.foreign,
     bwcapKbit,
   };
 }
@@ -122,7 +129,7 @@ export async function createEnforcer(deps: EnforcerDeps): Promise<Enforcer> {
     return run;
   };
 
-  const applyCgroups = async (limits: readonly SliverLimits[], present: ReadonlySet<string>) => {
+  const applyCgroups = async (limits: readonly SliverLimits[], present: ReadonlySet<string>, others: ReadonlySet<string>) => {
     if (!cgroups) return;
     const changed = limits.filter((l) => {
       const before = appliedCgroups.get(l.name);
@@ -140,9 +147,10 @@ export async function createEnforcer(deps: EnforcerDeps): Promise<Enforcer> {
         setProblem(l.name, 'cgroup', message(error));
       }
     });
-    // Groups of accounts that are gone: what a destroy cut short, or a restart found.
+    // Groups of accounts that are gone: what a destroy cut short, or a restart found. A group of an
+    // account that exists and is not ours is another daemon's under the same parent.
     for (const name of await cgroups.list()) {
-      if (present.has(name)) continue;
+      if (present.has(name) || others.has(name)) continue;
       try {
         await cgroups.remove(name);
         appliedCgroups.delete(name);
@@ -199,7 +207,7 @@ export async function createEnforcer(deps: EnforcerDeps): Promise<Enforcer> {
     const limits = sliverLimits(input.slivers, deps.cpuCount);
     planned = new Map(limits.map((l) => [l.name, l]));
     for (const name of problems.keys()) if (name !== '' && !input.present.has(name)) problems.delete(name);
-    await applyCgroups(limits, input.present);
+    await applyCgroups(limits, input.present, input.others);
     await applyShaping(limits, input.bwcapKbit);
     await applyDisk(limits);
     logger.debug('limits applied', { slivers: limits.length, duration_ms: Date.now() - started });

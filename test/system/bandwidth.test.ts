@@ -102,7 +102,7 @@ async function enforcerFor(slivers: LimitInput['slivers'], options: { bwcapKbit?
     cgroups: null, shaper, disk: null, cpuCount: 2,
     byteCapFile: join(workDir, 'byte-caps.json'),
     byteCapPeriodSeconds: options.period ?? 86_400,
-    input: async () => ({ slivers, present: new Set(slivers.map((s) => s.name)), bwcapKbit: options.bwcapKbit ?? null }),
+    input: async () => ({ slivers, present: new Set(slivers.map((s) => s.name)), others: new Set<string>(), bwcapKbit: options.bwcapKbit ?? null }),
     logger: createLogger({ console: false }),
     now: options.now ?? (() => new Date()),
   });

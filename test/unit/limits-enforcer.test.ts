@@ -45,7 +45,8 @@ async function setup(input: () => LimitInput, failFor = new Set<string>()) {
 }
 
 const sliver = (name: string, uid: number, rspec: Record<string, number> = {}) => ({ name, uid, rspec: withDefaults(rspec) });
-const inputOf = (slivers: ReturnType<typeof sliver>[]): LimitInput => ({ slivers, present: new Set(slivers.map((s) => s.name)), bwcapKbit: null });
+const inputOf = (slivers: ReturnType<typeof sliver>[], others: string[] = []): LimitInput =>
+  ({ slivers, present: new Set(slivers.map((s) => s.name)), others: new Set(others), bwcapKbit: null });
 
 test('a second apply with nothing changed writes nothing; a loan rewrites only the two slivers it moved shares between', async (t) => {
   let slivers = [sliver('a', 70_001, { cpu_share: 2 }), sliver('b', 70_002, { cpu_share: 2 }), sliver('c', 70_003, { cpu_share: 4 })];
@@ -93,4 +94,19 @@ test('refreshes asked for during an apply are served by one more apply, which se
   await Promise.all([enforcer.refresh(), enforcer.refresh(), enforcer.refresh(), enforcer.refresh()]);
   t.true(reads <= 2, `${reads} applies for 4 requests`);
   t.true(reads >= 1);
+});
+
+test('a group under the shared parent whose account is another daemon\'s is never removed', async (t) => {
+  let input = inputOf([sliver('mine', 70_001), sliver('theirs', 72_001)]);
+  const { enforcer, removed, groups } = await setup(() => input);
+  await enforcer.refresh();
+  // Another daemon's sliver: its account exists on the host, not in this daemon's range or marker.
+  input = inputOf([sliver('mine', 70_001)], ['theirs', 'root']);
+  await enforcer.refresh();
+  t.deepEqual(removed, []);
+  t.true(groups.has('theirs'));
+  // Once no account of that name exists at all, the group is a leftover and goes.
+  input = inputOf([sliver('mine', 70_001)], ['root']);
+  await enforcer.refresh();
+  t.deepEqual(removed, ['theirs']);
 });

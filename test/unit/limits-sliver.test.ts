@@ -22,9 +22,10 @@ test('limits apply to the slivers that are both asked for and on the host; deleg
   const rspec = withDefaults({});
   const input = limitInputOf(
     [{ name: 'a', kind: 'sliver', rspec }, { name: 'b', kind: 'sliver', rspec }, { name: 'd', kind: 'delegate', rspec: {} }],
-    [{ name: 'a', kind: 'sliver', uid: 70_001 }, { name: 'old', kind: 'sliver', uid: 70_003 }, { name: 'd', kind: 'delegate', uid: 70_004 }],
+    { owned: [{ name: 'a', kind: 'sliver', uid: 70_001 }, { name: 'old', kind: 'sliver', uid: 70_003 }, { name: 'd', kind: 'delegate', uid: 70_004 }], foreign: new Set(['root', 'theirs']) },
     20_000,
   );
+  t.deepEqual([...input.others].sort(), ['root', 'theirs'], 'accounts that are not ours');
   t.deepEqual(input.slivers.map((s) => [s.name, s.uid]), [['a', 70_001]]);
   t.deepEqual([...input.present].sort(), ['a', 'old'], 'a group is kept while its account exists');
   t.is(input.bwcapKbit, 20_000);

@@ -1,0 +1,53 @@
+// Two daemons on one host, each with its own state directory and uid range, sharing one cgroup
+// parent: neither touches the other's accounts or groups. As root, with real daemon processes.
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { createSliverCgroups } from '../../src/limits/cgroups.js';
+import { readDatabaseSnapshot } from '../../src/db/store.js';
+import {
+  accountPrefix, isRoot, passwdEntries, removeAccounts, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess,
+  waitFor, type DaemonProcess, type Sandbox,
+} from './support/host.js';
+import { slicesXml } from './support/slices.js';
+
+const prefix = accountPrefix();
+const cleanups: Array<() => Promise<unknown>> = [];
+const serial = isRoot ? test.serial : test.skip;
+if (!isRoot) test.skip('two daemons on one host: needs root (real accounts and cgroups)', () => undefined);
+
+test.after.always(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+  if (isRoot) await removeAccounts(prefix);
+});
+
+async function daemonOf(sliver: string, range: [number, number], cgroupParent: string): Promise<{ box: Sandbox; daemon: DaemonProcess }> {
+  const server = await serveDocument(slicesXml(1000, [{ name: sliver }]));
+  const box = await sandbox({ authority_url: server.url, sliver_uid_min: range[0], sliver_uid_max: range[1], cgroup_parent: cgroupParent });
+  cleanups.push(() => server.close(), () => box.cleanup());
+  const daemon = startDaemonProcess(box.config);
+  cleanups.push(() => stopDaemonProcess(daemon, 'SIGKILL'));
+  await waitFor(`${sliver} running`, async () =>
+    (await readDatabaseSnapshot(join(box.stateDir, 'nodemgr.json')).catch(() => null))?.accounts[sliver]?.state === 'running');
+  return { box, daemon };
+}
+
+serial('a daemon never removes the cgroups of another daemon\'s slivers under a shared parent', async (t) => {
+  const parent = `nodemgr-test-shared-${randomBytes(3).toString('hex')}`;
+  const cgroups = await createSliverCgroups({ parent });
+  const first = `${prefix}_first`;
+  const second = `${prefix}_second`;
+  await daemonOf(first, [75_000, 75_499], parent);
+  await waitFor(`${first}'s group`, async () => (await cgroups.list()).includes(first));
+
+  const other = await daemonOf(second, [75_500, 75_999], parent);
+  await waitFor(`${second}'s group`, async () => (await cgroups.list()).includes(second));
+  // A few more passes of the second daemon, each of which refreshes the limits.
+  for (let i = 0; i < 3; i++) {
+    other.daemon.child.kill('SIGHUP');
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  t.deepEqual((await cgroups.list()).sort(), [first, second].sort(), 'both groups are there');
+  t.deepEqual((await passwdEntries(prefix)).map((e) => e.name).sort(), [first, second].sort(), 'both accounts are there');
+  t.notRegex(other.daemon.output(), new RegExp(`cgroup of a removed sliver removed sliver=${first}`));
+});
