@@ -316,6 +316,7 @@ async function startApi(config: Config, parts: ApiParts): Promise<{ server: ApiS
     authorityDelegate: config.authorityDelegate,
     converge: (trigger) => converger.converge(trigger),
     submit: (ops) => supervisors.submit(ops),
+    observe: () => runtime.observe({ readOnly: true }),
     verifyTicket: (ticket) =>
       verifyTicket(ticket, {
         certificatePem: needCertificate(), nodeId: config.nodeId, maxBytes: config.apiMaxRequestBytes,
@@ -325,7 +326,16 @@ async function startApi(config: Config, parts: ApiParts): Promise<{ server: ApiS
     acceptDocument: (document, source) => documents.accept(document, source),
     limitsInForce,
     defaultRuntime: config.defaultRuntime,
-    images,
+    // An image added through the API may be what a parked sliver lacked: it is tried again.
+    images: {
+      ...images,
+      async add(request) {
+        const entry = await images.add(request);
+        supervisors.unpark();
+        void converger.converge('image added').catch(() => undefined);
+        return entry;
+      },
+    },
     async guestStatus(name) {
       const status = await guests.status(name);
       if (!status) return null;

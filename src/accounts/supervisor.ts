@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import { specHash } from '../reconcile/desired.js';
 import type { Op } from '../reconcile/plan.js';
 import type { AccountRuntime, ObservedAccount } from '../runtimes/types.js';
+import { describeError, isPermanent } from '../util/errors.js';
 import type { Limiter } from './limiter.js';
 
 /** What a supervisor reports after each step; the daemon records it in the database. */
@@ -37,8 +38,10 @@ export interface Supervisors {
   submit(ops: readonly Op[]): void;
   /** Resolves when no account has an operation running, pending or waiting for a retry. */
   idle(): Promise<void>;
-  /** Names of accounts with work running, pending or waiting for a retry. */
+  /** Names of accounts with work running, pending or waiting for a retry (a parked one is not). */
   busy(): string[];
+  /** Lets parked operations run again at the next plan (what they lacked may have been added). */
+  unpark(): void;
   /** Cancels retries and pending work, and waits for running operations to end. */
   stop(): Promise<void>;
 }
@@ -52,10 +55,16 @@ interface AccountQueue {
   running: Promise<void> | null;
   retryTimer: NodeJS.Timeout | null;
   attempts: number;
+  /**
+   * The operation that failed permanently (parkKey), kept as failed and not retried while plans
+   * ask for the same; null when nothing is parked.
+   */
+  parked: string | null;
 }
 
-function describeError(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+/** An operation for the same account, action and spec is the same request: its failure stands. */
+function parkKey(op: Op): string {
+  return `${op.action} ${op.runtime} ${op.spec ? specHash(op.spec) : ''}`;
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -76,7 +85,7 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
   const queueFor = (name: string, kind: AccountKind): AccountQueue => {
     let q = queues.get(name);
     if (!q) {
-      q = { name, kind, steady: 'absent', pending: [], running: null, retryTimer: null, attempts: 0 };
+      q = { name, kind, steady: 'absent', pending: [], running: null, retryTimer: null, attempts: 0, parked: null };
       queues.set(name, q);
     }
     return q;
@@ -111,17 +120,18 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
         q.steady = 'running';
         return {};
       case 'stop':
-        await runtime.stop(op.account, op.kind);
+        await runtime.stop(op.account, op.kind, op.runtime);
         q.steady = 'stopped';
         return {};
       case 'destroy':
-        await runtime.destroy(op.account, op.kind);
+        await runtime.destroy(op.account, op.kind, op.runtime);
         q.steady = 'absent';
         return { appliedHash: null, uid: null };
     }
   };
 
-  const runOne = async (q: AccountQueue, op: Op): Promise<boolean> => {
+  /** 'done', 'failed' (retried with backoff) or 'parked' (a permanent failure: not retried). */
+  const runOne = async (q: AccountQueue, op: Op): Promise<'done' | 'failed' | 'parked'> => {
     const started = Date.now();
     if (op.action === 'create') report(q, 'creating', null);
     if (op.action === 'destroy') report(q, 'destroying', null);
@@ -134,16 +144,17 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
       options.logger.info('operation done', {
         account: q.name, kind: op.kind, op: op.action, why: op.why, duration_ms: Date.now() - started,
       });
-      return true;
+      return 'done';
     } catch (error) {
       q.attempts++;
-      const reason = `${op.action} failed: ${describeError(error)}`;
+      const permanent = isPermanent(error);
+      const reason = `${op.action} failed: ${describeError(error)}${permanent ? ' (not retried until the slice changes)' : ''}`;
       report(q, 'failed', reason);
-      options.logger.warn('operation failed', {
+      options.logger.warn(permanent ? 'operation failed; parked until its spec changes' : 'operation failed', {
         account: q.name, kind: op.kind, op: op.action, attempt: q.attempts, error: describeError(error),
         duration_ms: Date.now() - started,
       });
-      return false;
+      return permanent ? 'parked' : 'failed';
     }
   };
 
@@ -158,13 +169,17 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
       return;
     }
     q.running = (async () => {
-      const ok = await runOne(q, op);
+      const outcome = await runOne(q, op);
       // The plan may have been replaced while the operation ran; only drop what was run.
       if (q.pending[0] === op) {
-        if (ok) q.pending.shift();
+        if (outcome === 'done') q.pending.shift();
+        if (outcome === 'parked') {
+          q.parked = parkKey(op);
+          q.pending = [];
+        }
       }
       q.running = null;
-      if (!ok && !stopped && q.pending[0] === op) {
+      if (outcome === 'failed' && !stopped && q.pending[0] === op) {
         const delay = retryDelay(q.attempts);
         q.retryTimer = setTimeout(() => {
           q.retryTimer = null;
@@ -195,6 +210,9 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
       }
       for (const [name, list] of byAccount) {
         const q = queueFor(name, list[0]!.kind);
+        // The same request as the one that failed for good stays failed; any other is tried.
+        if (q.parked !== null && q.parked === parkKey(list[0]!)) continue;
+        q.parked = null;
         const previousFirst = q.pending[0];
         q.pending = list;
         // A plan that asks for something else than the operation being retried need not wait
@@ -214,6 +232,10 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
 
     busy() {
       return [...queues.values()].filter(isBusy).map((q) => q.name);
+    },
+
+    unpark() {
+      for (const q of queues.values()) q.parked = null;
     },
 
     async stop() {

@@ -8,7 +8,8 @@ import type { AdoptedRecord, NodeDatabase, SliverNodeState, SliverRecord } from 
 import type { ImageCache } from '../images/cache.js';
 import type { Logger } from '../log.js';
 import { desiredState } from '../reconcile/desired.js';
-import type { Op } from '../reconcile/plan.js';
+import { planRecreate, type Op } from '../reconcile/plan.js';
+import type { HostSnapshot } from '../runtimes/types.js';
 import { effectiveRspecs, type Loan } from '../rspec/loans.js';
 import { canonicalResource, withDefaults, type Rspec } from '../rspec/resources.js';
 import type { RuntimeKind, SliverSpec } from '../slices/types.js';
@@ -26,6 +27,8 @@ export interface NodeApiDeps {
   converge(trigger: string): Promise<unknown>;
   /** Queues operations as they are (ReCreate's destroy-then-create). */
   submit(ops: readonly Op[]): void;
+  /** The accounts on the host, read only. */
+  observe(): Promise<HostSnapshot>;
   /** Checks a ticket's signature and contents; throws an Error whose message says what is wrong. */
   verifyTicket(ticket: string): { sliver: SliverSpec; timestamp: number };
   /** Checks a pushed document's detached signature; throws an Error whose message says what is wrong. */
@@ -154,15 +157,8 @@ export function nodeApi(deps: NodeApiDeps) {
       if (target.node_state.stopped) {
         store.update((db) => ({ ...db, records: { ...db.records, [target.record_key]: { ...target, node_state: { ...target.node_state, stopped: false } } } }));
       }
-      const db = store.data;
-      const spec = desiredState(db, deps.defaultRuntime).specs.find((s) => s.name === name);
-      if (!spec) throw new ApiFault(FaultCode.internal, `${name} is not an account the node wants; nothing to re-create`);
-      const ops: Op[] = [
-        { account: name, kind: 'sliver', action: 'destroy', spec: null, why: 'ReCreate' },
-        { account: name, kind: 'sliver', action: 'create', spec, why: 'ReCreate' },
-        { account: name, kind: 'sliver', action: 'configure', spec, why: 'ReCreate' },
-      ];
-      if (spec.enabled) ops.push({ account: name, kind: 'sliver', action: 'start', spec, why: 'ReCreate' });
+      const ops = planRecreate(desiredState(store.data, deps.defaultRuntime), await deps.observe(), name, 'ReCreate');
+      if (!ops) throw new ApiFault(FaultCode.internal, `${name} is not an account the node wants; nothing to re-create`);
       deps.submit(ops);
       logger.info('api request accepted', { sliver: name, op: 'recreate', caller: describeCaller(caller) });
       return 1;

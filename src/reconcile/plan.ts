@@ -7,6 +7,7 @@
 // a record are adopted as found.
 import type { AccountKind, AccountStatus } from '../db/types.js';
 import type { AccountSpec, HostSnapshot, ObservedAccount } from '../runtimes/types.js';
+import type { RuntimeKind } from '../slices/types.js';
 import { specHash, type Desired } from './desired.js';
 
 export type OpAction = 'create' | 'configure' | 'start' | 'stop' | 'destroy';
@@ -15,6 +16,8 @@ export interface Op {
   readonly account: string;
   readonly kind: AccountKind;
   readonly action: OpAction;
+  /** What the account is (stop, destroy) or must be (the others) made of on the host. */
+  readonly runtime: RuntimeKind;
   /** What the account must look like; null for stop and destroy. */
   readonly spec: AccountSpec | null;
   /** Why the planner asks for it, for logs and `nodemgr plan`. */
@@ -56,7 +59,27 @@ const NO_DOCUMENT = 'no document in force: nothing is created until the authorit
 
 function op(spec: AccountSpec, action: OpAction, why: string): Op {
   const needsSpec = action === 'create' || action === 'configure' || action === 'start';
-  return { account: spec.name, kind: spec.kind, action, spec: needsSpec ? spec : null, why };
+  return { account: spec.name, kind: spec.kind, action, runtime: spec.runtime, spec: needsSpec ? spec : null, why };
+}
+
+/** A new account: created, configured, and (only when enabled: it starts with its login disabled) started. */
+function makeOps(spec: AccountSpec, why: string): Op[] {
+  return [op(spec, 'create', why), op(spec, 'configure', why), ...(spec.enabled ? [op(spec, 'start', why)] : [])];
+}
+
+/**
+ * ReCreate: the account as the host has it destroyed, then made afresh from its spec (a new home, a
+ * new disk). Null when the records do not ask for the account.
+ */
+export function planRecreate(desired: Desired, host: HostSnapshot, name: string, why: string): Op[] | null {
+  const spec = desired.specs.find((s) => s.name === name);
+  if (!spec) return null;
+  const found = host.owned.find((o) => o.name === name);
+  return [...(found ? [destroyOf(found, why)] : []), ...makeOps(spec, why)];
+}
+
+function destroyOf(found: ObservedAccount, why: string): Op {
+  return { account: found.name, kind: found.kind, action: 'destroy', runtime: found.runtime, spec: null, why };
 }
 
 export function planReconcile(input: PlanInput): Plan {
@@ -88,13 +111,10 @@ export function planReconcile(input: PlanInput): Plan {
       const why = found.kind !== spec.kind
         ? `is a ${found.kind}, must become a ${spec.kind}`
         : `runs on ${found.runtime}, must run on ${spec.runtime}`;
-      ops.push({ account: spec.name, kind: found.kind, action: 'destroy', spec: null, why });
+      ops.push(destroyOf(found, why));
     }
     if (!found || remake) {
-      ops.push(op(spec, 'create', 'new'));
-      ops.push(op(spec, 'configure', 'new'));
-      // A new account starts with its login disabled; only an enabled one is started.
-      if (spec.enabled) ops.push(op(spec, 'start', 'new'));
+      ops.push(...makeOps(spec, 'new'));
       continue;
     }
     const applied = input.accounts[spec.name]?.appliedHash ?? null;
@@ -112,13 +132,13 @@ export function planReconcile(input: PlanInput): Plan {
     if (wanted.has(found.name)) continue;
     const unwanted = desired.unwanted.get(found.name);
     if (unwanted !== undefined) {
-      ops.push({ account: found.name, kind: found.kind, action: 'destroy', spec: null, why: unwanted });
+      ops.push(destroyOf(found, unwanted));
     } else if (desired.adopted.has(found.name)) {
       continue;
     } else if (desired.document === null || desired.dormant.has(found.name)) {
       adopt.push(found);
     } else {
-      ops.push({ account: found.name, kind: found.kind, action: 'destroy', spec: null, why: notInDocument(desired.document) });
+      ops.push(destroyOf(found, notInDocument(desired.document)));
     }
   }
   return { ops, refusals, held, adopt };

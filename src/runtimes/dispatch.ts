@@ -1,16 +1,12 @@
-// One runtime for the supervisors over the host's runtimes: a spec goes to the runtime it names;
-// a stop or destroy, which carries only a name, goes to whichever runtime holds that name.
-import type { AccountKind } from '../db/types.js';
+// One runtime for the supervisors over the host's runtimes: an operation goes to the runtime it
+// names (a spec's, or for a stop or destroy the runtime the account was found on).
 import type { LibvirtRuntime } from './libvirt/runtime.js';
 import type { AccountRuntime, HostSnapshot } from './types.js';
 
 export function dispatchRuntime(unix: AccountRuntime, guests: LibvirtRuntime): AccountRuntime {
   let merged: { unix: HostSnapshot; guests: HostSnapshot; snapshot: HostSnapshot } | null = null;
 
-  const runtimeOf = (spec: { runtime: string }) => (spec.runtime === 'unix' ? unix : guests);
-  /** The guest driver of a sliver of that name; an unreachable libvirt counts as "not a guest". */
-  const isGuest = async (name: string, kind: AccountKind) =>
-    kind === 'sliver' && (await guests.driverOf(name).catch(() => null)) !== null;
+  const runtimeOf = (runtime: string) => (runtime === 'unix' ? unix : guests);
 
   return {
     async observe(options) {
@@ -25,17 +21,12 @@ export function dispatchRuntime(unix: AccountRuntime, guests: LibvirtRuntime): A
       merged = { unix: u, guests: g, snapshot };
       return snapshot;
     },
-    create: (spec) => runtimeOf(spec).create(spec),
-    configure: (spec) => runtimeOf(spec).configure(spec),
-    start: (spec) => runtimeOf(spec).start(spec),
-    async stop(name, kind) {
-      await ((await isGuest(name, kind)) ? guests : unix).stop(name, kind);
-    },
-    async destroy(name, kind) {
-      if (await isGuest(name, kind)) await guests.destroy(name, kind);
-      // Idempotent and cheap when there is no such account; it also finishes a destroy of an
-      // account that a crash interrupted.
-      await unix.destroy(name, kind);
-    },
+    create: (spec) => runtimeOf(spec.runtime).create(spec),
+    configure: (spec) => runtimeOf(spec.runtime).configure(spec),
+    start: (spec) => runtimeOf(spec.runtime).start(spec),
+    // A guest's stop or destroy while libvirt cannot be reached fails (and is retried): it is never
+    // handed to the unix runtime, which would find no account and report it done.
+    stop: (name, kind, runtime) => runtimeOf(runtime).stop(name, kind, runtime),
+    destroy: (name, kind, runtime) => runtimeOf(runtime).destroy(name, kind, runtime),
   };
 }

@@ -67,7 +67,7 @@ export interface AccountRuntime {
   /** Enables login and runs the initscript (slivers); idempotent. */
   start(spec: AccountSpec): Promise<void>;
   /** Kills every process of the account and disables its login; idempotent. */
-  stop(name: string, kind: AccountKind): Promise<void>;
+  stop(name: string, kind: AccountKind, runtime: RuntimeKind): Promise<void>;
   /** Stops the account and removes it and everything it owned; succeeds if it is already gone. */
-  destroy(name: string, kind: AccountKind): Promise<void>;
+  destroy(name: string, kind: AccountKind, runtime: RuntimeKind): Promise<void>;
 }

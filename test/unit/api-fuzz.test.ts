@@ -51,7 +51,7 @@ test('mutated request bodies each get a method response, and the server keeps an
   };
   const methods = createApiMethods({
     store, logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
-    converge: async () => refuse(), submit: refuse, verifyTicket: refuse, verifyPush: refuse, acceptDocument: async () => refuse(),
+    converge: async () => refuse(), submit: refuse, observe: async () => refuse(), verifyTicket: refuse, verifyPush: refuse, acceptDocument: async () => refuse(),
   });
   const server = await startApiServer({
     port: 0, host: '127.0.0.1', socketPath: join(dir, 'api.sock'), maxRequestBytes: 64 * 1024,

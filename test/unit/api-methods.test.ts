@@ -25,7 +25,7 @@ async function methodsOver(t: import('ava').ExecutionContext, records: Parameter
   };
   return createApiMethods({
     store, logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
-    converge: async () => undefined, submit: refuse, verifyTicket: refuse, verifyPush: refuse, acceptDocument: async () => refuse(),
+    converge: async () => undefined, submit: refuse, observe: async () => ({ owned: [], foreign: new Set<string>() }), verifyTicket: refuse, verifyPush: refuse, acceptDocument: async () => refuse(),
   });
 }
 

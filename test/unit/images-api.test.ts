@@ -34,7 +34,7 @@ async function node(t: ExecutionContext, withCache = true) {
   };
   const methods = createApiMethods({
     store, logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
-    converge: unused, submit: unused, verifyTicket: () => unused() as never, verifyPush: unused, acceptDocument: unused, images,
+    converge: unused, submit: unused, observe: unused, verifyTicket: () => unused() as never, verifyPush: unused, acceptDocument: unused, images,
   });
   const file = async (name: string, text: string) => {
     await writeFile(join(dir, name), text);

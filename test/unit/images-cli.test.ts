@@ -48,7 +48,7 @@ async function daemon(t: ExecutionContext, caller: Caller = { uid: 0, kind: 'roo
   };
   const methods = createApiMethods({
     store, logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
-    converge: unused, submit: unused, verifyTicket: () => unused() as never, verifyPush: unused, acceptDocument: unused, images,
+    converge: unused, submit: unused, observe: unused, verifyTicket: () => unused() as never, verifyPush: unused, acceptDocument: unused, images,
   });
   const socket = join(dir, 'api.sock');
   const server = await startApiServer({

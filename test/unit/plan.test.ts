@@ -17,9 +17,9 @@ async function apply(ops: readonly Op[], host: ReturnType<typeof memoryRuntime>,
       accounts[op.account] = { name: op.account, kind: op.kind, state: 'stopped', reason: null, since: '', appliedHash: specHash(op.spec!), uid: null, attempts: 0 };
     }
     if (op.action === 'start') await host.runtime.start(op.spec!);
-    if (op.action === 'stop') await host.runtime.stop(op.account, op.kind);
+    if (op.action === 'stop') await host.runtime.stop(op.account, op.kind, op.runtime);
     if (op.action === 'destroy') {
-      await host.runtime.destroy(op.account, op.kind);
+      await host.runtime.destroy(op.account, op.kind, op.runtime);
       delete accounts[op.account];
     }
   }

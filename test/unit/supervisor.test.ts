@@ -62,7 +62,7 @@ test('a failing account never delays the others', async (t) => {
   t.deepEqual(supervisors.busy(), ['a_bad']);
   // a new plan that removes the failing sliver does not wait out its backoff
   host.failures.delete('create:a_bad');
-  supervisors.submit([{ account: 'a_bad', kind: 'sliver', action: 'destroy', spec: null, why: 'gone' }]);
+  supervisors.submit([{ account: 'a_bad', kind: 'sliver', action: 'destroy', runtime: 'unix', spec: null, why: 'gone' }]);
   await supervisors.idle();
   t.is(reports.at(-1)!.state, 'absent');
   await supervisors.stop();
@@ -100,5 +100,45 @@ test('an operation that hangs is reported failed after the timeout', async (t) =
   supervisors.submit(await planFor(host, ['a_hang']));
   for (let i = 0; i < 100 && !reports.some((r) => r.state === 'failed'); i++) await new Promise((r) => setTimeout(r, 5));
   t.is(reports.find((r) => r.state === 'failed')!.reason, 'create failed: create timed out after 20 ms');
+  await supervisors.stop();
+});
+
+test('a permanent failure parks the account as failed, not retried, until its spec changes', async (t) => {
+  const host = memoryRuntime();
+  host.permanent.add('create:a_bad');
+  const { supervisors, reports, logger } = setup(host.runtime);
+  const plan = await planFor(host, ['a_bad', 'a_good']);
+  supervisors.submit(plan);
+  await supervisors.idle(); // parked is idle: nothing waits for a retry
+  t.deepEqual(host.calls.filter((c) => c.endsWith('a_bad')), ['create a_bad']);
+  t.is(reports.filter((r) => r.name === 'a_bad').at(-1)!.reason,
+    'create failed: simulated permanent failure of create:a_bad (not retried until the slice changes)');
+  t.deepEqual(supervisors.busy(), []);
+  t.true(logger.lines.some((l) => l.includes('operation failed; parked until its spec changes')));
+
+  // The same plan again (every converge pass hands it over) changes nothing.
+  await new Promise((r) => setTimeout(r, 50)); // past the retry backoff of 5-20 ms
+  supervisors.submit(plan);
+  await supervisors.idle();
+  t.deepEqual(host.calls.filter((c) => c.endsWith('a_bad')), ['create a_bad']);
+
+  // A changed spec is a new request: tried at once.
+  host.permanent.delete('create:a_bad');
+  const changed = plan.filter((op) => op.account === 'a_bad').map((op) => ({ ...op, spec: op.spec && { ...op.spec, keys: ['ssh-ed25519 AAAA new@x'] } }));
+  supervisors.submit(changed);
+  await supervisors.idle();
+  t.is(reports.filter((r) => r.name === 'a_bad').at(-1)!.state, 'running');
+  await supervisors.stop();
+});
+
+test('a recoverable failure is retried with backoff while a permanent one is not', async (t) => {
+  const host = memoryRuntime();
+  host.failures.set('create:a_flaky', 3);
+  host.permanent.add('create:a_wrong');
+  const { supervisors } = setup(host.runtime);
+  supervisors.submit(await planFor(host, ['a_flaky', 'a_wrong']));
+  await supervisors.idle();
+  t.is(host.calls.filter((c) => c === 'create a_flaky').length, 4, 'three failures, then the create that worked');
+  t.is(host.calls.filter((c) => c === 'create a_wrong').length, 1);
   await supervisors.stop();
 });

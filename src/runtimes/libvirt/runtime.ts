@@ -12,7 +12,10 @@ import { join } from 'node:path';
 import type { AddressBook } from '../../addresses/address-book.js';
 import { describeLeases } from '../../addresses/pool.js';
 import type { AccountKind, AddressLease } from '../../db/types.js';
+import { ImageError } from '../../images/index.js';
 import type { Logger } from '../../log.js';
+import type { RuntimeKind } from '../../slices/types.js';
+import { describeError as describe, PermanentError } from '../../util/errors.js';
 import type { AccountRuntime, AccountSpec, GuestSpec, HostSnapshot, ObservedAccount } from '../types.js';
 import { bootDigest, guestDomainXml, tapName, type GuestDriver } from './domain-plan.js';
 import { readDomainDetails, type DomainDetails } from './domain-xml.js';
@@ -78,6 +81,12 @@ export interface LibvirtRuntime extends AccountRuntime {
 }
 
 const DRIVERS: readonly GuestDriver[] = ['qemu', 'lxc'];
+
+/** The driver of a guest runtime; a unix account is never a guest's. */
+function guestDriver(kind: RuntimeKind): GuestDriver {
+  if (kind === 'unix') throw new PermanentError('a unix account is not a libvirt guest');
+  return kind;
+}
 const RUNTIME_FILE = 'runtime';
 
 const INTERRUPTED = 'the daemon is stopping: the guest was left booting, its readiness not awaited';
@@ -88,10 +97,6 @@ async function shutDownGracefully(hv: Hypervisor, name: string): Promise<void> {
   await hv.shutdown(name).catch(() => undefined); // no ACPI, say: the power-off follows anyway
   const deadline = Date.now() + SHUTDOWN_GRACE_MS;
   while (Date.now() < deadline && (await hv.find(name))?.active) await new Promise((resolve) => setTimeout(resolve, 250));
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Logger): LibvirtRuntime {
@@ -118,7 +123,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
 
   const hypervisorOf = (spec: AccountSpec): { driver: GuestDriver; hv: Hypervisor; guest: GuestSpec } => {
     if (spec.kind !== 'sliver' || spec.runtime === 'unix' || spec.guest === null) {
-      throw new Error(`${spec.name} is not a libvirt sliver`);
+      throw new PermanentError(`${spec.name} is not a libvirt sliver`);
     }
     return { driver: spec.runtime, hv: hypervisors[spec.runtime], guest: spec.guest };
   };
@@ -152,6 +157,15 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
     if (!d) return null;
     const details = readDomainDetails(d.xml);
     return isOurs(details, name, driver) ? { active: d.active, details } : null;
+  };
+
+  /** The sliver's domain on `driver`; a driver that cannot be asked fails the operation, to be retried. */
+  const domainOn = async (driver: GuestDriver, name: string, what: string) => {
+    try {
+      return await ownedDomain(driver, name);
+    } catch (error) {
+      throw new Error(`libvirt unreachable: the ${what} of ${driver} guest ${name} waits for ${hypervisors[driver].uri}: ${describe(error)}`);
+    }
   };
 
   /** The sliver's domain on whichever driver holds it (one that cannot be asked counts as not). */
@@ -209,17 +223,30 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
     }
   };
 
-  const imagesOf = async (driver: GuestDriver, guest: GuestSpec) => {
-    const [disk, kernel, initrd] = await Promise.all([
-      guest.image === null ? null : images.resolve(guest.image, driver === 'lxc' ? 'data' : 'image'),
-      guest.kernel === null ? null : images.resolve(guest.kernel, 'kernel'),
-      guest.initrd === null ? null : images.resolve(guest.initrd, 'initrd'),
-    ]);
-    if (driver === 'qemu' && disk === null && kernel === null) {
-      throw new Error('a qemu sliver needs a disk image (vref) or a kernel to boot');
+  /** What a guest's slice must give, checked before anything is asked of libvirt or the cache. */
+  const checkGuestSpec = (driver: GuestDriver, guest: GuestSpec, spec: AccountSpec) => {
+    if (driver === 'qemu' && guest.image === null && guest.kernel === null) {
+      throw new PermanentError('a qemu sliver needs a disk image (vref) or a kernel to boot');
     }
-    if (driver === 'lxc' && disk === null) throw new Error('an lxc sliver needs a root file system image (vref)');
-    if (initrd !== null && kernel === null) throw new Error('an initrd is given without a kernel');
+    if (driver === 'lxc' && guest.image === null) throw new PermanentError('an lxc sliver needs a root file system image (vref)');
+    if (guest.initrd !== null && guest.kernel === null) throw new PermanentError('an initrd is given without a kernel');
+    const shape = guestShape(spec.rspec, guest.size);
+    if (!shape.ok) throw new PermanentError(shape.reason);
+  };
+
+  const imagesOf = async (driver: GuestDriver, guest: GuestSpec) => {
+    // An image the slice names wrongly (no such name, a bad URI, refused content) stays wrong until
+    // the slice or the cache changes; a download that failed is tried again.
+    const resolve = (ref: string, type: Parameters<ImageSource['resolve']>[1]) =>
+      images.resolve(ref, type).catch((error: unknown) => {
+        if (error instanceof ImageError && error.kind !== 'failed') throw new PermanentError(error.message);
+        throw error;
+      });
+    const [disk, kernel, initrd] = await Promise.all([
+      guest.image === null ? null : resolve(guest.image, driver === 'lxc' ? 'data' : 'image'),
+      guest.kernel === null ? null : resolve(guest.kernel, 'kernel'),
+      guest.initrd === null ? null : resolve(guest.initrd, 'initrd'),
+    ]);
     return { disk, kernel, initrd };
   };
 
@@ -231,7 +258,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
   /** The guest's shape; without interface limits where the kernel cannot keep them (see status). */
   const shapeOf = async (spec: AccountSpec, guest: GuestSpec): Promise<GuestShape> => {
     const result = guestShape(spec.rspec, guest.size);
-    if (!result.ok) throw new Error(result.reason);
+    if (!result.ok) throw new PermanentError(result.reason);
     if (result.shape.bandwidth !== null && (await bandwidth.check()) !== null) return { ...result.shape, bandwidth: null };
     return result.shape;
   };
@@ -291,6 +318,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
 
     async create(spec) {
       const { driver, hv, guest } = hypervisorOf(spec);
+      checkGuestSpec(driver, guest, spec);
       if (await ownedDomain(driver, spec.name)) return { uid: null };
       inFlight.add(spec.name);
       try {
@@ -379,8 +407,8 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
       logger.info('guest ready', { sliver: spec.name, driver, boot_ms: Date.now() - started });
     },
 
-    async stop(name, _kind: AccountKind) {
-      const driver = await runtime.driverOf(name);
+    async stop(name, _kind: AccountKind, kind: RuntimeKind) {
+      const driver = (await domainOn(guestDriver(kind), name, 'stop')) ? guestDriver(kind) : null;
       // A virtual machine is asked to shut down first; a container's init may ignore the request.
       if (driver === 'qemu') await shutDownGracefully(hypervisors.qemu, name);
       if (driver) await hypervisors[driver].powerOff(name);
@@ -388,11 +416,16 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
       if (driver === 'lxc') await lxcRoots.unmount(guestFiles(guestDir, name));
     },
 
-    async destroy(name, _kind: AccountKind) {
+    async destroy(name, _kind: AccountKind, kind: RuntimeKind) {
       inFlight.add(name);
       try {
+        // Its own driver must answer before anything of the guest is removed: files and leases of a
+        // domain that libvirt still holds would be lost. Another driver may hold one of ours of that
+        // name only after a change of runtime; one that cannot be asked is passed over.
+        const own = guestDriver(kind);
         for (const driver of DRIVERS) {
-          if (!(await ownedDomain(driver, name).catch(() => null))) continue;
+          const found = driver === own ? await domainOn(driver, name, 'destroy') : await ownedDomain(driver, name).catch(() => null);
+          if (!found) continue;
           await hypervisors[driver].powerOff(name);
           await hypervisors[driver].undefine(name);
         }

@@ -10,6 +10,7 @@ import { basename, isAbsolute, join } from 'node:path';
 import { invalidAccountName } from '../../accounts/names.js';
 import type { AccountKind } from '../../db/types.js';
 import type { Logger } from '../../log.js';
+import { PermanentError } from '../../util/errors.js';
 import type { AccountRuntime, AccountSpec, HostSnapshot, ObservedAccount } from '../types.js';
 import { writeAuthorizedKeys } from './authorized-keys.js';
 import {
@@ -82,6 +83,8 @@ type Ownership = { owned: true; kind: AccountKind } | { owned: false; reason: st
 /** The Unix runtime: every account it makes has a uid. */
 export interface UnixRuntime extends AccountRuntime {
   create(spec: AccountSpec): Promise<{ uid: number }>;
+  stop(name: string, kind: AccountKind): Promise<void>;
+  destroy(name: string, kind: AccountKind): Promise<void>;
 }
 
 export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): UnixRuntime {
@@ -122,7 +125,7 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
 
   const checkName = (name: string) => {
     const invalid = invalidAccountName(name);
-    if (invalid) throw new Error(`refusing account ${JSON.stringify(name)}: ${invalid}`);
+    if (invalid) throw new PermanentError(`refusing account ${JSON.stringify(name)}: ${invalid}`);
   };
 
   /** The account if it exists and is ours; throws if it exists and is not; null when absent. */

@@ -1,6 +1,7 @@
 // An in-memory stand-in for the host, for unit tests of the planner and supervisors only.
 // System tests use the real Unix runtime.
 import type { AccountKind } from '../../../src/db/types.js';
+import { PermanentError } from '../../../src/util/errors.js';
 import type { AccountRuntime, AccountSpec, HostSnapshot, ObservedAccount } from '../../../src/runtimes/types.js';
 
 export interface MemoryAccount extends Omit<ObservedAccount, 'started'> {
@@ -12,9 +13,11 @@ export function memoryRuntime(foreign: string[] = []) {
   const accounts = new Map<string, MemoryAccount>();
   const calls: string[] = [];
   const failures = new Map<string, number>(); // "create:name" -> remaining failures
+  const permanent = new Set<string>(); // "create:name": fails for good
   let nextUid = 70000;
 
   const maybeFail = (what: string) => {
+    if (permanent.has(what)) throw new PermanentError(`simulated permanent failure of ${what}`);
     const left = failures.get(what) ?? 0;
     if (left > 0) {
       failures.set(what, left - 1);
@@ -60,5 +63,5 @@ export function memoryRuntime(foreign: string[] = []) {
       accounts.delete(name);
     },
   };
-  return { runtime, accounts, calls, failures };
+  return { runtime, accounts, calls, failures, permanent };
 }
