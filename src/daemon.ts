@@ -35,9 +35,12 @@ import { emptyDatabase, type NodeDatabase } from './db/types.js';
 import { createConverger } from './sync/converge.js';
 import { createDocumentSync } from './sync/document.js';
 import { createSyncStatusFile, readSyncStatus, syncStatusPath } from './sync/sync-status.js';
+import { healthPath, writeHealth, type DaemonHealth } from './status/health.js';
 
 /** An operation taking longer than this is reported as failed (commands have their own timeouts). */
 const OP_TIMEOUT_MS = 10 * 60 * 1000;
+/** How often the daemon's health (see status/health.ts) is brought up to date. */
+const HEALTH_INTERVAL_MS = 1_000;
 
 export function databasePath(config: Config): string {
   return join(config.stateDir, 'nodemgr.json');
@@ -171,9 +174,19 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
       return limitInputOf(converger.desired().specs, host, bwcap?.type === 'bwcap' ? bwcap.cap_kbit : null);
     },
   });
+  // What files in the state directory cannot tell (they may be what cannot be written).
+  let lastHealth = '';
+  const reportHealth = async () => {
+    const health = JSON.stringify({ pid: process.pid, database: store.problem(), lastSync: syncStatus.current });
+    if (health === lastHealth) return;
+    await writeHealth(healthPath(config.runDir), JSON.parse(health) as DaemonHealth);
+    lastHealth = health;
+  };
+  await reportHealth();
   const timers = [
     every(config.byteCapSampleMs, () => enforcer!.sampleBytes(), 'byte counters not sampled', logger),
     every(config.straySweepMs, () => enforcer!.sweep(), 'stray processes not swept', logger),
+    every(HEALTH_INTERVAL_MS, reportHealth, 'health not reported', logger),
   ];
 
   await prepareDelegateShell(config, logger);

@@ -14,6 +14,7 @@ import { effectiveRspecs, type Loan } from '../rspec/loans.js';
 import { canonicalResource, withDefaults, type Rspec } from '../rspec/resources.js';
 import type { RuntimeKind, SliverSpec } from '../slices/types.js';
 import type { AcceptResult } from '../sync/document.js';
+import { describeError } from '../util/errors.js';
 import { ApiFault, FaultCode, invalidArgument } from './faults.js';
 import { describeCaller, type Caller } from './identity.js';
 
@@ -75,6 +76,7 @@ export function nodeApi(deps: NodeApiDeps) {
     const current = record(name);
     const next = { ...current, node_state: { ...current.node_state, ...change } };
     store.update((db) => ({ ...db, records: { ...db.records, [current.record_key]: next } }));
+    await persisted(store);
     logger.info('api request accepted', { sliver: name, op: what, caller: describeCaller(caller) });
     await deps.converge(`api ${what}`);
     return 1;
@@ -87,6 +89,7 @@ export function nodeApi(deps: NodeApiDeps) {
     }
     const next: AdoptedRecord = { ...adopted, destroy_requested_by: describeCaller(caller) };
     store.update((db) => ({ ...db, records: { ...db.records, [adopted.record_key]: next } }));
+    await persisted(store);
     logger.info('api request accepted', { account: adopted.name, op: 'destroy adopted', caller: describeCaller(caller) });
     await deps.converge('api destroy');
     return 1;
@@ -156,6 +159,7 @@ export function nodeApi(deps: NodeApiDeps) {
       const target = instantiated(name);
       if (target.node_state.stopped) {
         store.update((db) => ({ ...db, records: { ...db.records, [target.record_key]: { ...target, node_state: { ...target.node_state, stopped: false } } } }));
+        await persisted(store);
       }
       const ops = planRecreate(desiredState(store.data, deps.defaultRuntime), await deps.observe(), name, 'ReCreate');
       if (!ops) throw new ApiFault(FaultCode.internal, `${name} is not an account the node wants; nothing to re-create`);
@@ -207,6 +211,7 @@ export function nodeApi(deps: NodeApiDeps) {
         throw invalidArgument(2, 'loans', `loan ${index + 1} [${first.loan.recipient}, ${first.loan.resource}, ${first.loan.amount}] does not fit: ${first.reason}`);
       }
       store.update((db) => ({ ...db, records: { ...db.records, [lender.record_key]: { ...lender, loans } } }));
+      await persisted(store);
       logger.info('loans set', { sliver: name, loans: loans.map((l) => `${l.recipient}:${l.resource}:${l.amount}`).join(','), caller: describeCaller(caller) });
       await deps.converge('api loans');
       return 1;
@@ -221,10 +226,24 @@ export function nodeApi(deps: NodeApiDeps) {
       }
       const result = await deps.acceptDocument(body, `push by ${describeCaller(caller)}`);
       if (result.outcome === 'rejected') throw invalidArgument(1, 'document', result.detail);
+      if (result.outcome === 'unwritable') throw new ApiFault(FaultCode.internal, result.detail);
+      await persisted(store);
       await deps.converge('push');
       return { outcome: result.outcome, detail: result.detail };
     },
   };
+}
+
+/**
+ * A change is answered only once it is on disk: a caller told "done" must not lose it to a crash.
+ * One that cannot be written (a full disk) is still in force in memory and written when it can be.
+ */
+async function persisted(store: DatabaseStore): Promise<void> {
+  try {
+    await store.flush();
+  } catch (error) {
+    throw new ApiFault(FaultCode.internal, `the change is in force but the node database cannot be written (${describeError(error)}); it is written as soon as it can be`);
+  }
 }
 
 /** One [recipient, resource, amount] triple of SetLoans, with the seed's resource names allowed. */
@@ -259,6 +278,7 @@ export async function acceptTicket(deps: NodeApiDeps, caller: Caller, ticket: st
   }
   const next = recordOfSliver(verified.sliver, held);
   deps.store.update((db) => ({ ...db, records: { ...db.records, [key]: next } }));
+  await persisted(deps.store);
   deps.logger.info('ticket accepted', { sliver: verified.sliver.name, timestamp: verified.timestamp, method, caller: describeCaller(caller) });
   await deps.converge('ticket');
   return 1;

@@ -14,6 +14,7 @@ import { createLogger } from '../log.js';
 import { savedHostKeyFingerprint } from '../ssh/host-key.js';
 import { formatNodeStatus, nodeStatus, type NodeStatus } from '../status/report.js';
 import { readSyncStatus, syncStatusPath } from '../sync/sync-status.js';
+import { healthPath, readHealth } from '../status/health.js';
 
 const warn = (message: string) => process.stderr.write(`nodemgr: ${message}\n`);
 
@@ -54,7 +55,9 @@ async function guestsOnHost(config: Config, status: NodeStatus, db: NodeDatabase
 
 export async function runStatus(config: Config, options: { json: boolean }): Promise<number> {
   const db = await readDatabaseSnapshot(databasePath(config));
-  const lastSync = await readSyncStatus(syncStatusPath(config.stateDir), (reason) => warn(`ignored ${reason}`));
+  const health = await readHealth(healthPath(config.runDir));
+  // The running daemon's own word on the last sync is newer than its file, which may be unwritable.
+  const lastSync = health?.lastSync ?? await readSyncStatus(syncStatusPath(config.stateDir), (reason) => warn(`ignored ${reason}`));
   const planned = nodeStatus(db, lastSync, config.defaultRuntime);
   const images = await readImageIndex(config.imageCacheDir).then(
     (entries) => ({ images: entries }),
@@ -62,6 +65,7 @@ export async function runStatus(config: Config, options: { json: boolean }): Pro
   );
   const status: NodeStatus = {
     ...planned,
+    ...(health?.database ? { databaseProblem: health.database } : {}),
     limitsInForce: await limitsOnHost(config, planned),
     guests: await guestsOnHost(config, planned, db),
     ...images,

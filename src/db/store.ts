@@ -26,6 +26,14 @@ export interface DatabaseStore {
   flush(): Promise<void>;
   /** Flushes, then releases the lock. */
   close(): Promise<void>;
+  /** Why the newest contents are not on disk (a full disk, say), since when; null when they are. */
+  problem(): WriteProblem | null;
+}
+
+export interface WriteProblem {
+  readonly error: string;
+  /** ISO time of the first failed write of the current run of failures. */
+  readonly since: string;
 }
 
 export interface OpenOptions {
@@ -33,6 +41,8 @@ export interface OpenOptions {
   lockPath: string;
   /** Delay between the first unwritten update and its write (default 50). */
   coalesceMs?: number;
+  /** After a failed write, the next is tried this long later even without an update (default 5000). */
+  retryMs?: number;
   logger: Logger;
   readonly?: false;
 }
@@ -57,6 +67,7 @@ export class DatabaseFileError extends Error {
 }
 
 const DEFAULT_COALESCE_MS = 50;
+const DEFAULT_RETRY_MS = 5_000;
 
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -177,6 +188,8 @@ interface FlushWaiter {
 function createStore(low: Low<NodeDatabase>, lock: HeldLock, options: OpenOptions, dirty: boolean): DatabaseStore {
   const { logger, path } = options;
   const coalesceMs = options.coalesceMs ?? DEFAULT_COALESCE_MS;
+  const retryMs = options.retryMs ?? DEFAULT_RETRY_MS;
+  let problem: WriteProblem | null = null;
   // Every update bumps `generation`; `written` is the last generation durably on disk.
   let generation = dirty ? 1 : 0;
   let written = 0;
@@ -215,13 +228,32 @@ function createStore(low: Low<NodeDatabase>, lock: HeldLock, options: OpenOption
       written = target;
       failed = false;
       logger.debug('database written', { file: path, generation: target, ms: Date.now() - started });
+      if (problem) logger.warn('database written again', { file: path, failing_since: problem.since });
+      problem = null;
       settle(null);
     } catch (error) {
       failed = true;
-      logger.error('database write failed; will retry on the next update', { file: path, error: describe(error) });
+      // The file on disk keeps the last contents written; memory keeps the newest, written at the
+      // next update or retry (a full disk that gets space again, say).
+      if (problem?.error !== describe(error)) {
+        logger.error('database write failed; the last written database stays on disk, and the write is retried', {
+          file: path, error: describe(error), retry_in_ms: retryMs,
+        });
+      }
+      problem = { error: describe(error), since: problem?.since ?? new Date().toISOString() };
       settle(error);
     } finally {
       writing = false;
+    }
+    if (failed && !closing) {
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(() => {
+        timer = null;
+        failed = false;
+        void writeNow();
+      }, retryMs);
+      timer.unref();
+      return;
     }
     if (generation > written && !failed) {
       // The updates left over all came after this write began.
@@ -261,6 +293,7 @@ function createStore(low: Low<NodeDatabase>, lock: HeldLock, options: OpenOption
       // After close nothing more is written (the lock is gone): report how the closing flush went.
       return closing ?? flushPending();
     },
+    problem: () => problem,
     close() {
       closing ??= (async () => {
         try {

@@ -105,7 +105,7 @@ export interface AccountStatus {
   readonly attempts: number;
 }
 
-export type SyncOutcome = 'applied' | 'unchanged' | 'older' | 'rejected' | 'unreachable';
+export type SyncOutcome = 'applied' | 'unchanged' | 'older' | 'rejected' | 'unreachable' | 'unwritable';
 
 export interface SyncStatus {
   /** ISO time of the sync attempt. */

@@ -41,7 +41,7 @@ const ACCOUNT_STATES: Record<AccountState, true> = {
   absent: true, creating: true, running: true, stopped: true, destroying: true, failed: true,
 };
 const SYNC_OUTCOMES: Record<SyncOutcome, true> = {
-  applied: true, unchanged: true, older: true, rejected: true, unreachable: true,
+  applied: true, unchanged: true, older: true, rejected: true, unreachable: true, unwritable: true,
 };
 const RECORD_TYPES: Record<NodeRecord['type'], true> = { sliver: true, delegate: true, timestamp: true, bwcap: true, adopted: true };
 

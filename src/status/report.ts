@@ -1,5 +1,6 @@
 // What `nodemgr status` shows, built from a database snapshot. Pure.
 import { sliverRecords } from '../db/records.js';
+import type { WriteProblem } from '../db/store.js';
 import type { AccountState, NodeDatabase, SyncStatus } from '../db/types.js';
 import type { Loan } from '../rspec/loans.js';
 import type { Rspec } from '../rspec/resources.js';
@@ -44,6 +45,8 @@ export interface NodeStatus {
   readonly images?: readonly ImageEntry[];
   /** Why the image cache could not be read. */
   readonly imagesProblem?: string;
+  /** Why the node database on disk is older than the running daemon's; absent: it is not (or no daemon runs). */
+  readonly databaseProblem?: WriteProblem;
 }
 
 export function nodeStatus(db: NodeDatabase, lastSync: SyncStatus | null, defaultRuntime: RuntimeKind): NodeStatus {
@@ -112,6 +115,10 @@ export function formatNodeStatus(status: NodeStatus): string {
       ? `last sync: ${sync.at} ${sync.outcome} from ${sync.source}${sync.detail ? ` — ${sync.detail}` : ''}`
       : 'last sync: never',
   );
+  if (status.databaseProblem) {
+    const p = status.databaseProblem;
+    lines.push(`PROBLEM: the node database cannot be written since ${p.since}: ${p.error}; the daemon keeps the newest state in memory and retries (what is shown here is the last written)`);
+  }
   if (status.sshGateway) {
     const gw = status.sshGateway;
     lines.push(`ssh gateway: ${gw.address}, host key ${gw.fingerprint ?? 'not made yet (made at the first start)'}`);

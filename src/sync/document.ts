@@ -9,6 +9,7 @@ import type { DatabaseStore } from '../db/store.js';
 import type { SyncOutcome } from '../db/types.js';
 import type { Logger } from '../log.js';
 import { DocumentError, parseSlicesDocument } from '../slices/parse.js';
+import { describeError } from '../util/errors.js';
 import type { SyncStatusFile } from './sync-status.js';
 
 export interface DocumentSyncDeps {
@@ -33,9 +34,6 @@ export interface DocumentSync {
   restoreLastGood(): Promise<AcceptResult | null>;
 }
 
-function describeError(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 export function lastGoodDir(config: Config): string {
   return join(config.stateDir, 'authority');
@@ -83,14 +81,22 @@ export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
       recordSync('older', detail, from);
       return { outcome: 'older', detail };
     }
-    // Keep the document before the database points at it, so a restart always finds it.
-    await saveLastGood(lastGoodDir(config), {
-      body,
-      etag: fetchedValidators?.etag ?? null,
-      lastModified: fetchedValidators?.lastModified ?? null,
-      url: from,
-      timestamp: doc.timestamp,
-    });
+    // Keep the document before the database points at it, so a restart always finds it. One that
+    // cannot be kept (a full disk) is not applied: the records in force stay, and it comes again.
+    try {
+      await saveLastGood(lastGoodDir(config), {
+        body,
+        etag: fetchedValidators?.etag ?? null,
+        lastModified: fetchedValidators?.lastModified ?? null,
+        url: from,
+        timestamp: doc.timestamp,
+      });
+    } catch (error) {
+      const detail = `the document could not be kept in ${lastGoodDir(config)} (${describeError(error)}); not applied, the records in force stay`;
+      logger.error('document not applied', { source: from, error: detail });
+      recordSync('unwritable', detail, from);
+      return { outcome: 'unwritable', detail };
+    }
     const { changes } = outcome;
     const changed = changes.added.length + changes.updated.length + changes.removed.length;
     const detail =
@@ -136,7 +142,8 @@ export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
           return true;
         }
         const accepted = await accept(result.body, source, { etag: result.etag, lastModified: result.lastModified });
-        return accepted.outcome !== 'rejected';
+        // A document that could not be kept is tried again with backoff, as a failed fetch is.
+        return accepted.outcome !== 'rejected' && accepted.outcome !== 'unwritable';
       } catch (error) {
         if (!(error instanceof FetchError)) throw error;
         logger.warn('authority unreachable', { source, error: describeError(error) });
