@@ -42,7 +42,7 @@ test('a damaged file is ignored with a reason that names the file and the field'
   const reasons: string[] = [];
   await writeFile(path, JSON.stringify({ ...status(1), outcome: 'fine' }));
   t.is(await readSyncStatus(path, (r) => reasons.push(r)), null);
-  t.deepEqual(reasons, [`${path}: outcome: expected one of applied, unchanged, older, rejected, unreachable, got "fine"`]);
+  t.deepEqual(reasons, [`${path}: outcome: expected one of applied, unchanged, older, rejected, unreachable, unwritable, got "fine"`]);
   await writeFile(path, '{"at": ');
   t.is(await readSyncStatus(path, (r) => reasons.push(r)), null);
   t.true(reasons[1]!.startsWith(`${path}: `));
