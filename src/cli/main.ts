@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../config/config.js';
-import { startDaemon } from '../daemon.js';
+import { startDaemon, type RunningDaemon } from '../daemon.js';
 import { LockHeldError } from '../db/lock.js';
 import { createLogger } from '../log.js';
 import { runCall } from './call.js';
@@ -63,26 +63,30 @@ async function runDaemon(config: Config, once: boolean): Promise<number> {
     logger.error('unhandled rejection; exiting so the service manager restarts the daemon', { error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
     process.exit(70);
   });
-  const daemon = await startDaemon(config, logger);
+  // SIGHUP asks for a sync; one that comes while the daemon starts must not end it (the signal's
+  // default), and the first sync is about to happen anyway.
+  let daemon: RunningDaemon | null = null;
+  process.on('SIGHUP', () => {
+    logger.info('signal received, syncing now', { signal: 'SIGHUP' });
+    daemon?.syncNow();
+  });
+  const running = await startDaemon(config, logger);
+  daemon = running;
   if (once) {
-    await daemon.settled();
-    await daemon.stop();
+    await running.settled();
+    await running.stop();
     return 0;
   }
   await new Promise<void>((resolve) => {
     const shutdown = (signal: string) => {
       logger.info('signal received, stopping', { signal });
-      daemon.stop().then(resolve, (error: unknown) => {
+      running.stop().then(resolve, (error: unknown) => {
         logger.error('stop failed', { error: String(error) });
         resolve();
       });
     };
     process.once('SIGTERM', () => shutdown('SIGTERM'));
     process.once('SIGINT', () => shutdown('SIGINT'));
-    process.on('SIGHUP', () => {
-      logger.info('signal received, syncing now', { signal: 'SIGHUP' });
-      daemon.syncNow();
-    });
   });
   return 0;
 }
