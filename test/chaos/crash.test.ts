@@ -19,7 +19,7 @@ import { parseClassListing } from '../../src/limits/tc.js';
 import { sliverLimits } from '../../src/limits/sliver-limits.js';
 import { desiredState } from '../../src/reconcile/desired.js';
 import {
-  accountPrefix, isRoot, nodemgr, removeAccounts, run, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor,
+  accountPrefix, isRoot, removeAccounts, run, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor,
   type DaemonProcess, type DocumentServer, type Sandbox,
 } from '../system/support/host.js';
 import { slicesXml, type TestSlice } from '../system/support/slices.js';
