@@ -14,7 +14,11 @@ export interface Logger {
 function renderValue(value: string | number | boolean | null | undefined): string {
   if (value === null || value === undefined) return '-';
   const text = String(value);
-  return /^[^\s"=]+$/.test(text) ? text : JSON.stringify(text);
+  // Control characters (from a document or a request) are escaped, never written raw.
+  // eslint-disable-next-line no-control-regex
+  if (/^[^\s"=\u0000-\u001f\u007f-\u009f]+$/.test(text)) return text;
+  // JSON escapes C0 controls itself; DEL and the C1 controls too, here.
+  return JSON.stringify(text).replace(/[\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 export function formatContext(context: LogContext): string {

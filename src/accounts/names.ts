@@ -1,4 +1,5 @@
 // Validation of account names before they reach any command.
+import { quoted } from '../util/text.js';
 
 // Debian's default NAME_REGEX, without the trailing "$" that Samba machine accounts use,
 // and the 32-character limit of utmp and shadow-utils.
@@ -15,8 +16,8 @@ const RESERVED = new Set([
 /** Returns null when `name` may be a managed account name, else the reason it may not. */
 export function invalidAccountName(name: string): string | null {
   if (!ACCOUNT_NAME.test(name)) {
-    return `"${name}" is not a valid account name (lower-case letter or "_" first, then up to 31 of a-z 0-9 _ -)`;
+    return `${quoted(name)} is not a valid account name (lower-case letter or "_" first, then up to 31 of a-z 0-9 _ -)`;
   }
-  if (RESERVED.has(name)) return `"${name}" is a reserved system account name`;
+  if (RESERVED.has(name)) return `${quoted(name)} is a reserved system account name`;
   return null;
 }

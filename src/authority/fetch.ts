@@ -14,6 +14,11 @@ export class FetchError extends Error {
   override name = 'FetchError';
 }
 
+/** The authority answered, with a document over the size limit: a rejected document, not an unreachable authority. */
+export class DocumentTooLargeError extends FetchError {
+  override name = 'DocumentTooLargeError';
+}
+
 export interface FetchRequest {
   /** An http:, https: or absolute file: URL (the href of parseAuthorityUrl's result). */
   url: string;
@@ -38,6 +43,7 @@ const DEFAULT_USER_AGENT = 'nodemgr';
 
 /** A reason without the URL; fetchDocument prefixes the URL it concerns. */
 class Reason extends Error {}
+class TooLarge extends Reason {}
 
 // ---------------------------------------------------------------------------------------------
 // URLs
@@ -109,7 +115,7 @@ function seconds(ms: number): string {
 }
 
 function tooLarge(maxBytes: number): Reason {
-  return new Reason(`document larger than ${maxBytes} bytes`);
+  return new TooLarge(`document larger than ${maxBytes} bytes`);
 }
 
 // OpenSSL's verification results and Node's host name check: all mean "this is not the
@@ -163,8 +169,9 @@ function fileReason(error: unknown): string {
 // file:
 
 async function fetchFile(url: URL, req: FetchRequest): Promise<FetchResult> {
-  const fail = (reason: string): never => {
-    throw new FetchError(`${redactUrl(url)}: ${reason}`);
+  const fail = (reason: string | Reason): never => {
+    if (reason instanceof TooLarge) throw new DocumentTooLargeError(`${redactUrl(url)}: ${reason.message}`);
+    throw new FetchError(`${redactUrl(url)}: ${typeof reason === 'string' ? reason : reason.message}`);
   };
   let handle: FileHandle;
   try {
@@ -176,7 +183,7 @@ async function fetchFile(url: URL, req: FetchRequest): Promise<FetchResult> {
   try {
     const stat = await handle.stat();
     if (!stat.isFile()) return fail('not a regular file');
-    if (stat.size > req.maxBytes) return fail(tooLarge(req.maxBytes).message);
+    if (stat.size > req.maxBytes) return fail(tooLarge(req.maxBytes));
     // Taken before reading: should the file change while it is read, the next fetch sees a
     // different etag and reads it again, never the other way round.
     const etag = `${stat.size}-${stat.mtimeMs}`;
@@ -188,7 +195,7 @@ async function fetchFile(url: URL, req: FetchRequest): Promise<FetchResult> {
       const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
       if (bytesRead === 0) break;
       total += bytesRead;
-      if (total > req.maxBytes) return fail(tooLarge(req.maxBytes).message);
+      if (total > req.maxBytes) return fail(tooLarge(req.maxBytes));
       chunks.push(chunk.subarray(0, bytesRead));
     }
     return { kind: 'document', body: Buffer.concat(chunks, total), etag, lastModified: stat.mtime.toUTCString() };
@@ -390,7 +397,9 @@ async function fetchHttp(original: URL, req: FetchRequest): Promise<FetchResult>
       current = next;
     }
   } catch (error) {
-    throw new FetchError(`${label()}: ${networkReason(error).message}`, { cause: error });
+    const reason = networkReason(error);
+    const Kind = reason instanceof TooLarge ? DocumentTooLargeError : FetchError;
+    throw new Kind(`${label()}: ${reason.message}`, { cause: error });
   } finally {
     clearTimeout(timer);
   }

@@ -91,7 +91,8 @@ function sameRecord(a: NodeRecord, b: NodeRecord): boolean {
  * Applies a comprehensive authority document, following the original node manager's rules:
  * - a document older than the one in force changes nothing;
  * - a record the node holds in a newer version than the document's is kept;
- * - a record whose entry in the document is invalid (skipped by the parser) is kept as it is;
+ * - a record whose entry in the document is invalid (skipped by the parser) is kept as it is,
+ *   whether the entry names it by a usable name or only by its slice id;
  * - a sliver or delegate record the document no longer lists goes, unless it is newer than the
  *   document itself (it was delivered after the document was made, e.g. by a ticket);
  * - expired records go, and expired entries of the document are not added;
@@ -103,9 +104,10 @@ export function applyDocument(db: NodeDatabase, doc: SlicesDocument, nowSeconds:
     return { kind: 'older', inForce, offered: doc.timestamp };
   }
 
-  const held = new Set(
-    doc.skipped.flatMap((s) => (s.held ? [s.held.type === 'sliver' ? sliverKey(s.held.name) : delegateKey(s.held.name)] : [])),
-  );
+  const held = new Set(doc.skipped.flatMap((s) =>
+    (s.held?.name ? [s.held.type === 'sliver' ? sliverKey(s.held.name) : delegateKey(s.held.name)] : [])));
+  const heldSliceIds = new Set(doc.skipped.flatMap((s) => (s.held?.sliceId != null ? [s.held.sliceId] : [])));
+  const isHeld = (key: string, record: NodeRecord) => held.has(key) || (record.type === 'sliver' && heldSliceIds.has(record.slice_id));
   const offered = new Map<string, NodeRecord>();
   for (const spec of doc.slivers) offered.set(sliverKey(spec.name), recordOfSliver(spec, db.records[sliverKey(spec.name)]));
   for (const spec of doc.delegates) offered.set(delegateKey(spec.name), delegateRecord(spec));
@@ -125,7 +127,7 @@ export function applyDocument(db: NodeDatabase, doc: SlicesDocument, nowSeconds:
       if (!isExpired(record, nowSeconds)) records[key] = record;
       else removed.push(key);
       offered.delete(key);
-    } else if (!next && held.has(key) && !isExpired(record, nowSeconds)) {
+    } else if (!next && isHeld(key, record) && !isExpired(record, nowSeconds)) {
       keptInvalid.push(key);
       records[key] = record;
     } else if (!next && record.timestamp > doc.timestamp && !isExpired(record, nowSeconds)) {

@@ -5,6 +5,7 @@ import { canonicalResource, TEXT_ATTRIBUTES, toCanonicalAmount, type Rspec } fro
 import {
   INSTANCE_SIZES, INSTANTIATIONS, RUNTIME_KINDS, type GuestAttributes, type InstanceSize, type RuntimeKind,
   type DelegateSpec, type Instantiation, type SkippedEntry, type SliverSpec } from './types.js';
+import { quoted as quote } from '../util/text.js';
 import { describeCount, invalidImageRef, invalidPublicKey, parseCount } from './values.js';
 
 /** What the parser gathered inside one <slice>, attribute values as written (undefined: absent). */
@@ -40,14 +41,12 @@ export interface RawDelegate {
 /** A sliver whose timestamp may still be missing; the document's own is filled in at the end. */
 export type PendingSliver = Omit<SliverSpec, 'timestamp'> & { timestamp: number | null };
 
-export function quote(text: string): string {
-  return JSON.stringify(text.length > 64 ? `${text.slice(0, 64)}...` : text);
-}
 
 export function describeSlice(raw: RawSlice, line: () => number): string {
-  if (raw.name !== undefined && raw.id !== undefined) return `slice ${quote(raw.name)} (id ${raw.id.slice(0, 24)})`;
+  const id = raw.id === undefined ? undefined : /^\d{1,24}$/.test(raw.id) ? raw.id : quote(raw.id, 24);
+  if (raw.name !== undefined && id !== undefined) return `slice ${quote(raw.name)} (id ${id})`;
   if (raw.name !== undefined) return `slice ${quote(raw.name)}`;
-  if (raw.id !== undefined) return `slice (id ${raw.id.slice(0, 24)})`;
+  if (id !== undefined) return `slice (id ${id})`;
   return `slice at line ${line()}`;
 }
 
@@ -59,9 +58,15 @@ function checkName(name: string | undefined, problems: string[]): void {
   }
 }
 
-/** The record to hold on to when an entry is skipped, if its name is one an account could have. */
-function held(type: 'sliver' | 'delegate', name: string | undefined): Pick<SkippedEntry, 'held'> {
-  return name !== undefined && invalidAccountName(name) === null ? { held: { type, name } } : {};
+/**
+ * The record to hold on to when an entry is skipped: by its name if it is one an account could
+ * have, and (a slice) by its id if that can be read; nothing when neither says which it is.
+ */
+export function held(type: 'sliver' | 'delegate', name: string | undefined, id?: string): Pick<SkippedEntry, 'held'> {
+  const usableName = name !== undefined && invalidAccountName(name) === null ? name : null;
+  const sliceId = id === undefined ? Number.NaN : parseCount(id);
+  if (usableName === null && Number.isNaN(sliceId)) return {};
+  return { held: { type, name: usableName, sliceId: Number.isNaN(sliceId) ? null : sliceId } };
 }
 
 function checkTimes(raw: { expiry: string | undefined; timestamp: string | undefined; timestampCount: number }, problems: string[]): { timestamp: number | null; expiry: number | null } {
@@ -166,22 +171,26 @@ export function buildSliver(raw: RawSlice, what: string, skipped: SkippedEntry[]
   });
 
   if (problems.length > 0) {
-    skipped.push({ what, reason: problems.join('; '), ...held('sliver', raw.name) });
+    skipped.push({ what, reason: problems.join('; '), ...held('sliver', raw.name, raw.id) });
     return null;
   }
   const name = raw.name!;
 
   // A key counts only while its person is one of the slice's users: a user removed from the
   // slice loses access with the next document even if the authority still lists the key.
+  // A user or key whose person cannot be read is said, not dropped in silence: its person loses
+  // access with this document, and the operator must be able to tell why.
   const users = new Set<number>();
   for (const person of raw.users) {
     const id = parseCount(person ?? '');
     if (!Number.isNaN(id)) users.add(id);
+    else skipped.push({ what: `user of slice ${quote(name)}`, reason: describeCount('person_id', person) });
   }
   const keyValues: (string | undefined)[] = [];
   const keyPersons: number[] = [];
   raw.keyPersons.forEach((person, i) => {
     const id = parseCount(person ?? '');
+    if (Number.isNaN(id)) skipped.push({ what: `key ${i + 1} of slice ${quote(name)}`, reason: describeCount('person_id', person) });
     if (Number.isNaN(id) || !users.has(id)) return;
     keyPersons.push(id);
     keyValues.push(raw.keyValues[i]);

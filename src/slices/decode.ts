@@ -2,6 +2,7 @@
 // XML declaration names. The seed documents declare iso-8859-1; later ones are UTF-8.
 import { Buffer, isUtf8 } from 'node:buffer';
 import { DocumentError, documentErrorAt } from './errors.js';
+import { quoted } from '../util/text.js';
 
 const LATIN1_NAMES = new Set(['iso-8859-1', 'iso8859-1', 'iso_8859-1', 'latin1', 'latin-1', 'l1', 'us-ascii', 'ascii']);
 const UTF8_NAMES = new Set(['utf-8', 'utf8']);
@@ -68,7 +69,7 @@ export function decodeDocument(input: string | Uint8Array, maxBytes: number, sou
     if (LATIN1_NAMES.has(name) && !hasBom) encoding = 'latin1';
     else if (!UTF8_NAMES.has(name) && !LATIN1_NAMES.has(name)) {
       const at = declared.index + declared[0].length - declared[2]!.length - 1;
-      throw documentErrorAt(source, head, at, `encoding "${declared[2]}" is not supported (use UTF-8 or ISO-8859-1)`);
+      throw documentErrorAt(source, head, at, `encoding ${quoted(declared[2]!)} is not supported (use UTF-8 or ISO-8859-1)`);
     }
   }
   if (encoding === 'latin1') return bytes.toString('latin1');

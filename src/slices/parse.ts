@@ -5,7 +5,8 @@
 // becomes objects. Most of a document concerns other nodes, so it costs a few string comparisons
 // and no allocation of ours.
 import { SaxesParser } from 'saxes';
-import { buildDelegate, buildSliver, describeSlice, quote, type PendingSliver, type RawDelegate, type RawSlice } from './build.js';
+import { quoted as quote } from '../util/text.js';
+import { buildDelegate, buildSliver, held, describeSlice, type PendingSliver, type RawDelegate, type RawSlice } from './build.js';
 import { decodeDocument } from './decode.js';
 import { documentErrorAt, locate } from './errors.js';
 import type { DelegateSpec, SkippedEntry, SliverSpec, SlicesDocument } from './types.js';
@@ -77,6 +78,8 @@ export function parseSlicesDocument(input: string | Uint8Array, options: ParseOp
 
   const raw = newRawSlice();
   let sliceOnNode = false;
+  /** A <node> of the slice whose id cannot be read: the slice may be this node's. */
+  let sliceNodeUnreadable: string | null = null;
   let sliceStart = 0;
   let delegate: RawDelegate | null = null;
   let resourceName: string | undefined;
@@ -112,6 +115,7 @@ export function parseSlicesDocument(input: string | Uint8Array, options: ParseOp
     raw.resourceIssues.length = 0;
     raw.controllers.length = 0;
     sliceOnNode = false;
+    sliceNodeUnreadable = null;
     sliceStart = parser.position;
   };
 
@@ -121,7 +125,16 @@ export function parseSlicesDocument(input: string | Uint8Array, options: ParseOp
       const t = parseCount(raw.timestamp ?? '');
       if (t > newestSliceTimestamp) newestSliceTimestamp = t;
     }
-    if (!sliceOnNode) return;
+    if (!sliceOnNode) {
+      // Whether the slice is this node's cannot be told: the sliver it names, if the node holds
+      // one, is kept as it is (never destroyed on an unreadable id), and not changed either.
+      const keep = sliceNodeUnreadable === null ? {} : held('sliver', raw.name, raw.id);
+      if (keep.held) {
+        const what = describeSlice(raw, () => locate(text, sliceStart).line);
+        skipped.push({ what, reason: `${sliceNodeUnreadable}, so the slice may be this node's; a sliver of it is kept as it is`, ...keep });
+      }
+      return;
+    }
     const what = describeSlice(raw, () => locate(text, sliceStart).line);
     if (raw.name !== undefined) {
       const first = sliceNames.get(raw.name);
@@ -146,6 +159,7 @@ export function parseSlicesDocument(input: string | Uint8Array, options: ParseOp
           if (!sliceOnNode) {
             const id = a.id;
             if (id === nodeIdText || (id !== undefined && parseCount(id) === nodeId)) sliceOnNode = true;
+            else if (id === undefined || Number.isNaN(parseCount(id))) sliceNodeUnreadable ??= describeCount('<node> id', id);
           }
         } else if (name === 'key') {
           raw.keyPersons.push(a.person_id);
@@ -286,6 +300,12 @@ export function parseSlicesDocument(input: string | Uint8Array, options: ParseOp
       while (at < end && /\s/.test(text[at]!)) at++;
       fail(at, `text outside the root element: ${quote(text.slice(at, Math.min(end, at + 40)).trim())}`);
     }
+    if (why.startsWith('unclosed tag: ') || why.startsWith('document must contain') || why.startsWith('unexpected end')) {
+      // saxes reads an "&" that begins no reference (no ";") on to the end of the document; the
+      // fault is that "&", wherever it is.
+      const stray = strayAmpersand(text);
+      if (stray !== null) fail(stray, `"&" does not begin a reference (write &amp; for a literal "&"): ${quote(text.slice(stray, stray + 20))}`);
+    }
     if (why.startsWith('unclosed tag: ')) {
       fail(text.length, `element <${why.slice('unclosed tag: '.length)}> is not closed when the document ends`);
     }
@@ -315,4 +335,23 @@ export function parseSlicesDocument(input: string | Uint8Array, options: ParseOp
   }
 
   return { timestamp, nodeId, slivers, delegates, bwcapKbit, skipped, slicesSeen };
+}
+
+/**
+ * The offset of the first "&" outside comments and CDATA sections that does not begin a
+ * reference (`&name;`, `&#digits;`, `&#xhex;`), or null when there is none.
+ */
+export function strayAmpersand(text: string): number | null {
+  const reference = /^&(?:[A-Za-z_:][\w.:-]*|#\d+|#x[0-9A-Fa-f]+);/;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 60 /* < */) {
+      const close = text.startsWith('<!--', i) ? text.indexOf('-->', i + 4) : text.startsWith('<![CDATA[', i) ? text.indexOf(']]>', i + 9) : -2;
+      if (close === -1) return null; // an unterminated comment or section: its own fault
+      if (close >= 0) i = close + 2;
+    } else if (c === 38 /* & */ && !reference.test(text.slice(i, i + 64))) {
+      return i;
+    }
+  }
+  return null;
 }

@@ -67,10 +67,11 @@ export interface SkippedEntry {
   readonly what: string;
   readonly reason: string;
   /**
-   * Set when an entry of this node with a usable name was invalid: the node keeps the record it
-   * holds under that name, so one bad entry from the authority never destroys a running sliver.
+   * Set when an entry that is (or may be) this node's was invalid but still says which record it
+   * is about, by a usable name or a readable slice id: the node keeps the record it holds under
+   * that name or slice id, so one bad entry from the authority never destroys a running sliver.
    */
-  readonly held?: { readonly type: 'sliver' | 'delegate'; readonly name: string };
+  readonly held?: { readonly type: 'sliver' | 'delegate'; readonly name: string | null; readonly sliceId: number | null };
 }
 
 export interface SlicesDocument {

@@ -1,6 +1,7 @@
 // Validation of the scalar values an authority document carries: integers, public keys, image
 // names. Each returns the typed value or says why not; none of them throws.
 import { Buffer } from 'node:buffer';
+import { quoted } from '../util/text.js';
 
 /**
  * A decimal integer >= 0 as written in a document (surrounding whitespace allowed), else NaN.
@@ -21,7 +22,7 @@ export function parseCount(text: string): number {
 /** Why `raw` is not a usable integer attribute, for messages. */
 export function describeCount(field: string, raw: string | undefined): string {
   if (raw === undefined) return `${field} is missing`;
-  return `${field} "${raw}" is not a decimal integer >= 0`;
+  return `${field} ${quoted(raw)} is not a decimal integer >= 0`;
 }
 
 // OpenSSH public key algorithms that may appear in authorized_keys. The ecdsa and security-key

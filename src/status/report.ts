@@ -7,6 +7,7 @@ import type { Rspec } from '../rspec/resources.js';
 import { desiredState } from '../reconcile/desired.js';
 import type { ImageEntry } from '../images/index.js';
 import { formatImageTable } from '../images/table.js';
+import { printable } from '../util/text.js';
 import type { GuestStatus } from '../runtimes/libvirt/runtime.js';
 import type { RuntimeKind } from '../slices/types.js';
 
@@ -101,8 +102,12 @@ function formatTimestamp(seconds: number | null): string {
   return seconds === null ? 'none' : `${seconds} (${new Date(seconds * 1000).toISOString()})`;
 }
 
-/** The human-readable table. */
+/** The human-readable table; text that came from outside is shown with its control characters escaped. */
 export function formatNodeStatus(status: NodeStatus): string {
+  return formatStatusLines(status).split('\n').map(printable).join('\n');
+}
+
+function formatStatusLines(status: NodeStatus): string {
   const lines: string[] = [];
   const sync = status.lastSync;
   lines.push(

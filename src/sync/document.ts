@@ -1,7 +1,7 @@
 // Getting the authority's document into the database: fetch (or push), parse, validate, apply,
 // remember as the last good one. A bad or older document changes nothing.
 import { join } from 'node:path';
-import { fetchDocument, FetchError, redactUrl } from '../authority/fetch.js';
+import { DocumentTooLargeError, fetchDocument, FetchError, redactUrl } from '../authority/fetch.js';
 import { loadLastGood, saveLastGood } from '../authority/last-good.js';
 import type { Config } from '../config/config.js';
 import { applyDocument } from '../db/records.js';
@@ -146,6 +146,12 @@ export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
         return accepted.outcome !== 'rejected' && accepted.outcome !== 'unwritable';
       } catch (error) {
         if (!(error instanceof FetchError)) throw error;
+        if (error instanceof DocumentTooLargeError) {
+          // The authority answered: what it sent is refused, as a malformed document is.
+          logger.error('document rejected', { source, error: error.message });
+          recordSync('rejected', error.message, source);
+          return false;
+        }
         logger.warn('authority unreachable', { source, error: describeError(error) });
         recordSync('unreachable', describeError(error), source);
         return false;

@@ -189,7 +189,8 @@ function httpModes(slices: TestSlice[], localDocument: string): ChaosMode[] {
     },
     {
       name: 'over the size limit, with Content-Length',
-      outcome: 'unreachable',
+      // The authority answered: what it sent is refused, as a malformed document is.
+      outcome: 'rejected',
       cause: larger,
       begin: (a) => {
         a.respond = (_req, res) => {
@@ -199,7 +200,8 @@ function httpModes(slices: TestSlice[], localDocument: string): ChaosMode[] {
     },
     {
       name: 'over the size limit, chunked (no Content-Length)',
-      outcome: 'unreachable',
+      // The authority answered: what it sent is refused, as a malformed document is.
+      outcome: 'rejected',
       cause: larger,
       begin: (a) => {
         a.respond = (_req, res) => {
@@ -211,7 +213,8 @@ function httpModes(slices: TestSlice[], localDocument: string): ChaosMode[] {
     },
     {
       name: `gzip bomb (${bomb.length} bytes inflating to 8 MiB)`,
-      outcome: 'unreachable',
+      // The authority answered: what it sent is refused, as a malformed document is.
+      outcome: 'rejected',
       cause: larger,
       begin: (a) => {
         a.respond = (_req, res) => {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
-import { fetchDocument, FetchError, parseAuthorityUrl, redactUrl, type FetchRequest } from '../../src/authority/fetch.js';
+import { DocumentTooLargeError, fetchDocument, FetchError, parseAuthorityUrl, redactUrl, type FetchRequest } from '../../src/authority/fetch.js';
 import { loadLastGood, saveLastGood } from '../../src/authority/last-good.js';
 
 const run = promisify(execFile);
@@ -177,7 +177,8 @@ test('a document larger than maxBytes is refused, also when it is streamed witho
   );
   // The connection is dropped rather than drained: the server sees its stream closed.
   await endlessClosed;
-  t.pass();
+  // The authority answered: a document refused for its size, not an authority out of reach.
+  await t.throwsAsync(fetchDocument(request(`${base}/big`, { maxBytes: 1024 })), { instanceOf: DocumentTooLargeError });
 });
 
 test('a connection refused is a FetchError', async (t) => {

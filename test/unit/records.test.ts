@@ -1,6 +1,7 @@
 import test from 'ava';
 import { applyDocument, earliestExpiry, expireRecords } from '../../src/db/records.js';
 import { emptyDatabase, type NodeDatabase, type SliverRecord } from '../../src/db/types.js';
+import { parseSlicesDocument } from '../../src/slices/parse.js';
 import type { SliverSpec, SlicesDocument } from '../../src/slices/types.js';
 
 function sliver(name: string, timestamp: number, extra: Partial<SliverSpec> = {}): SliverSpec {
@@ -97,10 +98,25 @@ test('a sliver whose entry turns invalid keeps its last good record', (t) => {
   const { database } = applied(emptyDatabase(), doc(100, [sliver('a_one', 90), sliver('a_two', 90)]));
   const broken: SlicesDocument = {
     ...doc(200, [sliver('a_two', 90)]),
-    skipped: [{ what: 'slice "a_one" (id 1)', reason: 'resource "cpu_share" value "-1" is not a decimal integer >= 0', held: { type: 'sliver', name: 'a_one' } }],
+    skipped: [{ what: 'slice "a_one" (id 1)', reason: 'resource "cpu_share" value "-1" is not a decimal integer >= 0', held: { type: 'sliver', name: 'a_one', sliceId: 1 } }],
   };
   const next = applied(database, broken);
   t.deepEqual(next.changes.keptInvalid, ['sliver_a_one']);
   t.deepEqual(next.changes.removed, []);
   t.deepEqual(next.database.records['sliver_a_one'], database.records['sliver_a_one']);
+});
+
+test('through the real parser: a slice whose entry lost its name, or whose node id cannot be read, keeps the sliver it names by id', (t) => {
+  const parse = (xml: string) => parseSlicesDocument(Buffer.from(xml), { nodeId: 1, maxBytes: 1 << 20, source: 'test' });
+  const first = applied(emptyDatabase(), parse('<slices><timestamp value="100"/><slice id="17" name="alpha_web"><node id="1"/></slice><slice id="18" name="beta_web"><node id="1"/></slice></slices>'));
+  t.truthy(first.database.records['sliver_alpha_web']);
+  // The same slices, one with a name no account may have, the other with an unreadable node id.
+  const broken = parse('<slices><timestamp value="200"/><slice id="17" name="Alpha_web"><node id="1"/></slice><slice id="18" name="beta_web"><node id="1_000"/></slice></slices>');
+  t.regex(broken.skipped.map((s) => s.reason).join('\n'), /"Alpha_web" is not a valid account name/);
+  t.regex(broken.skipped.map((s) => s.reason).join('\n'), /<node> id "1_000" is not a decimal integer >= 0, so the slice may be this node's/);
+  const next = applied(first.database, broken);
+  t.deepEqual(next.changes.removed, [], 'no sliver goes on an invalid entry');
+  t.deepEqual(next.changes.keptInvalid, ['sliver_alpha_web', 'sliver_beta_web']);
+  // A valid document that no longer lists them removes them.
+  t.deepEqual(applied(next.database, parse('<slices><timestamp value="300"/></slices>')).changes.removed, ['sliver_alpha_web', 'sliver_beta_web']);
 });

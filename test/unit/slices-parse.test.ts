@@ -234,7 +234,7 @@ test('a slice timestamp that is not an integer makes the slice invalid', (t) => 
     what: 'slice "ts_bad" (id 1)',
     reason: 'timestamp "17.5" is not a decimal integer >= 0',
     // the node keeps what it holds for ts_bad rather than destroying it over a bad entry
-    held: { type: 'sliver', name: 'ts_bad' },
+    held: { type: 'sliver', name: 'ts_bad', sliceId: 1 },
   }]);
 });
 
@@ -286,6 +286,12 @@ test('malformed documents are refused with line and column', (t) => {
   throwsDocumentError(t, '', /line 1 column 1: document must contain a root element/);
   throwsDocumentError(t, '<slices>\n<bwcap value="lots"/>\n</slices>', /line 2 column 1: bwcap value "lots"/);
   throwsDocumentError(t, '<slices timestamp="yesterday"/>', /line 1 column 1: document timestamp "yesterday"/);
+  // An "&" that begins no reference is reported where it is, not where the document ends.
+  throwsDocumentError(t, '<slices>\n<timestamp value="1"/>\n<slice id="17" name="a&amp b"><node id="1"/></slice>\n\n</slices>\n',
+    /line 3 column 23: "&" does not begin a reference \(write &amp; for a literal "&"\)/);
+  // Text of the document in a message is quoted: its control characters never reach a terminal.
+  const error = throwsDocumentError(t, Buffer.from('<?xml version="1.0" encoding="\u001b]2;x\u0007"?><slices/>'), /encoding "\\u001b\]2;x\\u0007" is not supported/);
+  t.false(/[\u0000-\u001f]/.test(error.message));
 });
 
 test('a document over the size limit is refused before parsing', (t) => {
