@@ -33,6 +33,15 @@ export function readOnlyAddressBook(db: NodeDatabase): AddressBook {
 }
 
 export function databaseAddressBook(store: DatabaseStore, pool: AddressPoolFile, now: () => Date): AddressBook {
+  /** Records the leases, on disk before the caller goes on to use them. */
+  const record = async (leases: readonly AddressLease[]) => {
+    store.update((db) => {
+      const addresses = { ...db.addresses };
+      for (const l of leases) addresses[l.mac] = l;
+      return { ...db, addresses };
+    });
+    await store.flush();
+  };
   return {
     async lease(sliver, count) {
       const held = leasesOf(store.data, sliver);
@@ -42,12 +51,7 @@ export function databaseAddressBook(store: DatabaseStore, pool: AddressPoolFile,
       // once cannot be given the same entry.
       const result = allocateAddresses(entries, Object.values(store.data.addresses), sliver, count, now().toISOString(), pool.path);
       if (!result.ok) throw new Error(result.reason);
-      store.update((db) => {
-        const addresses = { ...db.addresses };
-        for (const l of result.leases) addresses[l.mac] = l;
-        return { ...db, addresses };
-      });
-      await store.flush();
+      await record(result.leases);
       return result.leases;
     },
     async release(sliver) {
@@ -63,14 +67,7 @@ export function databaseAddressBook(store: DatabaseStore, pool: AddressPoolFile,
       if (macs.every((mac) => held.has(mac.toLowerCase()))) return [];
       const { entries } = await pool.entries();
       const result = reclaimAddresses(entries, Object.values(store.data.addresses), sliver, macs, now().toISOString());
-      if (result.leases.length > 0) {
-        store.update((db) => {
-          const addresses = { ...db.addresses };
-          for (const l of result.leases) addresses[l.mac] = l;
-          return { ...db, addresses };
-        });
-        await store.flush();
-      }
+      if (result.leases.length > 0) await record(result.leases);
       return result.problems;
     },
     holders: () => holdersOf(store.data),

@@ -20,8 +20,8 @@ import { readDatabaseSnapshot } from '../../src/db/store.js';
 import type { NodeDatabase, SyncOutcome, SyncStatus } from '../../src/db/types.js';
 import { healthPath, readHealth } from '../../src/status/health.js';
 import {
-  accountPrefix, isRoot, nodemgr, passwdEntries, processesOf, removeAccounts, run, sandbox, startDaemonProcess,
-  stopDaemonProcess, waitFor, type DaemonProcess, type Sandbox,
+  accountPrefix, isRoot, nodemgr, passwdEntries, processesOf, removeAccounts, sandbox, startDaemonProcess,
+  stopDaemonProcess, waitFor, writeWorkFiles, type DaemonProcess, type Sandbox,
 } from '../system/support/host.js';
 import { publicKeys, slicesXml, type TestSlice } from '../system/support/slices.js';
 import { scaled } from './support/scale.js';
@@ -499,13 +499,7 @@ serial('through every kind of authority chaos the node destroys no sliver, and s
     if (db.records['timestamp']?.timestamp !== IN_FORCE || !NAMES.every((n) => db.accounts[n]?.state === 'running')) return false;
     return [...(await markerPids()).values()].every((pids) => pids.length === 1);
   }, 90_000);
-  const homes = new Map<string, string>();
-  for (const entry of await passwdEntries(prefix)) {
-    const file = join(entry.home, 'work.txt');
-    await writeFile(file, `the work of ${entry.name}\n`);
-    await run('chown', [`${entry.uid}:${entry.gid}`, file]);
-    homes.set(entry.name, file);
-  }
+  const homes = await writeWorkFiles(prefix);
   const node: Node = { box, daemon, homes, pids: await markerPids() };
   const totals: Totals = { modes: new Set(), chaosSyncs: 0, syncs: 0 };
   t.log(`node ready in ${((Date.now() - began) / 1000).toFixed(1)} s: ${NAMES.join(', ')}`);

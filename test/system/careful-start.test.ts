@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { readDatabaseSnapshot } from '../../src/db/store.js';
 import type { NodeDatabase } from '../../src/db/types.js';
 import {
-  accountPrefix, isRoot, nodemgr, passwdEntries, removeAccounts, run, sandbox, serveDocument, startDaemonProcess,
-  stopDaemonProcess, waitFor, type DaemonProcess, type DocumentServer, type Sandbox,
+  accountPrefix, isRoot, nodemgr, passwdEntries, removeAccounts, sandbox, serveDocument, startDaemonProcess,
+  stopDaemonProcess, waitFor, writeWorkFiles, type DaemonProcess, type DocumentServer, type Sandbox,
 } from './support/host.js';
 import { publicKeys, slicesXml, type TestSlice } from './support/slices.js';
 
@@ -60,14 +60,7 @@ async function runningNode(): Promise<{ server: DocumentServer; box: Sandbox; ho
     return NAMES.every((n) => db.accounts[n]?.state === 'running');
   });
   await stopDaemonProcess(daemon);
-  const homes = new Map<string, string>();
-  for (const entry of await passwdEntries(prefix)) {
-    const file = join(entry.home, 'work.txt');
-    await writeFile(file, `the work of ${entry.name}\n`);
-    await run('chown', [`${entry.uid}:${entry.gid}`, file]);
-    homes.set(entry.name, file);
-  }
-  return { server, box, homes };
+  return { server, box, homes: await writeWorkFiles(prefix) };
 }
 
 /** Failed fetches, each followed by a converge pass (which logs only when its plan changed). */

@@ -223,3 +223,15 @@ export async function processesOf(user: string): Promise<string[]> {
     return [];
   }
 }
+
+/** Writes a file of the user's own into the home of each account of the prefix; their paths, by account. */
+export async function writeWorkFiles(prefix: string): Promise<Map<string, string>> {
+  const files = new Map<string, string>();
+  for (const entry of await passwdEntries(prefix)) {
+    const file = join(entry.home, 'work.txt');
+    await writeFile(file, `the work of ${entry.name}\n`);
+    await run('chown', [`${entry.uid}:${entry.gid}`, file]);
+    files.set(entry.name, file);
+  }
+  return files;
+}
