@@ -87,12 +87,11 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   const callers = new WeakMap<Socket, Promise<Caller>>();
 
   const handler = (transport: 'tcp' | 'unix') => (req: IncomingMessage, res: ServerResponse) => {
-    const answer = (status: number, body: string, close = false) => {
+    const answer = (status: number, body: string) => {
       if (res.headersSent) return;
       res.writeHead(status, {
         'content-type': 'text/xml; charset=utf-8',
         'content-length': Buffer.byteLength(body),
-        ...(close ? { connection: 'close' } : {}),
       });
       res.end(body);
     };
@@ -101,8 +100,11 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       return;
     }
     const declared = Number(req.headers['content-length'] ?? NaN);
+    // A body over the limit is answered at once, and the rest of it read and thrown away: a client
+    // that writes the whole body before it reads (Python's xmlrpc.client does) would otherwise find
+    // the connection closed under it and never see the answer. requestTimeout bounds the reading.
     if (declared > options.maxRequestBytes) {
-      answer(413, encodeFault(FaultCode.notWellFormed, `request too large: ${declared} bytes, the limit is ${options.maxRequestBytes}`), true);
+      answer(413, encodeFault(FaultCode.notWellFormed, `request too large: ${declared} bytes, the limit is ${options.maxRequestBytes}`));
       req.resume();
       return;
     }
@@ -115,7 +117,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       if (size > options.maxRequestBytes) {
         tooLarge = true;
         chunks.length = 0;
-        answer(413, encodeFault(FaultCode.notWellFormed, `request too large: more than ${options.maxRequestBytes} bytes`), true);
+        answer(413, encodeFault(FaultCode.notWellFormed, `request too large: more than ${options.maxRequestBytes} bytes`));
         return;
       }
       chunks.push(chunk);

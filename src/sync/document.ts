@@ -60,7 +60,7 @@ export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
     });
   };
 
-  const accept: DocumentSync['accept'] = async (body, from, fetchedValidators) => {
+  const acceptOne: DocumentSync['accept'] = async (body, from, fetchedValidators) => {
     let doc;
     try {
       doc = parseSlicesDocument(body, { nodeId: config.nodeId, maxBytes: config.documentMaxBytes, source: from });
@@ -97,15 +97,21 @@ export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
       recordSync('unwritable', detail, from);
       return { outcome: 'unwritable', detail };
     }
-    const { changes } = outcome;
+    // Applied again to the records as they are now: what the API changed while the document was
+    // being kept (loans, Create, a ticket) is the node's own and stays.
+    let applied = outcome;
+    store.update((db) => {
+      const again = applyDocument(db, doc, nowSeconds);
+      if (again.kind === 'older') return db; // only accept applies documents, one at a time
+      applied = again;
+      return again.database.records === db.records ? db : { ...db, records: again.database.records };
+    });
+    const { changes } = applied;
     const changed = changes.added.length + changes.updated.length + changes.removed.length;
     const detail =
       `${doc.slivers.length} slivers, ${doc.delegates.length} delegates for node ${config.nodeId} ` +
       `(of ${doc.slicesSeen} slices); +${changes.added.length} ~${changes.updated.length} -${changes.removed.length}` +
       (doc.skipped.length ? `; ${doc.skipped.length} entries skipped` : '');
-    if (outcome.database.records !== store.data.records) {
-      store.update((db) => ({ ...outcome.database, accounts: db.accounts }));
-    }
     recordSync(changed === 0 ? 'unchanged' : 'applied', detail, from);
     logger.info('document applied', {
       source: from, timestamp: doc.timestamp, added: changes.added.length, updated: changes.updated.length,
@@ -113,6 +119,14 @@ export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
     });
     if (fetchedValidators) validators = fetchedValidators;
     return { outcome: changed === 0 ? 'unchanged' : 'applied', detail };
+  };
+
+  // One document at a time: a push and a fetch never apply over each other.
+  let applying: Promise<unknown> = Promise.resolve();
+  const accept: DocumentSync['accept'] = (body, from, fetchedValidators) => {
+    const run = applying.then(() => acceptOne(body, from, fetchedValidators));
+    applying = run.catch(() => undefined);
+    return run;
   };
 
   return {
