@@ -260,7 +260,8 @@ function parseLoan(item: unknown, i: number): Loan {
   }
   const canonical = canonicalResource(resource);
   if (!canonical) throw invalidArgument(2, 'loans', `${where}: resource ${JSON.stringify(resource)} is not known`);
-  return { recipient, resource: canonical.name, amount: Math.floor(amount / canonical.divisor) };
+  // `+ 0` makes an <int>-0</int> plain 0.
+  return { recipient, resource: canonical.name, amount: Math.floor(amount / canonical.divisor) + 0 };
 }
 
 /** Ticket and AdminTicket: a signed sliver record, kept when newer than the one the node holds. */

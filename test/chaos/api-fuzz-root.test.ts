@@ -707,7 +707,8 @@ const writes = <T>(map: Map<string, Array<Observation<T>>>) => [...map.values()]
 function storedLoans(given: unknown): Loan[] {
   return (given as unknown[][]).map(([recipient, resource, amount]) => {
     const canonical = canonicalResource(resource as string)!;
-    return { recipient: recipient as string, resource: canonical.name, amount: Math.floor((amount as number) / canonical.divisor) };
+    // `+ 0`: an <int>-0</int> is stored as 0 (what a read gives back), not as -0.
+    return { recipient: recipient as string, resource: canonical.name, amount: Math.floor((amount as number) / canonical.divisor) + 0 };
   });
 }
 
