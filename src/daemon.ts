@@ -36,6 +36,7 @@ import { createConverger } from './sync/converge.js';
 import { createDocumentSync } from './sync/document.js';
 import { createSyncStatusFile, readSyncStatus, syncStatusPath } from './sync/sync-status.js';
 import { healthPath, writeHealth, type DaemonHealth } from './status/health.js';
+import { describeError } from './util/errors.js';
 
 /** An operation taking longer than this is reported as failed (commands have their own timeouts). */
 const OP_TIMEOUT_MS = 10 * 60 * 1000;
@@ -202,7 +203,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
   });
   // Without the gateway slivers are still managed and the API still answers locally: logged, not fatal.
   const gateway = await startGateway(config, { store, runtime, guests, enforcer, call, logger }).catch((error: unknown) => {
-    logger.error('ssh gateway not started', { address: `${config.sshAddress}:${config.sshPort}`, error: (error as Error).message });
+    logger.error('ssh gateway not started', { address: `${config.sshAddress}:${config.sshPort}`, error: describeError(error) });
     return null;
   });
 
@@ -277,7 +278,7 @@ function every(ms: number, task: () => Promise<unknown>, failure: string, logger
     if (running) return;
     running = true;
     task()
-      .catch((error: unknown) => logger.warn(failure, { error: (error as Error).message }))
+      .catch((error: unknown) => logger.warn(failure, { error: describeError(error) }))
       .finally(() => (running = false));
   }, ms);
   timer.unref();
@@ -309,7 +310,7 @@ async function prepareDelegateShell(config: Config, logger: Logger): Promise<voi
       logger.warn('delegates cannot reach their shell', { shell: config.delegateShell, closed_directories: shell.unreachableBy.join(',') });
     }
   } catch (error) {
-    logger.error('delegate shell not ready; delegates cannot log in', { shell: config.delegateShell, error: (error as Error).message });
+    logger.error('delegate shell not ready; delegates cannot log in', { shell: config.delegateShell, error: describeError(error) });
   }
 }
 

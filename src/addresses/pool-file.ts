@@ -4,6 +4,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import { parseAddressPool, type ParsedAddressPool } from './pool.js';
+import { describeError } from '../util/errors.js';
 
 export interface AddressPoolFile {
   readonly path: string;
@@ -24,7 +25,7 @@ export function createAddressPoolFile(path: string, logger: Logger): AddressPool
     const message =
       code === 'ENOENT'
         ? `address pool file ${path} not found: libvirt slivers cannot get addresses`
-        : `address pool file ${path} cannot be read: ${(e as Error).message}`;
+        : `address pool file ${path} cannot be read: ${describeError(e)}`;
     cached = null;
     if (failureLogged !== message) logger.error('address pool unavailable', { file: path, reason: message });
     failureLogged = message;

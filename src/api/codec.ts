@@ -6,6 +6,7 @@
 // checks all of those itself. Decoding was most of the API's time (see bench/api.ts, README).
 import { SaxesParser } from 'saxes';
 import { ApiFault, FaultCode } from './faults.js';
+import { describeError } from '../util/errors.js';
 
 export interface MethodCall {
   readonly method: string;
@@ -59,7 +60,7 @@ function readTree(text: string): XmlElement[] {
   try {
     parser.write(text).close();
   } catch (error) {
-    throw fault ?? notWellFormed((error as Error).message);
+    throw fault ?? notWellFormed(describeError(error));
   }
   return roots;
 }
@@ -309,7 +310,7 @@ export function encodeResponse(value: unknown): string {
   try {
     encodeValue(value, 0, out);
   } catch (error) {
-    return encodeFault(FaultCode.internal, `the answer cannot be written as XML-RPC: ${(error as Error).message}`);
+    return encodeFault(FaultCode.internal, `the answer cannot be written as XML-RPC: ${describeError(error)}`);
   }
   out.push('</param></params></methodResponse>');
   return out.join('');

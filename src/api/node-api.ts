@@ -180,7 +180,7 @@ export function nodeApi(deps: NodeApiDeps) {
       const uid = account?.uid ?? null;
       const inForce = uid !== null && deps.limitsInForce ? await deps.limitsInForce(name, uid) : {};
       const runtime = r.guest.runtime ?? deps.defaultRuntime;
-      const guest = runtime !== 'unix' && deps.guestStatus ? await deps.guestStatus(name).catch((e: unknown) => ({ error: (e as Error).message })) : null;
+      const guest = runtime !== 'unix' && deps.guestStatus ? await deps.guestStatus(name).catch((e: unknown) => ({ error: describeError(e) })) : null;
       return {
         name,
         runtime,
@@ -222,7 +222,7 @@ export function nodeApi(deps: NodeApiDeps) {
       try {
         deps.verifyPush(body, signature);
       } catch (error) {
-        throw invalidArgument(2, 'signature', (error as Error).message);
+        throw invalidArgument(2, 'signature', describeError(error));
       }
       const result = await deps.acceptDocument(body, `push by ${describeCaller(caller)}`);
       if (result.outcome === 'rejected') throw invalidArgument(1, 'document', result.detail);
@@ -270,7 +270,7 @@ export async function acceptTicket(deps: NodeApiDeps, caller: Caller, ticket: st
   try {
     verified = deps.verifyTicket(ticket);
   } catch (error) {
-    throw invalidArgument(1, 'ticket', (error as Error).message);
+    throw invalidArgument(1, 'ticket', describeError(error));
   }
   const key = sliverKey(verified.sliver.name);
   const held = deps.store.data.records[key];

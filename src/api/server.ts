@@ -8,6 +8,7 @@ import type { Logger } from '../log.js';
 import { decodeCall, encodeFault, encodeResponse } from './codec.js';
 import { ApiFault, FaultCode } from './faults.js';
 import { describeCaller, type Caller } from './identity.js';
+import { describeError } from '../util/errors.js';
 
 export interface ApiServerOptions {
   /** TCP port on 127.0.0.1; null for no TCP listener. */
@@ -73,7 +74,7 @@ export async function answerCall(
     logger.debug('api call', { method, caller: describeCaller(caller), duration_ms: Date.now() - started });
     return encodeResponse(result ?? 1);
   } catch (error) {
-    const fault = error instanceof ApiFault ? error : new ApiFault(FaultCode.internal, `internal error: ${(error as Error).message}`);
+    const fault = error instanceof ApiFault ? error : new ApiFault(FaultCode.internal, `internal error: ${describeError(error)}`);
     if (!(error instanceof ApiFault)) logger.error('api call failed', { method, error: (error as Error).stack ?? String(error) });
     logger.info('api fault', {
       method: method.slice(0, 64), caller: describeCaller(caller), code: fault.code, fault: fault.message.slice(0, 200),
@@ -135,8 +136,8 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
         try {
           caller = await identity;
         } catch (error) {
-          logger.error('api caller not identified', { error: (error as Error).message });
-          answer(200, encodeFault(FaultCode.internal, `internal error: the caller could not be identified: ${(error as Error).message}`));
+          logger.error('api caller not identified', { error: describeError(error) });
+          answer(200, encodeFault(FaultCode.internal, `internal error: the caller could not be identified: ${describeError(error)}`));
           return;
         }
         // A call may take long (AddImage downloads): the idle cut is for stalled peers, not for us.

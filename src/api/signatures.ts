@@ -11,6 +11,7 @@ import { SaxesParser } from 'saxes';
 import { SignedXml } from 'xml-crypto';
 import { DocumentError, parseSlicesDocument } from '../slices/parse.js';
 import type { SkippedEntry, SliverSpec } from '../slices/types.js';
+import { describeError } from '../util/errors.js';
 
 /** A refusal whose `reason` is meant for the caller's fault message and the log. */
 abstract class RefusalError extends Error {
@@ -76,7 +77,7 @@ export function loadCertificate(pem: string): AuthorityCertificate {
   try {
     certificate = new X509Certificate(pem);
   } catch (error) {
-    throw new CertificateError(`not a readable X.509 certificate (${(error as Error).message})`, { cause: error });
+    throw new CertificateError(`not a readable X.509 certificate (${describeError(error)})`, { cause: error });
   }
   const key = certificate.publicKey;
   if (key.asymmetricKeyType !== 'rsa') {
@@ -358,7 +359,7 @@ function verifyEnveloped(text: string, signature: DomNode, publicKey: KeyObject)
     signed.loadSignature(signature as never);
     valid = signed.checkSignature(text);
   } catch (error) {
-    const message = (error as Error).message;
+    const message = describeError(error);
     if (message.startsWith('invalid signature: the signature value')) {
       throw new TicketError('signature does not verify against the authority certificate', { cause: error });
     }

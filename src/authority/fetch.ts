@@ -9,6 +9,7 @@ import { request as httpsRequest } from 'node:https';
 import { resolve as resolvePath } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createGunzip, type Gunzip } from 'node:zlib';
+import { describeError } from '../util/errors.js';
 
 export class FetchError extends Error {
   override name = 'FetchError';
@@ -99,7 +100,7 @@ export function parseAuthorityUrl(text: string, baseDir: string): URL {
     try {
       fileURLToPath(url);
     } catch (error) {
-      return refuse(`not a usable file path (${(error as Error).message})`);
+      return refuse(`not a usable file path (${describeError(error)})`);
     }
     return url;
   }
@@ -145,7 +146,7 @@ const NETWORK_REASONS: Record<string, string> = {
 function networkReason(error: unknown): Reason {
   if (error instanceof Reason) return error;
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  const message = error instanceof Error ? error.message : String(error);
+  const message = describeError(error);
   if (code !== undefined && CERTIFICATE_CODES.has(code)) return new Reason(`certificate verification failed (${code})`);
   if (code !== undefined && NETWORK_REASONS[code] !== undefined) return new Reason(NETWORK_REASONS[code]);
   if (code !== undefined && !message.includes(code)) return new Reason(`${message} (${code})`);
@@ -161,7 +162,7 @@ function fileReason(error: unknown): string {
     case 'EPERM': return 'permission denied';
     case 'EISDIR': return 'not a regular file';
     case 'ELOOP': return 'too many levels of symbolic links';
-    default: return error instanceof Error ? error.message : String(error);
+    default: return describeError(error);
   }
 }
 
@@ -412,7 +413,7 @@ export async function fetchDocument(req: FetchRequest): Promise<FetchResult> {
   try {
     url = parseAuthorityUrl(req.url, process.cwd());
   } catch (error) {
-    throw new FetchError((error as Error).message);
+    throw new FetchError(describeError(error));
   }
   return url.protocol === 'file:' ? fetchFile(url, req) : fetchHttp(url, req);
 }

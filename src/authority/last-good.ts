@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileDurably } from '../db/durable-file.js';
+import { describeError } from '../util/errors.js';
 
 export interface SavedDocument {
   body: Buffer;
@@ -76,7 +77,7 @@ function parseMeta(text: string): Meta | string {
   try {
     value = JSON.parse(text);
   } catch (error) {
-    return `not JSON (${(error as Error).message})`;
+    return `not JSON (${describeError(error)})`;
   }
   if (typeof value !== 'object' || value === null) return 'not a JSON object';
   const m = value as Record<string, unknown>;
@@ -109,7 +110,7 @@ export async function loadLastGood(dir: string, report?: (reason: string) => voi
     text = await readFile(metaPath, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    return invalid(`cannot read ${META_FILE}: ${(error as Error).message}`);
+    return invalid(`cannot read ${META_FILE}: ${describeError(error)}`);
   }
   const meta = parseMeta(text);
   if (typeof meta === 'string') return invalid(`${META_FILE}: ${meta}`);
@@ -117,7 +118,7 @@ export async function loadLastGood(dir: string, report?: (reason: string) => voi
   try {
     body = await readFile(join(dir, meta.bodyFile));
   } catch (error) {
-    return invalid(`cannot read ${meta.bodyFile}: ${(error as Error).message}`);
+    return invalid(`cannot read ${meta.bodyFile}: ${describeError(error)}`);
   }
   if (body.length !== meta.size || sha256(body) !== meta.sha256) {
     return invalid(`${meta.bodyFile} does not match its checksum (${body.length} bytes, expected ${meta.size})`);

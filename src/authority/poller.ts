@@ -3,6 +3,7 @@
 // caller's; this module only keeps time and makes sure attempts never overlap.
 import type { Logger } from '../log.js';
 import { backoffDelayMs, periodWithJitterMs } from './backoff.js';
+import { describeError } from '../util/errors.js';
 
 export interface PollerOptions {
   periodMs: number;
@@ -43,7 +44,7 @@ export function startPoller(o: PollerOptions): Poller {
     try {
       return (await o.attempt()) === true;
     } catch (error) {
-      o.logger.error('authority poll attempt threw', { error: error instanceof Error ? error.message : String(error) });
+      o.logger.error('authority poll attempt threw', { error: describeError(error) });
       return false;
     }
   };

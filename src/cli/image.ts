@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../config/config.js';
 import { formatBytes, IMAGE_TYPES, type ImageEntry } from '../images/index.js';
 import { formatImageTable } from '../images/table.js';
+import { describeError } from '../util/errors.js';
 
 const xmlrpc = createRequire(import.meta.url)('xmlrpc') as typeof import('xmlrpc');
 
@@ -79,7 +80,7 @@ function parse(argv: string[]) {
       },
     });
   } catch (error) {
-    throw new ImageUsageError((error as Error).message);
+    throw new ImageUsageError(describeError(error));
   }
 }
 
@@ -152,7 +153,7 @@ export async function runImage(argv: string[]): Promise<number> {
       process.stderr.write(`nodemgr: configuration error: ${error.message}\n`);
       return 2;
     }
-    process.stderr.write(`nodemgr: image ${command}: ${(error as Error).message}\n`);
+    process.stderr.write(`nodemgr: image ${command}: ${describeError(error)}\n`);
     return 1;
   }
 }

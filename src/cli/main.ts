@@ -10,6 +10,7 @@ import { runCall } from './call.js';
 import { isImageCommand, runImage } from './image.js';
 import { runPlan } from './plan.js';
 import { runStatus } from './status.js';
+import { describeError } from '../util/errors.js';
 
 const USAGE = `usage: nodemgr <command> [options]
 
@@ -49,7 +50,7 @@ function parse(args: string[]) {
       },
     });
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    throw new UsageError(describeError(error));
   }
 }
 
@@ -131,7 +132,7 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`nodemgr: ${error.message}\n`);
       process.exitCode = 1;
     } else {
-      process.stderr.write(`nodemgr: ${error instanceof Error ? error.message : String(error)}\n`);
+      process.stderr.write(`nodemgr: ${describeError(error)}\n`);
       process.exitCode = 1;
     }
   },

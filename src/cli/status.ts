@@ -15,6 +15,7 @@ import { savedHostKeyFingerprint } from '../ssh/host-key.js';
 import { formatNodeStatus, nodeStatus, type NodeStatus } from '../status/report.js';
 import { readSyncStatus, syncStatusPath } from '../sync/sync-status.js';
 import { healthPath, readHealth } from '../status/health.js';
+import { describeError } from '../util/errors.js';
 
 const warn = (message: string) => process.stderr.write(`nodemgr: ${message}\n`);
 
@@ -23,7 +24,7 @@ async function limitsOnHost(config: Config, status: NodeStatus): Promise<Record<
   if (slivers.length === 0) return {};
   const limits = await hostLimits(config, createLogger({ console: false }), { readOnly: true });
   const byteCaps = await loadByteCaps(byteCapPath(config), (message) => warn(message)).catch((error: unknown) => {
-    warn(`bytes sent this period not shown: ${(error as Error).message}`);
+    warn(`bytes sent this period not shown: ${describeError(error)}`);
     return {};
   });
   const found = await readLimitsInForce({
@@ -42,7 +43,7 @@ async function guestsOnHost(config: Config, status: NodeStatus, db: NodeDatabase
   try {
     for (const name of names) {
       const status = await guests.status(name).catch((error: unknown) => {
-        warn(`${name}: domain not read: ${(error as Error).message}`);
+        warn(`${name}: domain not read: ${describeError(error)}`);
         return null;
       });
       if (status) found[name] = status;
@@ -61,7 +62,7 @@ export async function runStatus(config: Config, options: { json: boolean }): Pro
   const planned = nodeStatus(db, lastSync, config.defaultRuntime);
   const images = await readImageIndex(config.imageCacheDir).then(
     (entries) => ({ images: entries }),
-    (error: unknown) => ({ imagesProblem: (error as Error).message }),
+    (error: unknown) => ({ imagesProblem: describeError(error) }),
   );
   const status: NodeStatus = {
     ...planned,

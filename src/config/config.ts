@@ -11,6 +11,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { invalidAccountName } from '../accounts/names.js';
 import { MAX_SHAPED_UIDS } from '../limits/shaping.js';
 import { RUNTIME_KINDS, type RuntimeKind } from '../slices/types.js';
+import { describeError } from '../util/errors.js';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 
@@ -225,7 +226,7 @@ const authorityUrl: ValueType<string> = {
     try {
       file = fileURLToPath(url);
     } catch (error) {
-      throw new ValueError(`expected a file: URL of this host, got ${shown(text)} (${(error as Error).message})`);
+      throw new ValueError(`expected a file: URL of this host, got ${shown(text)} (${describeError(error)})`);
     }
     if (url.pathname.endsWith('/')) throw new ValueError(`expected a file: URL naming a file, got ${shown(text)} (a directory)`);
     return pathToFileURL(file).href;
@@ -641,7 +642,7 @@ export async function loadConfig(file: string | null): Promise<Config> {
     const why = code === 'ENOENT' ? 'no such file'
       : code === 'EISDIR' ? 'is a directory, not a configuration file'
         : code === 'EACCES' ? 'permission denied'
-          : `cannot be read (${(error as Error).message})`;
+          : `cannot be read (${describeError(error)})`;
     throw new ConfigError(`${why}${fromEnv ? ' (named by NODEMGR_CONFIG)' : ''}`, { file: name });
   }
   return parseConfig(text, name);

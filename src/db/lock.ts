@@ -28,6 +28,7 @@
 import { randomBytes } from 'node:crypto';
 import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import type { Logger } from '../log.js';
+import { describeError } from '../util/errors.js';
 
 export class LockHeldError extends Error {
   constructor(
@@ -63,9 +64,6 @@ function errnoCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | null)?.code;
 }
 
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 function newToken(): string {
   return randomBytes(12).toString('hex');
@@ -158,7 +156,7 @@ async function createExclusive(path: string, contents: string): Promise<boolean>
     return true;
   } catch (error) {
     if (errnoCode(error) === 'EEXIST') return false;
-    throw new Error(`cannot create lock file ${path}: ${describe(error)}`);
+    throw new Error(`cannot create lock file ${path}: ${describeError(error)}`);
   } finally {
     await unlink(temp).catch(() => undefined);
   }

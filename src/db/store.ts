@@ -10,6 +10,7 @@ import { writeFileDurably } from './durable-file.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { emptyDatabase, type NodeDatabase } from './types.js';
 import { validateDatabase } from './validate.js';
+import { describeError } from '../util/errors.js';
 
 export { DatabaseFormatError, validateDatabase } from './validate.js';
 
@@ -69,9 +70,6 @@ export class DatabaseFileError extends Error {
 const DEFAULT_COALESCE_MS = 50;
 const DEFAULT_RETRY_MS = 5_000;
 
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 function errnoCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | null)?.code;
@@ -86,12 +84,12 @@ function decode(text: string): NodeDatabase {
   try {
     value = JSON.parse(text);
   } catch (error) {
-    throw new CorruptContents(`not valid JSON (${describe(error)})`);
+    throw new CorruptContents(`not valid JSON (${describeError(error)})`);
   }
   try {
     return validateDatabase(value);
   } catch (error) {
-    throw new CorruptContents(describe(error));
+    throw new CorruptContents(describeError(error));
   }
 }
 
@@ -101,7 +99,7 @@ async function readText(path: string): Promise<string | null> {
     return await readFile(path, 'utf8');
   } catch (error) {
     if (errnoCode(error) === 'ENOENT') return null;
-    throw new DatabaseFileError(path, `cannot read: ${describe(error)}`, errnoCode(error));
+    throw new DatabaseFileError(path, `cannot read: ${describeError(error)}`, errnoCode(error));
   }
 }
 
@@ -139,13 +137,13 @@ export async function readDatabaseSnapshot(path: string): Promise<NodeDatabase> 
   try {
     text = await readText(path);
   } catch (error) {
-    throw error instanceof DatabaseFileError ? error : new DatabaseFileError(path, describe(error));
+    throw error instanceof DatabaseFileError ? error : new DatabaseFileError(path, describeError(error));
   }
   if (text === null) throw new DatabaseFileError(path, 'no such file (has the daemon run yet?)', 'ENOENT');
   try {
     return decode(text);
   } catch (error) {
-    throw new DatabaseFileError(path, describe(error));
+    throw new DatabaseFileError(path, describeError(error));
   }
 }
 
@@ -235,12 +233,12 @@ function createStore(low: Low<NodeDatabase>, lock: HeldLock, options: OpenOption
       failed = true;
       // The file on disk keeps the last contents written; memory keeps the newest, written at the
       // next update or retry (a full disk that gets space again, say).
-      if (problem?.error !== describe(error)) {
+      if (problem?.error !== describeError(error)) {
         logger.error('database write failed; the last written database stays on disk, and the write is retried', {
-          file: path, error: describe(error), retry_in_ms: retryMs,
+          file: path, error: describeError(error), retry_in_ms: retryMs,
         });
       }
-      problem = { error: describe(error), since: problem?.since ?? new Date().toISOString() };
+      problem = { error: describeError(error), since: problem?.since ?? new Date().toISOString() };
       settle(error);
     } finally {
       writing = false;

@@ -12,6 +12,7 @@ import {
   type AddRequest, type CheckedAdd, type ImageEntry, type ImageType,
 } from './index.js';
 import { FILE_MODE, indexWriter, makeDirectory, readHeader, recover } from './store.js';
+import { describeError } from '../util/errors.js';
 
 export interface ImageCache {
   /**
@@ -171,7 +172,7 @@ export async function openImageCache(opts: ImageCacheOptions): Promise<ImageCach
     } catch (error) {
       if (!committed) await unlink(temp).catch(() => undefined);
       if (error instanceof ImageError) throw error;
-      throw new ImageError('failed', `image ${req.uri}: ${(error as Error).message}`);
+      throw new ImageError('failed', `image ${req.uri}: ${describeError(error)}`);
     }
   };
 

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { backoffDelayMs } from '../authority/backoff.js';
 import type { Logger } from '../log.js';
 import { formatBytes, ImageError } from './index.js';
+import { describeError } from '../util/errors.js';
 
 export interface DownloadOptions {
   /** Largest file accepted; a larger one is refused before or while it arrives. */
@@ -72,7 +73,7 @@ async function append(progress: Progress, chunk: Buffer, maxBytes: number): Prom
       done += bytesWritten;
     }
   } catch (error) {
-    throw new AttemptError(`writing the cache file failed: ${(error as Error).message}`, 'failed');
+    throw new AttemptError(`writing the cache file failed: ${describeError(error)}`, 'failed');
   }
   progress.hash.update(chunk);
   progress.bytes += chunk.length;
@@ -127,7 +128,7 @@ async function copyFile(url: URL, progress: Progress, opts: DownloadOptions): Pr
     const reason = code === 'ENOENT' ? 'no such file'
       : code === 'EISDIR' ? 'a directory, not a file'
         : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
-          : (error as Error).message;
+          : describeError(error);
     throw new AttemptError(reason, 'refused');
   }
 }

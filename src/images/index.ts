@@ -2,6 +2,7 @@
 // file is read back, what a file's header says about it, and which entries an add evicts.
 import { createHash } from 'node:crypto';
 import { invalidVref } from '../slices/values.js';
+import { describeError } from '../util/errors.js';
 
 export type ImageType = 'image' | 'kernel' | 'initrd' | 'data';
 export const IMAGE_TYPES: readonly ImageType[] = ['image', 'kernel', 'initrd', 'data'];
@@ -295,7 +296,7 @@ export function parseIndex(text: string, dir: string): { entries: ImageEntry[]; 
   try {
     data = JSON.parse(text);
   } catch (error) {
-    throw new Error(`not JSON (${(error as Error).message})`);
+    throw new Error(`not JSON (${describeError(error)})`);
   }
   const top = data as { version?: unknown; entries?: unknown };
   if (data === null || typeof data !== 'object' || top.version !== INDEX_VERSION || !Array.isArray(top.entries)) {

@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { writeFileDurably } from '../db/durable-file.js';
 import type { Logger } from '../log.js';
 import { formatIndex, HEADER_BYTES, INDEX_FILE, parseIndex, type ImageEntry } from './index.js';
+import { describeError } from '../util/errors.js';
 
 /** Temporary files of this module and of writeFileDurably: dot files ending in .part or .tmp. */
 export const TEMP_FILE = /^\..*\.(part|tmp)$/;
@@ -40,12 +41,12 @@ export async function readImageIndex(dir: string): Promise<ImageEntry[]> {
     text = await readFile(path, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new Error(`image index ${path}: ${(error as Error).message}`);
+    throw new Error(`image index ${path}: ${describeError(error)}`);
   }
   try {
     return parseIndex(text, resolve(dir)).entries;
   } catch (error) {
-    throw new Error(`image index ${path}: ${(error as Error).message}`);
+    throw new Error(`image index ${path}: ${describeError(error)}`);
   }
 }
 
@@ -68,7 +69,7 @@ export async function recover(dir: string, logger: Logger): Promise<{ entries: I
       // Kept for inspection, never deleted: it may be the only list of what the files are.
       const aside = `${indexPath}.damaged-${Date.now()}`;
       await rename(indexPath, aside);
-      logger.error('image index damaged; moved aside, starting with an empty cache', { index: indexPath, moved_to: aside, reason: (error as Error).message });
+      logger.error('image index damaged; moved aside, starting with an empty cache', { index: indexPath, moved_to: aside, reason: describeError(error) });
       changed = true;
     }
   }

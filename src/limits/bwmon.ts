@@ -7,6 +7,7 @@ import { writeFileDurably } from '../db/durable-file.js';
 import type { LogContext } from '../log.js';
 import type { Rspec } from '../rspec/resources.js';
 import { stepByteCap, type ByteCapRule, type ByteCapState } from './byte-cap.js';
+import { describeError } from '../util/errors.js';
 
 export type TrafficPair = 'main' | 'exempt';
 
@@ -146,7 +147,7 @@ export async function loadByteCaps(path: string, warn: (message: string, fields:
   } catch (error) {
     const aside = `${path}.bad`;
     await rename(path, aside).catch(() => undefined);
-    warn('byte-cap state unreadable; counting starts afresh', { file: path, moved_to: aside, error: (error as Error).message });
+    warn('byte-cap state unreadable; counting starts afresh', { file: path, moved_to: aside, error: describeError(error) });
     return {};
   }
 }

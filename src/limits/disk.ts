@@ -19,6 +19,7 @@ import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
 import { runCommand, type CommandResult } from '../runtimes/unix/command.js';
 import { type MountEntry, parseMountinfo, mountHolding, hasUserQuotaOption, type QuotaState, parseQuotaonState, type QuotaEntry, parseRepquotaCsv } from './disk-parse.js';
+import { describeError } from '../util/errors.js';
 
 // A fixed PATH: the daemon may be started by npm, whose PATH puts node_modules/.bin first. The C
 // locale because quotaon's state line, which is parsed, is translated.
@@ -178,7 +179,7 @@ export async function measureTree(root: string, bounds: { maxEntries: number; de
   const visit = async (path: string): Promise<void> => {
     const st = await lstat(path).catch((e: unknown) => {
       if (vanished(e)) return null;
-      throw new Error(`disk usage: lstat ${path}: ${(e as Error).message}`);
+      throw new Error(`disk usage: lstat ${path}: ${describeError(e)}`);
     });
     if (st === null) return;
     rootDev ??= st.dev;
@@ -193,7 +194,7 @@ export async function measureTree(root: string, bounds: { maxEntries: number; de
       for (const name of await readdir(path)) pending.push(join(path, name));
     } catch (e) {
       if (refused(e)) complete = false;
-      else if (!vanished(e)) throw new Error(`disk usage: readdir ${path}: ${(e as Error).message}`);
+      else if (!vanished(e)) throw new Error(`disk usage: readdir ${path}: ${describeError(e)}`);
     }
   };
 
@@ -239,7 +240,7 @@ export function createDiskLimits(options: DiskLimitsOptions): DiskLimits {
 
   const tool = (file: string, args: string[]): Promise<CommandResult> => runCommand(file, args, { env: TOOL_ENV, timeoutMs: TOOL_TIMEOUT_MS });
   const blame = (uid: number | null) => (error: unknown): never => {
-    throw new Error(`disk limits${uid === null ? '' : ` for uid ${uid}`}: ${(error as Error).message}`, { cause: error });
+    throw new Error(`disk limits${uid === null ? '' : ` for uid ${uid}`}: ${describeError(error)}`, { cause: error });
   };
 
   const findSupport = async (): Promise<DiskSupport> => {

@@ -14,6 +14,7 @@ import type { DiskLimits } from './disk.js';
 import { sameCgroupLimits, sliverLimits, type LimitTarget, type SliverLimits } from './sliver-limits.js';
 import { sliverClassMinors } from './shaping.js';
 import type { CeilingOverrides, TrafficShaper } from './tc.js';
+import { describeError } from '../util/errors.js';
 
 export interface LimitInput {
   /** Slivers the records ask for and whose account exists, with their effective rspecs. */
@@ -75,7 +76,6 @@ async function inBatches<T>(items: readonly T[], width: number, task: (item: T) 
   await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
 }
 
-const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 /** What the limits are applied to, from the accounts the records ask for and those on the host. Pure. */
 export function limitInputOf(
@@ -144,7 +144,7 @@ export async function createEnforcer(deps: EnforcerDeps): Promise<Enforcer> {
         setProblem(l.name, 'cgroup', null);
       } catch (error) {
         appliedCgroups.delete(l.name);
-        setProblem(l.name, 'cgroup', message(error));
+        setProblem(l.name, 'cgroup', describeError(error));
       }
     });
     // Groups of accounts that are gone: what a destroy cut short, or a restart found. A group of an
@@ -156,7 +156,7 @@ export async function createEnforcer(deps: EnforcerDeps): Promise<Enforcer> {
         appliedCgroups.delete(name);
         logger.info('cgroup of a removed sliver removed', { sliver: name });
       } catch (error) {
-        setProblem(name, 'cgroup', `left over and not removed: ${message(error)}`);
+        setProblem(name, 'cgroup', `left over and not removed: ${describeError(error)}`);
       }
     }
   };
@@ -169,7 +169,7 @@ export async function createEnforcer(deps: EnforcerDeps): Promise<Enforcer> {
         setProblem(l.name, 'bandwidth', null);
         return true;
       } catch (error) {
-        setProblem(l.name, 'bandwidth', message(error));
+        setProblem(l.name, 'bandwidth', describeError(error));
         return false;
       }
     });
@@ -181,7 +181,7 @@ export async function createEnforcer(deps: EnforcerDeps): Promise<Enforcer> {
         logger.debug('bandwidth limits applied', { tc_lines: done.tcLines, classifier_loaded: done.classifierLoaded });
       }
     } catch (error) {
-      setProblem('', 'bandwidth', message(error));
+      setProblem('', 'bandwidth', describeError(error));
     }
   };
 
@@ -195,7 +195,7 @@ export async function createEnforcer(deps: EnforcerDeps): Promise<Enforcer> {
         setProblem(l.name, 'disk', null);
       } catch (error) {
         appliedDisk.delete(l.uid);
-        setProblem(l.name, 'disk', message(error));
+        setProblem(l.name, 'disk', describeError(error));
       }
     }
   };

@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import { createSliverCgroups, type SliverCgroups } from './cgroups.js';
 import { createDiskLimits, type DiskLimits } from './disk.js';
 import { createTrafficShaper, defaultRouteDevice, type TrafficShaper } from './tc.js';
+import { describeError } from '../util/errors.js';
 
 /** The HTB major number of our tree: "NM" in ASCII, what tells our qdisc from anyone else's. */
 export const SHAPING_MAJOR = '4e4d';
@@ -29,15 +30,15 @@ export async function hostLimits(config: Config, logger: Logger, options: { read
     if (!options.readOnly) await cgroups.ensureParent();
   } catch (error) {
     cgroups = null;
-    unavailable.set('cgroups', (error as Error).message);
-    logger.error('cgroups unavailable: CPU, memory and process limits are not enforced', { error: (error as Error).message });
+    unavailable.set('cgroups', describeError(error));
+    logger.error('cgroups unavailable: CPU, memory and process limits are not enforced', { error: describeError(error) });
   }
 
   let shaper: TrafficShaper | null = null;
   let device: string | null = config.shapingDevice;
   if (device === 'auto') {
     device = await defaultRouteDevice().catch((error: unknown) => {
-      unavailable.set('bandwidth', `the default route could not be read: ${(error as Error).message}`);
+      unavailable.set('bandwidth', `the default route could not be read: ${describeError(error)}`);
       return null;
     });
     if (device === null && !unavailable.has('bandwidth')) {

@@ -8,6 +8,7 @@ import { CFS_PERIOD_US } from './cpu.js';
 import type { DiskLimits } from './disk.js';
 import { sliverClassMinors } from './shaping.js';
 import type { KernelClass, ShapingReading, TrafficShaper } from './tc.js';
+import { describeError } from '../util/errors.js';
 
 /** Field -> value, in the rspec's units (KiB, kbit/s, percent); a field is absent when not in force. */
 export type LimitsInForce = Record<string, number | string | boolean>;
@@ -70,7 +71,7 @@ export async function readLimitsInForce(
     nodeWide.push(`bandwidth: not enforced: ${sources.unavailable.get('bandwidth') ?? 'no device is shaped'}`);
   } else {
     shaping = await sources.shaper.inspect().catch((error: unknown) => ({
-      problem: `the traffic classes cannot be read: ${(error as Error).message}`,
+      problem: `the traffic classes cannot be read: ${describeError(error)}`,
       classes: new Map<number, KernelClass>(), classifier: { main: new Map(), exempt: new Map() },
     }));
     if (shaping.problem !== null) nodeWide.push(`bandwidth: not enforced: ${shaping.problem}`);
@@ -84,7 +85,7 @@ export async function readLimitsInForce(
 
   const disk = sources.disk
     ? await sources.disk.usageAll(slivers.map((s) => ({ uid: s.uid, home: join(sources.homeBase, s.name) }))).catch((error: unknown) => {
-      notes.push(`disk: usage not measured: ${(error as Error).message}`);
+      notes.push(`disk: usage not measured: ${describeError(error)}`);
       return null;
     })
     : null;
@@ -142,7 +143,7 @@ function bandwidthOf(shaper: TrafficShaper, shaping: ShapingReading, uid: number
   try {
     minors = sliverClassMinors(shaper.layout, uid);
   } catch (error) {
-    return (error as Error).message;
+    return describeError(error);
   }
   const main = shaping.classes.get(minors.main);
   if (!main) return `uid ${uid} has no traffic class`;

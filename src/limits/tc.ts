@@ -9,6 +9,7 @@ import {
   CLASSIFIER_TABLE, classifierScript, sliverClasses, treeClasses, updateTreeBatch,
   type ClassSpec, type ShapingLayout, type SliverShaping,
 } from './shaping.js';
+import { describeError } from '../util/errors.js';
 
 // A fixed PATH: the daemon may be started by npm, whose PATH puts node_modules/.bin (where a
 // package of the same name as `nft` lives) before the system's tools.
@@ -227,7 +228,7 @@ export function createTrafficShaper(options: TrafficShaperOptions): TrafficShape
       try {
         root = await rootQdisc();
       } catch (error) {
-        return unshaped(`the traffic classes on ${layout.device} cannot be read: ${(error as Error).message}`);
+        return unshaped(`the traffic classes on ${layout.device} cannot be read: ${describeError(error)}`);
       }
       if (root === 'default') return unshaped(`nodemgr's HTB tree is not on ${layout.device} (its root qdisc is the kernel's default)`);
       if (root !== 'ours') return unshaped(`${layout.device} has a root qdisc (${root}) that nodemgr did not make`);
@@ -239,7 +240,7 @@ export function createTrafficShaper(options: TrafficShaperOptions): TrafficShape
         const missingTable = error instanceof CommandError && !error.missing && /No such file or directory/.test(error.stderr);
         return unshaped(missingTable
           ? `the nftables classifier (table inet ${CLASSIFIER_TABLE}) is not loaded, so no traffic reaches the slivers' classes`
-          : `the slivers' traffic is not classified: ${(error as Error).message}`, classes);
+          : `the slivers' traffic is not classified: ${describeError(error)}`, classes);
       }
       const classifier = parseClassifierListing(listing, layout.major);
       if ('problem' in classifier) return unshaped(classifier.problem, classes);

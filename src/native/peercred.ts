@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { describeError } from '../util/errors.js';
 
 /** Who is at the other end of a Unix-domain connection, as the kernel recorded it at connect(). */
 export interface PeerCredentials {
@@ -57,7 +58,7 @@ function loadAddon(): PeercredAddon {
   try {
     addon = createRequire(import.meta.url)(file) as PeercredAddon;
   } catch (error) {
-    throw new Error(`cannot load the SO_PEERCRED addon ${file} (${(error as Error).message}): run \`npm run build:native\``);
+    throw new Error(`cannot load the SO_PEERCRED addon ${file} (${describeError(error)}): run \`npm run build:native\``);
   }
   return addon;
 }

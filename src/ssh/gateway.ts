@@ -20,6 +20,7 @@ import {
   accountLaunch, loginEnvironment, startPipedSession, startTerminalSession, type SessionAccount, type SessionLaunch,
   type TerminalRequest,
 } from './sessions.js';
+import { describeError } from '../util/errors.js';
 
 const { Server, utils } = ssh2;
 
@@ -193,8 +194,8 @@ export async function startSshGateway(options: GatewayOptions): Promise<Gateway>
       if (started) return;
       started = true;
       void runSession(channel, command, login, peer, terminal, variables, touch, (r) => (resize = r)).catch((error: unknown) => {
-        logger.error('ssh session failed', { account: login.target.name, remote: peer.remote, error: (error as Error).message });
-        endChannel(channel, 1, `nodemgr: the session could not be started: ${(error as Error).message}\r\n`);
+        logger.error('ssh session failed', { account: login.target.name, remote: peer.remote, error: describeError(error) });
+        endChannel(channel, 1, `nodemgr: the session could not be started: ${describeError(error)}\r\n`);
       });
     };
     session.on('shell', (accept) => begin(accept(), null));
@@ -275,7 +276,7 @@ export async function startSshGateway(options: GatewayOptions): Promise<Gateway>
       try {
         pty = await startTerminalSession(launch, env, terminal);
       } catch (error) {
-        finish(1, `nodemgr: ${(error as Error).message}; a command without a terminal (ssh -T) still works\r\n`);
+        finish(1, `nodemgr: ${describeError(error)}; a command without a terminal (ssh -T) still works\r\n`);
         return;
       }
       onResize((cols, rows) => {
@@ -342,7 +343,7 @@ export async function startSshGateway(options: GatewayOptions): Promise<Gateway>
         const answer = await options.callApi(caller, Buffer.concat(chunks, size));
         channel.write(answer);
         finish(0);
-      })().catch((error: unknown) => finish(1, `nodemgr: ${(error as Error).message}\n`));
+      })().catch((error: unknown) => finish(1, `nodemgr: ${describeError(error)}\n`));
     });
   }
 

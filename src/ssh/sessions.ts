@@ -4,6 +4,7 @@
 import { spawn as spawnProcess, type ChildProcess } from 'node:child_process';
 import type { IPty } from 'node-pty';
 import { LAUNCH_PATH, launchAsAccount } from '../runtimes/unix/launch.js';
+import { describeError } from '../util/errors.js';
 
 export interface SessionAccount {
   readonly name: string;
@@ -64,7 +65,7 @@ let ptyModule: Promise<PtyModule | Error> | null = null;
 function loadPty(): Promise<PtyModule | Error> {
   ptyModule ??= import('node-pty').then(
     (m) => ((m as { default?: PtyModule }).default ?? m),
-    (error: unknown) => new Error(`terminal sessions are not available on this node: node-pty is not built (${(error as Error).message.split('\n')[0]})`),
+    (error: unknown) => new Error(`terminal sessions are not available on this node: node-pty is not built (${describeError(error).split('\n')[0]})`),
   );
   return ptyModule;
 }

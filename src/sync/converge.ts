@@ -10,6 +10,7 @@ import { desiredState, type Desired } from '../reconcile/desired.js';
 import { planReconcile, type Plan } from '../reconcile/plan.js';
 import type { AccountRuntime, HostSnapshot } from '../runtimes/types.js';
 import type { RuntimeKind } from '../slices/types.js';
+import { describeError } from '../util/errors.js';
 
 export interface ConvergeDeps {
   readonly store: DatabaseStore;
@@ -66,7 +67,7 @@ export function createConverger(deps: ConvergeDeps): Converger {
 
   // A failure of the limits is theirs to report; it must not fail the pass.
   const afterPass = () => deps.afterPass?.().catch((error: unknown) => {
-    logger.error('limits not refreshed', { error: (error as Error).message });
+    logger.error('limits not refreshed', { error: describeError(error) });
   }) ?? Promise.resolve();
 
   const pass = async (trigger: string): Promise<Plan> => {

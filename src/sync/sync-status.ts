@@ -7,6 +7,7 @@ import { writeFileDurably } from '../db/durable-file.js';
 import type { SyncStatus } from '../db/types.js';
 import { validateSyncStatus } from '../db/validate.js';
 import type { Logger } from '../log.js';
+import { describeError } from '../util/errors.js';
 
 export function syncStatusPath(stateDir: string): string {
   return join(stateDir, 'last-sync.json');
@@ -27,7 +28,7 @@ export async function readSyncStatus(path: string, onDamaged: (reason: string) =
   try {
     return validateSyncStatus(JSON.parse(text));
   } catch (error) {
-    onDamaged(`${path}: ${(error as Error).message}`);
+    onDamaged(`${path}: ${describeError(error)}`);
     return null;
   }
 }

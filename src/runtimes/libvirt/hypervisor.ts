@@ -1,6 +1,7 @@
 // The thin adapter over libvirt: one connection per URI through the N-API binding, opened on
 // first use and again after a failure. Only what the runtime needs; everything returns plain data.
 import type { Logger } from '../../log.js';
+import { describeError } from '../../util/errors.js';
 
 /** A domain as libvirt holds it. */
 export interface DomainSummary {
@@ -46,7 +47,7 @@ function loadBinding(): Promise<Binding> {
   binding ??= import('@unraid/libvirt').catch((error: unknown) => {
     binding = null;
     throw new Error(
-      `the libvirt binding (@unraid/libvirt) is not available: ${(error as Error).message.split('\n')[0]}; ` +
+      `the libvirt binding (@unraid/libvirt) is not available: ${describeError(error).split('\n')[0]}; ` +
         'it is built by native/build.sh as root (it needs the libvirt-dev and pkg-config packages)',
     );
   });
@@ -56,7 +57,7 @@ function loadBinding(): Promise<Binding> {
 // The binding does not pass libvirt's error numbers on (its code is -1), so "no such domain"
 // (VIR_ERR_NO_DOMAIN) is recognised by libvirt's message.
 function isNoDomain(error: unknown): boolean {
-  return /domain not found|no domain with matching/i.test((error as Error).message ?? '');
+  return /domain not found|no domain with matching/i.test(describeError(error) ?? '');
 }
 
 export function libvirtHypervisor(uri: string, logger: Logger): Hypervisor {
@@ -71,7 +72,7 @@ export function libvirtHypervisor(uri: string, logger: Logger): Hypervisor {
       return h;
     })().catch((error: unknown) => {
       connection = null;
-      throw new Error(`cannot connect to libvirt at ${uri}: ${(error as Error).message}`);
+      throw new Error(`cannot connect to libvirt at ${uri}: ${describeError(error)}`);
     });
     return connection;
   };
@@ -84,7 +85,7 @@ export function libvirtHypervisor(uri: string, logger: Logger): Hypervisor {
     } catch (error) {
       // A broken connection is opened again on the next call; a refused request leaves it be.
       if (!(await h.connectGetHostname().then(() => true, () => false))) connection = null;
-      throw new Error(`libvirt ${what} (${uri}) failed: ${(error as Error).message}`);
+      throw new Error(`libvirt ${what} (${uri}) failed: ${describeError(error)}`);
     }
   };
 

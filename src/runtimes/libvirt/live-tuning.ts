@@ -2,6 +2,7 @@
 // bandwidth. The binding has no call for them, so virsh does it, with argument arrays.
 import { runCommand } from '../unix/command.js';
 import type { GuestShape } from './shape.js';
+import { describeError } from '../../util/errors.js';
 
 /** libvirt's "no quota" for a CFS quota. */
 const NO_QUOTA = -1;
@@ -36,7 +37,7 @@ export async function guestBandwidthProblem(): Promise<string | null> {
   try {
     await runCommand('ip', ['netns', 'add', ns], { timeoutMs: 10_000 });
   } catch (error) {
-    return `cannot probe the kernel's traffic control: ${(error as Error).message}`;
+    return `cannot probe the kernel's traffic control: ${describeError(error)}`;
   }
   try {
     await inNs('tc', 'qdisc', 'add', 'dev', 'lo', 'root', 'handle', '1:', 'htb', 'default', '1');
@@ -48,7 +49,7 @@ export async function guestBandwidthProblem(): Promise<string | null> {
       'police', 'rate', '1mbit', 'burst', '10k', 'drop', 'flowid', ':1').catch(() => missing.push('the police action'));
     return missing.length === 0 ? null : `the kernel lacks ${missing.join(' and ')}, which libvirt uses to limit a guest's interface`;
   } catch (error) {
-    return `the kernel's traffic control cannot shape: ${(error as Error).message}`;
+    return `the kernel's traffic control cannot shape: ${describeError(error)}`;
   } finally {
     await runCommand('ip', ['netns', 'del', ns], { timeoutMs: 10_000 }).catch(() => undefined);
   }

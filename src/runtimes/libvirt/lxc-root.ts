@@ -25,6 +25,7 @@ import { dirname, join, relative, sep } from 'node:path';
 import type { Logger } from '../../log.js';
 import { runCommand } from '../unix/command.js';
 import type { GuestFiles } from './guest-files.js';
+import { describeError } from '../../util/errors.js';
 
 /** Where the bases live, under guest_dir. */
 export const LXC_ROOTS_DIR = '.lxc-roots';
@@ -233,7 +234,7 @@ export function createLxcRoots(guestDir: string, logger: Logger): LxcRoots {
         } catch (error) {
           // Still in use (a process left in the container's namespace holds it): detached now,
           // freed when the last user goes; the path is free for the removal that follows.
-          logger.warn('lxc root busy, detached', { root: merged, error: (error as Error).message });
+          logger.warn('lxc root busy, detached', { root: merged, error: describeError(error) });
           await runCommand('umount', ['-l', merged], { timeoutMs: 60_000 });
         }
       }

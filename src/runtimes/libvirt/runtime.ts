@@ -15,7 +15,7 @@ import type { AccountKind, AddressLease } from '../../db/types.js';
 import { ImageError } from '../../images/index.js';
 import type { Logger } from '../../log.js';
 import type { RuntimeKind } from '../../slices/types.js';
-import { describeError as describe, PermanentError } from '../../util/errors.js';
+import { describeError, PermanentError } from '../../util/errors.js';
 import type { AccountRuntime, AccountSpec, GuestSpec, HostSnapshot, ObservedAccount } from '../types.js';
 import { bootDigest, guestDomainXml, tapName, type GuestDriver } from './domain-plan.js';
 import { readDomainDetails, type DomainDetails } from './domain-xml.js';
@@ -138,7 +138,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
         reached.add(driver);
         if (unavailable.delete(driver)) logger.info('libvirt reachable again', { driver });
       } catch (error) {
-        const reason = describe(error);
+        const reason = describeError(error);
         // Said once per reason, as information: a node without libvirt runs unix slivers only, and a
         // libvirt sliver's create fails with the reason itself.
         if (unavailable.get(driver) !== reason) logger.info('libvirt not reachable', { driver, reason });
@@ -164,7 +164,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
     try {
       return await ownedDomain(driver, name);
     } catch (error) {
-      throw new Error(`libvirt unreachable: the ${what} of ${driver} guest ${name} waits for ${hypervisors[driver].uri}: ${describe(error)}`);
+      throw new Error(`libvirt unreachable: the ${what} of ${driver} guest ${name} waits for ${hypervisors[driver].uri}: ${describeError(error)}`);
     }
   };
 
@@ -307,7 +307,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
       if (!opts.readOnly) {
         const names = new Set(owned.map((o) => o.name));
         await recover(names, reached, new Set(owned.filter((o) => o.started).map((o) => o.name)), macsOf).catch((error: unknown) =>
-          logger.warn('guest recovery incomplete', { error: describe(error) }));
+          logger.warn('guest recovery incomplete', { error: describeError(error) }));
       }
       owned.sort((a, b) => (a.name < b.name ? -1 : 1));
       // The same object while nothing changed, so that an idle converge pass plans nothing new.

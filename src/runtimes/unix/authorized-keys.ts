@@ -7,6 +7,7 @@
 // has no openat()/renameat(); those paths give the same guarantee.
 import { constants, type Stats } from 'node:fs';
 import { lstat, mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { describeError } from '../../util/errors.js';
 
 const { O_RDONLY, O_DIRECTORY, O_NOFOLLOW, O_WRONLY, O_CREAT, O_EXCL } = constants;
 
@@ -83,7 +84,7 @@ export async function writeAuthorizedKeys(
 ): Promise<void> {
   const text = authorizedKeysText(keys);
   const home = await open(homePath, O_RDONLY | O_DIRECTORY | O_NOFOLLOW).catch((err) => {
-    throw new UnsafeHomeError(`home ${homePath} is not a directory we can use: ${(err as Error).message}`);
+    throw new UnsafeHomeError(`home ${homePath} is not a directory we can use: ${describeError(err)}`);
   });
   try {
     const homeStat = await home.stat();

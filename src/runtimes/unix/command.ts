@@ -1,6 +1,7 @@
 // Runs a host command with an argument array (never through a shell) and reports a failure with
 // the command line, its exit status and what it wrote to stderr. Shared by every host adapter.
 import { spawn } from 'node:child_process';
+import { describeError } from '../../util/errors.js';
 
 export interface CommandOptions {
   /** Written to the command's stdin, which is then closed; without it stdin is /dev/null. */
@@ -61,7 +62,7 @@ export function runCommand(file: string, args: string[], opts: CommandOptions = 
       });
     } catch (err) {
       // spawn throws synchronously for invalid arguments (e.g. a NUL byte in an argument).
-      reject(new CommandError(`${line}: ${(err as Error).message}`, file, args, null, null, '', ''));
+      reject(new CommandError(`${line}: ${describeError(err)}`, file, args, null, null, '', ''));
       return;
     }
     const out: Buffer[] = [];

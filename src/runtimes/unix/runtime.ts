@@ -10,7 +10,6 @@ import { basename, isAbsolute, join } from 'node:path';
 import { invalidAccountName } from '../../accounts/names.js';
 import type { AccountKind } from '../../db/types.js';
 import type { Logger } from '../../log.js';
-import { PermanentError } from '../../util/errors.js';
 import type { AccountRuntime, AccountSpec, HostSnapshot, ObservedAccount } from '../types.js';
 import { writeAuthorizedKeys } from './authorized-keys.js';
 import {
@@ -20,6 +19,7 @@ import {
 import { parseGroup, parsePasswd, parseShadow, type PasswdEntry, type ShadowEntry } from './passwd.js';
 import { killProcessesOf } from './processes.js';
 import { exclusive, runShadowUtil } from './shadow-utils.js';
+import { describeError, PermanentError } from '../../util/errors.js';
 
 export interface UnixRuntimeOptions {
   uidMin: number;
@@ -104,7 +104,7 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
     try {
       shadow = new Map(parseShadow(await readFile(shadowFile, 'utf8')).map((e) => [e.name, e]));
     } catch (err) {
-      logger.debug('shadow file not readable; login state from shells only', { file: shadowFile, error: (err as Error).message });
+      logger.debug('shadow file not readable; login state from shells only', { file: shadowFile, error: describeError(err) });
     }
     return passwd.map((p) => ({ ...p, shadow: shadow ? (shadow.get(p.name) ?? null) : null }));
   };
@@ -281,11 +281,11 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
         // the next observe tries again.
         await sweepOrphans().catch((err) => {
           sweptAt = null;
-          logger.warn('orphaned homes not removed', { error: (err as Error).message });
+          logger.warn('orphaned homes not removed', { error: describeError(err) });
         });
         await sweepRunDir().catch((err) => {
           sweptAt = null;
-          logger.warn('stale initscripts not removed', { error: (err as Error).message });
+          logger.warn('stale initscripts not removed', { error: describeError(err) });
         });
       }
       return snapshot();
@@ -421,7 +421,7 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
         // userdel removes the entry first and the home after; if the entry is gone, what it could
         // not finish is done below.
         if (await findAccount(name)) throw err;
-        logger.warn('userdel failed after removing the account; finishing', { account: name, error: (err as Error).message });
+        logger.warn('userdel failed after removing the account; finishing', { account: name, error: describeError(err) });
       }
       await removePrivateGroup(account);
       if (options.limits && account.kind === 'sliver') await options.limits.remove(name);
