@@ -13,6 +13,7 @@ import {
 } from './index.js';
 import { FILE_MODE, indexWriter, makeDirectory, readHeader, recover } from './store.js';
 import { describeError } from '../util/errors.js';
+import { serialQueue } from '../util/serial.js';
 
 export interface ImageCache {
   /**
@@ -74,12 +75,8 @@ export async function openImageCache(opts: ImageCacheOptions): Promise<ImageCach
 
   // Changes that await between deciding and changing the entries (an add's eviction plan and
   // rename) are made one at a time; the index is written after each change, several at once.
-  let tail: Promise<unknown> = Promise.resolve();
-  const exclusive = <T>(work: () => Promise<T>): Promise<T> => {
-    const run = tail.then(work);
-    tail = run.catch(() => undefined);
-    return run;
-  };
+  const changes = serialQueue();
+  const exclusive = <T>(work: () => Promise<T>): Promise<T> => changes.run(work);
   const index = indexWriter(dir, () => [...entries.values()]);
   const persist = index.write;
   if (recovered.changed) await persist();
@@ -250,7 +247,7 @@ export async function openImageCache(opts: ImageCacheOptions): Promise<ImageCach
     async close() {
       closing.abort();
       await Promise.allSettled([...downloads.values()]);
-      await tail;
+      await changes.idle();
       await index.idle();
     },
   };

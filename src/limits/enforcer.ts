@@ -15,6 +15,7 @@ import { sameCgroupLimits, sliverLimits, type LimitTarget, type SliverLimits } f
 import { sliverClassMinors } from './shaping.js';
 import type { CeilingOverrides, TrafficShaper } from './tc.js';
 import { describeError } from '../util/errors.js';
+import { serialQueue } from '../util/serial.js';
 
 export interface LimitInput {
   /** Slivers the records ask for and whose account exists, with their effective rspecs. */
@@ -122,12 +123,8 @@ export async function createEnforcer(deps: EnforcerDeps): Promise<Enforcer> {
   };
 
   // One task at a time: applies, samples, sweeps and removals all touch the same files.
-  let tail: Promise<unknown> = Promise.resolve();
-  const serial = <T>(task: () => Promise<T>): Promise<T> => {
-    const run = tail.then(task, task);
-    tail = run.catch(() => undefined);
-    return run;
-  };
+  const queue = serialQueue();
+  const serial = <T>(task: () => Promise<T>): Promise<T> => queue.run(task);
 
   const applyCgroups = async (limits: readonly SliverLimits[], present: ReadonlySet<string>, others: ReadonlySet<string>) => {
     if (!cgroups) return;

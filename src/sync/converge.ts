@@ -11,6 +11,7 @@ import { planReconcile, type Plan } from '../reconcile/plan.js';
 import type { AccountRuntime, HostSnapshot } from '../runtimes/types.js';
 import type { RuntimeKind } from '../slices/types.js';
 import { describeError } from '../util/errors.js';
+import { serialQueue } from '../util/serial.js';
 
 export interface ConvergeDeps {
   readonly store: DatabaseStore;
@@ -36,7 +37,8 @@ function describeLoan(lender: string, loan: { recipient: string; resource: strin
 
 export function createConverger(deps: ConvergeDeps): Converger {
   const { store, runtime, supervisors, logger } = deps;
-  let chain: Promise<unknown> = Promise.resolve();
+  // Passes never overlap: each plans from what the one before left.
+  const passes = serialQueue();
   let lastRejected = new Set<string>();
   // Records are replaced, never changed in place, so the same records object means the same
   // desired accounts: a pass with no new records skips the loan arithmetic and hashing.
@@ -150,9 +152,7 @@ export function createConverger(deps: ConvergeDeps): Converger {
   return {
     desired: () => desiredFor(store.data.records),
     converge(trigger) {
-      const run = chain.then(() => pass(trigger));
-      chain = run.catch(() => undefined);
-      return run;
+      return passes.run(() => pass(trigger));
     },
   };
 }

@@ -11,6 +11,7 @@ import type { Logger } from '../log.js';
 import { DocumentError, parseSlicesDocument } from '../slices/parse.js';
 import { describeError } from '../util/errors.js';
 import type { SyncStatusFile } from './sync-status.js';
+import { serialQueue } from '../util/serial.js';
 
 export interface DocumentSyncDeps {
   readonly config: Config;
@@ -122,12 +123,8 @@ export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
   };
 
   // One document at a time: a push and a fetch never apply over each other.
-  let applying: Promise<unknown> = Promise.resolve();
-  const accept: DocumentSync['accept'] = (body, from, fetchedValidators) => {
-    const run = applying.then(() => acceptOne(body, from, fetchedValidators));
-    applying = run.catch(() => undefined);
-    return run;
-  };
+  const documents = serialQueue();
+  const accept: DocumentSync['accept'] = (body, from, fetchedValidators) => documents.run(() => acceptOne(body, from, fetchedValidators));
 
   return {
     accept,

@@ -1,5 +1,6 @@
 // Running the shadow-utils tools (useradd, usermod, userdel, groupdel) that change the account files.
 import type { Logger } from '../../log.js';
+import { serialQueue } from '../../util/serial.js';
 import { CommandError, runCommand } from './command.js';
 
 // A fixed environment: the tools' messages in English, for recognising a lock held by another tool.
@@ -10,13 +11,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // One account-file change at a time within this process: the tools would only contend for the
 // same lock files, and the sweep of orphaned homes must not run while useradd is half-way (its
 // home may exist before its passwd entry is visible).
-let tail: Promise<unknown> = Promise.resolve();
+const accountFiles = serialQueue();
 
 /** Runs `task` when no other account-file change of this process is running. */
 export function exclusive<T>(task: () => Promise<T>): Promise<T> {
-  const run = tail.then(task, task);
-  tail = run.catch(() => undefined);
-  return run;
+  return accountFiles.run(task);
 }
 
 /**
