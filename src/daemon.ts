@@ -17,7 +17,7 @@ import type { Logger } from './log.js';
 import { createEnforcer, limitInputOf, type Enforcer } from './limits/enforcer.js';
 import { hostLimits } from './limits/host-limits.js';
 import { readLimitsInForce } from './limits/in-force.js';
-import { parsePasswd } from './runtimes/unix/passwd.js';
+import { parsePasswd } from './host/passwd.js';
 import { startSshGateway, type Gateway } from './ssh/gateway.js';
 import { loadOrCreateHostKey } from './ssh/host-key.js';
 import type { AccountRuntime } from './runtimes/types.js';

@@ -1,24 +1,12 @@
 // One supervisor per account: a serial queue of that account's operations, with retry and backoff.
 // Accounts never wait for one another, except for the node-wide bound on creates and destroys.
-import type { AccountKind, AccountState } from '../db/types.js';
+import type { AccountKind, AccountReport, AccountState } from '../db/types.js';
 import type { Logger } from '../log.js';
 import { specHash } from '../reconcile/desired.js';
 import type { Op } from '../reconcile/plan.js';
 import type { AccountRuntime, ObservedAccount } from '../runtimes/types.js';
 import { describeError, isPermanent } from '../util/errors.js';
 import type { Limiter } from './limiter.js';
-
-/** What a supervisor reports after each step; the daemon records it in the database. */
-export interface AccountReport {
-  readonly name: string;
-  readonly kind: AccountKind;
-  readonly state: AccountState;
-  readonly reason: string | null;
-  /** Set after a successful configure; undefined means "unchanged". */
-  readonly appliedHash?: string | null;
-  readonly uid?: number | null;
-  readonly attempts: number;
-}
 
 export interface SupervisorOptions {
   readonly runtime: AccountRuntime;

@@ -2,7 +2,7 @@
 // fetches succeed, and with growing, jittered delays while they fail. The attempt itself is the
 // caller's; this module only keeps time and makes sure attempts never overlap.
 import type { Logger } from '../log.js';
-import { backoffDelayMs, periodWithJitterMs } from './backoff.js';
+import { backoffDelayMs, periodWithJitterMs } from '../host/backoff.js';
 import { describeError } from '../util/errors.js';
 
 export interface PollerOptions {

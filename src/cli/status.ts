@@ -4,7 +4,7 @@ import type { Config } from '../config/config.js';
 import { byteCapPath, createGuestRuntime, databasePath, NO_GUEST_PARTS } from '../daemon.js';
 import { readOnlyAddressBook } from '../addresses/address-book.js';
 import { readImageIndex } from '../images/store.js';
-import type { GuestStatus } from '../runtimes/libvirt/runtime.js';
+import type { GuestStatus } from '../runtimes/types.js';
 import { readDatabaseSnapshot } from '../db/store.js';
 import type { NodeDatabase } from '../db/types.js';
 import { loadByteCaps } from '../limits/bwmon.js';

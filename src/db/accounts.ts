@@ -1,6 +1,5 @@
 // Bookkeeping of account states in the database. Pure.
-import type { AccountReport } from '../accounts/supervisor.js';
-import type { AccountStatus, NodeDatabase } from './types.js';
+import type { AccountReport, AccountStatus, NodeDatabase } from './types.js';
 
 /** Records what a supervisor reported; an account reported absent is forgotten. */
 export function recordAccountReport(db: NodeDatabase, report: AccountReport, nowIso: string): NodeDatabase {

@@ -105,6 +105,18 @@ export interface AccountStatus {
   readonly attempts: number;
 }
 
+/** What a supervisor reports after each step; the daemon records it in the database. */
+export interface AccountReport {
+  readonly name: string;
+  readonly kind: AccountKind;
+  readonly state: AccountState;
+  readonly reason: string | null;
+  /** Set after a successful configure; undefined means "unchanged". */
+  readonly appliedHash?: string | null;
+  readonly uid?: number | null;
+  readonly attempts: number;
+}
+
 export type SyncOutcome = 'applied' | 'unchanged' | 'older' | 'rejected' | 'unreachable' | 'unwritable';
 
 export interface SyncStatus {

@@ -7,7 +7,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { request as httpRequest, STATUS_CODES, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { fileURLToPath } from 'node:url';
-import { backoffDelayMs } from '../authority/backoff.js';
+import { backoffDelayMs } from '../host/backoff.js';
 import type { Logger } from '../log.js';
 import { formatBytes, ImageError } from './index.js';
 import { describeError } from '../util/errors.js';

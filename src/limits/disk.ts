@@ -17,7 +17,7 @@ import { access, lstat, readdir, readFile, realpath } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
-import { runCommand, type CommandResult } from '../runtimes/unix/command.js';
+import { runCommand, type CommandResult } from '../host/exec.js';
 import { type MountEntry, parseMountinfo, mountHolding, hasUserQuotaOption, type QuotaState, parseQuotaonState, type QuotaEntry, parseRepquotaCsv } from './disk-parse.js';
 import { describeError } from '../util/errors.js';
 

@@ -4,7 +4,7 @@
 // Ownership: the tree is ours when the device's root qdisc is an htb with our major number. A
 // device with any other root qdisc that someone made (a handle other than 0:) is left alone and
 // shaping is reported as refused; the kernel's own default qdisc (handle 0:) is replaced.
-import { CommandError, runCommand, type CommandResult } from '../runtimes/unix/command.js';
+import { CommandError, runCommand, type CommandResult } from '../host/exec.js';
 import {
   CLASSIFIER_TABLE, classifierScript, sliverClasses, treeClasses, updateTreeBatch,
   type ClassSpec, type ShapingLayout, type SliverShaping,

@@ -71,3 +71,18 @@ export interface AccountRuntime {
   /** Stops the account and removes it and everything it owned; succeeds if it is already gone. */
   destroy(name: string, kind: AccountKind, runtime: RuntimeKind): Promise<void>;
 }
+
+/** What `nodemgr status` and GetSliverStatus show of a guest. */
+export interface GuestStatus {
+  readonly runtime: Exclude<RuntimeKind, 'unix'>;
+  readonly state: 'running' | 'stopped';
+  readonly vcpus: number | null;
+  readonly memory_kib: number | null;
+  readonly cpu_shares: number | null;
+  readonly vnc_port: number | null;
+  readonly console: string | null;
+  readonly addresses: string;
+  readonly overlay: string | null;
+  /** "enforced", "none asked" or why interface bandwidth cannot be limited on this host. */
+  readonly bandwidth: string;
+}

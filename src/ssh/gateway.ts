@@ -17,7 +17,7 @@ import type { Logger } from '../log.js';
 import { keyAllowed, loginTarget, type LoginTarget } from './authorized.js';
 import { fingerprintOf } from './host-key.js';
 import {
-  accountLaunch, loginEnvironment, startPipedSession, startTerminalSession, type SessionAccount, type SessionLaunch,
+  accountLaunch, sshLoginEnvironment, startPipedSession, startTerminalSession, type SessionAccount, type SessionLaunch,
   type TerminalRequest,
 } from './sessions.js';
 import { describeError } from '../util/errors.js';
@@ -266,7 +266,7 @@ export async function startSshGateway(options: GatewayOptions): Promise<Gateway>
       return;
     }
     const account: SessionAccount = found?.account ?? { name, uid: 0, gid: 0, home: '/', shell: '/bin/sh' };
-    const env = loginEnvironment(account, {
+    const env = sshLoginEnvironment(account, {
       clientAddress: peer.clientAddress, clientPort: peer.clientPort, serverAddress: options.host, serverPort: boundPort,
     }, variables, terminal);
     const launch = found ? accountLaunch(found.account, options.cgroupFiles(name), command) : (guest!.launch as SessionLaunch);

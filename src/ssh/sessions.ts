@@ -3,7 +3,7 @@
 // of the session but the process; output is passed on only as fast as the client reads it.
 import { spawn as spawnProcess, type ChildProcess } from 'node:child_process';
 import type { IPty } from 'node-pty';
-import { LAUNCH_PATH, launchAsAccount } from '../runtimes/unix/launch.js';
+import { launchAsAccount, loginEnvironment } from '../host/launch.js';
 import { describeError } from '../util/errors.js';
 
 export interface SessionAccount {
@@ -25,20 +25,15 @@ export function acceptedClientVariable(name: string): boolean {
   return name === 'LANG' || /^LC_[A-Z_]+$/.test(name);
 }
 
-/** A login's environment, as sshd gives it: nothing of the daemon's own. */
-export function loginEnvironment(
+/** An ssh login's environment, as sshd gives it: nothing of the daemon's own. */
+export function sshLoginEnvironment(
   account: SessionAccount,
   connection: { clientAddress: string; clientPort: number; serverAddress: string; serverPort: number },
   clientVariables: ReadonlyMap<string, string>,
   terminal: TerminalRequest | null,
 ): Record<string, string> {
   const env: Record<string, string> = {
-    HOME: account.home,
-    USER: account.name,
-    LOGNAME: account.name,
-    SHELL: account.shell,
-    PATH: LAUNCH_PATH,
-    LANG: 'C.UTF-8',
+    ...loginEnvironment(account),
     SSH_CLIENT: `${connection.clientAddress} ${connection.clientPort} ${connection.serverPort}`,
     SSH_CONNECTION: `${connection.clientAddress} ${connection.clientPort} ${connection.serverAddress} ${connection.serverPort}`,
   };

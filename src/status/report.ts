@@ -8,7 +8,7 @@ import { desiredState } from '../reconcile/desired.js';
 import type { ImageEntry } from '../images/index.js';
 import { formatImageTable } from '../images/table.js';
 import { printable } from '../util/text.js';
-import type { GuestStatus } from '../runtimes/libvirt/runtime.js';
+import type { GuestStatus } from '../runtimes/types.js';
 import type { RuntimeKind } from '../slices/types.js';
 
 export interface AccountLine {

@@ -10,9 +10,9 @@ import { join, resolve } from 'node:path';
 import type { AccountKind } from '../../src/db/types.js';
 import { memoryLogger } from '../../src/log.js';
 import type { AccountSpec } from '../../src/runtimes/types.js';
-import { runCommand } from '../../src/runtimes/unix/command.js';
-import { parseGroup, parsePasswd, parseShadow } from '../../src/runtimes/unix/passwd.js';
-import { killProcessesOf, processesOf, readProcess } from '../../src/runtimes/unix/processes.js';
+import { runCommand } from '../../src/host/exec.js';
+import { parseGroup, parsePasswd, parseShadow } from '../../src/host/passwd.js';
+import { killProcessesOf, processesOf, readProcess } from '../../src/host/processes.js';
 import { createUnixRuntime, type UnixRuntime, type UnixRuntimeOptions } from '../../src/runtimes/unix/runtime.js';
 
 const isRoot = process.getuid?.() === 0;

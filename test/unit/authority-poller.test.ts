@@ -1,5 +1,5 @@
 import test from 'ava';
-import { backoffDelayMs, periodWithJitterMs } from '../../src/authority/backoff.js';
+import { backoffDelayMs, periodWithJitterMs } from '../../src/host/backoff.js';
 import { startPoller, type PollerOptions } from '../../src/authority/poller.js';
 import { memoryLogger } from '../../src/log.js';
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { NodeDatabase } from '../../src/db/types.js';
 import { keyAllowed, keyBlob, loginTarget } from '../../src/ssh/authorized.js';
 import { fingerprintOfLine, generateKeyPair, loadOrCreateHostKey, savedHostKeyFingerprint } from '../../src/ssh/host-key.js';
-import { acceptedClientVariable, loginEnvironment, sessionArgv } from '../../src/ssh/sessions.js';
+import { acceptedClientVariable, sessionArgv, sshLoginEnvironment } from '../../src/ssh/sessions.js';
 
 const publicLine = (comment: string) => {
   const pair = generateKeyPair(comment);
@@ -43,7 +43,7 @@ test('a sliver logs in with its users\' keys, a delegate with its own; other nam
 
 test('the login environment is a login\'s, with only LANG and LC_* taken from the client', (t) => {
   const account = { name: 'pl_web', uid: 70_001, gid: 70_001, home: '/home/pl_web', shell: '/bin/bash' };
-  const env = loginEnvironment(
+  const env = sshLoginEnvironment(
     account, { clientAddress: '192.0.2.7', clientPort: 50_000, serverAddress: '0.0.0.0', serverPort: 2222 },
     new Map([['LANG', 'de_DE.UTF-8'], ['LC_TIME', 'C'], ['LD_PRELOAD', '/tmp/evil.so'], ['PATH', '/tmp']]),
     { term: 'xterm-256color', cols: 80, rows: 24 },

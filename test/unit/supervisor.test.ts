@@ -1,6 +1,7 @@
 import test from 'ava';
 import { createLimiter } from '../../src/accounts/limiter.js';
-import { createSupervisors, type AccountReport } from '../../src/accounts/supervisor.js';
+import { createSupervisors } from '../../src/accounts/supervisor.js';
+import type { AccountReport } from '../../src/db/types.js';
 import { memoryLogger } from '../../src/log.js';
 import { planReconcile } from '../../src/reconcile/plan.js';
 import type { AccountRuntime } from '../../src/runtimes/types.js';

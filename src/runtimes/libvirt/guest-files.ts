@@ -3,7 +3,7 @@
 // slivers, so removing the directory removes everything the sliver wrote.
 import { chmod, mkdir, open, readdir, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { runCommand } from '../unix/command.js';
+import { runCommand } from '../../host/exec.js';
 
 export interface GuestFiles {
   readonly dir: string;

@@ -2,7 +2,7 @@
 // the sfq queueing discipline and the police action): HTB on the host side of the interface (what
 // goes to the guest), and HTB on an ifb device that the interface's ingress is redirected to (what
 // the guest sends). Each guest interface has its own devices, so nothing else is touched.
-import { runCommand } from '../unix/command.js';
+import { runCommand } from '../../host/exec.js';
 
 const TOOL_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' };
 const run = (file: string, args: string[]) => runCommand(file, args, { env: TOOL_ENV, timeoutMs: 30_000 });

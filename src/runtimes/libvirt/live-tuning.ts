@@ -1,6 +1,6 @@
 // Changes to a running guest that need no new boot: its CPU weight and cap, and its interfaces'
 // bandwidth. The binding has no call for them, so virsh does it, with argument arrays.
-import { runCommand } from '../unix/command.js';
+import { runCommand } from '../../host/exec.js';
 import type { GuestShape } from './shape.js';
 import { describeError } from '../../util/errors.js';
 

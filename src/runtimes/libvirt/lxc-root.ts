@@ -23,7 +23,7 @@ import { constants } from 'node:fs';
 import { lstat, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Logger } from '../../log.js';
-import { runCommand } from '../unix/command.js';
+import { runCommand } from '../../host/exec.js';
 import type { GuestFiles } from './guest-files.js';
 import { describeError } from '../../util/errors.js';
 

@@ -16,7 +16,7 @@ import { ImageError } from '../../images/index.js';
 import type { Logger } from '../../log.js';
 import type { RuntimeKind } from '../../slices/types.js';
 import { describeError, PermanentError } from '../../util/errors.js';
-import type { AccountRuntime, AccountSpec, GuestSpec, HostSnapshot, ObservedAccount } from '../types.js';
+import type { AccountRuntime, AccountSpec, GuestSpec, GuestStatus, HostSnapshot, ObservedAccount } from '../types.js';
 import { bootDigest, guestDomainXml, tapName, type GuestDriver } from './domain-plan.js';
 import { readDomainDetails, type DomainDetails } from './domain-xml.js';
 import {
@@ -55,20 +55,6 @@ export interface LibvirtRuntimeOptions {
   readonly now: () => Date;
 }
 
-/** What `nodemgr status` and GetSliverStatus show of a guest. */
-export interface GuestStatus {
-  readonly runtime: GuestDriver;
-  readonly state: 'running' | 'stopped';
-  readonly vcpus: number | null;
-  readonly memory_kib: number | null;
-  readonly cpu_shares: number | null;
-  readonly vnc_port: number | null;
-  readonly console: string | null;
-  readonly addresses: string;
-  readonly overlay: string | null;
-  /** "enforced", "none asked" or why interface bandwidth cannot be limited on this host. */
-  readonly bandwidth: string;
-}
 
 export interface LibvirtRuntime extends AccountRuntime {
   /** The guest's state as libvirt holds it, or null when the sliver has no domain. */

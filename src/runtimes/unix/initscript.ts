@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmod, chown, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { LAUNCH_PATH, launchAsAccount } from './launch.js';
+import { launchAsAccount, loginEnvironment } from '../../host/launch.js';
 
 export interface InitscriptAccount {
   readonly name: string;
@@ -109,14 +109,7 @@ export async function launchInitscript(account: InitscriptAccount, path: string,
   const launch = launchAsAccount(account, cgroupProcFiles, ['/bin/sh', '-c', WRAPPER, 'nodemgr-initscript', path]);
   const child = spawn(launch.file, launch.args, {
     cwd: account.home,
-    env: {
-      HOME: account.home,
-      USER: account.name,
-      LOGNAME: account.name,
-      SHELL: account.shell,
-      PATH: LAUNCH_PATH,
-      LANG: 'C.UTF-8',
-    },
+    env: loginEnvironment(account),
     stdio: 'ignore',
     detached: true,
   });

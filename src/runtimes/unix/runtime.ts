@@ -16,8 +16,8 @@ import {
   forgetStarted, initscriptDir, initscriptHash, launchInitscript, recordStarted, removeInitscriptFiles, startedHash,
   writeInitscript,
 } from './initscript.js';
-import { parseGroup, parsePasswd, parseShadow, type PasswdEntry, type ShadowEntry } from './passwd.js';
-import { killProcessesOf } from './processes.js';
+import { parseGroup, parsePasswd, parseShadow, type PasswdEntry, type ShadowEntry } from '../../host/passwd.js';
+import { killProcessesOf } from '../../host/processes.js';
 import { exclusive, runShadowUtil } from './shadow-utils.js';
 import { describeError, PermanentError } from '../../util/errors.js';
 

@@ -1,7 +1,7 @@
 // Running the shadow-utils tools (useradd, usermod, userdel, groupdel) that change the account files.
 import type { Logger } from '../../log.js';
 import { serialQueue } from '../../util/serial.js';
-import { CommandError, runCommand } from './command.js';
+import { CommandError, runCommand } from '../../host/exec.js';
 
 // A fixed environment: the tools' messages in English, for recognising a lock held by another tool.
 const SHADOW_UTILS_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' };

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runCommand } from '../../../src/runtimes/unix/command.js';
+import { runCommand } from '../../../src/host/exec.js';
 
 export interface TestGuest {
   /** Debian's kernel (vmlinuz) for direct kernel boot. */

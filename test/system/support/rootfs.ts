@@ -5,7 +5,7 @@
 import { chmod, mkdir, mkdtemp, rm, symlink, writeFile, copyFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runCommand } from '../../../src/runtimes/unix/command.js';
+import { runCommand } from '../../../src/host/exec.js';
 
 export interface TestRootfs {
   /** The archive whose init writes the ready marker. */

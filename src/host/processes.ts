@@ -1,6 +1,6 @@
 // Finding and killing every process of one uid, for stopping and destroying an account.
 import { readdir, readFile } from 'node:fs/promises';
-import { runCommand } from './command.js';
+import { runCommand } from './exec.js';
 
 export interface ProcessInfo {
   readonly pid: number;

@@ -1,7 +1,7 @@
 // Runs a host command with an argument array (never through a shell) and reports a failure with
 // the command line, its exit status and what it wrote to stderr. Shared by every host adapter.
 import { spawn } from 'node:child_process';
-import { describeError } from '../../util/errors.js';
+import { describeError } from '../util/errors.js';
 
 export interface CommandOptions {
   /** Written to the command's stdin, which is then closed; without it stdin is /dev/null. */

@@ -38,3 +38,15 @@ export function launchAsAccount(account: LaunchAccount, cgroupProcFiles: readonl
 
 /** A login's PATH; it holds what the launcher runs (setpriv, tty, chown), and never the daemon's own. */
 export const LAUNCH_PATH = '/usr/local/bin:/usr/bin:/bin';
+
+/** An account as a login sees it. */
+export interface LoginAccount {
+  readonly name: string;
+  readonly home: string;
+  readonly shell: string;
+}
+
+/** The environment a login of the account starts with: nothing of the daemon's own. */
+export function loginEnvironment(account: LoginAccount): Record<string, string> {
+  return { HOME: account.home, USER: account.name, LOGNAME: account.name, SHELL: account.shell, PATH: LAUNCH_PATH, LANG: 'C.UTF-8' };
+}
