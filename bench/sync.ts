@@ -11,7 +11,9 @@ import { fileURLToPath } from 'node:url';
 import { defaultConfig } from '../src/config/config.js';
 import { createLimiter } from '../src/accounts/limiter.js';
 import { createSupervisors } from '../src/accounts/supervisor.js';
-import { createRuntime, databasePath, lockPath, startDaemon } from '../src/daemon.js';
+import { startDaemon } from '../src/app/daemon.js';
+import { createRuntime } from '../src/app/factories.js';
+import { databasePath, lockPath } from '../src/app/paths.js';
 import { openDatabase } from '../src/db/store.js';
 import { createLogger } from '../src/log.js';
 import { createConverger } from '../src/sync/converge.js';
@@ -19,6 +21,7 @@ import { createDocumentSync } from '../src/sync/document.js';
 import { createSyncStatusFile, syncStatusPath } from '../src/sync/sync-status.js';
 import { generateSlicesXml } from './lib/generate-slices.js';
 import { nodeOfRecords, unexpiring } from './lib/node-of-records.js';
+import { desiredOfRecords } from '../src/reconcile/desired.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -57,12 +60,12 @@ async function noChangeSync() {
   await store.flush();
   const now = () => new Date();
   const supervisors = createSupervisors({
-    runtime: node.runtime, limiter: createLimiter(1), logger, retryInitialMs: 1000, retryMaxMs: 1000, opTimeoutMs: 60_000,
+    runtime: node.runtime, hooks: [], limiter: createLimiter(1), logger, retryInitialMs: 1000, retryMaxMs: 1000, opTimeoutMs: 60_000,
     report: () => { throw new Error('a no-change sync ran an operation'); },
   });
   const syncStatus = createSyncStatusFile(syncStatusPath(config.stateDir), null, logger);
   const documents = createDocumentSync({ config, store, syncStatus, logger, now });
-  const converger = createConverger({ store, runtime: node.runtime, supervisors, logger, now, defaultRuntime: config.defaultRuntime });
+  const converger = createConverger({ store, runtime: node.runtime, supervisors, logger, now, desired: desiredOfRecords(config.defaultRuntime) });
   const converge = async () => {
     const plan = await converger.converge('bench');
     if (plan.ops.length !== 0) throw new Error(`a no-change sync planned ${plan.ops.length} operations`);

@@ -6,10 +6,13 @@ import { specHash } from '../reconcile/desired.js';
 import type { Op } from '../reconcile/plan.js';
 import type { AccountRuntime, ObservedAccount } from '../runtimes/types.js';
 import { describeError, isPermanent } from '../util/errors.js';
+import { runHooks, startContextOf, type LifecycleHook } from './hooks.js';
 import type { Limiter } from './limiter.js';
 
 export interface SupervisorOptions {
   readonly runtime: AccountRuntime;
+  /** Run around the runtime's calls, in order (see hooks.ts). */
+  readonly hooks: readonly LifecycleHook[];
   readonly limiter: Limiter;
   readonly logger: Logger;
   readonly retryInitialMs: number;
@@ -93,7 +96,8 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
   };
 
   const perform = async (q: AccountQueue, op: Op): Promise<Partial<AccountReport>> => {
-    const { runtime } = options;
+    const { runtime, hooks } = options;
+    const ref = { name: op.account, kind: op.kind, runtime: op.runtime };
     switch (op.action) {
       case 'create': {
         const { uid } = await runtime.create(op.spec!);
@@ -101,18 +105,22 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
         return { uid };
       }
       case 'configure':
+        await runHooks(hooks, (h) => h.beforeConfigure?.(op.spec!));
         await runtime.configure(op.spec!);
         return { appliedHash: specHash(op.spec!) };
       case 'start':
-        await runtime.start(op.spec!);
+        await runtime.start(op.spec!, startContextOf(hooks, op.spec!));
         q.steady = 'running';
         return {};
       case 'stop':
+        await runHooks(hooks, (h) => h.beforeStop?.(ref));
         await runtime.stop(op.account, op.kind, op.runtime);
         q.steady = 'stopped';
         return {};
       case 'destroy':
+        await runHooks(hooks, (h) => h.beforeStop?.(ref));
         await runtime.destroy(op.account, op.kind, op.runtime);
+        await runHooks(hooks, (h) => h.afterDestroy?.(ref));
         q.steady = 'absent';
         return { appliedHash: null, uid: null };
     }

@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../config/config.js';
-import { startDaemon, type RunningDaemon } from '../daemon.js';
+import { startDaemon, type RunningDaemon } from '../app/daemon.js';
 import { LockHeldError } from '../db/lock.js';
 import { createLogger } from '../log.js';
 import { runCall } from './call.js';

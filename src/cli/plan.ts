@@ -3,7 +3,8 @@
 import { readFile } from 'node:fs/promises';
 import { fetchDocument, redactUrl } from '../authority/fetch.js';
 import type { Config } from '../config/config.js';
-import { createRuntime, databasePath } from '../daemon.js';
+import { createRuntime } from '../app/factories.js';
+import { databasePath } from '../app/paths.js';
 import { applyDocument, expireRecords } from '../db/records.js';
 import { readDatabaseSnapshot } from '../db/store.js';
 import { emptyDatabase, type NodeDatabase } from '../db/types.js';

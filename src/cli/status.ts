@@ -1,7 +1,8 @@
 // `nodemgr status`: reads the database the daemon keeps (no lock needed: writes are atomic renames)
 // and the limits in force on the host, read back from the kernel.
 import type { Config } from '../config/config.js';
-import { byteCapPath, createGuestRuntime, databasePath, NO_GUEST_PARTS } from '../daemon.js';
+import { createGuestRuntime, NO_GUEST_PARTS } from '../app/factories.js';
+import { byteCapPath, databasePath } from '../app/paths.js';
 import { readOnlyAddressBook } from '../addresses/address-book.js';
 import { readImageIndex } from '../images/store.js';
 import type { GuestStatus } from '../runtimes/types.js';

@@ -197,3 +197,9 @@ export function delegateRecords(db: Pick<NodeDatabase, 'records'>): DelegateReco
 export function adoptedRecords(db: Pick<NodeDatabase, 'records'>): AdoptedRecord[] {
   return Object.values(db.records).filter((r): r is AdoptedRecord => r.type === 'adopted');
 }
+
+/** The node's cap on ordinary traffic from the document in force (kbit/s); null: none given. */
+export function bwcapOf(db: Pick<NodeDatabase, 'records'>): number | null {
+  const record = db.records['bwcap'];
+  return record?.type === 'bwcap' ? record.cap_kbit : null;
+}

@@ -85,6 +85,18 @@ export function desiredState(db: Pick<NodeDatabase, 'records'>, defaultRuntime: 
   };
 }
 
+/**
+ * desiredState of the records, computed again only when the records object changes: records are
+ * replaced, never changed in place, so the same object means the same desired state.
+ */
+export function desiredOfRecords(defaultRuntime: RuntimeKind): (db: Pick<NodeDatabase, 'records'>) => Desired {
+  let memo: { records: NodeDatabase['records']; desired: Desired } | null = null;
+  return (db) => {
+    if (memo?.records !== db.records) memo = { records: db.records, desired: desiredState(db, defaultRuntime) };
+    return memo.desired;
+  };
+}
+
 /** A stable digest of everything configure applies, so a change is noticed and a non-change is not. */
 export function specHash(spec: AccountSpec): string {
   const rspec = Object.keys(spec.rspec)

@@ -23,7 +23,7 @@ export function dispatchRuntime(unix: AccountRuntime, guests: LibvirtRuntime): A
     },
     create: (spec) => runtimeOf(spec.runtime).create(spec),
     configure: (spec) => runtimeOf(spec.runtime).configure(spec),
-    start: (spec) => runtimeOf(spec.runtime).start(spec),
+    start: (spec, context) => runtimeOf(spec.runtime).start(spec, context),
     // A guest's stop or destroy while libvirt cannot be reached fails (and is retried): it is never
     // handed to the unix runtime, which would find no account and report it done.
     stop: (name, kind, runtime) => runtimeOf(runtime).stop(name, kind, runtime),

@@ -54,6 +54,12 @@ export interface HostSnapshot {
   readonly foreign: ReadonlySet<string>;
 }
 
+/** What the supervisor's hooks give a start (see accounts/hooks.ts). */
+export interface StartContext {
+  /** The cgroup.procs files the account's processes are started in (empty: none). */
+  readonly cgroupProcFiles: readonly string[];
+}
+
 export interface AccountRuntime {
   /**
    * Reads the accounts on the host. Unless `readOnly`, it also removes what an interrupted
@@ -64,8 +70,8 @@ export interface AccountRuntime {
   create(spec: AccountSpec): Promise<{ uid: number | null }>;
   /** Brings keys, shell and limits in line with the spec; idempotent. */
   configure(spec: AccountSpec): Promise<void>;
-  /** Enables login and runs the initscript (slivers); idempotent. */
-  start(spec: AccountSpec): Promise<void>;
+  /** Enables login and runs the initscript (slivers) in the context the hooks give; idempotent. */
+  start(spec: AccountSpec, context: StartContext): Promise<void>;
   /** Kills every process of the account and disables its login; idempotent. */
   stop(name: string, kind: AccountKind, runtime: RuntimeKind): Promise<void>;
   /** Stops the account and removes it and everything it owned; succeeds if it is already gone. */

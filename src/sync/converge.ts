@@ -6,10 +6,9 @@ import { adoptedKey, adoptedRecordOf, earliestExpiry, expireRecords, sliverKey }
 import type { DatabaseStore } from '../db/store.js';
 import type { NodeDatabase, NodeRecord } from '../db/types.js';
 import type { Logger } from '../log.js';
-import { desiredState, type Desired } from '../reconcile/desired.js';
+import type { Desired } from '../reconcile/desired.js';
 import { planReconcile, type Plan } from '../reconcile/plan.js';
 import type { AccountRuntime, HostSnapshot } from '../runtimes/types.js';
-import type { RuntimeKind } from '../slices/types.js';
 import { describeError } from '../util/errors.js';
 import { serialQueue } from '../util/serial.js';
 
@@ -19,8 +18,8 @@ export interface ConvergeDeps {
   readonly supervisors: Supervisors;
   readonly logger: Logger;
   readonly now: () => Date;
-  /** What a slice that names no runtime is made of. */
-  readonly defaultRuntime: RuntimeKind;
+  /** What the records ask of the host (desiredOfRecords: shared with the limits). */
+  readonly desired: (db: Pick<NodeDatabase, 'records'>) => Desired;
   /** Runs at the end of every pass (the limits follow the records, loans included). */
   readonly afterPass?: () => Promise<void>;
 }
@@ -40,13 +39,9 @@ export function createConverger(deps: ConvergeDeps): Converger {
   // Passes never overlap: each plans from what the one before left.
   const passes = serialQueue();
   let lastRejected = new Set<string>();
-  // Records are replaced, never changed in place, so the same records object means the same
-  // desired accounts: a pass with no new records skips the loan arithmetic and hashing.
-  let memo: { records: NodeDatabase['records']; desired: Desired } | null = null;
-  const desiredFor = (records: NodeDatabase['records']): Desired => {
-    if (memo?.records !== records) memo = { records, desired: desiredState({ records }, deps.defaultRuntime) };
-    return memo.desired;
-  };
+  // The same records object gives the same desired state (memoised): a pass with no new records
+  // skips the loan arithmetic and hashing.
+  const desiredFor = (records: NodeDatabase['records']): Desired => deps.desired({ records });
   let lastHeld = '';
 
   // Nothing can expire before the earliest expiry of the records: until then a pass skips the scan.

@@ -15,6 +15,9 @@ import { parseGroup, parsePasswd, parseShadow } from '../../src/host/passwd.js';
 import { killProcessesOf, processesOf, readProcess } from '../../src/host/processes.js';
 import { createUnixRuntime, type UnixRuntime, type UnixRuntimeOptions } from '../../src/runtimes/unix/runtime.js';
 
+/** The start context of an account without cgroups (these tests run the runtime alone). */
+const NO_GROUPS = { cgroupProcFiles: [] };
+
 const isRoot = process.getuid?.() === 0;
 const prefix = `nmt_${randomBytes(4).toString('hex')}`;
 const name = (suffix: string) => `${prefix}_${suffix}`;
@@ -198,7 +201,7 @@ serial('foreign accounts and invalid names are refused and left untouched', asyn
   for (const foreign of [plain, outside]) {
     await t.throwsAsync(runtime.create(spec(foreign)), { message: /not managed by nodemgr/ });
     await t.throwsAsync(runtime.configure(spec(foreign, { keys })), { message: /not managed by nodemgr/ });
-    await t.throwsAsync(runtime.start(spec(foreign, { initscript: 'touch "$HOME/never"' })), { message: /not managed by nodemgr/ });
+    await t.throwsAsync(runtime.start(spec(foreign, { initscript: 'touch "$HOME/never"' }), NO_GROUPS), { message: /not managed by nodemgr/ });
     await t.throwsAsync(runtime.stop(foreign, 'sliver'), { message: /not managed by nodemgr/ });
     await t.throwsAsync(runtime.destroy(foreign, 'sliver'), { message: /not managed by nodemgr/ });
   }
@@ -293,7 +296,7 @@ serial('start runs the initscript as the account, detached, and enables login', 
     'sleep 300 &',
     'echo $! > "$HOME/sleep.pid"',
   ].join('\n');
-  await runtime.start(spec(a, { initscript: script }));
+  await runtime.start(spec(a, { initscript: script }), NO_GROUPS);
 
   const uidText = await waitFor('the initscript to write its uid', () => readFile(join(entry.home, 'uid.txt'), 'utf8').catch(() => null));
   t.is(uidText.trim(), String(entry.uid));
@@ -342,11 +345,11 @@ serial('start again runs the initscript only when its text changed', async (t) =
     'sleep 300 &',
     'echo $! > "$HOME/sleep.pid"',
   ].join('\n');
-  await runtime.start(spec(a, { initscript: same }));
+  await runtime.start(spec(a, { initscript: same }), NO_GROUPS);
   await new Promise((r) => setTimeout(r, 500));
   t.is(await runs(), 1);
 
-  await runtime.start(spec(a, { initscript: '#!/bin/sh\necho run >> "$HOME/runs.txt"\n' }));
+  await runtime.start(spec(a, { initscript: '#!/bin/sh\necho run >> "$HOME/runs.txt"\n' }), NO_GROUPS);
   await waitFor('the changed initscript to run', async () => (await runs()) === 2);
   t.pass();
 });
@@ -360,7 +363,7 @@ serial('an initscript outlives the process that started it', async (t) => {
     import { createUnixRuntime } from ${JSON.stringify(join(projectRoot, 'src/runtimes/unix/runtime.ts'))};
     import { memoryLogger } from ${JSON.stringify(join(projectRoot, 'src/log.ts'))};
     const runtime = createUnixRuntime(JSON.parse(process.env.OPTIONS), memoryLogger());
-    await runtime.start(JSON.parse(process.env.SPEC));
+    await runtime.start(JSON.parse(process.env.SPEC), { cgroupProcFiles: [] });
     process.stdout.write('started\\n');
     setInterval(() => {}, 1000);
   `;
@@ -441,7 +444,7 @@ serial('start after stop runs the initscript again', async (t) => {
   const a = name('a');
   const entry = (await passwdOf(a))[0]!;
   await rm(join(entry.home, 'runs.txt'), { force: true });
-  await runtime.start(spec(a, { initscript: '#!/bin/sh\necho run >> "$HOME/runs.txt"\n' }));
+  await runtime.start(spec(a, { initscript: '#!/bin/sh\necho run >> "$HOME/runs.txt"\n' }), NO_GROUPS);
   await waitFor('the initscript to run after a stop', () => readFile(join(entry.home, 'runs.txt'), 'utf8').catch(() => null));
   t.true((await observed(a))!.loginEnabled);
 });
@@ -452,10 +455,10 @@ serial('delegates are marked as such and get the delegate shell when started', a
   t.is((await passwdOf(d))[0]!.gecos, 'nodemgr delegate');
   t.deepEqual(await observed(d), { name: d, kind: 'delegate', runtime: 'unix', uid, loginEnabled: false, started: false });
   await runtime.configure(spec(d, { kind: 'delegate', keys: [keys[0]!] }));
-  await runtime.start(spec(d, { kind: 'delegate' }));
+  await runtime.start(spec(d, { kind: 'delegate' }), NO_GROUPS);
   t.is((await passwdOf(d))[0]!.shell, options.delegateShell);
   t.true((await observed(d))!.loginEnabled);
-  await t.throwsAsync(runtime.start(spec(d, { kind: 'sliver' })), { message: /is a delegate/ });
+  await t.throwsAsync(runtime.start(spec(d, { kind: 'sliver' }), NO_GROUPS), { message: /is a delegate/ });
   await runtime.destroy(d, 'delegate');
   t.deepEqual(await passwdOf(d), []);
 });
@@ -463,7 +466,7 @@ serial('delegates are marked as such and get the delegate shell when started', a
 serial('destroy removes the account, its group, its home, its processes and its run files', async (t) => {
   const a = name('a');
   const entry = (await passwdOf(a))[0]!;
-  await runtime.start(spec(a, { initscript: '#!/bin/sh\nexec sleep 300\n' }));
+  await runtime.start(spec(a, { initscript: '#!/bin/sh\nexec sleep 300\n' }), NO_GROUPS);
   await waitFor('a process of the account', async () => (await processesOf(entry.uid)).length > 0);
 
   await runtime.destroy(a, 'sliver');
@@ -484,7 +487,7 @@ serial('observe removes an orphaned home in the range and leaves every other dir
   const { uid } = await runtime.create(spec(c));
   const home = join(options.homeBase, c);
   await writeFile(join(home, 'data'), 'x');
-  await runtime.start(spec(c, { initscript: '#!/bin/sh\n:\n' }));
+  await runtime.start(spec(c, { initscript: '#!/bin/sh\n:\n' }), NO_GROUPS);
   // A destroy killed between removing the entry and removing the home: userdel without -r
   // (once the initscript, which only runs ":", has exited).
   await waitFor('the initscript to exit', async () => (await processesOf(uid)).length === 0);

@@ -16,7 +16,7 @@ async function apply(ops: readonly Op[], host: ReturnType<typeof memoryRuntime>,
       await host.runtime.configure(op.spec!);
       accounts[op.account] = { name: op.account, kind: op.kind, state: 'stopped', reason: null, since: '', appliedHash: specHash(op.spec!), uid: null, attempts: 0 };
     }
-    if (op.action === 'start') await host.runtime.start(op.spec!);
+    if (op.action === 'start') await host.runtime.start(op.spec!, { cgroupProcFiles: [] });
     if (op.action === 'stop') await host.runtime.stop(op.account, op.kind, op.runtime);
     if (op.action === 'destroy') {
       await host.runtime.destroy(op.account, op.kind, op.runtime);

@@ -1,5 +1,6 @@
 import test from 'ava';
 import { createLimiter } from '../../src/accounts/limiter.js';
+import type { LifecycleHook } from '../../src/accounts/hooks.js';
 import { createSupervisors } from '../../src/accounts/supervisor.js';
 import type { AccountReport } from '../../src/db/types.js';
 import { memoryLogger } from '../../src/log.js';
@@ -14,7 +15,7 @@ function setup(runtime: AccountRuntime, slots = 4) {
   const reports: AccountReport[] = [];
   const logger = memoryLogger();
   const supervisors = createSupervisors({
-    runtime, limiter: createLimiter(slots), logger, retryInitialMs: 5, retryMaxMs: 20, opTimeoutMs: 2000,
+    runtime, hooks: [], limiter: createLimiter(slots), logger, retryInitialMs: 5, retryMaxMs: 20, opTimeoutMs: 2000,
     report: (r) => reports.push(r),
   });
   return { supervisors, reports, logger };
@@ -95,7 +96,7 @@ test('an operation that hangs is reported failed after the timeout', async (t) =
   const hanging: AccountRuntime = { ...host.runtime, create: () => new Promise(() => undefined) };
   const reports: AccountReport[] = [];
   const supervisors = createSupervisors({
-    runtime: hanging, limiter: createLimiter(1), logger: memoryLogger(), retryInitialMs: 10_000, retryMaxMs: 10_000,
+    runtime: hanging, hooks: [], limiter: createLimiter(1), logger: memoryLogger(), retryInitialMs: 10_000, retryMaxMs: 10_000,
     opTimeoutMs: 20, report: (r) => reports.push(r),
   });
   supervisors.submit(await planFor(host, ['a_hang']));
@@ -141,5 +142,49 @@ test('a recoverable failure is retried with backoff while a permanent one is not
   await supervisors.idle();
   t.is(host.calls.filter((c) => c === 'create a_flaky').length, 4, 'three failures, then the create that worked');
   t.is(host.calls.filter((c) => c === 'create a_wrong').length, 1);
+  await supervisors.stop();
+});
+
+test('lifecycle hooks run around the runtime\'s calls, in order, and a failing hook fails the operation with its name', async (t) => {
+  const host = memoryRuntime();
+  const calls: string[] = [];
+  const traced: AccountRuntime = {
+    ...host.runtime,
+    configure: async (spec) => void calls.push(`runtime configure ${spec.name}`),
+    start: async (spec, context) => void calls.push(`runtime start ${spec.name} in ${context.cgroupProcFiles.join(',')}`),
+    destroy: async (name) => void calls.push(`runtime destroy ${name}`),
+  };
+  let failConfigure = true;
+  const hook: LifecycleHook = {
+    name: 'limits',
+    async beforeConfigure(spec) {
+      calls.push(`hook before configure ${spec.name}`);
+      if (failConfigure) {
+        failConfigure = false;
+        throw new Error('cgroup not writable');
+      }
+    },
+    startContext: (spec) => ({ cgroupProcFiles: [`/groups/${spec.name}/cgroup.procs`] }),
+    beforeStop: async (account) => void calls.push(`hook before stop ${account.name} (${account.runtime})`),
+    afterDestroy: async (account) => void calls.push(`hook after destroy ${account.name}`),
+  };
+  const reports: AccountReport[] = [];
+  const supervisors = createSupervisors({
+    runtime: traced, hooks: [hook], limiter: createLimiter(1), logger: memoryLogger(), retryInitialMs: 5, retryMaxMs: 5,
+    opTimeoutMs: 2000, report: (r) => reports.push(r),
+  });
+  supervisors.submit((await planFor(host, ['a_one'])).filter((op) => op.action !== 'create'));
+  await supervisors.idle();
+  t.is(reports.find((r) => r.state === 'failed')?.reason, 'configure failed: limits: cgroup not writable');
+  t.deepEqual(calls, [
+    'hook before configure a_one', // failed: the runtime was not asked
+    'hook before configure a_one',
+    'runtime configure a_one',
+    'runtime start a_one in /groups/a_one/cgroup.procs',
+  ]);
+  calls.length = 0;
+  supervisors.submit([{ account: 'a_one', kind: 'sliver', action: 'destroy', runtime: 'unix', spec: null, why: 'gone' }]);
+  await supervisors.idle();
+  t.deepEqual(calls, ['hook before stop a_one (unix)', 'runtime destroy a_one', 'hook after destroy a_one']);
   await supervisors.stop();
 });

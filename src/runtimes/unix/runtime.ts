@@ -38,22 +38,6 @@ export interface UnixRuntimeOptions {
   passwdFile?: string;
   shadowFile?: string;
   groupFile?: string;
-  /** The sliver limits (cgroups and the rest); without them accounts run unconfined. */
-  limits?: SliverLimitHooks;
-}
-
-/** What the runtime needs of the limits: they are node-wide, so the enforcer owns them. */
-export interface SliverLimitHooks {
-  /** Applies every sliver's limits as the records and the host now are; resolves when done. */
-  refresh(): Promise<void>;
-  /** Why the sliver's cgroup limits could not be applied, or null. */
-  problem(name: string): string | null;
-  /** The cgroup.procs files that the sliver's processes are started in. */
-  launchFiles(name: string): string[];
-  /** Kills every process of the sliver's cgroup. */
-  killAll(name: string): Promise<number>;
-  /** Removes the sliver's cgroup. */
-  remove(name: string): Promise<void>;
 }
 
 const MARKER_PREFIX = 'nodemgr ';
@@ -81,8 +65,16 @@ interface HostAccount extends PasswdEntry {
 type Ownership = { owned: true; kind: AccountKind } | { owned: false; reason: string };
 
 /** The Unix runtime: every account it makes has a uid. */
+/** A sliver's account as a login (an ssh session) takes it, and whether it is started. */
+export interface LoginAccount {
+  readonly account: { readonly name: string; readonly uid: number; readonly gid: number; readonly home: string; readonly shell: string };
+  readonly started: boolean;
+}
+
 export interface UnixRuntime extends AccountRuntime {
   create(spec: AccountSpec): Promise<{ uid: number }>;
+  /** The owned sliver account of that name as the account files have it now; null when there is none. */
+  loginAccount(name: string): Promise<LoginAccount | null>;
   stop(name: string, kind: AccountKind): Promise<void>;
   destroy(name: string, kind: AccountKind): Promise<void>;
 }
@@ -164,9 +156,7 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
     await disableLogin(account);
     // The next start must run the initscript again: its processes are about to die.
     await forgetStarted(runDir, account.name);
-    // The cgroup first: freezing it stops forks, so nothing escapes while its processes die. Then
-    // the uid, for what was never moved in (a login since the last sweep).
-    if (options.limits && kindFromMarker(account.gecos) === 'sliver') await options.limits.killAll(account.name);
+    // Whatever of the uid is still running (the supervisor's hooks emptied the sliver's groups).
     const killed = await killProcessesOf(account.uid, account.gid);
     logger.debug('account processes killed', { account: account.name, uid: account.uid, killed });
   };
@@ -273,6 +263,16 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
   };
 
   return {
+    async loginAccount(name) {
+      if (invalidAccountName(name) !== null) return null;
+      const account = await findAccount(name);
+      if (!account) return null;
+      const owner = ownership(account);
+      if (!owner.owned || owner.kind !== 'sliver') return null;
+      const started = (await snapshot()).owned.find((o) => o.name === name)?.started ?? false;
+      return { account: { name, uid: account.uid, gid: account.gid, home: account.home, shell: account.shell }, started };
+    },
+
     async observe(observeOptions = {}) {
       const key = observeOptions.readOnly ? null : await filesKey();
       if (key !== null && key !== sweptAt) {
@@ -341,15 +341,10 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
       if (loginEnabled(account) && account.shell !== shellOf(spec.kind)) {
         await shadowUtil('usermod', ['-s', shellOf(spec.kind), spec.name]);
       }
-      if (spec.kind === 'sliver' && options.limits) {
-        await options.limits.refresh();
-        const problem = options.limits.problem(spec.name);
-        if (problem !== null) throw new Error(`limits of sliver "${spec.name}" not applied: ${problem}`);
-      }
       logger.debug('account configured', { account: spec.name, keys: spec.keys.length });
     },
 
-    async start(spec) {
+    async start(spec, context) {
       const account = await requireOwned(spec, 'start');
       const wasRunning = loginEnabled(account);
       const shell = shellOf(spec.kind);
@@ -377,7 +372,7 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
       }
       const target = { name: spec.name, uid: account.uid, gid: account.gid, home: account.home, shell };
       const path = await writeInitscript(runDir, target, text);
-      const launched = await launchInitscript(target, path, options.limits?.launchFiles(spec.name) ?? []);
+      const launched = await launchInitscript(target, path, context.cgroupProcFiles);
       await recordStarted(runDir, spec.name, hash);
       logger.info('initscript started', { account: spec.name, pid: launched.pid });
       void launched.exited.then(({ code, signal }) => {
@@ -424,7 +419,6 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
         logger.warn('userdel failed after removing the account; finishing', { account: name, error: describeError(err) });
       }
       await removePrivateGroup(account);
-      if (options.limits && account.kind === 'sliver') await options.limits.remove(name);
       // Still there when userdel was killed between removing the entry and the home, or when it
       // could not remove all of it (it stops at the first error). The account is gone and its
       // processes are dead, so nothing can race the removal; only a directory owned by its uid is

@@ -1,0 +1,117 @@
+// The API's wiring: the methods over the node's parts, the transports (127.0.0.1 and the Unix
+// socket) with who the caller is, and the delegates' login shell that forwards to it.
+import { readFile } from 'node:fs/promises';
+import type { Socket } from 'node:net';
+import type { Supervisors } from '../accounts/supervisor.js';
+import { callerOf, tcpClientUid, type Caller } from '../api/identity.js';
+import { createApiMethods } from '../api/methods.js';
+import { startApiServer, type ApiServer, type ApiServerOptions } from '../api/server.js';
+import { loadCertificate, verifyDetachedSignature, verifyTicket } from '../api/signatures.js';
+import type { Config } from '../config/config.js';
+import type { DatabaseStore } from '../db/store.js';
+import type { ImageCache } from '../images/cache.js';
+import type { Logger } from '../log.js';
+import { forwardApiCallsPath, peerCredentials } from '../native/peercred.js';
+import type { LibvirtRuntime } from '../runtimes/libvirt/runtime.js';
+import type { AccountRuntime } from '../runtimes/types.js';
+import { installDelegateShell } from '../runtimes/unix/delegate-shell.js';
+import type { Converger } from '../sync/converge.js';
+import type { DocumentSync } from '../sync/document.js';
+import { describeError } from '../util/errors.js';
+
+export interface ApiParts {
+  readonly store: DatabaseStore;
+  readonly runtime: AccountRuntime;
+  readonly supervisors: Supervisors;
+  readonly converger: Converger;
+  readonly documents: DocumentSync;
+  readonly logger: Logger;
+  readonly now: () => Date;
+  readonly limitsInForce: (name: string, uid: number) => Promise<Record<string, number | string | boolean>>;
+  readonly guests: LibvirtRuntime;
+  readonly images: ImageCache;
+}
+
+/** A failure here is logged, not fatal: delegates cannot log in, but slivers are still managed. */
+export async function prepareDelegateShell(config: Config, logger: Logger): Promise<void> {
+  try {
+    const shell = await installDelegateShell({ target: config.delegateShell, built: forwardApiCallsPath() });
+    if (shell.installed || shell.listed) {
+      logger.info('delegate shell ready', { shell: config.delegateShell, copied: shell.installed, added_to_etc_shells: shell.listed });
+    }
+    if (shell.unreachableBy.length > 0) {
+      logger.warn('delegates cannot reach their shell', { shell: config.delegateShell, closed_directories: shell.unreachableBy.join(',') });
+    }
+  } catch (error) {
+    logger.error('delegate shell not ready; delegates cannot log in', { shell: config.delegateShell, error: describeError(error) });
+  }
+}
+
+/** The API on 127.0.0.1 and the Unix socket, acting through the same converger and supervisors. */
+export async function startApi(config: Config, parts: ApiParts): Promise<{ server: ApiServer; call: ApiServerOptions['call'] }> {
+  const { store, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images } = parts;
+  // The certificate is read once: a daemon that starts with a bad one says so at once.
+  const certificatePem = config.authorityCertFile === null ? null : await readFile(config.authorityCertFile, 'utf8');
+  if (certificatePem !== null) loadCertificate(certificatePem);
+  const needCertificate = (): string => {
+    if (certificatePem === null) throw new Error('no authority certificate is configured (authority_cert), so nothing signed is accepted');
+    return certificatePem;
+  };
+  const methods = createApiMethods({
+    store,
+    logger,
+    now,
+    authorityDelegate: config.authorityDelegate,
+    converge: (trigger) => converger.converge(trigger),
+    submit: (ops) => supervisors.submit(ops),
+    observe: () => runtime.observe({ readOnly: true }),
+    verifyTicket: (ticket) =>
+      verifyTicket(ticket, {
+        certificatePem: needCertificate(), nodeId: config.nodeId, maxBytes: config.apiMaxRequestBytes,
+        nowSeconds: Math.floor(now().getTime() / 1000),
+      }),
+    verifyPush: (document, signature) => verifyDetachedSignature(document, signature, needCertificate()),
+    acceptDocument: (document, source) => documents.accept(document, source),
+    limitsInForce,
+    defaultRuntime: config.defaultRuntime,
+    // An image added through the API may be what a parked sliver lacked: it is tried again.
+    images: {
+      ...images,
+      async add(request) {
+        const entry = await images.add(request);
+        supervisors.unpark();
+        void converger.converge('image added').catch(() => undefined);
+        return entry;
+      },
+    },
+    async guestStatus(name) {
+      const status = await guests.status(name);
+      if (!status) return null;
+      // XML-RPC has no null: what libvirt does not say is left out.
+      return Object.fromEntries(Object.entries(status).filter(([, v]) => v !== null)) as Record<string, number | string>;
+    },
+  });
+  const identify = async (socket: Socket, transport: 'tcp' | 'unix'): Promise<Caller> => {
+    const uid = transport === 'unix'
+      ? peerCredentials(socket).uid
+      : await tcpClientUid({
+        remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0,
+        localAddress: socket.localAddress ?? '', localPort: socket.localPort ?? 0,
+      });
+    // A TCP peer whose socket is not listed (it closed already) is nobody.
+    if (uid === null) return { uid: -1, kind: 'nobody', name: null };
+    const host = await runtime.observe({ readOnly: true });
+    return callerOf(uid, (u) => host.owned.find((a) => a.uid === u) ?? null);
+  };
+  const call: ApiServerOptions['call'] = (caller, method, params) => methods.call(caller, method, params);
+  const server = await startApiServer({
+    port: config.apiPort === 0 ? null : config.apiPort,
+    host: '127.0.0.1',
+    socketPath: config.apiSocket,
+    maxRequestBytes: config.apiMaxRequestBytes,
+    identify,
+    call,
+    logger,
+  });
+  return { server, call };
+}
