@@ -22,6 +22,7 @@ import { createSyncStatusFile, syncStatusPath } from '../src/sync/sync-status.js
 import { generateSlicesXml } from './lib/generate-slices.js';
 import { nodeOfRecords, unexpiring } from './lib/node-of-records.js';
 import { desiredOfRecords } from '../src/reconcile/desired.js';
+import { recordWriter } from '../src/db/record-writer.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -64,8 +65,9 @@ async function noChangeSync() {
     report: () => { throw new Error('a no-change sync ran an operation'); },
   });
   const syncStatus = createSyncStatusFile(syncStatusPath(config.stateDir), null, logger);
-  const documents = createDocumentSync({ config, store, syncStatus, logger, now });
-  const converger = createConverger({ store, runtime: node.runtime, supervisors, logger, now, desired: desiredOfRecords(config.defaultRuntime) });
+  const records = recordWriter(store, logger);
+  const documents = createDocumentSync({ config, store, records, syncStatus, logger, now });
+  const converger = createConverger({ store, records, runtime: node.runtime, supervisors, logger, now, desired: desiredOfRecords(config.defaultRuntime) });
   const converge = async () => {
     const plan = await converger.converge('bench');
     if (plan.ops.length !== 0) throw new Error(`a no-change sync planned ${plan.ops.length} operations`);

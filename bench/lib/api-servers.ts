@@ -19,6 +19,7 @@ import { openDatabase } from '../../src/db/store.js';
 import { createLogger } from '../../src/log.js';
 import { BENCH_SLIVERS } from './api-server-size.js';
 import { nodeOfRecords } from './node-of-records.js';
+import { recordWriter } from '../../src/db/record-writer.js';
 
 
 const mode = process.argv[2];
@@ -62,7 +63,7 @@ async function serve(): Promise<{ port: number; close(): Promise<void> | void }>
       throw new Error('the benchmark only reads');
     };
     const methods = createApiMethods({
-      store, logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
+      store, records: recordWriter(store, logger), logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
       converge: async () => refuse(), submit: refuse, observe: async () => refuse(), verifyTicket: refuse, verifyPush: refuse, acceptDocument: async () => refuse(),
     });
     const server = await startApiServer({

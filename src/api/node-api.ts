@@ -4,7 +4,8 @@
 // operations to the supervisors; nothing here touches the host.
 import { adoptedKey, recordOfSliver, sliverKey } from '../db/records.js';
 import type { DatabaseStore } from '../db/store.js';
-import type { AdoptedRecord, NodeDatabase, SliverNodeState, SliverRecord } from '../db/types.js';
+import type { AdoptedRecord, NodeDatabase, NodeRecord, SliverNodeState, SliverRecord } from '../db/types.js';
+import type { RecordWriter } from '../db/record-writer.js';
 import type { ImageCache } from '../images/cache.js';
 import type { Logger } from '../log.js';
 import { desiredState } from '../reconcile/desired.js';
@@ -20,6 +21,8 @@ import { describeCaller, type Caller } from './identity.js';
 
 export interface NodeApiDeps {
   readonly store: DatabaseStore;
+  /** Every change of the records goes through it, naming its source. */
+  readonly records: RecordWriter;
   readonly logger: Logger;
   readonly now: () => Date;
   /** The delegate account the authority pushes through (DeliverSlices), if any. */
@@ -72,13 +75,14 @@ export function nodeApi(deps: NodeApiDeps) {
       (caller.kind === 'delegate' && caller.name !== null && s.controllers.includes(caller.name)),
     );
 
-  const changeNodeState = async (caller: Caller, name: string, change: Partial<SliverNodeState>, what: string) => {
+  /** Puts records in place, answered only once they are on disk. */
+  const write = (method: string, caller: Caller, records: readonly NodeRecord[], detail?: string) =>
+    persisted(() => deps.records.put({ kind: 'api', method, caller: describeCaller(caller), detail }, records));
+
+  const changeNodeState = async (caller: Caller, name: string, change: Partial<SliverNodeState>, method: string) => {
     const current = record(name);
-    const next = { ...current, node_state: { ...current.node_state, ...change } };
-    store.update((db) => ({ ...db, records: { ...db.records, [current.record_key]: next } }));
-    await persisted(store);
-    logger.info('api request accepted', { sliver: name, op: what, caller: describeCaller(caller) });
-    await deps.converge(`api ${what}`);
+    await write(method, caller, [{ ...current, node_state: { ...current.node_state, ...change } }]);
+    await deps.converge(`api ${method}`);
     return 1;
   };
 
@@ -87,11 +91,8 @@ export function nodeApi(deps: NodeApiDeps) {
     if (caller.kind !== 'root') {
       throw new ApiFault(FaultCode.permissionDenied, `${describeCaller(caller)}: Permission denied for Destroy of ${adopted.name}: it is an adopted account, and only root may destroy it before a document arrives.`);
     }
-    const next: AdoptedRecord = { ...adopted, destroy_requested_by: describeCaller(caller) };
-    store.update((db) => ({ ...db, records: { ...db.records, [adopted.record_key]: next } }));
-    await persisted(store);
-    logger.info('api request accepted', { account: adopted.name, op: 'destroy adopted', caller: describeCaller(caller) });
-    await deps.converge('api destroy');
+    await write('Destroy', caller, [{ ...adopted, destroy_requested_by: describeCaller(caller) }], 'an adopted account');
+    await deps.converge('api Destroy');
     return 1;
   };
 
@@ -137,7 +138,7 @@ export function nodeApi(deps: NodeApiDeps) {
       if (target.instantiation !== 'delegated') {
         throw invalidArgument(1, 'sliver_name', `${name} is not a delegated sliver: only the authority creates it`);
       }
-      return changeNodeState(caller, name, { created: true, destroyed: false }, 'create');
+      return changeNodeState(caller, name, { created: true, destroyed: false }, 'Create');
     },
 
     destroy(caller: Caller, name: string) {
@@ -147,20 +148,17 @@ export function nodeApi(deps: NodeApiDeps) {
       if (target.instantiation !== 'delegated') {
         throw invalidArgument(1, 'sliver_name', `${name} is not a delegated sliver: only the authority destroys it`);
       }
-      return changeNodeState(caller, name, { created: false, stopped: false, destroyed: true }, 'destroy');
+      return changeNodeState(caller, name, { created: false, stopped: false, destroyed: true }, 'Destroy');
     },
 
     setStopped(caller: Caller, name: string, stopped: boolean) {
       instantiated(name);
-      return changeNodeState(caller, name, { stopped }, stopped ? 'stop' : 'start');
+      return changeNodeState(caller, name, { stopped }, stopped ? 'Stop' : 'Start');
     },
 
     async recreate(caller: Caller, name: string) {
       const target = instantiated(name);
-      if (target.node_state.stopped) {
-        store.update((db) => ({ ...db, records: { ...db.records, [target.record_key]: { ...target, node_state: { ...target.node_state, stopped: false } } } }));
-        await persisted(store);
-      }
+      if (target.node_state.stopped) await write('ReCreate', caller, [{ ...target, node_state: { ...target.node_state, stopped: false } }]);
       const ops = planRecreate(desiredState(store.data, deps.defaultRuntime), await deps.observe(), name, 'ReCreate');
       if (!ops) throw new ApiFault(FaultCode.internal, `${name} is not an account the node wants; nothing to re-create`);
       deps.submit(ops);
@@ -210,10 +208,8 @@ export function nodeApi(deps: NodeApiDeps) {
         const index = loans.indexOf(first.loan);
         throw invalidArgument(2, 'loans', `loan ${index + 1} [${first.loan.recipient}, ${first.loan.resource}, ${first.loan.amount}] does not fit: ${first.reason}`);
       }
-      store.update((db) => ({ ...db, records: { ...db.records, [lender.record_key]: { ...lender, loans } } }));
-      await persisted(store);
-      logger.info('loans set', { sliver: name, loans: loans.map((l) => `${l.recipient}:${l.resource}:${l.amount}`).join(','), caller: describeCaller(caller) });
-      await deps.converge('api loans');
+      await write('SetLoans', caller, [{ ...lender, loans }], loans.map((l) => `${l.recipient}:${l.resource}:${l.amount}`).join(',') || 'none');
+      await deps.converge('api SetLoans');
       return 1;
     },
 
@@ -227,7 +223,7 @@ export function nodeApi(deps: NodeApiDeps) {
       const result = await deps.acceptDocument(body, `push by ${describeCaller(caller)}`);
       if (result.outcome === 'rejected') throw invalidArgument(1, 'document', result.detail);
       if (result.outcome === 'unwritable') throw new ApiFault(FaultCode.internal, result.detail);
-      await persisted(store);
+      await persisted(() => store.flush());
       await deps.converge('push');
       return { outcome: result.outcome, detail: result.detail };
     },
@@ -238,9 +234,9 @@ export function nodeApi(deps: NodeApiDeps) {
  * A change is answered only once it is on disk: a caller told "done" must not lose it to a crash.
  * One that cannot be written (a full disk) is still in force in memory and written when it can be.
  */
-async function persisted(store: DatabaseStore): Promise<void> {
+async function persisted(change: () => Promise<unknown>): Promise<void> {
   try {
-    await store.flush();
+    await change();
   } catch (error) {
     throw new ApiFault(FaultCode.internal, `the change is in force but the node database cannot be written (${describeError(error)}); it is written as soon as it can be`);
   }
@@ -278,9 +274,7 @@ export async function acceptTicket(deps: NodeApiDeps, caller: Caller, ticket: st
     throw invalidArgument(1, 'ticket', `the node holds ${verified.sliver.name} at timestamp ${held.timestamp}, not older than the ticket's ${verified.timestamp}: replayed or stale`);
   }
   const next = recordOfSliver(verified.sliver, held);
-  deps.store.update((db) => ({ ...db, records: { ...db.records, [key]: next } }));
-  await persisted(deps.store);
-  deps.logger.info('ticket accepted', { sliver: verified.sliver.name, timestamp: verified.timestamp, method, caller: describeCaller(caller) });
+  await persisted(() => deps.records.put({ kind: 'ticket', method, caller: describeCaller(caller) }, [next]));
   await deps.converge('ticket');
   return 1;
 }

@@ -8,6 +8,7 @@ import { createApiMethods } from '../api/methods.js';
 import { startApiServer, type ApiServer, type ApiServerOptions } from '../api/server.js';
 import { loadCertificate, verifyDetachedSignature, verifyTicket } from '../api/signatures.js';
 import type { Config } from '../config/config.js';
+import type { RecordWriter } from '../db/record-writer.js';
 import type { DatabaseStore } from '../db/store.js';
 import type { ImageCache } from '../images/cache.js';
 import type { Logger } from '../log.js';
@@ -21,6 +22,7 @@ import { describeError } from '../util/errors.js';
 
 export interface ApiParts {
   readonly store: DatabaseStore;
+  readonly records: RecordWriter;
   readonly runtime: AccountRuntime;
   readonly supervisors: Supervisors;
   readonly converger: Converger;
@@ -49,7 +51,7 @@ export async function prepareDelegateShell(config: Config, logger: Logger): Prom
 
 /** The API on 127.0.0.1 and the Unix socket, acting through the same converger and supervisors. */
 export async function startApi(config: Config, parts: ApiParts): Promise<{ server: ApiServer; call: ApiServerOptions['call'] }> {
-  const { store, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images } = parts;
+  const { store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images } = parts;
   // The certificate is read once: a daemon that starts with a bad one says so at once.
   const certificatePem = config.authorityCertFile === null ? null : await readFile(config.authorityCertFile, 'utf8');
   if (certificatePem !== null) loadCertificate(certificatePem);
@@ -59,6 +61,7 @@ export async function startApi(config: Config, parts: ApiParts): Promise<{ serve
   };
   const methods = createApiMethods({
     store,
+    records,
     logger,
     now,
     authorityDelegate: config.authorityDelegate,

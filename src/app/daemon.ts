@@ -11,6 +11,7 @@ import { startPoller } from '../authority/poller.js';
 import type { Config } from '../config/config.js';
 import { recordAccountReport } from '../db/accounts.js';
 import { bwcapOf, sliverRecords } from '../db/records.js';
+import { recordWriter } from '../db/record-writer.js';
 import { openDatabase, type DatabaseStore } from '../db/store.js';
 import type { NodeDatabase } from '../db/types.js';
 import { openImageCache } from '../images/cache.js';
@@ -88,8 +89,9 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     guests.interrupt(); // a guest that is booting is not waited for
     return s.stop();
   });
-  const documents = createDocumentSync({ config, store, syncStatus, logger, now });
-  const converger = createConverger({ store, runtime, supervisors, logger, now, desired, afterPass: () => enforcer.refresh() });
+  const records = recordWriter(store, logger);
+  const documents = createDocumentSync({ config, store, records, syncStatus, logger, now });
+  const converger = createConverger({ store, records, runtime, supervisors, logger, now, desired, afterPass: () => enforcer.refresh() });
 
   // What files in the state directory cannot tell (they may be what cannot be written).
   let lastHealth = '';
@@ -118,7 +120,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     return found.get(name) ?? {};
   };
   const { call } = await all.add('api', () => startApi(config, {
-    store, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images,
+    store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images,
   }), ({ server }) => server.close());
   // Without the gateway slivers are still managed and the API still answers locally: logged, not fatal.
   await all.add('ssh gateway', () => startGateway(config, { store, runtime, unix, guests, enforcer, call, logger }).catch((error: unknown) => {

@@ -39,7 +39,7 @@ export async function runPlan(config: Config, options: { json: boolean; document
   const nowSeconds = Math.floor(Date.now() / 1000);
   const db = await currentDatabase(config);
   const outcome = applyDocument(db, doc, nowSeconds);
-  const next = outcome.kind === 'applied' ? expireRecords(outcome.database, nowSeconds).database : db;
+  const next = outcome.kind === 'applied' ? { ...outcome.database, records: expireRecords(outcome.database.records, nowSeconds).records } : db;
 
   const runtime = createRuntime(config, createLogger({ console: false }));
   const host = await runtime.observe({ readOnly: true });

@@ -166,14 +166,14 @@ export function applyDocument(db: NodeDatabase, doc: SlicesDocument, nowSeconds:
 }
 
 /** Removes records whose expiry has passed; returns the same object when nothing expired. */
-export function expireRecords(db: NodeDatabase, nowSeconds: number): { database: NodeDatabase; removed: string[] } {
-  const removed = Object.values(db.records)
+export function expireRecords(current: NodeDatabase['records'], nowSeconds: number): { records: NodeDatabase['records']; removed: string[] } {
+  const removed = Object.values(current)
     .filter((r) => isExpired(r, nowSeconds))
     .map((r) => r.record_key);
-  if (removed.length === 0) return { database: db, removed };
-  const records = { ...db.records };
+  if (removed.length === 0) return { records: current, removed };
+  const records = { ...current };
   for (const key of removed) delete records[key];
-  return { database: { ...db, records }, removed: removed.sort() };
+  return { records, removed: removed.sort() };
 }
 
 /** The earliest expiry among the records (seconds), or null when none expires. */

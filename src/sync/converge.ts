@@ -3,6 +3,7 @@
 import type { Supervisors } from '../accounts/supervisor.js';
 import { recordAccountReport } from '../db/accounts.js';
 import { adoptedKey, adoptedRecordOf, earliestExpiry, expireRecords, sliverKey } from '../db/records.js';
+import type { Records, RecordWriter } from '../db/record-writer.js';
 import type { DatabaseStore } from '../db/store.js';
 import type { NodeDatabase, NodeRecord } from '../db/types.js';
 import type { Logger } from '../log.js';
@@ -14,6 +15,8 @@ import { serialQueue } from '../util/serial.js';
 
 export interface ConvergeDeps {
   readonly store: DatabaseStore;
+  /** The records change through it alone (expiry, adoption). */
+  readonly records: RecordWriter;
   readonly runtime: AccountRuntime;
   readonly supervisors: Supervisors;
   readonly logger: Logger;
@@ -51,11 +54,7 @@ export function createConverger(deps: ConvergeDeps): Converger {
       expiryMemo = { records: store.data.records, earliest: earliestExpiry(store.data.records) };
     }
     if (expiryMemo.earliest === null || expiryMemo.earliest > nowSeconds) return;
-    const expired = expireRecords(store.data, nowSeconds);
-    if (expired.removed.length > 0) {
-      store.update(() => expired.database);
-      logger.info('records expired', { records: expired.removed.join(',') });
-    }
+    deps.records.apply({ kind: 'node', why: 'expiry' }, (records) => expireRecords(records, nowSeconds).records);
   };
   // The planner is pure: the same desired accounts, host snapshot and bookkeeping give the same
   // plan, and the bookkeeping below has nothing to correct. The runtime returns the same snapshot
@@ -100,8 +99,9 @@ export function createConverger(deps: ConvergeDeps): Converger {
     // Adopted accounts are kept as the host shows them, as wanted ones are.
     const kept = new Set([...desired.specs.map((s) => s.name), ...desired.adopted.keys()]);
     const onHost = new Set(host.owned.map((o) => o.name));
+    deps.records.apply({ kind: 'node', why: 'adoption' }, (records) => withAdoptions(records, plan, desired, onHost, busy, nowIso));
     store.update((db) => {
-      let next: NodeDatabase = withAdoptions(db, plan, desired, onHost, busy, nowIso);
+      let next: NodeDatabase = db;
       for (const refusal of plan.refusals) {
         next = recordAccountReport(next, { name: refusal.account, kind: refusal.kind, state: 'failed', reason: `refused: ${refusal.reason}`, attempts: 0 }, nowIso);
       }
@@ -158,14 +158,14 @@ export function createConverger(deps: ConvergeDeps): Converger {
  * account that has left the host goes. The same object when nothing changed.
  */
 function withAdoptions(
-  db: NodeDatabase, plan: Plan, desired: Desired, onHost: ReadonlySet<string>, busy: ReadonlySet<string>, nowIso: string,
-): NodeDatabase {
+  current: Records, plan: Plan, desired: Desired, onHost: ReadonlySet<string>, busy: ReadonlySet<string>, nowIso: string,
+): Records {
   const gone = [...desired.adopted.keys()].filter((name) => !onHost.has(name) && !busy.has(name));
   for (const [name] of desired.unwanted) {
-    if (db.records[adoptedKey(name)] && !onHost.has(name) && !busy.has(name)) gone.push(name);
+    if (current[adoptedKey(name)] && !onHost.has(name) && !busy.has(name)) gone.push(name);
   }
-  if (plan.adopt.length === 0 && gone.length === 0) return db;
-  const records: Record<string, NodeRecord> = { ...db.records };
+  if (plan.adopt.length === 0 && gone.length === 0) return current;
+  const records: Record<string, NodeRecord> = { ...current };
   for (const found of plan.adopt) {
     const sliver = records[sliverKey(found.name)];
     if (desired.dormant.has(found.name) && sliver?.type === 'sliver') {
@@ -176,5 +176,5 @@ function withAdoptions(
     }
   }
   for (const name of gone) delete records[adoptedKey(name)];
-  return { ...db, records };
+  return records;
 }

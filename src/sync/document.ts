@@ -5,6 +5,7 @@ import { DocumentTooLargeError, fetchDocument, FetchError, redactUrl } from '../
 import { loadLastGood, saveLastGood } from '../authority/last-good.js';
 import type { Config } from '../config/config.js';
 import { applyDocument } from '../db/records.js';
+import type { RecordWriter } from '../db/record-writer.js';
 import type { DatabaseStore } from '../db/store.js';
 import type { SyncOutcome } from '../db/types.js';
 import type { Logger } from '../log.js';
@@ -16,6 +17,7 @@ import { serialQueue } from '../util/serial.js';
 export interface DocumentSyncDeps {
   readonly config: Config;
   readonly store: DatabaseStore;
+  readonly records: RecordWriter;
   readonly syncStatus: SyncStatusFile;
   readonly logger: Logger;
   readonly now: () => Date;
@@ -101,11 +103,11 @@ export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
     // Applied again to the records as they are now: what the API changed while the document was
     // being kept (loans, Create, a ticket) is the node's own and stays.
     let applied = outcome;
-    store.update((db) => {
-      const again = applyDocument(db, doc, nowSeconds);
-      if (again.kind === 'older') return db; // only accept applies documents, one at a time
+    deps.records.apply({ kind: 'document', from }, (records) => {
+      const again = applyDocument({ ...store.data, records }, doc, nowSeconds);
+      if (again.kind === 'older') return records; // only accept applies documents, one at a time
       applied = again;
-      return again.database.records === db.records ? db : { ...db, records: again.database.records };
+      return again.database.records;
     });
     const { changes } = applied;
     const changed = changes.added.length + changes.updated.length + changes.removed.length;

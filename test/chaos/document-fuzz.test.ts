@@ -33,6 +33,7 @@ import type { SlicesDocument } from '../../src/slices/types.js';
 import { createDocumentSync, lastGoodDir } from '../../src/sync/document.js';
 import { createSyncStatusFile, readSyncStatus, syncStatusPath } from '../../src/sync/sync-status.js';
 import { fullScale, scaled } from './support/scale.js';
+import { recordWriter } from '../../src/db/record-writer.js';
 
 // Most of a document's time is the daemon's durable writes (the last good copy and the sync status,
 // each fsynced): 10,000 documents took 46-60 s on the 2-core test machine with the state on its
@@ -991,7 +992,7 @@ test('mutated authority documents through fetch, parse and apply: no crash, ever
   t.teardown(() => store.close().catch(() => undefined));
   const syncStatus = createSyncStatusFile(syncStatusPath(dir), null, logger);
   let clock = T0;
-  const sync = createDocumentSync({ config, store, syncStatus, logger, now: () => new Date(clock * 1000) });
+  const sync = createDocumentSync({ config, store, records: recordWriter(store, logger), syncStatus, logger, now: () => new Date(clock * 1000) });
 
   const outcomes = new Map<string, number>();
   const reasons = new Map<string, number>();

@@ -9,6 +9,7 @@ import { createApiMethods } from '../../src/api/methods.js';
 import { startApiServer } from '../../src/api/server.js';
 import { openDatabase } from '../../src/db/store.js';
 import { memoryLogger } from '../../src/log.js';
+import { recordWriter } from '../../src/db/record-writer.js';
 
 const SEEDS = [
   '<?xml version="1.0"?><methodCall><methodName>GetRSpec</methodName><params><param><value><string>pl_a</string></value></param></params></methodCall>',
@@ -50,7 +51,7 @@ test('mutated request bodies each get a method response, and the server keeps an
     throw new Error('a caller who is nobody reached a method that changes the node');
   };
   const methods = createApiMethods({
-    store, logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
+    store, records: recordWriter(store, logger), logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
     converge: async () => refuse(), submit: refuse, observe: async () => refuse(), verifyTicket: refuse, verifyPush: refuse, acceptDocument: async () => refuse(),
   });
   const server = await startApiServer({

@@ -8,6 +8,7 @@ import type { Caller } from '../../src/api/identity.js';
 import { openDatabase } from '../../src/db/store.js';
 import { memoryLogger } from '../../src/log.js';
 import { recordsOf, sliverRecord } from './support/records.js';
+import { recordWriter } from '../../src/db/record-writer.js';
 
 const ROOT: Caller = { uid: 0, kind: 'root', name: null };
 
@@ -24,7 +25,7 @@ async function methodsOver(t: import('ava').ExecutionContext, records: Parameter
     throw new Error('not expected in this test');
   };
   return createApiMethods({
-    store, logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
+    store, records: recordWriter(store, logger), logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
     converge: async () => undefined, submit: refuse, observe: async () => ({ owned: [], foreign: new Set<string>() }), verifyTicket: refuse, verifyPush: refuse, acceptDocument: async () => refuse(),
   });
 }

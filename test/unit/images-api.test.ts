@@ -12,6 +12,7 @@ import { createApiMethods } from '../../src/api/methods.js';
 import { openDatabase } from '../../src/db/store.js';
 import { openImageCache, type ImageCache } from '../../src/images/cache.js';
 import { memoryLogger } from '../../src/log.js';
+import { recordWriter } from '../../src/db/record-writer.js';
 
 const ROOT: Caller = { uid: 0, kind: 'root', name: null };
 const SLIVER: Caller = { uid: 70001, kind: 'sliver', name: 'pl_web' };
@@ -33,7 +34,7 @@ async function node(t: ExecutionContext, withCache = true) {
     throw new Error('not used here');
   };
   const methods = createApiMethods({
-    store, logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
+    store, records: recordWriter(store, logger), logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
     converge: unused, submit: unused, observe: unused, verifyTicket: () => unused() as never, verifyPush: unused, acceptDocument: unused, images,
   });
   const file = async (name: string, text: string) => {

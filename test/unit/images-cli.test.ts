@@ -14,6 +14,7 @@ import { startApiServer } from '../../src/api/server.js';
 import { openDatabase } from '../../src/db/store.js';
 import { openImageCache } from '../../src/images/cache.js';
 import { memoryLogger } from '../../src/log.js';
+import { recordWriter } from '../../src/db/record-writer.js';
 
 const run = promisify(execFile);
 const MAIN = join(import.meta.dirname, '..', '..', 'src', 'cli', 'main.ts');
@@ -47,7 +48,7 @@ async function daemon(t: ExecutionContext, caller: Caller = { uid: 0, kind: 'roo
     throw new Error('not used here');
   };
   const methods = createApiMethods({
-    store, logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
+    store, records: recordWriter(store, logger), logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
     converge: unused, submit: unused, observe: unused, verifyTicket: () => unused() as never, verifyPush: unused, acceptDocument: unused, images,
   });
   const socket = join(dir, 'api.sock');

@@ -65,11 +65,11 @@ test('updates keep the loans set on the node', (t) => {
 test('expired slivers are not added and are removed at the next sync', (t) => {
   const first = applied(emptyDatabase(), doc(100, [sliver('a_old', 90, { expiry: 500 }), sliver('a_live', 90, { expiry: 5000 })]), 600);
   t.deepEqual(first.changes.added, ['sliver_a_live']);
-  const later = expireRecords(first.database, 6000);
+  const later = expireRecords(first.database.records, 6000);
   t.deepEqual(later.removed, ['sliver_a_live']);
-  t.is(later.database.records['sliver_a_live'], undefined);
-  const none = expireRecords(later.database, 6000);
-  t.is(none.database, later.database, 'nothing expired: same object, nothing to write');
+  t.is(later.records['sliver_a_live'], undefined);
+  const none = expireRecords(later.records, 6000);
+  t.is(none.records, later.records, 'nothing expired: same object, nothing to write');
 });
 
 test('applying the same document twice reports no change', (t) => {
@@ -90,8 +90,8 @@ test('the earliest expiry among the records bounds when the next expiry scan is 
   t.is(earliestExpiry(emptyDatabase().records), null);
   const { database } = applied(emptyDatabase(), doc(100, [sliver('a_one', 90, { expiry: 5000 }), sliver('a_two', 90, { expiry: 3000 }), sliver('a_three', 90)]));
   t.is(earliestExpiry(database.records), 3000);
-  t.is(expireRecords(database, 2999).database, database);
-  t.deepEqual(expireRecords(database, 3000).removed, ['sliver_a_two']);
+  t.is(expireRecords(database.records, 2999).records, database.records);
+  t.deepEqual(expireRecords(database.records, 3000).removed, ['sliver_a_two']);
 });
 
 test('a sliver whose entry turns invalid keeps its last good record', (t) => {
