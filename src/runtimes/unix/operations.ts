@@ -1,0 +1,178 @@
+// What the unix runtime does to one account: create, configure, start, stop and destroy, each
+// idempotent, with shadow-utils for the account files.
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { AccountKind } from '../../db/types.js';
+import { killProcessesOf } from '../../host/processes.js';
+import type { Logger } from '../../log.js';
+import { describeError } from '../../util/errors.js';
+import type { AccountSpec, StartContext } from '../types.js';
+import { writeAuthorizedKeys } from './authorized-keys.js';
+import { ownershipMarker, type HostAccount, type HostAccounts } from './host-accounts.js';
+import {
+  forgetStarted, initscriptDir, initscriptHash, launchInitscript, recordStarted, removeInitscriptFiles, startedHash,
+  writeInitscript,
+} from './initscript.js';
+import type { Leftovers } from './leftovers.js';
+import { runShadowUtil } from './shadow-utils.js';
+
+// The password field of a started account: no password can match it, yet it is not "locked",
+// so key logins work however sshd is set up (without PAM, OpenSSH refuses locked accounts).
+const NO_PASSWORD = '*';
+
+export interface UnixContext {
+  readonly accounts: HostAccounts;
+  readonly leftovers: Leftovers;
+  readonly logger: Logger;
+  readonly uidMin: number;
+  readonly uidMax: number;
+  readonly homeBase: string;
+  readonly runDir: string;
+  readonly disabledShell: string;
+  /** The login shell of a started account of that kind. */
+  shellOf(kind: AccountKind): string;
+}
+
+const shadowUtil = (c: UnixContext, file: string, args: string[]) => runShadowUtil(file, args, c.logger);
+
+export const isLocked = (account: HostAccount) => account.shadow?.locked ?? false;
+export const loginEnabled = (c: UnixContext, account: HostAccount) => account.shell !== c.disabledShell && !isLocked(account);
+
+export async function createAccount(c: UnixContext, spec: AccountSpec): Promise<{ uid: number }> {
+  if (spec.kind !== 'sliver' && spec.kind !== 'delegate') throw new Error(`unknown account kind ${JSON.stringify(spec.kind)}`);
+  const existing = await c.accounts.owned(spec.name, 'create');
+  if (existing) {
+    // Created before (a retry, or a restart after a kill): never a second account.
+    if (existing.kind !== spec.kind) {
+      throw new Error(`cannot create ${spec.kind} "${spec.name}": a ${existing.kind} of that name exists`);
+    }
+    await c.leftovers.ensureHome(existing);
+    return { uid: existing.uid };
+  }
+  const home = join(c.homeBase, spec.name);
+  await c.leftovers.claimHomePath(home);
+  const started = Date.now();
+  const range = (key: string) => ['-K', `${key}_MIN=${c.uidMin}`, '-K', `${key}_MAX=${c.uidMax}`];
+  // An enabled account is made with the login state start() would give it, which saves a
+  // usermod (a lock on the account files) per account. That is safe: logins are by key only,
+  // "*" matches no password, and no key is written before configure. A disabled one is made
+  // locked, with no login shell.
+  await shadowUtil(c, 'useradd', [
+    '-m', '-d', home,
+    '-c', ownershipMarker(spec.kind),
+    '-s', spec.enabled ? c.shellOf(spec.kind) : c.disabledShell,
+    '-p', spec.enabled ? NO_PASSWORD : '!',
+    '-U', ...range('UID'), ...range('GID'),
+    // 0750 with the account's private group, of which it is the only member: nobody else can
+    // read the home, as with 0700, while the group bit leaves room to share it deliberately.
+    '-K', 'HOME_MODE=0750',
+    // Slivers get no subordinate id ranges (they run no user namespaces of their own), and
+    // lastlog/faillog need no sparse entries for high uids.
+    '-K', 'SUB_UID_COUNT=0', '-K', 'SUB_GID_COUNT=0', '-l',
+    spec.name,
+  ]);
+  const made = await c.accounts.owned(spec.name, 'create');
+  if (!made) throw new Error(`useradd reported success but "${spec.name}" is not in ${c.accounts.files.passwdFile}`);
+  await c.leftovers.ensureHome(made);
+  c.logger.info('account created', { account: spec.name, kind: spec.kind, uid: made.uid, duration_ms: Date.now() - started });
+  return { uid: made.uid };
+}
+
+export async function configureAccount(c: UnixContext, spec: AccountSpec): Promise<void> {
+  const account = await c.accounts.required(spec, 'configure');
+  await writeAuthorizedKeys(account.home, account, spec.keys, (message) => c.logger.warn(message, { account: spec.name }));
+  // A started account keeps the shell of its kind (the delegate shell may have been
+  // configured, or installed, after the account was started).
+  if (loginEnabled(c, account) && account.shell !== c.shellOf(spec.kind)) {
+    await shadowUtil(c, 'usermod', ['-s', c.shellOf(spec.kind), spec.name]);
+  }
+  c.logger.debug('account configured', { account: spec.name, keys: spec.keys.length });
+}
+
+export async function startAccount(c: UnixContext, spec: AccountSpec, context: StartContext): Promise<void> {
+  const account = await c.accounts.required(spec, 'start');
+  const wasRunning = loginEnabled(c, account);
+  const shell = c.shellOf(spec.kind);
+  const args: string[] = [];
+  if (account.shell !== shell) args.push('-s', shell);
+  // `usermod -U` refuses an account whose password would become empty; "*" enables the
+  // account with no usable password, which is what a key-only account is.
+  if (account.shadow?.hash !== NO_PASSWORD) args.push('-p', NO_PASSWORD);
+  if (args.length > 0) await shadowUtil(c, 'usermod', [...args, spec.name]);
+  if (spec.kind !== 'sliver') return;
+
+  const text = spec.initscript ?? '';
+  const hash = initscriptHash(text);
+  if (text === '') {
+    // No script to run, but the start is still recorded: observe() reads it as "started
+    // since boot", so that after a reboot the planner starts the sliver again.
+    await removeInitscriptFiles(c.runDir, spec.name);
+    await mkdir(initscriptDir(c.runDir), { recursive: true, mode: 0o711 });
+    await recordStarted(c.runDir, spec.name, hash);
+    return;
+  }
+  if (wasRunning && (await startedHash(c.runDir, spec.name)) === hash) {
+    c.logger.debug('initscript already started', { account: spec.name });
+    return;
+  }
+  const target = { name: spec.name, uid: account.uid, gid: account.gid, home: account.home, shell };
+  const path = await writeInitscript(c.runDir, target, text);
+  const launched = await launchInitscript(target, path, context.cgroupProcFiles);
+  await recordStarted(c.runDir, spec.name, hash);
+  c.logger.info('initscript started', { account: spec.name, pid: launched.pid });
+  void launched.exited.then(({ code, signal }) => {
+    c.logger.debug('initscript ended', { account: spec.name, pid: launched.pid, code, signal });
+  });
+}
+
+/** Login disabled, the next start runs the initscript again, every process of the uid killed. */
+async function stopHostAccount(c: UnixContext, account: HostAccount): Promise<void> {
+  const args: string[] = [];
+  if (account.shell !== c.disabledShell) args.push('-s', c.disabledShell);
+  // -L puts "!" before the hash; an account is never left half-locked, and "!" alone (a new
+  // account) is locked already.
+  if (account.shadow === null || !account.shadow.locked) args.push('-L');
+  if (args.length > 0) await shadowUtil(c, 'usermod', [...args, account.name]);
+  await forgetStarted(c.runDir, account.name);
+  // Whatever of the uid is still running (the supervisor's hooks emptied the sliver's groups).
+  const killed = await killProcessesOf(account.uid, account.gid);
+  c.logger.debug('account processes killed', { account: account.name, uid: account.uid, killed });
+}
+
+export async function stopAccount(c: UnixContext, name: string): Promise<void> {
+  const account = await c.accounts.owned(name, 'stop');
+  if (!account) {
+    await forgetStarted(c.runDir, name);
+    return;
+  }
+  await stopHostAccount(c, account);
+}
+
+export async function destroyAccount(c: UnixContext, name: string): Promise<void> {
+  const account = await c.accounts.owned(name, 'destroy');
+  if (!account) {
+    await removeInitscriptFiles(c.runDir, name);
+    return;
+  }
+  const started = Date.now();
+  await stopHostAccount(c, account);
+  try {
+    // -r removes the home and mail spool; with USERGROUPS_ENAB (Debian's default) userdel also
+    // removes the private group. No -f: that would remove a home or group that is not the
+    // account's own.
+    await shadowUtil(c, 'userdel', ['-r', name]);
+  } catch (err) {
+    // userdel removes the entry first and the home after; if the entry is gone, what it could
+    // not finish is done below.
+    if (await c.accounts.find(name)) throw err;
+    c.logger.warn('userdel failed after removing the account; finishing', { account: name, error: describeError(err) });
+  }
+  await c.leftovers.removePrivateGroup(account);
+  // Still there when userdel was killed between removing the entry and the home, or when it
+  // could not remove all of it (it stops at the first error). The account is gone and its
+  // processes are dead, so nothing can race the removal; only a directory owned by its uid is
+  // taken.
+  await c.leftovers.removeLeftoverHome(account);
+  await removeInitscriptFiles(c.runDir, name);
+  c.logger.info('account destroyed', { account: name, uid: account.uid, duration_ms: Date.now() - started });
+}
