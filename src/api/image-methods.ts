@@ -3,7 +3,7 @@
 import type { ImageCache, ImageEntry } from '../images/cache.js';
 import { ImageError, isImageType, IMAGE_TYPES } from '../images/index.js';
 import { ApiFault, FaultCode, invalidArgument } from './faults.js';
-import type { MethodDef } from './methods.js';
+import type { MethodDef } from './method-types.js';
 
 function fault(error: unknown): ApiFault {
   if (error instanceof ApiFault) return error;

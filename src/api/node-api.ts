@@ -2,9 +2,9 @@
 // the node's own part of a sliver record (loans, Stop/Start, Create/Destroy of delegated slivers).
 // Every change is one database update followed by a converge pass, which hands the resulting
 // operations to the supervisors; nothing here touches the host.
-import { adoptedKey, recordOfSliver, sliverKey } from '../db/records.js';
+import { recordOfSliver, sliverKey, sliverRecords } from '../db/records.js';
 import type { DatabaseStore } from '../db/store.js';
-import type { AdoptedRecord, NodeDatabase, NodeRecord, SliverNodeState, SliverRecord } from '../db/types.js';
+import type { AdoptedRecord, NodeRecord, SliverNodeState } from '../db/types.js';
 import type { RecordWriter } from '../db/record-writer.js';
 import type { ImageCache } from '../images/cache.js';
 import type { Logger } from '../log.js';
@@ -12,12 +12,14 @@ import { desiredState } from '../reconcile/desired.js';
 import { planRecreate, type Op } from '../reconcile/plan.js';
 import type { HostSnapshot } from '../runtimes/types.js';
 import { effectiveRspecs, type Loan } from '../rspec/loans.js';
-import { canonicalResource, withDefaults, type Rspec } from '../rspec/resources.js';
+import { canonicalResource } from '../rspec/resources.js';
 import type { RuntimeKind, SliverSpec } from '../slices/types.js';
 import type { AcceptResult } from '../sync/document.js';
 import { describeError } from '../util/errors.js';
 import { ApiFault, FaultCode, invalidArgument } from './faults.js';
 import { describeCaller, type Caller } from './identity.js';
+import { nodeLookup, type NodeLookup } from './node-lookup.js';
+import { nodeReads } from './node-reads.js';
 
 export interface NodeApiDeps {
   readonly store: DatabaseStore;
@@ -49,31 +51,15 @@ export interface NodeApiDeps {
   readonly images?: ImageCache;
 }
 
-const slivers = (db: NodeDatabase): SliverRecord[] =>
-  Object.values(db.records).filter((r): r is SliverRecord => r.type === 'sliver');
-
 export function nodeApi(deps: NodeApiDeps) {
-  const { store, logger } = deps;
+  const lookup = nodeLookup(deps.store);
+  return { ...lookup, ...nodeReads(deps, lookup), ...nodeChanges(deps, lookup) };
+}
 
-  const sliverRecord = (name: string): SliverRecord | null => {
-    const record = Object.hasOwn(store.data.records, sliverKey(name)) ? store.data.records[sliverKey(name)] : undefined;
-    return record?.type === 'sliver' ? record : null;
-  };
-  const adoptedRecord = (name: string): AdoptedRecord | null => {
-    const found = Object.hasOwn(store.data.records, adoptedKey(name)) ? store.data.records[adoptedKey(name)] : undefined;
-    return found?.type === 'adopted' ? found : null;
-  };
-  const record = (name: string): SliverRecord => {
-    const found = sliverRecord(name);
-    if (!found) throw invalidArgument(1, 'sliver_name', `no sliver named ${JSON.stringify(name)} on this node`);
-    return found;
-  };
-  /** The slivers a caller may act on. */
-  const visible = (caller: Caller): SliverRecord[] =>
-    slivers(store.data).filter((s) =>
-      caller.kind === 'root' || (caller.kind === 'sliver' && caller.name === s.name) ||
-      (caller.kind === 'delegate' && caller.name !== null && s.controllers.includes(caller.name)),
-    );
+/** What the API's changing methods do: the node's own part of a sliver record, then a converge. */
+function nodeChanges(deps: NodeApiDeps, lookup: NodeLookup) {
+  const { store, logger } = deps;
+  const { record, instantiated } = lookup;
 
   /** Puts records in place, answered only once they are on disk. */
   const write = (method: string, caller: Caller, records: readonly NodeRecord[], detail?: string) =>
@@ -96,43 +82,7 @@ export function nodeApi(deps: NodeApiDeps) {
     return 1;
   };
 
-  // Loans make every sliver's effective rspec depend on the others': computed over all slivers,
-  // so once per database state rather than once per call.
-  let effectiveOf: { db: NodeDatabase; computed: ReturnType<typeof effectiveRspecs> } | null = null;
-  const effective = (): ReturnType<typeof effectiveRspecs> => {
-    const db = store.data;
-    if (effectiveOf?.db !== db) {
-      effectiveOf = { db, computed: effectiveRspecs(slivers(db).map((s) => ({ name: s.name, rspec: s.rspec, loans: s.loans }))) };
-    }
-    return effectiveOf.computed;
-  };
-  /** A delegated sliver exists on the node only between its Create and Destroy. */
-  const instantiated = (name: string): SliverRecord => {
-    const target = record(name);
-    if (target.instantiation === 'delegated' && !target.node_state.created) {
-      throw invalidArgument(1, 'sliver_name', `${name} is delegated and not created: Create it first`);
-    }
-    return target;
-  };
-
   return {
-    sliverRecord,
-    adoptedRecord,
-    record,
-
-    xids(caller: Caller): Record<string, number> {
-      const out: Record<string, number> = {};
-      for (const s of visible(caller)) {
-        const uid = store.data.accounts[s.name]?.uid;
-        if (uid !== undefined && uid !== null) out[s.name] = uid;
-      }
-      return out;
-    },
-
-    sshKeys(caller: Caller): Record<string, string> {
-      return Object.fromEntries(visible(caller).map((s) => [s.name, s.keys.map((k) => `${k}\n`).join('')]));
-    },
-
     create(caller: Caller, name: string) {
       const target = record(name);
       if (target.instantiation !== 'delegated') {
@@ -142,7 +92,7 @@ export function nodeApi(deps: NodeApiDeps) {
     },
 
     destroy(caller: Caller, name: string) {
-      const adopted = sliverRecord(name) ? null : adoptedRecord(name);
+      const adopted = lookup.sliverRecord(name) ? null : lookup.adoptedRecord(name);
       if (adopted) return destroyAdopted(caller, adopted);
       const target = record(name);
       if (target.instantiation !== 'delegated') {
@@ -166,42 +116,11 @@ export function nodeApi(deps: NodeApiDeps) {
       return 1;
     },
 
-    effectiveRspec(name: string): Rspec {
-      record(name);
-      return effective().effective.get(name) ?? withDefaults({});
-    },
-
-    async sliverStatus(name: string) {
-      const r = record(name);
-      const account = store.data.accounts[name];
-      const computed = effective();
-      const uid = account?.uid ?? null;
-      const inForce = uid !== null && deps.limitsInForce ? await deps.limitsInForce(name, uid) : {};
-      const runtime = r.guest.runtime ?? deps.defaultRuntime;
-      const guest = runtime !== 'unix' && deps.guestStatus ? await deps.guestStatus(name).catch((e: unknown) => ({ error: describeError(e) })) : null;
-      return {
-        name,
-        runtime,
-        ...(guest ? { guest } : {}),
-        state: account?.state ?? 'absent',
-        since: account?.since ?? '',
-        uid: account?.uid ?? -1,
-        last_error: account?.reason ?? '',
-        instantiation: r.instantiation,
-        stopped_by_api: r.node_state.stopped,
-        effective_rspec: computed.effective.get(name) ?? {},
-        rejected_loans: computed.rejected
-          .filter((x) => x.lender === name)
-          .map((x) => ({ recipient: x.loan.recipient, resource: x.loan.resource, amount: x.loan.amount, reason: x.reason })),
-        limits_in_force: inForce,
-      };
-    },
-
     async setLoans(caller: Caller, name: string, given: readonly unknown[]) {
       const lender = record(name);
       const loans: Loan[] = given.map((item, i) => parseLoan(item, i));
       // Every loan must fit as the node would apply it; a set with one that does not is refused whole.
-      const trial = slivers(store.data).map((s) => ({ name: s.name, rspec: s.rspec, loans: s.name === name ? loans : s.loans }));
+      const trial = sliverRecords(store.data).map((s) => ({ name: s.name, rspec: s.rspec, loans: s.name === name ? loans : s.loans }));
       const refused = effectiveRspecs(trial).rejected.filter((r) => r.lender === name);
       if (refused.length > 0) {
         const first = refused[0]!;
@@ -278,3 +197,6 @@ export async function acceptTicket(deps: NodeApiDeps, caller: Caller, ticket: st
   await deps.converge('ticket');
   return 1;
 }
+
+/** What the API's methods do to the node (see nodeApi). */
+export type NodeApi = ReturnType<typeof nodeApi>;
