@@ -8,13 +8,13 @@
 // limits is recorded against it and the others are applied regardless.
 import type { Logger } from '../log.js';
 import type { Rspec } from '../rspec/resources.js';
+import { applyCgroupLimits, applyDiskLimits, applyShapingLimits, problemBook, type LimitDomain } from './apply.js';
 import { ceilingsOf, loadByteCaps, sampleByteCaps, saveByteCaps, type ByteCapStates } from './bwmon.js';
 import type { SliverCgroups } from './cgroups.js';
 import type { DiskLimits } from './disk.js';
-import { sameCgroupLimits, sliverLimits, type LimitTarget, type SliverLimits } from './sliver-limits.js';
+import { sliverLimits, type LimitTarget, type SliverLimits } from './sliver-limits.js';
 import { sliverClassMinors } from './shaping.js';
-import type { CeilingOverrides, TrafficShaper } from './tc.js';
-import { describeError } from '../util/errors.js';
+import type { TrafficShaper } from './tc.js';
 import { serialQueue } from '../util/serial.js';
 
 export interface LimitInput {
@@ -31,8 +31,7 @@ export interface LimitInput {
   readonly bwcapKbit: number | null;
 }
 
-/** Where a limit could not be applied, in words for the operator. */
-export type LimitDomain = 'cgroup' | 'bandwidth' | 'disk';
+export type { LimitDomain } from './apply.js';
 
 export interface EnforcerDeps {
   readonly cgroups: SliverCgroups | null;
@@ -66,18 +65,6 @@ export interface Enforcer {
   planned(): ReadonlyMap<string, SliverLimits>;
 }
 
-const CGROUP_CONCURRENCY = 16;
-
-/** Runs `task` over `items`, at most `width` at a time. */
-async function inBatches<T>(items: readonly T[], width: number, task: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) await task(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
-}
-
-
 /** What the limits are applied to, from the accounts the records ask for and those on the host. Pure. */
 export function limitInputOf(
   specs: ReadonlyArray<{ name: string; kind: string; rspec: Rspec }>,
@@ -108,94 +95,15 @@ export async function createEnforcer(deps: EnforcerDeps): Promise<Enforcer> {
   const appliedDisk = new Map<number, number | null>();
   let planned = new Map<string, SliverLimits>();
   let lastInput: LimitInput | null = null;
-  const problems = new Map<string, Map<LimitDomain, string>>();
-  const setProblem = (name: string, domain: LimitDomain, text: string | null) => {
-    let forName = problems.get(name);
-    if (text === null) {
-      forName?.delete(domain);
-      if (forName?.size === 0) problems.delete(name);
-      return;
-    }
-    if (forName?.get(domain) === text) return;
-    if (!forName) problems.set(name, (forName = new Map()));
-    forName.set(domain, text);
-    logger.warn('limits not applied', { sliver: name || '(node)', domain, error: text });
-  };
+  const problems = problemBook(logger);
 
   // One task at a time: applies, samples, sweeps and removals all touch the same files.
   const queue = serialQueue();
   const serial = <T>(task: () => Promise<T>): Promise<T> => queue.run(task);
 
-  const applyCgroups = async (limits: readonly SliverLimits[], present: ReadonlySet<string>, others: ReadonlySet<string>) => {
-    if (!cgroups) return;
-    const changed = limits.filter((l) => {
-      const before = appliedCgroups.get(l.name);
-      return !before || !sameCgroupLimits(before, l.cgroup);
-    });
-    // Each group is a few small files in each hierarchy; many at once keep the kernel busy while
-    // the daemon waits on none in particular (1,000 new groups: 3.7 s one by one).
-    await inBatches(changed, CGROUP_CONCURRENCY, async (l) => {
-      try {
-        await cgroups.apply(l.name, l.cgroup);
-        appliedCgroups.set(l.name, l.cgroup);
-        setProblem(l.name, 'cgroup', null);
-      } catch (error) {
-        appliedCgroups.delete(l.name);
-        setProblem(l.name, 'cgroup', describeError(error));
-      }
-    });
-    // Groups of accounts that are gone: what a destroy cut short, or a restart found. A group of an
-    // account that exists and is not ours is another daemon's under the same parent.
-    for (const name of await cgroups.list()) {
-      if (present.has(name) || others.has(name)) continue;
-      try {
-        await cgroups.remove(name);
-        appliedCgroups.delete(name);
-        logger.info('cgroup of a removed sliver removed', { sliver: name });
-      } catch (error) {
-        setProblem(name, 'cgroup', `left over and not removed: ${describeError(error)}`);
-      }
-    }
-  };
-
-  const applyShaping = async (limits: readonly SliverLimits[], bwcapKbit: number | null) => {
-    if (!shaper) return;
-    const shaped = limits.filter((l) => {
-      try {
-        sliverClassMinors(shaper.layout, l.uid);
-        setProblem(l.name, 'bandwidth', null);
-        return true;
-      } catch (error) {
-        setProblem(l.name, 'bandwidth', describeError(error));
-        return false;
-      }
-    });
-    const ceilings: CeilingOverrides = ceilingsOf(byteCaps, shaped, nowSeconds(), deps.byteCapPeriodSeconds);
-    try {
-      const done = await shaper.apply(shaped.map((l) => l.shaping), ceilings, bwcapKbit);
-      setProblem('', 'bandwidth', null);
-      if (done.tcLines > 0 || done.classifierLoaded) {
-        logger.debug('bandwidth limits applied', { tc_lines: done.tcLines, classifier_loaded: done.classifierLoaded });
-      }
-    } catch (error) {
-      setProblem('', 'bandwidth', describeError(error));
-    }
-  };
-
-  const applyDisk = async (limits: readonly SliverLimits[]) => {
-    if (!disk || !(await disk.support()).enforced) return;
-    for (const l of limits) {
-      if (appliedDisk.has(l.uid) && appliedDisk.get(l.uid) === l.diskKiB) continue;
-      try {
-        await disk.apply(l.uid, l.diskKiB);
-        appliedDisk.set(l.uid, l.diskKiB);
-        setProblem(l.name, 'disk', null);
-      } catch (error) {
-        appliedDisk.delete(l.uid);
-        setProblem(l.name, 'disk', describeError(error));
-      }
-    }
-  };
+  const applyShaping = (limits: readonly SliverLimits[], bwcapKbit: number | null) =>
+    shaper ? applyShapingLimits(shaper, problems, logger, limits,
+      (shaped) => ceilingsOf(byteCaps, shaped, nowSeconds(), deps.byteCapPeriodSeconds), bwcapKbit) : Promise.resolve();
 
   const applyOnce = async () => {
     const started = Date.now();
@@ -203,10 +111,10 @@ export async function createEnforcer(deps: EnforcerDeps): Promise<Enforcer> {
     lastInput = input;
     const limits = sliverLimits(input.slivers, deps.cpuCount);
     planned = new Map(limits.map((l) => [l.name, l]));
-    for (const name of problems.keys()) if (name !== '' && !input.present.has(name)) problems.delete(name);
-    await applyCgroups(limits, input.present, input.others);
+    problems.keepOnly(input.present);
+    if (cgroups) await applyCgroupLimits(cgroups, appliedCgroups, problems, logger, limits, input);
     await applyShaping(limits, input.bwcapKbit);
-    await applyDisk(limits);
+    if (disk) await applyDiskLimits(disk, appliedDisk, problems, limits);
     logger.debug('limits applied', { slivers: limits.length, duration_ms: Date.now() - started });
   };
 
@@ -280,7 +188,7 @@ export async function createEnforcer(deps: EnforcerDeps): Promise<Enforcer> {
         await cgroups.remove(name);
         appliedCgroups.delete(name);
       }),
-    problems: () => problems,
+    problems: () => problems.all,
     byteCaps: () => byteCaps,
     planned: () => planned,
   };
