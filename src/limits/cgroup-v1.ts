@@ -21,7 +21,7 @@ import {
   type CgroupBackend,
   type CgroupLimits,
   type CgroupReading,
-} from './cgroups.js';
+} from './cgroup-files.js';
 
 export type V1Controller = 'cpu' | 'cpuacct' | 'memory' | 'pids' | 'freezer';
 const CONTROLLERS: readonly V1Controller[] = ['cpu', 'cpuacct', 'memory', 'pids', 'freezer'];
@@ -50,6 +50,24 @@ export function v1Mounts(mountinfo: string, root: string): Map<V1Controller, str
 function parseBytes(text: string | null): number | null {
   const value = parseCount(text);
   return value === null || value >= UNLIMITED_BYTES ? null : value;
+}
+
+// The kernel keeps memory+swap at or above memory alone, at every step: a raise moves the
+// upper one (memsw) first, a cut moves memory first. Without swap accounting there is no memsw.
+async function applyMemory(group: string, bytes: number | null, subject: string): Promise<void> {
+  const limitFile = join(group, 'memory.limit_in_bytes');
+  const memswFile = join(group, 'memory.memsw.limit_in_bytes');
+  const page = await pageSize();
+  const same = (current: string) => {
+    const shown = parseBytes(current);
+    if (bytes === null || shown === null) return bytes === shown;
+    return shown <= bytes && bytes - shown < page;
+  };
+  const current = parseBytes(await readControl(limitFile));
+  const raising = bytes === null || (current !== null && bytes >= current);
+  const files = [limitFile, ...((await exists(memswFile)) ? [memswFile] : [])];
+  if (raising) files.reverse();
+  for (const file of files) await setControl(file, bytes === null ? '-1' : String(bytes), subject, same);
 }
 
 export async function cgroupV1(root: string, parent: string): Promise<CgroupBackend> {
@@ -87,24 +105,6 @@ export async function cgroupV1(root: string, parent: string): Promise<CgroupBack
     // CPU they count as that many busy tasks, enough to fill every CPU against the host's own.
     const cpu = dir('cpu');
     if (cpu) await setControl(join(cpu, 'cpu.shares'), String(Math.min(SHARES_MAX, 1024 * cpuCount())), PARENT_SUBJECT);
-  }
-
-  // The kernel keeps memory+swap at or above memory alone, at every step: a raise moves the
-  // upper one (memsw) first, a cut moves memory first. Without swap accounting there is no memsw.
-  async function applyMemory(group: string, bytes: number | null, subject: string): Promise<void> {
-    const limitFile = join(group, 'memory.limit_in_bytes');
-    const memswFile = join(group, 'memory.memsw.limit_in_bytes');
-    const page = await pageSize();
-    const same = (current: string) => {
-      const shown = parseBytes(current);
-      if (bytes === null || shown === null) return bytes === shown;
-      return shown <= bytes && bytes - shown < page;
-    };
-    const current = parseBytes(await readControl(limitFile));
-    const raising = bytes === null || (current !== null && bytes >= current);
-    const files = [limitFile, ...((await exists(memswFile)) ? [memswFile] : [])];
-    if (raising) files.reverse();
-    for (const file of files) await setControl(file, bytes === null ? '-1' : String(bytes), subject, same);
   }
 
   async function applyLimits(name: string, limits: CgroupLimits): Promise<void> {

@@ -22,7 +22,7 @@ import {
   type CgroupBackend,
   type CgroupLimits,
   type CgroupReading,
-} from './cgroups.js';
+} from './cgroup-files.js';
 
 const LIMIT_CONTROLLERS = ['cpu', 'memory', 'pids'] as const;
 /** cpu.weight of a group equal to one nice-0 task (the kernel's 1024 shares). */

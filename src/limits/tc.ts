@@ -133,11 +133,13 @@ export interface TrafficShaperOptions {
   readonly path?: string;
 }
 
-export function createTrafficShaper(options: TrafficShaperOptions): TrafficShaper {
-  const { layout } = options;
+type Tool = (file: string, args: string[], input?: string) => Promise<CommandResult>;
+
+/** tc, ip or nft, in the namespace and with the PATH of the options; a missing one names its package. */
+function shapingTool(options: TrafficShaperOptions): Tool {
   const netns = options.netns ?? null;
   const env = options.path === undefined ? TOOL_ENV : { ...TOOL_ENV, PATH: options.path };
-  const tool = (file: string, args: string[], input?: string): Promise<CommandResult> =>
+  return (file, args, input) =>
     (netns === null
       ? runCommand(file, args, { env, input, timeoutMs: TOOL_TIMEOUT_MS })
       : runCommand('ip', ['netns', 'exec', netns, file, ...args], { env, input, timeoutMs: TOOL_TIMEOUT_MS })
@@ -148,6 +150,11 @@ export function createTrafficShaper(options: TrafficShaperOptions): TrafficShape
       if (missing) throw new CommandError(`${file} is not installed (Debian package ${TOOL_PACKAGES[file] ?? file})`, file, args, null, null, '', '', true);
       throw error;
     });
+}
+
+export function createTrafficShaper(options: TrafficShaperOptions): TrafficShaper {
+  const { layout } = options;
+  const tool = shapingTool(options);
 
   // What the last successful apply left, class by class; null: unknown (first apply, or a batch
   // failed half-way, since tc applies a batch line by line), so the next apply re-sends everything.
