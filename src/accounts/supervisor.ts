@@ -68,6 +68,71 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 
 const HEAVY = new Set(['create', 'destroy']);
 
+/** Reports the account's state with what the operation changed. */
+function report(options: SupervisorOptions, q: AccountQueue, state: AccountState, reason: string | null, extra: Partial<AccountReport> = {}): void {
+  options.report({ name: q.name, kind: q.kind, state, reason, attempts: q.attempts, ...extra });
+}
+
+/** One operation through the runtime, with the hooks around it; what it changed, for the report. */
+async function perform(options: SupervisorOptions, q: AccountQueue, op: Op): Promise<Partial<AccountReport>> {
+  const { runtime, hooks } = options;
+  const ref = { name: op.account, kind: op.kind, runtime: op.runtime };
+  switch (op.action) {
+    case 'create': {
+      const { uid } = await runtime.create(op.spec!);
+      q.steady = 'stopped';
+      return { uid };
+    }
+    case 'configure':
+      await runHooks(hooks, (h) => h.beforeConfigure?.(op.spec!));
+      await runtime.configure(op.spec!);
+      return { appliedHash: specHash(op.spec!) };
+    case 'start':
+      await runtime.start(op.spec!, startContextOf(hooks, op.spec!));
+      q.steady = 'running';
+      return {};
+    case 'stop':
+      await runHooks(hooks, (h) => h.beforeStop?.(ref));
+      await runtime.stop(op.account, op.kind, op.runtime);
+      q.steady = 'stopped';
+      return {};
+    case 'destroy':
+      await runHooks(hooks, (h) => h.beforeStop?.(ref));
+      await runtime.destroy(op.account, op.kind, op.runtime);
+      await runHooks(hooks, (h) => h.afterDestroy?.(ref));
+      q.steady = 'absent';
+      return { appliedHash: null, uid: null };
+  }
+}
+
+/** Runs the operation and reports it: 'done', 'failed' (retried with backoff) or 'parked' (a permanent failure: not retried). */
+async function runOne(options: SupervisorOptions, q: AccountQueue, op: Op): Promise<'done' | 'failed' | 'parked'> {
+  const started = Date.now();
+  if (op.action === 'create') report(options, q, 'creating', null);
+  if (op.action === 'destroy') report(options, q, 'destroying', null);
+  q.kind = op.kind;
+  try {
+    const task = () => withTimeout(perform(options, q, op), options.opTimeoutMs, op.action);
+    const extra = HEAVY.has(op.action) ? await options.limiter.run(task) : await task();
+    q.attempts = 0;
+    report(options, q, q.steady, null, extra);
+    options.logger.info('operation done', {
+      account: q.name, kind: op.kind, op: op.action, why: op.why, duration_ms: Date.now() - started,
+    });
+    return 'done';
+  } catch (error) {
+    q.attempts++;
+    const permanent = isPermanent(error);
+    const reason = `${op.action} failed: ${describeError(error)}${permanent ? ' (not retried until the slice changes)' : ''}`;
+    report(options, q, 'failed', reason);
+    options.logger.warn(permanent ? 'operation failed; parked until its spec changes' : 'operation failed', {
+      account: q.name, kind: op.kind, op: op.action, attempt: q.attempts, error: describeError(error),
+      duration_ms: Date.now() - started,
+    });
+    return permanent ? 'parked' : 'failed';
+  }
+}
+
 export function createSupervisors(options: SupervisorOptions): Supervisors {
   const queues = new Map<string, AccountQueue>();
   let stopped = false;
@@ -91,69 +156,6 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
     for (const resolve of waiters) resolve();
   };
 
-  const report = (q: AccountQueue, state: AccountState, reason: string | null, extra: Partial<AccountReport> = {}) => {
-    options.report({ name: q.name, kind: q.kind, state, reason, attempts: q.attempts, ...extra });
-  };
-
-  const perform = async (q: AccountQueue, op: Op): Promise<Partial<AccountReport>> => {
-    const { runtime, hooks } = options;
-    const ref = { name: op.account, kind: op.kind, runtime: op.runtime };
-    switch (op.action) {
-      case 'create': {
-        const { uid } = await runtime.create(op.spec!);
-        q.steady = 'stopped';
-        return { uid };
-      }
-      case 'configure':
-        await runHooks(hooks, (h) => h.beforeConfigure?.(op.spec!));
-        await runtime.configure(op.spec!);
-        return { appliedHash: specHash(op.spec!) };
-      case 'start':
-        await runtime.start(op.spec!, startContextOf(hooks, op.spec!));
-        q.steady = 'running';
-        return {};
-      case 'stop':
-        await runHooks(hooks, (h) => h.beforeStop?.(ref));
-        await runtime.stop(op.account, op.kind, op.runtime);
-        q.steady = 'stopped';
-        return {};
-      case 'destroy':
-        await runHooks(hooks, (h) => h.beforeStop?.(ref));
-        await runtime.destroy(op.account, op.kind, op.runtime);
-        await runHooks(hooks, (h) => h.afterDestroy?.(ref));
-        q.steady = 'absent';
-        return { appliedHash: null, uid: null };
-    }
-  };
-
-  /** 'done', 'failed' (retried with backoff) or 'parked' (a permanent failure: not retried). */
-  const runOne = async (q: AccountQueue, op: Op): Promise<'done' | 'failed' | 'parked'> => {
-    const started = Date.now();
-    if (op.action === 'create') report(q, 'creating', null);
-    if (op.action === 'destroy') report(q, 'destroying', null);
-    q.kind = op.kind;
-    try {
-      const task = () => withTimeout(perform(q, op), options.opTimeoutMs, op.action);
-      const extra = HEAVY.has(op.action) ? await options.limiter.run(task) : await task();
-      q.attempts = 0;
-      report(q, q.steady, null, extra);
-      options.logger.info('operation done', {
-        account: q.name, kind: op.kind, op: op.action, why: op.why, duration_ms: Date.now() - started,
-      });
-      return 'done';
-    } catch (error) {
-      q.attempts++;
-      const permanent = isPermanent(error);
-      const reason = `${op.action} failed: ${describeError(error)}${permanent ? ' (not retried until the slice changes)' : ''}`;
-      report(q, 'failed', reason);
-      options.logger.warn(permanent ? 'operation failed; parked until its spec changes' : 'operation failed', {
-        account: q.name, kind: op.kind, op: op.action, attempt: q.attempts, error: describeError(error),
-        duration_ms: Date.now() - started,
-      });
-      return permanent ? 'parked' : 'failed';
-    }
-  };
-
   const retryDelay = (attempts: number) =>
     Math.min(options.retryMaxMs, options.retryInitialMs * 2 ** Math.max(0, attempts - 1));
 
@@ -165,7 +167,7 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
       return;
     }
     q.running = (async () => {
-      const outcome = await runOne(q, op);
+      const outcome = await runOne(options, q, op);
       // The plan may have been replaced while the operation ran; only drop what was run.
       if (q.pending[0] === op) {
         if (outcome === 'done') q.pending.shift();

@@ -23,6 +23,9 @@ export interface DocumentSyncDeps {
   readonly now: () => Date;
 }
 
+/** A document's validators, for a conditional GET of the next one. */
+type Validators = { etag: string | null; lastModified: string | null };
+
 export interface AcceptResult {
   readonly outcome: SyncOutcome;
   readonly detail: string;
@@ -37,96 +40,107 @@ export interface DocumentSync {
   restoreLastGood(): Promise<AcceptResult | null>;
 }
 
-
 export function lastGoodDir(config: Config): string {
   return join(config.stateDir, 'authority');
 }
+
+/** Records a sync's outcome with the timestamp of the document in force after it. */
+function recordSync(deps: DocumentSyncDeps, outcome: SyncOutcome, detail: string, from: string): void {
+  deps.syncStatus.record({
+    at: deps.now().toISOString(),
+    outcome,
+    detail,
+    source: from,
+    documentTimestamp: deps.store.data.records['timestamp']?.timestamp ?? null,
+  });
+}
+
+/**
+ * Parses, validates and applies one document (one at a time: the caller queues them). What was
+ * accepted is the outcome; its validators, if it came with any, are for the next conditional GET.
+ */
+async function acceptOne(
+  deps: DocumentSyncDeps, body: Buffer, from: string, fetchedValidators?: Validators,
+): Promise<AcceptResult & { validators?: Validators }> {
+  const { config, store, logger } = deps;
+  let doc;
+  try {
+    doc = parseSlicesDocument(body, { nodeId: config.nodeId, maxBytes: config.documentMaxBytes, source: from });
+  } catch (error) {
+    if (!(error instanceof DocumentError)) throw error;
+    logger.error('document rejected', { source: from, error: error.message });
+    recordSync(deps, 'rejected', error.message, from);
+    return { outcome: 'rejected', detail: error.message };
+  }
+  for (const skipped of doc.skipped) {
+    logger.warn('document entry skipped', { source: from, what: skipped.what, reason: skipped.reason });
+  }
+  const nowSeconds = Math.floor(deps.now().getTime() / 1000);
+  const outcome = applyDocument(store.data, doc, nowSeconds);
+  if (outcome.kind === 'older') {
+    const detail = `document timestamp ${outcome.offered} is older than ${outcome.inForce} in force; ignored`;
+    logger.warn('document older than the one in force', { source: from, offered: outcome.offered, in_force: outcome.inForce });
+    recordSync(deps, 'older', detail, from);
+    return { outcome: 'older', detail };
+  }
+  // Keep the document before the database points at it, so a restart always finds it. One that
+  // cannot be kept (a full disk) is not applied: the records in force stay, and it comes again.
+  try {
+    await saveLastGood(lastGoodDir(config), {
+      body,
+      etag: fetchedValidators?.etag ?? null,
+      lastModified: fetchedValidators?.lastModified ?? null,
+      url: from,
+      timestamp: doc.timestamp,
+    });
+  } catch (error) {
+    const detail = `the document could not be kept in ${lastGoodDir(config)} (${describeError(error)}); not applied, the records in force stay`;
+    logger.error('document not applied', { source: from, error: detail });
+    recordSync(deps, 'unwritable', detail, from);
+    return { outcome: 'unwritable', detail };
+  }
+  // Applied again to the records as they are now: what the API changed while the document was
+  // being kept (loans, Create, a ticket) is the node's own and stays.
+  let applied = outcome;
+  deps.records.apply({ kind: 'document', from }, (records) => {
+    const again = applyDocument({ ...store.data, records }, doc, nowSeconds);
+    if (again.kind === 'older') return records; // only accept applies documents, one at a time
+    applied = again;
+    return again.database.records;
+  });
+  const { changes } = applied;
+  const changed = changes.added.length + changes.updated.length + changes.removed.length;
+  const detail =
+    `${doc.slivers.length} slivers, ${doc.delegates.length} delegates for node ${config.nodeId} ` +
+    `(of ${doc.slicesSeen} slices); +${changes.added.length} ~${changes.updated.length} -${changes.removed.length}` +
+    (doc.skipped.length ? `; ${doc.skipped.length} entries skipped` : '');
+  recordSync(deps, changed === 0 ? 'unchanged' : 'applied', detail, from);
+  logger.info('document applied', {
+    source: from, timestamp: doc.timestamp, added: changes.added.length, updated: changes.updated.length,
+    removed: changes.removed.length, kept_newer: changes.keptNewer.length, skipped: doc.skipped.length,
+  });
+  return { outcome: changed === 0 ? 'unchanged' : 'applied', detail, ...(fetchedValidators ? { validators: fetchedValidators } : {}) };
+}
+
 
 export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
   const { config, store, logger } = deps;
   const source = redactUrl(new URL(config.authorityUrl));
   // Validators of the document in force, for conditional GETs; only a document that was
   // accepted may be skipped next time.
-  let validators: { etag: string | null; lastModified: string | null } | null = null;
+  let validators: Validators | null = null;
   let validatorsLoaded = false;
 
   const loadKept = () =>
     loadLastGood(lastGoodDir(config), (reason) => logger.warn('last good document unusable', { reason }));
 
-  const recordSync = (outcome: SyncOutcome, detail: string, from: string) => {
-    deps.syncStatus.record({
-      at: deps.now().toISOString(),
-      outcome,
-      detail,
-      source: from,
-      documentTimestamp: store.data.records['timestamp']?.timestamp ?? null,
-    });
-  };
-
-  const acceptOne: DocumentSync['accept'] = async (body, from, fetchedValidators) => {
-    let doc;
-    try {
-      doc = parseSlicesDocument(body, { nodeId: config.nodeId, maxBytes: config.documentMaxBytes, source: from });
-    } catch (error) {
-      if (!(error instanceof DocumentError)) throw error;
-      logger.error('document rejected', { source: from, error: error.message });
-      recordSync('rejected', error.message, from);
-      return { outcome: 'rejected', detail: error.message };
-    }
-    for (const skipped of doc.skipped) {
-      logger.warn('document entry skipped', { source: from, what: skipped.what, reason: skipped.reason });
-    }
-    const nowSeconds = Math.floor(deps.now().getTime() / 1000);
-    const outcome = applyDocument(store.data, doc, nowSeconds);
-    if (outcome.kind === 'older') {
-      const detail = `document timestamp ${outcome.offered} is older than ${outcome.inForce} in force; ignored`;
-      logger.warn('document older than the one in force', { source: from, offered: outcome.offered, in_force: outcome.inForce });
-      recordSync('older', detail, from);
-      return { outcome: 'older', detail };
-    }
-    // Keep the document before the database points at it, so a restart always finds it. One that
-    // cannot be kept (a full disk) is not applied: the records in force stay, and it comes again.
-    try {
-      await saveLastGood(lastGoodDir(config), {
-        body,
-        etag: fetchedValidators?.etag ?? null,
-        lastModified: fetchedValidators?.lastModified ?? null,
-        url: from,
-        timestamp: doc.timestamp,
-      });
-    } catch (error) {
-      const detail = `the document could not be kept in ${lastGoodDir(config)} (${describeError(error)}); not applied, the records in force stay`;
-      logger.error('document not applied', { source: from, error: detail });
-      recordSync('unwritable', detail, from);
-      return { outcome: 'unwritable', detail };
-    }
-    // Applied again to the records as they are now: what the API changed while the document was
-    // being kept (loans, Create, a ticket) is the node's own and stays.
-    let applied = outcome;
-    deps.records.apply({ kind: 'document', from }, (records) => {
-      const again = applyDocument({ ...store.data, records }, doc, nowSeconds);
-      if (again.kind === 'older') return records; // only accept applies documents, one at a time
-      applied = again;
-      return again.database.records;
-    });
-    const { changes } = applied;
-    const changed = changes.added.length + changes.updated.length + changes.removed.length;
-    const detail =
-      `${doc.slivers.length} slivers, ${doc.delegates.length} delegates for node ${config.nodeId} ` +
-      `(of ${doc.slicesSeen} slices); +${changes.added.length} ~${changes.updated.length} -${changes.removed.length}` +
-      (doc.skipped.length ? `; ${doc.skipped.length} entries skipped` : '');
-    recordSync(changed === 0 ? 'unchanged' : 'applied', detail, from);
-    logger.info('document applied', {
-      source: from, timestamp: doc.timestamp, added: changes.added.length, updated: changes.updated.length,
-      removed: changes.removed.length, kept_newer: changes.keptNewer.length, skipped: doc.skipped.length,
-    });
-    if (fetchedValidators) validators = fetchedValidators;
-    return { outcome: changed === 0 ? 'unchanged' : 'applied', detail };
-  };
-
   // One document at a time: a push and a fetch never apply over each other.
   const documents = serialQueue();
-  const accept: DocumentSync['accept'] = (body, from, fetchedValidators) => documents.run(() => acceptOne(body, from, fetchedValidators));
+  const accept: DocumentSync['accept'] = (body, from, fetchedValidators) => documents.run(async () => {
+    const { validators: accepted, ...result } = await acceptOne(deps, body, from, fetchedValidators);
+    if (accepted) validators = accepted;
+    return result;
+  });
 
   return {
     accept,
@@ -150,7 +164,7 @@ export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
           lastModified: validators?.lastModified ?? null,
         });
         if (result.kind === 'not-modified') {
-          recordSync('unchanged', 'not modified since the last fetch', source);
+          recordSync(deps, 'unchanged', 'not modified since the last fetch', source);
           logger.debug('document not modified', { source });
           return true;
         }
@@ -162,11 +176,11 @@ export function createDocumentSync(deps: DocumentSyncDeps): DocumentSync {
         if (error instanceof DocumentTooLargeError) {
           // The authority answered: what it sent is refused, as a malformed document is.
           logger.error('document rejected', { source, error: error.message });
-          recordSync('rejected', error.message, source);
+          recordSync(deps, 'rejected', error.message, source);
           return false;
         }
         logger.warn('authority unreachable', { source, error: describeError(error) });
-        recordSync('unreachable', describeError(error), source);
+        recordSync(deps, 'unreachable', describeError(error), source);
         return false;
       }
     },
