@@ -6,9 +6,9 @@ import { constants as fsConstants } from 'node:fs';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { request as httpRequest, STATUS_CODES, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { resolve as resolvePath } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { createGunzip, type Gunzip } from 'node:zlib';
+import { parseAuthorityUrl, redactUrl } from '../host/url.js';
 import { describeError } from '../util/errors.js';
 
 export class FetchError extends Error {
@@ -46,67 +46,8 @@ const DEFAULT_USER_AGENT = 'nodemgr';
 class Reason extends Error {}
 class TooLarge extends Reason {}
 
-// ---------------------------------------------------------------------------------------------
-// URLs
-
-const SUPPORTED = 'use an http:, https: or file: URL';
-
-/** Removes the credentials of a URL where a message or log could show them. */
-export function redactUrl(url: URL | string): string {
-  let parsed: URL;
-  try {
-    parsed = typeof url === 'string' ? new URL(url) : new URL(url.href);
-  } catch {
-    return String(url).replace(/\/\/[^/@]*@/, '//');
-  }
-  // A local path reads better as file:/etc/nodemgr/slices.xml than as file:///etc/...
-  if (parsed.protocol === 'file:') return `file:${parsed.pathname}`;
-  parsed.username = '';
-  parsed.password = '';
-  return parsed.href;
-}
-
-/**
- * Validates the configured location of the authority document. http: and https: URLs may carry
- * credentials (sent as basic authentication, never shown); a file: URL may be absolute
- * (file:/etc/nodemgr/slices.xml, file:///etc/...) or relative to baseDir (file:slices.xml).
- */
-export function parseAuthorityUrl(text: string, baseDir: string): URL {
-  const value = text.trim();
-  // Also hides "user:password@" where the value is not even a URL that redactUrl understands.
-  const shown = redactUrl(value).replace(/^([a-zA-Z][a-zA-Z0-9+.-]*:)(\/\/)?[^/@]*@/, '$1$2');
-  const refuse = (why: string): never => {
-    throw new Error(`authority URL ${JSON.stringify(shown)}: ${why}`);
-  };
-  if (value === '') throw new Error(`authority URL is empty; ${SUPPORTED}`);
-  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(value)?.[1]?.toLowerCase();
-  if (scheme === undefined) return refuse(`not a URL (no scheme); ${SUPPORTED} (a local file is written file:PATH)`);
-  if (scheme !== 'http' && scheme !== 'https' && scheme !== 'file') {
-    return refuse(`scheme "${scheme}:" is not supported; ${SUPPORTED}`);
-  }
-  let url: URL;
-  try {
-    // With a file: base, "file:slices.xml" resolves against baseDir while "file:/x" stays absolute.
-    const base = pathToFileURL(resolvePath(baseDir) + '/');
-    url = scheme === 'file' ? new URL(value, base) : new URL(value);
-  } catch {
-    return refuse('not a valid URL');
-  }
-  if (scheme === 'file') {
-    if (url.host !== '' && url.host !== 'localhost') return refuse(`a file: URL names a local file, not one on host "${url.host}"`);
-    if (url.username !== '' || url.password !== '') return refuse('a file: URL takes no credentials');
-    if (url.search !== '' || url.hash !== '') return refuse('a file: URL takes no query or fragment');
-    if (url.pathname.endsWith('/')) return refuse('names a directory, not a file');
-    try {
-      fileURLToPath(url);
-    } catch (error) {
-      return refuse(`not a usable file path (${describeError(error)})`);
-    }
-    return url;
-  }
-  if (url.hostname === '') return refuse('no host');
-  return url;
-}
+// The URL parser is shared with the configuration; re-exported for the callers of the fetch.
+export { parseAuthorityUrl, redactUrl };
 
 // ---------------------------------------------------------------------------------------------
 // Messages

@@ -2,9 +2,8 @@
 // throws a ValueError with the reason alone (the loader adds the file, the line and the key).
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
-import { pathToFileURL, fileURLToPath } from 'node:url';
 import { invalidAccountName } from '../accounts/names.js';
-import { describeError } from '../util/errors.js';
+import { AuthorityUrlError, parseAuthorityUrl } from '../host/url.js';
 
 /** Thrown by a value type with the reason only; the parser adds file, line and key. */
 export class ValueError extends Error {}
@@ -113,32 +112,13 @@ export const optionalAccountName = orNone(accountName, [''], '');
 
 export const authorityUrl: ValueType<string> = {
   parse(text, baseDir) {
-    // A password in the URL must not reach a message: messages end up in logs.
-    const shown = (t: string): string => got(t.replace(/\/\/[^/@]*@/, '//***@'));
-    const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(text)?.[1]?.toLowerCase();
-    if (scheme === undefined) {
-      throw new ValueError(`expected an http:, https: or file: URL, got ${shown(text)} (a local file is written file:PATH)`);
-    }
-    if (scheme !== 'http' && scheme !== 'https' && scheme !== 'file') {
-      throw new ValueError(`expected an http:, https: or file: URL, got ${shown(text)} (scheme "${scheme}:" is not supported)`);
-    }
-    let url: URL;
     try {
-      // A file: URL without a leading "/" is relative to the configuration file's directory.
-      url = scheme === 'file' ? new URL(text, pathToFileURL(baseDir.endsWith('/') ? baseDir : `${baseDir}/`)) : new URL(text);
-    } catch {
-      throw new ValueError(`expected an http:, https: or file: URL, got ${shown(text)} (not a valid URL)`);
-    }
-    if (scheme !== 'file') return url.href;
-    if (url.search !== '' || url.hash !== '') throw new ValueError(`a file: URL names a file and takes no query or fragment, got ${shown(text)}`);
-    let file: string;
-    try {
-      file = fileURLToPath(url);
+      return parseAuthorityUrl(text, baseDir).href;
     } catch (error) {
-      throw new ValueError(`expected a file: URL of this host, got ${shown(text)} (${describeError(error)})`);
+      if (!(error instanceof AuthorityUrlError)) throw error;
+      if (error.shown === '') throw new ValueError(`expected ${error.expected}, got an empty value`);
+      throw new ValueError(`expected ${error.expected}, got ${got(error.shown)} (${error.hint ?? error.problem})`);
     }
-    if (url.pathname.endsWith('/')) throw new ValueError(`expected a file: URL naming a file, got ${shown(text)} (a directory)`);
-    return pathToFileURL(file).href;
   },
   show: (value) => value,
 };
