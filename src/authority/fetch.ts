@@ -3,12 +3,13 @@
 // the URL (without credentials) and the reason, so the caller can log it as is and keep the
 // records in force.
 import { constants as fsConstants } from 'node:fs';
-import { open, readFile, type FileHandle } from 'node:fs/promises';
-import { request as httpRequest, STATUS_CODES, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
-import { resolve as resolvePath } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { open, type FileHandle } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
+import { fileURLToPath } from 'node:url';
 import { createGunzip, type Gunzip } from 'node:zlib';
+import { describeFileError } from '../host/file-errors.js';
+import { describeNetworkError, httpGet, HttpGetError } from '../host/http-get.js';
+import { parseAuthorityUrl, redactUrl } from '../host/url.js';
 import { describeError } from '../util/errors.js';
 
 export class FetchError extends Error {
@@ -39,74 +40,12 @@ export type FetchResult =
   | { kind: 'document'; body: Buffer; etag: string | null; lastModified: string | null }
   | { kind: 'not-modified' };
 
-const MAX_REDIRECTS = 5;
-const DEFAULT_USER_AGENT = 'nodemgr';
-
 /** A reason without the URL; fetchDocument prefixes the URL it concerns. */
 class Reason extends Error {}
 class TooLarge extends Reason {}
 
-// ---------------------------------------------------------------------------------------------
-// URLs
-
-const SUPPORTED = 'use an http:, https: or file: URL';
-
-/** Removes the credentials of a URL where a message or log could show them. */
-export function redactUrl(url: URL | string): string {
-  let parsed: URL;
-  try {
-    parsed = typeof url === 'string' ? new URL(url) : new URL(url.href);
-  } catch {
-    return String(url).replace(/\/\/[^/@]*@/, '//');
-  }
-  // A local path reads better as file:/etc/nodemgr/slices.xml than as file:///etc/...
-  if (parsed.protocol === 'file:') return `file:${parsed.pathname}`;
-  parsed.username = '';
-  parsed.password = '';
-  return parsed.href;
-}
-
-/**
- * Validates the configured location of the authority document. http: and https: URLs may carry
- * credentials (sent as basic authentication, never shown); a file: URL may be absolute
- * (file:/etc/nodemgr/slices.xml, file:///etc/...) or relative to baseDir (file:slices.xml).
- */
-export function parseAuthorityUrl(text: string, baseDir: string): URL {
-  const value = text.trim();
-  // Also hides "user:password@" where the value is not even a URL that redactUrl understands.
-  const shown = redactUrl(value).replace(/^([a-zA-Z][a-zA-Z0-9+.-]*:)(\/\/)?[^/@]*@/, '$1$2');
-  const refuse = (why: string): never => {
-    throw new Error(`authority URL ${JSON.stringify(shown)}: ${why}`);
-  };
-  if (value === '') throw new Error(`authority URL is empty; ${SUPPORTED}`);
-  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(value)?.[1]?.toLowerCase();
-  if (scheme === undefined) return refuse(`not a URL (no scheme); ${SUPPORTED} (a local file is written file:PATH)`);
-  if (scheme !== 'http' && scheme !== 'https' && scheme !== 'file') {
-    return refuse(`scheme "${scheme}:" is not supported; ${SUPPORTED}`);
-  }
-  let url: URL;
-  try {
-    // With a file: base, "file:slices.xml" resolves against baseDir while "file:/x" stays absolute.
-    const base = pathToFileURL(resolvePath(baseDir) + '/');
-    url = scheme === 'file' ? new URL(value, base) : new URL(value);
-  } catch {
-    return refuse('not a valid URL');
-  }
-  if (scheme === 'file') {
-    if (url.host !== '' && url.host !== 'localhost') return refuse(`a file: URL names a local file, not one on host "${url.host}"`);
-    if (url.username !== '' || url.password !== '') return refuse('a file: URL takes no credentials');
-    if (url.search !== '' || url.hash !== '') return refuse('a file: URL takes no query or fragment');
-    if (url.pathname.endsWith('/')) return refuse('names a directory, not a file');
-    try {
-      fileURLToPath(url);
-    } catch (error) {
-      return refuse(`not a usable file path (${describeError(error)})`);
-    }
-    return url;
-  }
-  if (url.hostname === '') return refuse('no host');
-  return url;
-}
+// The URL parser is shared with the configuration; re-exported for the callers of the fetch.
+export { parseAuthorityUrl, redactUrl };
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -119,51 +58,9 @@ function tooLarge(maxBytes: number): Reason {
   return new TooLarge(`document larger than ${maxBytes} bytes`);
 }
 
-// OpenSSL's verification results and Node's host name check: all mean "this is not the
-// authority we were told to trust", which an operator fixes with the CA file or the URL.
-const CERTIFICATE_CODES = new Set([
-  'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_CRL', 'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
-  'UNABLE_TO_DECRYPT_CRL_SIGNATURE', 'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY', 'CERT_SIGNATURE_FAILURE',
-  'CRL_SIGNATURE_FAILURE', 'CERT_NOT_YET_VALID', 'CERT_HAS_EXPIRED', 'CRL_NOT_YET_VALID', 'CRL_HAS_EXPIRED',
-  'ERROR_IN_CERT_NOT_BEFORE_FIELD', 'ERROR_IN_CERT_NOT_AFTER_FIELD', 'ERROR_IN_CRL_LAST_UPDATE_FIELD',
-  'ERROR_IN_CRL_NEXT_UPDATE_FIELD', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_CHAIN_TOO_LONG',
-  'CERT_REVOKED', 'INVALID_CA', 'PATH_LENGTH_EXCEEDED', 'INVALID_PURPOSE', 'CERT_UNTRUSTED', 'CERT_REJECTED',
-  'HOSTNAME_MISMATCH', 'ERR_TLS_CERT_ALTNAME_INVALID', 'ERR_TLS_CERT_ALTNAME_FORMAT',
-]);
-
-const NETWORK_REASONS: Record<string, string> = {
-  ECONNREFUSED: 'connection refused',
-  ECONNRESET: 'connection reset by the server',
-  ENOTFOUND: 'host not found',
-  EAI_AGAIN: 'host name lookup failed (temporary)',
-  EHOSTUNREACH: 'host unreachable',
-  ENETUNREACH: 'network unreachable',
-  ETIMEDOUT: 'connection timed out',
-  EPIPE: 'connection closed by the server',
-};
-
-function networkReason(error: unknown): Reason {
-  if (error instanceof Reason) return error;
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  const message = describeError(error);
-  if (code !== undefined && CERTIFICATE_CODES.has(code)) return new Reason(`certificate verification failed (${code})`);
-  if (code !== undefined && NETWORK_REASONS[code] !== undefined) return new Reason(NETWORK_REASONS[code]);
-  if (code !== undefined && !message.includes(code)) return new Reason(`${message} (${code})`);
-  return new Reason(message);
-}
-
-function fileReason(error: unknown): string {
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  switch (code) {
-    case 'ENOENT': return 'no such file';
-    case 'ENOTDIR': return 'no such file (a component of the path is not a directory)';
-    case 'EACCES':
-    case 'EPERM': return 'permission denied';
-    case 'EISDIR': return 'not a regular file';
-    case 'ELOOP': return 'too many levels of symbolic links';
-    default: return describeError(error);
-  }
+/** What a failure says after the URL: its own reason, or the network failure in words. */
+function reasonOf(error: unknown): Reason {
+  return error instanceof Reason ? error : new Reason(describeNetworkError(error));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -179,7 +76,7 @@ async function fetchFile(url: URL, req: FetchRequest): Promise<FetchResult> {
     // O_NONBLOCK: a FIFO at the path must not hang the fetch waiting for a writer.
     handle = await open(fileURLToPath(url), fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
   } catch (error) {
-    return fail(fileReason(error));
+    return fail(describeFileError(error));
   }
   try {
     const stat = await handle.stat();
@@ -202,7 +99,7 @@ async function fetchFile(url: URL, req: FetchRequest): Promise<FetchResult> {
     return { kind: 'document', body: Buffer.concat(chunks, total), etag, lastModified: stat.mtime.toUTCString() };
   } catch (error) {
     if (error instanceof FetchError) throw error;
-    return fail(fileReason(error));
+    return fail(describeFileError(error));
   } finally {
     await handle.close().catch(() => undefined);
   }
@@ -211,196 +108,98 @@ async function fetchFile(url: URL, req: FetchRequest): Promise<FetchResult> {
 // ---------------------------------------------------------------------------------------------
 // http: and https:
 
-interface Exchange {
-  status: number;
-  statusText: string;
-  headers: IncomingHttpHeaders;
-  /** Only for 200. */
-  body: Buffer | null;
-}
-
-interface ExchangeOptions {
-  headers: Record<string, string>;
-  ca: Buffer | null;
-  maxBytes: number;
-  signal: AbortSignal;
-  timeoutReason: string;
-}
-
-/** One request and its response; redirects are the caller's business. */
-function exchange(url: URL, options: ExchangeOptions): Promise<Exchange> {
-  return new Promise<Exchange>((resolve, reject) => {
+/** The body of a 200: identity or gzip, at most maxBytes after decoding. Destroys it when done. */
+function readDocumentBody(response: IncomingMessage, maxBytes: number): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
     let settled = false;
-    let request: ClientRequest | undefined;
     let decoder: Gunzip | undefined;
-    const finish = (error: Reason | null, value?: Exchange) => {
+    const finish = (error: Reason | null, body?: Buffer) => {
       if (settled) return;
       settled = true;
-      options.signal.removeEventListener('abort', onAbort);
       // Closing the connection is also what stops a body that is too large from arriving.
-      request?.destroy();
+      response.destroy();
       decoder?.destroy();
       if (error) reject(error);
-      else resolve(value as Exchange);
+      else resolve(body as Buffer);
     };
-    const onAbort = () => finish(new Reason(options.timeoutReason));
-    if (options.signal.aborted) return onAbort();
-    options.signal.addEventListener('abort', onAbort, { once: true });
-
-    const auth = url.username !== '' || url.password !== ''
-      ? `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`
-      : undefined;
-    const common = {
-      method: 'GET',
-      protocol: url.protocol,
-      hostname: url.hostname.replace(/^\[(.*)\]$/, '$1'),
-      port: url.port === '' ? undefined : Number(url.port),
-      path: `${url.pathname}${url.search}`,
-      headers: options.headers,
-      auth,
-      // A fresh connection each time: a rotated CA file takes effect at once, and no pooled
-      // socket outlives the fetch.
-      agent: false as const,
-    };
-    try {
-      request = url.protocol === 'https:'
-        ? httpsRequest({ ...common, ...(options.ca ? { ca: options.ca } : {}) })
-        : httpRequest(common);
-    } catch (error) {
-      return finish(networkReason(error));
+    const encoding = (response.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
+    if (encoding !== 'identity' && encoding !== 'gzip' && encoding !== 'x-gzip') {
+      return finish(new Reason(`unsupported Content-Encoding "${encoding}"`));
     }
-    request.on('error', (error) => finish(networkReason(error)));
-    request.on('response', (response: IncomingMessage) => {
-      const status = response.statusCode ?? 0;
-      const head = { status, statusText: response.statusMessage || STATUS_CODES[status] || '', headers: response.headers };
-      if (status !== 200) {
-        finish(null, { ...head, body: null });
-        return;
-      }
-      const encoding = (response.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
-      if (encoding !== 'identity' && encoding !== 'gzip' && encoding !== 'x-gzip') {
-        finish(new Reason(`unsupported Content-Encoding "${encoding}"`));
-        return;
-      }
-      const declared = Number(response.headers['content-length']);
-      if (encoding === 'identity' && Number.isFinite(declared) && declared > options.maxBytes) {
-        finish(tooLarge(options.maxBytes));
-        return;
-      }
-      const chunks: Buffer[] = [];
-      let decoded = 0;
-      let raw = 0;
-      const collect = (chunk: Buffer) => {
-        decoded += chunk.length;
-        if (decoded > options.maxBytes) finish(tooLarge(options.maxBytes));
-        else chunks.push(chunk);
-      };
-      const done = () => finish(null, { ...head, body: Buffer.concat(chunks, decoded) });
-      response.on('error', (error) => finish(networkReason(error)));
-      response.on('close', () => {
-        if (!response.complete) finish(new Reason('connection closed before the document was complete'));
-      });
-      if (encoding === 'identity') {
-        response.on('data', collect);
-        response.on('end', done);
-        return;
-      }
-      const gunzip = createGunzip();
-      decoder = gunzip;
-      gunzip.on('data', collect);
-      gunzip.on('end', done);
-      gunzip.on('error', (error) => finish(new Reason(`corrupt gzip body (${error.message})`)));
-      response.on('data', (chunk: Buffer) => {
-        // The compressed size is bounded too, so that a stream of empty blocks cannot go on forever.
-        raw += chunk.length;
-        if (raw > options.maxBytes) finish(tooLarge(options.maxBytes));
-        else if (!gunzip.write(chunk)) {
-          response.pause();
-          gunzip.once('drain', () => response.resume());
-        }
-      });
-      response.on('end', () => gunzip.end());
+    const declared = Number(response.headers['content-length']);
+    if (encoding === 'identity' && Number.isFinite(declared) && declared > maxBytes) return finish(tooLarge(maxBytes));
+    const chunks: Buffer[] = [];
+    let decoded = 0;
+    let raw = 0;
+    const collect = (chunk: Buffer) => {
+      decoded += chunk.length;
+      if (decoded > maxBytes) finish(tooLarge(maxBytes));
+      else chunks.push(chunk);
+    };
+    const done = () => finish(null, Buffer.concat(chunks, decoded));
+    // An abort (the fetch's timeout) arrives here as the error the body is destroyed with.
+    response.on('error', (error) => finish(reasonOf(error)));
+    response.on('close', () => {
+      if (!response.complete) finish(new Reason('connection closed before the document was complete'));
     });
-    request.end();
+    if (encoding === 'identity') {
+      response.on('data', collect);
+      response.on('end', done);
+      return;
+    }
+    const gunzip = createGunzip();
+    decoder = gunzip;
+    gunzip.on('data', collect);
+    gunzip.on('end', done);
+    gunzip.on('error', (error) => finish(new Reason(`corrupt gzip body (${error.message})`)));
+    response.on('data', (chunk: Buffer) => {
+      // The compressed size is bounded too, so that a stream of empty blocks cannot go on forever.
+      raw += chunk.length;
+      if (raw > maxBytes) finish(tooLarge(maxBytes));
+      else if (!gunzip.write(chunk)) {
+        response.pause();
+        gunzip.once('drain', () => response.resume());
+      }
+    });
+    response.on('end', () => gunzip.end());
   });
 }
 
-const REDIRECTS = new Set([301, 302, 303, 307, 308]);
-
 async function fetchHttp(original: URL, req: FetchRequest): Promise<FetchResult> {
   const conditional = req.etag !== null || req.lastModified !== null;
-  const headers: Record<string, string> = {
-    'user-agent': req.userAgent ?? DEFAULT_USER_AGENT,
-    'accept-encoding': 'gzip',
-  };
+  const headers: Record<string, string> = { 'accept-encoding': 'gzip' };
+  if (req.userAgent !== undefined) headers['user-agent'] = req.userAgent;
   if (req.etag !== null) headers['if-none-match'] = req.etag;
   if (req.lastModified !== null) headers['if-modified-since'] = req.lastModified;
 
   const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), req.timeoutMs);
-  let current = original;
-  let ca: Buffer | null = null;
-  const label = () =>
-    `GET ${redactUrl(current)}` + (current.href === original.href ? '' : ` (redirected from ${redactUrl(original)})`);
+  // One deadline for the whole fetch: connecting, every redirect and the body.
+  const timer = setTimeout(() => controller.abort(new Reason(`timed out after ${seconds(req.timeoutMs)}`)), req.timeoutMs);
+  // The URL a failure is reported at: where the redirects had got to.
+  let at = original;
   try {
-    for (let redirects = 0; ; redirects++) {
-      if (current.protocol === 'https:' && req.caFile !== null && ca === null) {
-        // Read on every fetch so that a rotated CA bundle applies without a restart.
-        try {
-          ca = await readFile(req.caFile);
-        } catch (error) {
-          throw new Reason(`cannot read the CA file ${req.caFile}: ${fileReason(error)}`);
-        }
-        if (!ca.includes('-----BEGIN CERTIFICATE-----')) {
-          throw new Reason(`the CA file ${req.caFile} holds no PEM certificate`);
-        }
-      }
-      const answer = await exchange(current, {
-        headers,
-        ca,
-        maxBytes: req.maxBytes,
-        signal: controller.signal,
-        timeoutReason: `timed out after ${seconds(req.timeoutMs)}`,
-      });
-      if (answer.status === 200) {
-        return {
-          kind: 'document',
-          body: answer.body ?? Buffer.alloc(0),
-          etag: answer.headers.etag ?? null,
-          lastModified: answer.headers['last-modified'] ?? null,
-        };
-      }
-      if (answer.status === 304) {
-        if (!conditional) throw new Reason('HTTP 304 Not Modified to a request that had no validators');
-        return { kind: 'not-modified' };
-      }
-      if (!REDIRECTS.has(answer.status)) throw new Reason(`HTTP ${answer.status} ${answer.statusText}`.trimEnd());
-      if (redirects >= MAX_REDIRECTS) throw new Reason(`too many redirects (more than ${MAX_REDIRECTS})`);
-      const location = answer.headers.location;
-      if (location === undefined || location === '') throw new Reason(`HTTP ${answer.status} redirect without a Location`);
-      let next: URL;
-      try {
-        next = new URL(location, current);
-      } catch {
-        throw new Reason(`HTTP ${answer.status} redirect to an invalid location ${JSON.stringify(redactUrl(location))}`);
-      }
-      if (next.protocol !== 'http:' && next.protocol !== 'https:') {
-        throw new Reason(`redirect to ${redactUrl(next)} refused: only http: and https: redirects are followed`);
-      }
-      if (current.protocol === 'https:' && next.protocol === 'http:') {
-        throw new Reason(`redirect to ${redactUrl(next)} refused: it would leave https`);
-      }
-      // Credentials are for the origin they were configured for, not wherever it points us.
-      if (next.username === '' && next.password === '' && next.origin === current.origin) {
-        next.username = current.username;
-        next.password = current.password;
-      }
-      current = next;
+    const answer = await httpGet(original, { headers, caFile: req.caFile, signal: controller.signal });
+    at = answer.url;
+    if (answer.status === 200) {
+      return {
+        kind: 'document',
+        body: await readDocumentBody(answer.body, req.maxBytes),
+        etag: answer.headers.etag ?? null,
+        lastModified: answer.headers['last-modified'] ?? null,
+      };
     }
+    answer.body.destroy();
+    if (answer.status === 304) {
+      if (!conditional) throw new Reason('HTTP 304 Not Modified to a request that had no validators');
+      return { kind: 'not-modified' };
+    }
+    throw new Reason(`HTTP ${answer.status} ${answer.statusText}`.trimEnd());
   } catch (error) {
-    const reason = networkReason(error);
+    if (error instanceof HttpGetError) at = error.url;
+    const reason = reasonOf(error);
     const Kind = reason instanceof TooLarge ? DocumentTooLargeError : FetchError;
-    throw new Kind(`${label()}: ${reason.message}`, { cause: error });
+    const label = `GET ${redactUrl(at)}` + (at.href === original.href ? '' : ` (redirected from ${redactUrl(original)})`);
+    throw new Kind(`${label}: ${reason.message}`, { cause: error });
   } finally {
     clearTimeout(timer);
   }

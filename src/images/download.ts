@@ -4,10 +4,9 @@
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { request as httpRequest, STATUS_CODES, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { fileURLToPath } from 'node:url';
 import { backoffDelayMs } from '../host/backoff.js';
+import { httpGet, HttpGetError, type HttpResponse } from '../host/http-get.js';
 import type { Logger } from '../log.js';
 import { formatBytes, ImageError } from './index.js';
 import { describeError } from '../util/errors.js';
@@ -35,9 +34,7 @@ export interface Downloaded {
   resumed: number;
 }
 
-const MAX_REDIRECTS = 5;
 const RETRY_MAX_MS = 30_000;
-const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
 /**
  * A failed attempt. `retry`: another attempt may succeed; `refused`: asking again gets the same
@@ -135,42 +132,19 @@ async function copyFile(url: URL, progress: Progress, opts: DownloadOptions): Pr
 
 // ---- http: and https: -------------------------------------------------------------------------
 
-/** One GET, following redirects; resolves with a response whose status is not a redirect. */
-function get(url: URL, headers: Record<string, string>, opts: DownloadOptions, redirects = 0): Promise<IncomingMessage> {
-  return new Promise((resolve, reject) => {
-    const common = {
-      method: 'GET',
-      hostname: url.hostname.replace(/^\[(.*)\]$/, '$1'),
-      port: url.port === '' ? undefined : Number(url.port),
-      path: `${url.pathname}${url.search}`,
-      headers: { 'user-agent': 'nodemgr', ...headers },
-      signal: opts.signal,
-    };
-    const request = url.protocol === 'https:' ? httpsRequest(common) : httpRequest(common);
-    request.setTimeout(opts.timeoutMs, () => {
-      request.destroy(new AttemptError(`nothing received for ${opts.timeoutMs / 1000} s`, 'retry'));
-    });
-    request.on('error', (error) => reject(error instanceof AttemptError ? error : new AttemptError(networkReason(error), 'retry')));
-    request.on('response', (response) => {
-      const status = response.statusCode ?? 0;
-      if (!REDIRECTS.has(status)) return resolve(response);
-      response.resume();
-      const location = response.headers.location;
-      if (location === undefined) return reject(new AttemptError(`HTTP ${status} without a Location`, 'refused'));
-      if (redirects >= MAX_REDIRECTS) return reject(new AttemptError(`more than ${MAX_REDIRECTS} redirects`, 'refused'));
-      let next: URL;
-      try {
-        next = new URL(location, url);
-      } catch {
-        return reject(new AttemptError(`HTTP ${status} to an invalid Location ${JSON.stringify(location.slice(0, 200))}`, 'refused'));
-      }
-      if (next.protocol !== 'http:' && next.protocol !== 'https:') {
-        return reject(new AttemptError(`redirected to a ${next.protocol} URL, which is not followed`, 'refused'));
-      }
-      get(next, headers, opts, redirects + 1).then(resolve, reject);
-    });
-    request.end();
-  });
+/**
+ * The GET of one attempt, its failures sorted: a redirect that is not followed will be the same
+ * next time; no answer, or nothing for timeoutMs, may be different.
+ */
+async function get(url: URL, headers: Record<string, string>, opts: DownloadOptions): Promise<HttpResponse> {
+  try {
+    return await httpGet(url, { headers, signal: opts.signal, idleTimeoutMs: opts.timeoutMs });
+  } catch (error) {
+    if (!(error instanceof HttpGetError)) throw error;
+    if (error.kind === 'redirect' || error.kind === 'ca') throw new AttemptError(error.message, 'refused');
+    // A network failure in the system's words (ECONNREFUSED ...), as image messages have always given it.
+    throw new AttemptError(error.kind === 'network' ? networkReason(error.cause) : error.message, 'retry');
+  }
 }
 
 function networkReason(error: unknown): string {
@@ -201,8 +175,8 @@ async function httpAttempt(url: URL, progress: Progress, opts: DownloadOptions):
   } else if (progress.bytes > 0) {
     await restart(progress);
   }
-  const response = await get(url, headers, opts);
-  const status = response.statusCode ?? 0;
+  const answer = await get(url, headers, opts);
+  const { status, body: response } = answer;
   const declared = Number(response.headers['content-length']);
   const length = response.headers['content-length'] !== undefined && Number.isSafeInteger(declared) ? declared : null;
   let resumed = false;
@@ -227,7 +201,7 @@ async function httpAttempt(url: URL, progress: Progress, opts: DownloadOptions):
     progress.validator = etag !== undefined && !etag.startsWith('W/') ? etag : (lastModified ?? null);
   } else {
     response.resume();
-    const text = `HTTP ${status} ${response.statusMessage || STATUS_CODES[status] || ''}`.trim();
+    const text = `HTTP ${status} ${answer.statusText}`.trim();
     if (status === 416) progress.noRanges = true;
     throw new AttemptError(text, statusIsRetried(status) || status === 416 ? 'retry' : 'refused');
   }

@@ -7,6 +7,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import {
   ConfigError, defaultConfig, describeConfigKeys, loadConfig, packageRoot, parseConfig, type Config,
 } from '../../src/config/config.js';
+import { parseAuthorityUrl } from '../../src/authority/fetch.js';
 import { parseSlicesDocument } from '../../src/slices/parse.js';
 
 const FILE = 'etc/nodemgr.conf';
@@ -218,6 +219,43 @@ test('the authority URL must be http:, https: or file:', (t) => {
   t.regex(errorOf('authority_url = file://elsewhere/slices.xml'), /^etc\/nodemgr\.conf line 1: authority_url: expected a file: URL of this host/);
   t.regex(errorOf('authority_url = file:slices.xml?x=1'), /takes no query or fragment/);
   t.is(parseConfig('authority_url = HTTPS://PLC.example.org:8443/xml/', FILE).authorityUrl, 'https://plc.example.org:8443/xml/');
+});
+
+test('the authority URL is checked by the fetch\'s rules: a file: URL of another host, with credentials or with a NUL is refused', (t) => {
+  for (const [url, host] of [['file://otherhost/slices.xml', 'otherhost'], ['file://127.0.0.1/slices.xml', '127.0.0.1'], ['file:\\\\plc\\slices.xml', 'plc']] as const) {
+    t.regex(errorOf(`authority_url = ${url}`), new RegExp(`^etc/nodemgr\\.conf line 1: authority_url: expected a file: URL of this host, got .*\\(a file: URL names a local file, not one on host "${host.replace(/\./g, '\\.')}"\\)$`));
+    t.throws(() => parseAuthorityUrl(url, '/etc/nodemgr'), { message: new RegExp(`not one on host "${host.replace(/\./g, '\\.')}"`) });
+  }
+  const credentials = errorOf('authority_url = file://plc:s3cret@/srv/slices.xml');
+  t.regex(credentials, /^etc\/nodemgr\.conf line 1: authority_url: expected an http:, https: or file: URL, got "file:\/\/\*\*\*@\/srv\/slices\.xml"/);
+  t.false(credentials.includes('s3cret'));
+  t.regex(errorOf('authority_url = file:/srv/slices%00.xml'), /authority_url: expected a file: URL of this host, got "file:\/srv\/slices%00\.xml" \(not a usable file path \(it contains a NUL byte\)\)$/);
+  t.is(errorOf('authority_url ='), 'etc/nodemgr.conf line 1: authority_url: expected an http:, https: or file: URL, got an empty value');
+  t.regex(errorOf('authority_url = file:/srv/'), /authority_url: expected a file: URL naming a file, got "file:\/srv\/" \(names a directory\)$/);
+});
+
+test('the configuration accepts an authority URL exactly when the fetch does, and keeps the form the fetch uses', (t) => {
+  const values = [
+    'http://plc.example/slices.xml', 'HTTPS://plc:s3cret@PLC.example:8443/x?node=1', 'http://[::1]/x', 'http://', 'ftp://plc.example/x',
+    'plc.example/slices.xml', 'file:slices.xml', 'file:../plc/slices.xml', 'file:////srv/x', 'file://localhost/srv/x', 'file:/srv/x?',
+    'file:/srv/x?a=1', 'file:/srv/x#top', 'file:', 'file:///', 'file:/%2F', 'file://otherhost/x', 'file://u:p@/x',
+  ];
+  for (const value of values) {
+    let fetched: string;
+    try {
+      fetched = parseAuthorityUrl(value, '/etc/nodemgr').href;
+    } catch {
+      fetched = 'refused';
+    }
+    let configured: string;
+    try {
+      configured = parseConfig(`authority_url = ${value}`, '/etc/nodemgr/nodemgr.conf').authorityUrl;
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      configured = 'refused';
+    }
+    t.is(configured, fetched, value);
+  }
 });
 
 test('a password in the authority URL does not appear in an error', (t) => {

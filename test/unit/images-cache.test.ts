@@ -24,6 +24,10 @@ interface Served {
   /** Sent in chunks with a pause between them, so that concurrent requests overlap. */
   slow?: boolean;
   status?: number;
+  /** With a redirect status: where it points. */
+  location?: string;
+  /** The first full response stops sending after this many bytes, with the connection left open. */
+  stallAt?: number;
 }
 
 interface Origin {
@@ -42,7 +46,7 @@ async function origin(t: ExecutionContext): Promise<Origin> {
     seen.set(path, log);
     const served = routes.get(path);
     if (!served) return void res.writeHead(404).end('not here');
-    if (served.status) return void res.writeHead(served.status).end();
+    if (served.status) return void res.writeHead(served.status, served.location === undefined ? {} : { location: served.location }).end();
     if ((served.failFirst ?? 0) > 0) {
       served.failFirst!--;
       return void res.writeHead(503).end('busy');
@@ -61,6 +65,11 @@ async function origin(t: ExecutionContext): Promise<Origin> {
       served.cutAt = undefined;
       res.write(body.subarray(0, cut), () => setTimeout(() => res.socket?.destroy(), 20));
       return;
+    }
+    if (served.stallAt !== undefined) {
+      const stall = served.stallAt;
+      served.stallAt = undefined;
+      return void res.write(body.subarray(0, stall));
     }
     if (!served.slow) return void res.end(body);
     let at = 0;
@@ -218,6 +227,37 @@ test('a connection cut in the middle of the body is resumed with a Range request
   t.is(requests[1]!['if-range'], `"${sha(body).slice(0, 16)}"`);
   t.true(logger.lines.some((l) => /^warn image download failed, retrying .*reason="connection (broken|closed) after/.test(l)), logger.lines.join('\n'));
   t.true(logger.lines.some((l) => /^info image added .*attempts=2 resumed=1/.test(l)));
+});
+
+test('a body that stops arriving is abandoned after the timeout and resumed', async (t) => {
+  const server = await origin(t);
+  const body = randomBytes(1024 * 1024);
+  server.serve('/stall.img', { body, stallAt: 300_000 });
+  const { cache, logger } = await cacheIn(t, await scratch(t), { timeoutMs: 1000 });
+  const entry = await cache.add({ uri: `${server.base}/stall.img`, type: 'image', sha256: sha(body) });
+  t.is(sha(await readFile(entry.path)), sha(body));
+  // Only the first response stalls; on a loaded machine a resumed one may still be slow enough to be retried.
+  const requests = server.requests('/stall.img');
+  t.true(requests.length >= 2);
+  t.is(requests[0]!.range, undefined);
+  t.regex(requests[1]!.range ?? '', /^bytes=[1-9]\d*-$/);
+  t.true(logger.lines.some((l) => /^warn image download failed, retrying .*reason="connection broken after .*nothing received for 1 s/.test(l)), logger.lines.join('\n'));
+});
+
+test('a redirect is followed; a redirect loop is refused at once, not retried', async (t) => {
+  const server = await origin(t);
+  const body = randomBytes(100_000);
+  server.serve('/current.img', { body });
+  server.serve('/latest.img', { body, status: 302, location: '/current.img' });
+  server.serve('/loop.img', { body, status: 307, location: '/loop.img' });
+  const { cache } = await cacheIn(t, await scratch(t));
+  const entry = await cache.add({ uri: `${server.base}/latest.img`, type: 'image' });
+  t.is(entry.sha256, sha(body));
+  t.is(server.requests('/current.img').length, 1);
+  const loop = await failure(cache.add({ uri: `${server.base}/loop.img`, type: 'image' }));
+  t.is(loop.kind, 'refused');
+  t.is(loop.message, `image ${server.base}/loop.img: too many redirects (more than 5)`);
+  t.is(server.requests('/loop.img').length, 6);
 });
 
 test('a server that ignores Range gets the whole file again, and the file is still right', async (t) => {
