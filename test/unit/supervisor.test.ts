@@ -11,6 +11,11 @@ import { desiredOf, sliverRecord } from './support/records.js';
 
 const record = (name: string) => sliverRecord(name, { initscript: 'true', keys: [] });
 
+// The supervisors' retry timers are unref'd (a daemon must not stay up for a retry alone); a
+// test that waits out a retry keeps the event loop alive itself.
+const keepAlive = setInterval(() => undefined, 1_000);
+test.after.always(() => clearInterval(keepAlive));
+
 function setup(runtime: AccountRuntime, slots = 4) {
   const reports: AccountReport[] = [];
   const logger = memoryLogger();
