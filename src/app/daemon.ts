@@ -30,7 +30,7 @@ import { prepareDelegateShell, startApi } from './api.js';
 import { createGuestRuntime, createRuntime, createUnixRuntimeOf } from './factories.js';
 import { startGateway } from './gateway.js';
 import { byteCapPath, databasePath, lockPath } from './paths.js';
-import { every, services } from './services.js';
+import { every, services, type Services } from './services.js';
 
 /** An operation taking longer than this is reported as failed (commands have their own timeouts). */
 const OP_TIMEOUT_MS = 10 * 60 * 1000;
@@ -46,11 +46,9 @@ export interface RunningDaemon {
   stop(): Promise<void>;
 }
 
-export async function startDaemon(config: Config, logger: Logger): Promise<RunningDaemon> {
-  await prepareDirectories(config);
-  const all = services(logger);
+/** The node's parts, each started as a service of `all` where it has something to stop. */
+async function startParts(config: Config, logger: Logger, all: Services) {
   const now = () => new Date();
-
   const { store, recovered } = await all.add('database', () => openDatabase({
     path: databasePath(config), lockPath: lockPath(config), coalesceMs: config.dbCoalesceMs, logger,
   }), (opened) => opened.store.close());
@@ -92,7 +90,14 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
   const records = recordWriter(store, logger);
   const documents = createDocumentSync({ config, store, records, syncStatus, logger, now });
   const converger = createConverger({ store, records, runtime, supervisors, logger, now, desired, afterPass: () => enforcer.refresh() });
+  return {
+    now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger,
+  };
+}
 
+/** The periodic work: byte counters, the stray sweep, and the health the run directory holds. */
+async function startTimers(config: Config, logger: Logger, all: Services, parts: Awaited<ReturnType<typeof startParts>>) {
+  const { store, syncStatus, enforcer } = parts;
   // What files in the state directory cannot tell (they may be what cannot be written).
   let lastHealth = '';
   const reportHealth = async () => {
@@ -110,6 +115,14 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
   ] as const) {
     await all.add(name, () => every(ms, task, failure, logger), (timer) => timer.stop());
   }
+}
+
+export async function startDaemon(config: Config, logger: Logger): Promise<RunningDaemon> {
+  await prepareDirectories(config);
+  const all = services(logger);
+  const parts = await startParts(config, logger, all);
+  const { now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger } = parts;
+  await startTimers(config, logger, all, parts);
 
   await prepareDelegateShell(config, logger);
   const limitsInForce = async (name: string, uid: number) => {

@@ -183,6 +183,26 @@ interface FlushWaiter {
   readonly reject: (error: unknown) => void;
 }
 
+/**
+ * What is wrong with writing after a write: nothing after a success (said once, if something was);
+ * after a failure its reason, since the first failure of the run (said once per reason). The file
+ * on disk keeps the last contents written; memory keeps the newest, written at the next update or
+ * retry (a full disk that gets space again, say).
+ */
+function problemAfterWrite(previous: WriteProblem | null, error: unknown | null, options: OpenOptions, retryMs: number): WriteProblem | null {
+  const { logger, path } = options;
+  if (error === null) {
+    if (previous) logger.warn('database written again', { file: path, failing_since: previous.since });
+    return null;
+  }
+  if (previous?.error !== describeError(error)) {
+    logger.error('database write failed; the last written database stays on disk, and the write is retried', {
+      file: path, error: describeError(error), retry_in_ms: retryMs,
+    });
+  }
+  return { error: describeError(error), since: previous?.since ?? new Date().toISOString() };
+}
+
 function createStore(low: Low<NodeDatabase>, lock: HeldLock, options: OpenOptions, dirty: boolean): DatabaseStore {
   const { logger, path } = options;
   const coalesceMs = options.coalesceMs ?? DEFAULT_COALESCE_MS;
@@ -226,19 +246,11 @@ function createStore(low: Low<NodeDatabase>, lock: HeldLock, options: OpenOption
       written = target;
       failed = false;
       logger.debug('database written', { file: path, generation: target, ms: Date.now() - started });
-      if (problem) logger.warn('database written again', { file: path, failing_since: problem.since });
-      problem = null;
+      problem = problemAfterWrite(problem, null, options, retryMs);
       settle(null);
     } catch (error) {
       failed = true;
-      // The file on disk keeps the last contents written; memory keeps the newest, written at the
-      // next update or retry (a full disk that gets space again, say).
-      if (problem?.error !== describeError(error)) {
-        logger.error('database write failed; the last written database stays on disk, and the write is retried', {
-          file: path, error: describeError(error), retry_in_ms: retryMs,
-        });
-      }
-      problem = { error: describeError(error), since: problem?.since ?? new Date().toISOString() };
+      problem = problemAfterWrite(problem, error, options, retryMs);
       settle(error);
     } finally {
       writing = false;
