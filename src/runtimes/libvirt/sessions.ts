@@ -1,10 +1,10 @@
 // What an ssh login into a libvirt sliver runs on the host (as root, through virsh): the serial
 // console of a virtual machine, or a shell inside a container's namespaces.
 import type { SessionLaunch } from '../../ssh/sessions.js';
-import type { GuestDriver } from './runtime.js';
+import type { GuestKind } from './guest-definition.js';
 
 export function guestSessionLaunch(
-  driver: GuestDriver,
+  driver: GuestKind,
   uri: string,
   name: string,
   command: string | null,
