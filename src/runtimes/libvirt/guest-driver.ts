@@ -1,8 +1,10 @@
 // What differs between kinds of guest, behind one interface: how a guest's root is made over its
-// image, how its domain is written, and how it is booted and heard to be ready. Each driver also declares what its guests can do. Nomad's task drivers declare their
+// image, how its domain is written, how it is booted and heard to be ready, and how one logs into
+// it. Each driver also declares what its guests can do. Nomad's task drivers declare their
 // Capabilities() in the same way. The lifecycle (guests.ts) asks these capabilities and never tests
 // a kind's name, so a new kind is a new driver file (drivers/) and its line in drivers/index.ts.
 import type { Logger } from '../../log.js';
+import type { SessionLaunch } from '../../ssh/sessions.js';
 import type { GuestDomainInput } from './domain-plan.js';
 import type { DomainDetails, DomainPlan } from './domain-xml.js';
 import type { GuestBoot, GuestKind, ResolvedImage } from './guest-definition.js';
@@ -63,6 +65,8 @@ export interface GuestDriver {
   schedulerArgs(shape: GuestShape): string[];
   /** The guest's copy-on-write root as the host sees it, for its status. */
   overlayPath(files: GuestFiles, details: DomainDetails): string | null;
+  /** What an ssh login into the guest runs on the host, or why it cannot log in so. */
+  session(name: string, command: string | null, terminal: boolean): SessionLaunch | { refused: string };
 }
 
 /** How a definition's problems name the guest: "guest", or "sliver" with the slice attribute that names its image. */

@@ -10,6 +10,7 @@ import { describeLeases } from '../../addresses/pool.js';
 import type { AddressLease } from '../../db/types.js';
 import { ImageError } from '../../images/index.js';
 import type { Logger } from '../../log.js';
+import type { SessionLaunch } from '../../ssh/sessions.js';
 import { describeError, PermanentError } from '../../util/errors.js';
 import type { GuestStatus } from '../types.js';
 import { bootDigest, tapName } from './domain-plan.js';
@@ -43,6 +44,8 @@ export interface OwnedGuest {
   readonly active: boolean;
 }
 
+export type GuestSession = { readonly launch: SessionLaunch | { refused: string }; readonly started: boolean };
+
 export interface GuestLifecycle {
   /** Throws a PermanentError, worded for `words`, when no guest of its kind can boot what the definition gives. Pure. */
   check(definition: GuestDefinition, words?: GuestWords): void;
@@ -60,6 +63,8 @@ export interface GuestLifecycle {
   destroy(name: string, kind: GuestKind): Promise<void>;
   /** Its state as libvirt holds it, or null when there is no guest of ours of that name. */
   status(name: string): Promise<GuestStatus | null>;
+  /** What an ssh login into it runs, or null when there is no guest of ours of that name. */
+  sessionFor(name: string, command: string | null, terminal: boolean): Promise<GuestSession | null>;
   /** Stops waiting for guests to report ready (the daemon is stopping); the guests go on booting. */
   interrupt(): void;
   close(): Promise<void>;
@@ -123,6 +128,10 @@ export function createGuestLifecycle(options: GuestLifecycleOptions, logger: Log
     stop: (name, kind) => stopGuest(lc, name, kind),
     destroy: (name, kind) => destroyGuest(lc, name, kind),
     status: (name) => guestStatus(lc, name),
+    async sessionFor(name, command, terminal) {
+      const found = await lc.domains.ownedAnywhere(name);
+      return found && { launch: found.driver.session(name, command, terminal), started: found.active };
+    },
     interrupt() {
       interrupted = true;
     },

@@ -11,7 +11,7 @@ import type { AccountRuntime, AccountSpec, GuestStatus, HostSnapshot, ObservedAc
 import { GUEST_DRIVERS, GUEST_KINDS } from './drivers/index.js';
 import type { GuestDefinition, GuestKind, ImageSource } from './guest-definition.js';
 import type { GuestWords } from './guest-driver.js';
-import { createGuestLifecycle } from './guests.js';
+import { createGuestLifecycle, type GuestSession } from './guests.js';
 import type { Hypervisor } from './hypervisor.js';
 
 export type { ImageSource, ResolvedImage } from './guest-definition.js';
@@ -32,6 +32,11 @@ export interface LibvirtRuntimeOptions {
 export interface LibvirtRuntime extends AccountRuntime {
   /** The guest's state as libvirt holds it, or null when the sliver has no domain. */
   status(name: string): Promise<GuestStatus | null>;
+  /**
+   * What an ssh login into the sliver's guest runs (its serial console, a shell in its namespaces)
+   * or why it is refused, and whether the guest runs; null when the sliver has no domain.
+   */
+  sessionFor(name: string, command: string | null, terminal: boolean): Promise<GuestSession | null>;
   /** Stops waiting for guests to report ready (the daemon is stopping); the guests go on booting. */
   interrupt(): void;
   close(): Promise<void>;
@@ -87,6 +92,7 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
     destroy: async (name, _kind: AccountKind, runtime: RuntimeKind) => guests.destroy(name, guestKind(runtime)),
 
     status: (name) => guests.status(name),
+    sessionFor: (name, command, terminal) => guests.sessionFor(name, command, terminal),
     interrupt: () => guests.interrupt(),
     close: () => guests.close(),
   };

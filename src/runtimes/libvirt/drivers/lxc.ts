@@ -1,7 +1,8 @@
 // LXC containers. A guest's root is an overlayfs mount of its own over its image, a root file
 // system archive unpacked once per archive (lxc-root.ts). Its init says it is ready by writing a
 // file into that root: an LXC console drops what was printed before someone attached. It is
-// powered off at once, as its init may ignore a request to shut down.
+// powered off at once, as its init may ignore a request to shut down. A login runs a shell in its
+// namespaces.
 import { PermanentError } from '../../../util/errors.js';
 import { commonDomainPlan, type GuestDomainInput } from '../domain-plan.js';
 import type { LxcDomainPlan } from '../domain-xml.js';
@@ -54,5 +55,10 @@ export function createLxcDriver(context: DriverContext): GuestDriver {
       ...(shape.cpuQuotaUs === null ? [] : [`vcpu_period=${shape.cpuPeriodUs}`, `vcpu_quota=${shape.cpuQuotaUs}`]),
     ],
     overlayPath: (files) => lxcRootPaths(files).merged,
+
+    session(name, command) {
+      const shell = command === null ? ['/bin/sh', '-l'] : ['/bin/sh', '-c', command];
+      return { file: 'virsh', args: ['-q', '-c', context.hypervisor.uri, 'lxc-enter-namespace', name, '--noseclabel', ...shell], cwd: '/' };
+    },
   };
 }

@@ -1,6 +1,7 @@
 // QEMU virtual machines. A guest's disk is a qcow2 overlay of its own over the cached image (none
 // for a kernel booted alone). A guest says it is ready with a line on its serial console, which
-// virtlogd writes to a log file the host reads. Stop first asks it to shut down (ACPI).
+// virtlogd writes to a log file the host reads. Stop first asks it to shut down (ACPI). A login
+// reaches its serial console, the one way into a machine whatever it runs.
 import { existsSync } from 'node:fs';
 import { commonDomainPlan, kernelCmdline, type GuestDomainInput } from '../domain-plan.js';
 import type { QemuDomainPlan } from '../domain-xml.js';
@@ -57,5 +58,14 @@ export function createQemuDriver(context: DriverContext): GuestDriver {
       `cpu_shares=${shape.cpuShares}`, `global_period=${shape.cpuPeriodUs}`, `global_quota=${shape.cpuQuotaUs ?? NO_QUOTA}`,
     ],
     overlayPath: (_files, details) => details.disks[0]?.source ?? null,
+
+    session(name, command, terminal) {
+      if (command !== null) {
+        return { refused: `${name} is a virtual machine: the gateway reaches its serial console only; log in without a command (and with a terminal) to use it` };
+      }
+      if (!terminal) return { refused: `${name} is a virtual machine: its serial console needs a terminal (ssh -t)` };
+      // --force takes the console over from an earlier session that was left open.
+      return { file: 'virsh', args: ['-q', '-c', context.hypervisor.uri, 'console', '--force', name], cwd: '/' };
+    },
   };
 }
