@@ -35,6 +35,8 @@ export interface GuestLifecycleOptions {
   readonly images: ImageSource;
   readonly addresses: AddressBook;
   readonly now: () => Date;
+  /** Who limits the guests' interfaces; by default libvirt where the kernel lets it, else nodemgr (guest-bandwidth.ts). */
+  readonly bandwidth?: GuestBandwidth;
 }
 
 /** A guest of ours as libvirt holds it. */
@@ -91,7 +93,7 @@ interface Lifecycle {
 export function createGuestLifecycle(options: GuestLifecycleOptions, logger: Logger): GuestLifecycle {
   const { drivers, guestDir, addresses } = options;
   const inFlight = new Set<string>();
-  const bandwidth = createGuestBandwidth({ addresses, logger });
+  const bandwidth = options.bandwidth ?? createGuestBandwidth({ addresses, logger });
   const recovery = createGuestRecovery({ guestDir, drivers, addresses, bandwidth, inFlight, logger });
   let guestDirReady: Promise<void> | null = null;
   let interrupted = false;
