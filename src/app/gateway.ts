@@ -6,7 +6,6 @@ import type { DatabaseStore } from '../db/store.js';
 import type { Enforcer } from '../limits/enforcer.js';
 import type { Logger } from '../log.js';
 import type { LibvirtRuntime } from '../runtimes/libvirt/runtime.js';
-import { guestSessionLaunch } from '../runtimes/libvirt/sessions.js';
 import type { AccountRuntime } from '../runtimes/types.js';
 import type { UnixRuntime } from '../runtimes/unix/runtime.js';
 import { startSshGateway, type Gateway } from '../ssh/gateway.js';
@@ -43,12 +42,7 @@ export async function startGateway(config: Config, parts: GatewayParts): Promise
     delegateUid: async (name) =>
       (await runtime.observe({ readOnly: true })).owned.find((a) => a.name === name && a.kind === 'delegate')?.uid ?? null,
     cgroupFiles: (name) => enforcer.launchFiles(name),
-    async guestSession(name, command, terminal) {
-      const status = await guests.status(name).catch(() => null);
-      if (!status) return null;
-      const uri = status.runtime === 'qemu' ? config.libvirtQemuUri : config.libvirtLxcUri;
-      return { launch: guestSessionLaunch(status.runtime, uri, name, command, terminal), started: status.state === 'running' };
-    },
+    guestSession: (name, command, terminal) => guests.sessionFor(name, command, terminal).catch(() => null),
     callApi: (caller, body) => answerCall(body, caller, call, logger),
     logger,
   });

@@ -1,6 +1,7 @@
 import test from 'ava';
-import { bootDigest, guestDomainXml, kernelCmdline, tapName } from '../../src/runtimes/libvirt/domain-plan.js';
-import { readDomainDetails } from '../../src/runtimes/libvirt/domain-xml.js';
+import { bootDigest, kernelCmdline, tapName } from '../../src/runtimes/libvirt/domain-plan.js';
+import { buildDomainXml, readDomainDetails } from '../../src/runtimes/libvirt/domain-xml.js';
+import { qemuDomainPlan } from '../../src/runtimes/libvirt/drivers/qemu.js';
 import { htbRateKbit, ifbOf } from '../../src/runtimes/libvirt/guest-shaper.js';
 import { guestFiles } from '../../src/runtimes/libvirt/guest-files.js';
 import { guestShape } from '../../src/runtimes/libvirt/shape.js';
@@ -15,11 +16,12 @@ const shape = (rspec: Record<string, number>) => {
 
 test('a qemu sliver boots its kernel with its console, name and address on the command line', (t) => {
   const files = guestFiles('/var/lib/nodemgr/guests', 'site_vm');
-  const xml = guestDomainXml({
-    name: 'site_vm', driver: 'qemu', guest, shape: shape({ cpu_share: 3, cpu_cap: 50 }), uuid: '6f1c2b9e-3a4d-4e5f-8a7b-1c2d3e4f5a6b',
-    created: '2026-01-01T00:00:00.000Z', leases: [lease], files, kernel: { path: '/c/vmlinuz' }, initrd: { path: '/c/initrd.img' },
-    hasDisk: true, bridge: null, guestDir: '/var/lib/nodemgr/guests', accel: 'qemu',
-  });
+  const xml = buildDomainXml(qemuDomainPlan({
+    name: 'site_vm', kind: 'qemu', boot: guest, shape: shape({ cpu_share: 3, cpu_cap: 50 }), uuid: '6f1c2b9e-3a4d-4e5f-8a7b-1c2d3e4f5a6b',
+    created: '2026-01-01T00:00:00.000Z', leases: [lease], files,
+    resolved: { disk: { path: '/c/base.qcow2' }, kernel: { path: '/c/vmlinuz' }, initrd: { path: '/c/initrd.img' } },
+    bridge: null, guestDir: '/var/lib/nodemgr/guests',
+  }, 'qemu'));
   const d = readDomainDetails(xml);
   t.is(d.cmdline, 'console=ttyS0 nodemgr.sliver=site_vm ip=192.0.2.21:::255.255.255.0:site_vm:eth0:off');
   t.deepEqual(d.disks.map((x) => x.source), [files.overlay]);

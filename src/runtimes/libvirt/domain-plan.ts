@@ -1,14 +1,12 @@
-// A libvirt sliver's domain definition from its spec, shape, leases and files: pure, so that what
-// a guest is made of can be read and tested apart from libvirt.
+// What every guest's domain definition is made of, whatever its kind: its marker, interfaces and
+// the digest of what only a new boot can change. Pure, so that what a guest is made of can be read
+// and tested apart from libvirt; each driver adds its kind's part (drivers/).
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
 import type { AddressLease } from '../../db/types.js';
-import type { GuestSpec } from '../types.js';
-import { buildDomainXml, type DiskPlan, type InterfacePlan } from './domain-xml.js';
+import type { CommonPlan } from './domain-xml.js';
+import type { GuestBoot, GuestKind, ResolvedBoot } from './guest-definition.js';
 import type { GuestFiles } from './guest-files.js';
 import type { GuestShape } from './shape.js';
-
-export type GuestDriver = 'qemu' | 'lxc';
 
 /** The host-side device of a guest's interface: short, stable, and never one of libvirt's own prefixes. */
 export function tapName(sliver: string, iface: number): string {
@@ -16,8 +14,8 @@ export function tapName(sliver: string, iface: number): string {
 }
 
 /** The parts of a spec that only a new boot can change: a change of these restarts the guest. */
-export function bootDigest(guest: GuestSpec, shape: GuestShape, driver: GuestDriver): string {
-  const parts = [driver, guest.image, guest.kernel, guest.initrd, shape.vcpus, shape.memoryKiB];
+export function bootDigest(boot: GuestBoot, shape: GuestShape, kind: GuestKind): string {
+  const parts = [kind, boot.image, boot.kernel, boot.initrd, shape.vcpus, shape.memoryKiB];
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
 }
 
@@ -37,37 +35,30 @@ export function kernelCmdline(name: string, leases: readonly AddressLease[]): st
   return words.join(' ');
 }
 
+/** What every kind's domain is made from (the drivers add what their kind needs). */
 export interface GuestDomainInput {
   readonly name: string;
-  readonly driver: GuestDriver;
-  readonly guest: GuestSpec;
+  readonly kind: GuestKind;
+  readonly boot: GuestBoot;
   readonly shape: GuestShape;
   readonly uuid: string;
   readonly created: string;
   readonly leases: readonly AddressLease[];
   readonly files: GuestFiles;
-  readonly kernel: { readonly path: string } | null;
-  readonly initrd: { readonly path: string } | null;
-  /** True when the guest has an overlay disk (a qemu sliver with a vref). */
-  readonly hasDisk: boolean;
+  readonly resolved: { readonly [K in keyof ResolvedBoot]: { readonly path: string } | null };
   readonly bridge: string | null;
   /** The daemon's guest directory, in the marker: each daemon manages its own domains only. */
   readonly guestDir: string;
-  readonly accel: 'kvm' | 'qemu';
 }
 
-export function guestDomainXml(input: GuestDomainInput): string {
-  const { name, driver, leases, files } = input;
-  const interfaces: InterfacePlan[] = leases.map((l) => ({ mac: l.mac, targetDev: tapName(name, l.iface), bridge: input.bridge }));
-  const marker = { name, runtime: driver, spec: bootDigest(input.guest, input.shape, driver), created: input.created, guestDir: input.guestDir };
-  if (driver === 'lxc') {
-    return buildDomainXml({ driver, name, uuid: input.uuid, marker, shape: input.shape, interfaces, init: '/sbin/init', rootDir: join(files.dir, 'rootfs') });
-  }
-  const disks: DiskPlan[] = input.hasDisk ? [{ path: files.overlay, format: 'qcow2' }] : [];
-  return buildDomainXml({
-    driver, accel: input.accel, name, uuid: input.uuid, marker, shape: input.shape, interfaces, disks,
-    boot: input.kernel === null ? null : { kernel: input.kernel.path, initrd: input.initrd?.path ?? null, cmdline: kernelCmdline(name, leases) },
-    consoleLog: files.consoleLog,
-    vnc: true,
-  });
+/** The part of a domain's plan that every kind shares: its name, marker, shape and interfaces. */
+export function commonDomainPlan(input: GuestDomainInput): CommonPlan {
+  const { name, kind, leases } = input;
+  return {
+    name,
+    uuid: input.uuid,
+    marker: { name, runtime: kind, spec: bootDigest(input.boot, input.shape, kind), created: input.created, guestDir: input.guestDir },
+    shape: input.shape,
+    interfaces: leases.map((l) => ({ mac: l.mac, targetDev: tapName(name, l.iface), bridge: input.bridge })),
+  };
 }

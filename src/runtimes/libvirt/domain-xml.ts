@@ -22,7 +22,7 @@ export interface InterfacePlan {
   readonly network?: string | null;
 }
 
-interface CommonPlan {
+export interface CommonPlan {
   /** The domain's name: the sliver's name. */
   readonly name: string;
   readonly uuid: string;

@@ -3,9 +3,9 @@
 // once, when the first guest is defined.
 import type { AddressBook } from '../../addresses/address-book.js';
 import type { Logger } from '../../log.js';
-import type { AccountSpec, GuestSpec } from '../types.js';
 import { tapName } from './domain-plan.js';
 import type { DomainDetails } from './domain-xml.js';
+import type { GuestDefinition } from './guest-definition.js';
 import { ifbOf, leftIfbDevices, readGuestShaping, shapeGuestInterface, unshapeGuestInterface } from './guest-shaper.js';
 import { guestBandwidthProblem } from './live-tuning.js';
 import { guestShape } from './shape.js';
@@ -14,7 +14,7 @@ export interface GuestBandwidth {
   /** Why libvirt cannot limit guest interfaces here, or null when it can. */
   check(): Promise<string | null>;
   /** Where libvirt cannot, limits the guest's interfaces to its net_max_rate (after a start, on a change). */
-  shape(spec: AccountSpec, guest: GuestSpec): Promise<void>;
+  shape(name: string, definition: Pick<GuestDefinition, 'limits' | 'size'>): Promise<void>;
   /** Removes nodemgr's own limits of the sliver's interfaces (stop, destroy, recovery). */
   unshape(name: string): Promise<void>;
   /** Removes nodemgr's own interface limits left for these slivers (guests that are not running). */
@@ -37,12 +37,12 @@ export function createGuestBandwidth(deps: { addresses: AddressBook; logger: Log
 
   return {
     check,
-    async shape(spec, guest) {
+    async shape(name, definition) {
       if ((await check()) === null) return;
-      const result = guestShape(spec.rspec, guest.size);
+      const result = guestShape(definition.limits, definition.size);
       const averageKBps = result.ok ? result.shape.bandwidth?.averageKBps ?? null : null;
-      for (const lease of addresses.leasesOf(spec.name)) {
-        await shapeGuestInterface(tapName(spec.name, lease.iface), averageKBps === null ? null : averageKBps * 8);
+      for (const lease of addresses.leasesOf(name)) {
+        await shapeGuestInterface(tapName(name, lease.iface), averageKBps === null ? null : averageKBps * 8);
       }
     },
     async unshape(name) {

@@ -1,7 +1,7 @@
 // A libvirt sliver's own files: a directory per sliver under guest_dir holding its copy-on-write
 // overlay over a cached base image and its serial console log. Nothing here is shared between
 // slivers, so removing the directory removes everything the sliver wrote.
-import { chmod, mkdir, open, readdir, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { runCommand } from '../../host/exec.js';
 
@@ -60,6 +60,19 @@ export async function makeOverlay(files: GuestFiles, base: { path: string; forma
 export async function makeGuestDir(files: GuestFiles): Promise<void> {
   await mkdir(files.dir, { recursive: true, mode: SEARCHABLE });
   await chmod(files.dir, SEARCHABLE);
+}
+
+// The guest's kind, in its directory: recovery removes the directory of a guest whose domain is
+// gone only when the kind's libvirt answered, or one that libvirt still holds would lose its files.
+const KIND_FILE = 'runtime';
+
+export async function writeGuestKind(files: GuestFiles, kind: string): Promise<void> {
+  await writeFile(join(files.dir, KIND_FILE), `${kind}\n`, { mode: 0o644 });
+}
+
+/** The kind written in the guest's directory; '' when none is. */
+export async function readGuestKind(files: GuestFiles): Promise<string> {
+  return (await readFile(join(files.dir, KIND_FILE), 'utf8').catch(() => '')).trim();
 }
 
 export async function removeGuestFiles(files: GuestFiles): Promise<void> {

@@ -5,20 +5,15 @@ import type { GuestShape } from './shape.js';
 import { describeError } from '../../util/errors.js';
 
 /** libvirt's "no quota" for a CFS quota. */
-const NO_QUOTA = -1;
+export const NO_QUOTA = -1;
 
-export function schedulerArgs(shape: GuestShape, driver: 'qemu' | 'lxc'): string[] {
-  const args = [`cpu_shares=${shape.cpuShares}`];
-  // qemu caps the whole guest with global_*; an lxc container is one group, with plain period/quota.
-  const [period, quota] = driver === 'qemu' ? ['global_period', 'global_quota'] : ['vcpu_period', 'vcpu_quota'];
-  if (driver === 'qemu' || shape.cpuQuotaUs !== null) {
-    args.push(`${period}=${shape.cpuPeriodUs}`, `${quota}=${shape.cpuQuotaUs ?? NO_QUOTA}`);
-  }
-  return args;
+/** Gives a running guest new CPU settings (a driver's schedulerArgs). */
+export async function setLiveCpu(uri: string, name: string, schedulerArgs: readonly string[]): Promise<void> {
+  await runCommand('virsh', ['-q', '-c', uri, 'schedinfo', name, '--live', ...schedulerArgs.flatMap((a) => ['--set', a])]);
 }
 
-export async function applyLiveTuning(uri: string, name: string, driver: 'qemu' | 'lxc', shape: GuestShape, taps: readonly string[]): Promise<void> {
-  await runCommand('virsh', ['-q', '-c', uri, 'schedinfo', name, '--live', ...schedulerArgs(shape, driver).flatMap((a) => ['--set', a])]);
+/** Gives the interfaces `taps` of a running guest the shape's rate. */
+export async function setLiveBandwidth(uri: string, name: string, shape: GuestShape, taps: readonly string[]): Promise<void> {
   // 0 removes a limit.
   const average = String(shape.bandwidth?.averageKBps ?? 0);
   for (const tap of taps) {
