@@ -4,6 +4,7 @@
 import { chmod, mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { runCommand } from '../../host/exec.js';
+import { pollUntil } from '../../util/poll.js';
 
 export interface GuestFiles {
   readonly dir: string;
@@ -98,36 +99,29 @@ export async function waitForReady(
   marker: string,
   opts: { from: number; timeoutMs: number; pollMs?: number; gone?: () => Promise<boolean> },
 ): Promise<boolean> {
-  const deadline = Date.now() + opts.timeoutMs;
-  const pollMs = opts.pollMs ?? 250;
   let offset = opts.from;
   let carry = '';
-  let checks = 0;
-  for (;;) {
+  // Reads what the console log gained since the last look; the marker may span two reads.
+  const seen = async (): Promise<boolean> => {
     const handle = await open(files.consoleLog, 'r').catch(() => null);
-    if (handle) {
-      try {
-        const { size } = await handle.stat();
-        if (size < offset) {
-          offset = 0;
-          carry = '';
-        }
-        if (size > offset) {
-          const length = Math.min(size - offset, 1 << 20);
-          const buffer = Buffer.alloc(length);
-          const { bytesRead } = await handle.read(buffer, 0, length, offset);
-          offset += bytesRead;
-          const text = carry + buffer.subarray(0, bytesRead).toString('latin1');
-          if (text.includes(marker)) return true;
-          carry = text.slice(-marker.length);
-        }
-      } finally {
-        await handle.close();
+    if (!handle) return false;
+    try {
+      const { size } = await handle.stat();
+      if (size < offset) {
+        offset = 0;
+        carry = '';
       }
+      if (size <= offset) return false;
+      const length = Math.min(size - offset, 1 << 20);
+      const buffer = Buffer.alloc(length);
+      const { bytesRead } = await handle.read(buffer, 0, length, offset);
+      offset += bytesRead;
+      const text = carry + buffer.subarray(0, bytesRead).toString('latin1');
+      carry = text.slice(-marker.length);
+      return text.includes(marker);
+    } finally {
+      await handle.close();
     }
-    if (Date.now() >= deadline) return false;
-    // Asking libvirt is dearer than reading a file: every few polls only.
-    if (opts.gone && ++checks % 8 === 0 && (await opts.gone())) return false;
-    await new Promise((resolve) => setTimeout(resolve, pollMs));
-  }
+  };
+  return pollUntil(seen, opts);
 }

@@ -26,6 +26,8 @@ import type { Logger } from '../../log.js';
 import { runCommand } from '../../host/exec.js';
 import type { GuestFiles } from './guest-files.js';
 import { describeError } from '../../util/errors.js';
+import { pollUntil } from '../../util/poll.js';
+import { serialQueue } from '../../util/serial.js';
 
 /** Where the bases live, under guest_dir. */
 export const LXC_ROOTS_DIR = '.lxc-roots';
@@ -158,12 +160,8 @@ export function createLxcRoots(guestDir: string, logger: Logger): LxcRoots {
   const unpacking = new Map<string, Promise<void>>();
   // Naming a base and removing unnamed ones exclude each other, or a base could be removed
   // between a create seeing it and naming it. Held briefly: unpacking runs outside it.
-  let lock: Promise<void> = Promise.resolve();
-  const exclusive = <T>(task: () => Promise<T>): Promise<T> => {
-    const result = lock.then(task);
-    lock = result.then(() => undefined, () => undefined);
-    return result;
-  };
+  const bases = serialQueue();
+  const exclusive = <T>(task: () => Promise<T>): Promise<T> => bases.run(task);
 
   const unpack = async (key: string, archive: string) => {
     const base = join(rootsDir, key);
@@ -246,18 +244,9 @@ export function createLxcRoots(guestDir: string, logger: Logger): LxcRoots {
       if (await realDirectoriesTo(merged, ready)) await rm(ready, { force: true });
     },
 
-    async waitForReady(files, marker, opts) {
-      const { ready } = lxcRootPaths(files);
-      const deadline = Date.now() + opts.timeoutMs;
-      const pollMs = opts.pollMs ?? 250;
-      let checks = 0;
-      for (;;) {
-        if ((await readReadyFile(lxcRootPaths(files).merged, ready)).includes(marker)) return true;
-        if (Date.now() >= deadline) return false;
-        // Asking libvirt is dearer than reading a file: every few polls only.
-        if (opts.gone && ++checks % 8 === 0 && (await opts.gone())) return false;
-        await new Promise((resolve) => setTimeout(resolve, pollMs));
-      }
+    waitForReady(files, marker, opts) {
+      const { merged, ready } = lxcRootPaths(files);
+      return pollUntil(async () => (await readReadyFile(merged, ready)).includes(marker), opts);
     },
 
     collect: () => exclusive(async () => {
