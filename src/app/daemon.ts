@@ -17,7 +17,7 @@ import type { NodeDatabase } from '../db/types.js';
 import { openImageCache } from '../images/cache.js';
 import { createEnforcer, limitInputOf } from '../limits/enforcer.js';
 import { hostLimits } from '../limits/host-limits.js';
-import { limitsHook } from '../limits/hooks.js';
+import { limitsHook } from '../accounts/limits-hook.js';
 import { readLimitsInForce } from '../limits/in-force.js';
 import type { Logger } from '../log.js';
 import { desiredOfRecords } from '../reconcile/desired.js';

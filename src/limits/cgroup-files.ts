@@ -6,7 +6,7 @@ import { constants } from 'node:fs';
 import { access, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { SHARES_MAX, SHARES_MIN } from './cpu.js';
+import { SHARES_MAX, SHARES_MIN } from '../rspec/cpu.js';
 
 export interface CgroupLimits {
   /** v1 cpu.shares, 2..262144; v2 gets cpu.weight = sharesToWeight(cpuShares). */

@@ -3,7 +3,7 @@
 // memory nodes until they are copied in, and refuses tasks (ENOSPC) meanwhile.
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CFS_PERIOD_US, SHARES_MAX } from './cpu.js';
+import { CFS_PERIOD_US, SHARES_MAX } from '../rspec/cpu.js';
 import {
   CgroupError,
   cpuCount,

@@ -4,7 +4,7 @@
 import { mkdir } from 'node:fs/promises';
 import { release } from 'node:os';
 import { dirname, join } from 'node:path';
-import { CFS_PERIOD_US, SHARES_MAX, SHARES_MIN, sharesToWeight } from './cpu.js';
+import { CFS_PERIOD_US, SHARES_MAX, SHARES_MIN, sharesToWeight } from '../rspec/cpu.js';
 import {
   CgroupError,
   cpuCount,

@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import type { ByteCapStates } from './bwmon.js';
 import type { SliverCgroups } from './cgroups.js';
-import { CFS_PERIOD_US } from './cpu.js';
+import { CFS_PERIOD_US } from '../rspec/cpu.js';
 import type { DiskLimits } from './disk.js';
 import { sliverClassMinors } from './shaping.js';
 import type { KernelClass, ShapingReading, TrafficShaper } from './tc.js';

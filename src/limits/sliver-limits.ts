@@ -2,7 +2,7 @@
 // hold. Pure: the same slivers give the same limits, so applying them again changes nothing.
 import type { Rspec } from '../rspec/resources.js';
 import type { CgroupLimits } from './cgroups.js';
-import { capQuotaUs, cpuWeights } from './cpu.js';
+import { capQuotaUs, cpuWeights } from '../rspec/cpu.js';
 import type { SliverShaping } from './shaping.js';
 
 export interface LimitTarget {

@@ -10,7 +10,7 @@ import { readFile, rmdir, stat } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { basename, dirname } from 'node:path';
 import { createSliverCgroups, detectCgroupVersion, type CgroupLimits, type SliverCgroups } from '../../src/limits/cgroups.js';
-import { capQuotaUs, cpuWeights } from '../../src/limits/cpu.js';
+import { capQuotaUs, cpuWeights } from '../../src/rspec/cpu.js';
 import { isRoot, waitFor } from './support/host.js';
 
 const serial = isRoot ? test.serial : test.skip;

@@ -7,7 +7,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { weightToShares } from '../../src/limits/cgroup-v2.js';
 import { createSliverCgroups, detectCgroupVersion, validateGroupName, type CgroupLimits } from '../../src/limits/cgroups.js';
-import { capQuotaUs, sharesToWeight } from '../../src/limits/cpu.js';
+import { capQuotaUs, sharesToWeight } from '../../src/rspec/cpu.js';
 
 const MiB = 1024 * 1024;
 const limits: CgroupLimits = { cpuShares: 65_536, cpuQuotaUs: capQuotaUs(20), memoryBytes: 64 * MiB, pidsMax: 20 };

@@ -1,6 +1,6 @@
 // CPU weights from shares and guarantees: the proportions, the floors, and what a loan touches.
 import test from 'ava';
-import { capQuotaUs, cpuWeights, sharesToWeight } from '../../src/limits/cpu.js';
+import { capQuotaUs, cpuWeights, sharesToWeight } from '../../src/rspec/cpu.js';
 
 const claim = (name: string, share: number, guaranteedPct = 0) => ({ name, share, guaranteedPct });
 

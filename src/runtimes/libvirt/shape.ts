@@ -2,7 +2,7 @@
 // size, overridden by the rspec), its CPU weight and cap, and its interface bandwidth, in libvirt's
 // units. The CPU weight and cap follow the same arithmetic as the cgroups of unix slivers, so a
 // sliver's rspec means the same whichever runtime it has.
-import { capQuotaUs, CFS_PERIOD_US, cpuWeights, SHARES_MAX, SHARES_MIN, sharesToWeight } from '../../limits/cpu.js';
+import { capQuotaUs, CFS_PERIOD_US, cpuWeights, SHARES_MAX, SHARES_MIN, sharesToWeight } from '../../rspec/cpu.js';
 import { resourceInfo, type Rspec } from '../../rspec/resources.js';
 
 export type InstanceSizeName = 'small' | 'medium' | 'large';

@@ -1,9 +1,9 @@
 // The limits as the supervisor's lifecycle hook: a Unix sliver's limits are in force before it is
 // configured (and so before it starts), it starts inside its cgroups, its groups are emptied
 // before it stops, and removed once it is destroyed. A guest's limits are in its domain definition.
-import type { AccountRef, LifecycleHook } from '../accounts/hooks.js';
+import type { AccountRef, LifecycleHook } from './hooks.js';
 import type { AccountSpec } from '../runtimes/types.js';
-import type { Enforcer } from './enforcer.js';
+import type { Enforcer } from '../limits/enforcer.js';
 
 const isUnixSliver = (account: { kind: string; runtime: string }) => account.kind === 'sliver' && account.runtime === 'unix';
 
