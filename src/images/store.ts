@@ -22,6 +22,17 @@ export async function makeDirectory(dir: string): Promise<void> {
   }
 }
 
+/** Deletes `path` (a file already gone is no fault); the reason it could not be deleted, else null. */
+export async function deleteFile(path: string): Promise<string | null> {
+  try {
+    await unlink(path);
+    return null;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? null : describeError(error);
+  }
+}
+
 export async function readHeader(path: string): Promise<Buffer> {
   const handle = await open(path, 'r');
   try {

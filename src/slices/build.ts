@@ -100,18 +100,17 @@ function acceptKeys(values: readonly (string | undefined)[], what: (i: number) =
   return keys;
 }
 
-/** Returns the sliver, or null after recording in `skipped` why the slice does not apply. */
-export function buildSliver(raw: RawSlice, what: string, skipped: SkippedEntry[]): PendingSliver | null {
-  const problems: string[] = [];
-  checkName(raw.name, problems);
-  const sliceId = parseCount(raw.id ?? '');
-  if (Number.isNaN(sliceId)) problems.push(describeCount('id', raw.id));
-  const { timestamp, expiry } = checkTimes(raw, problems);
-  const instantiation = (raw.instantiation ?? 'plc-instantiated') as Instantiation;
-  if (!INSTANTIATIONS.includes(instantiation)) {
-    problems.push(`instantiation ${quote(raw.instantiation ?? '')} is not one of ${INSTANTIATIONS.join(', ')}`);
-  }
+/** What a slice's resources say, in canonical names; what cannot be read goes to `problems`. */
+interface SliceResources {
+  readonly rspec: Rspec;
+  /** Resources the program does not know, by name, their text as written. */
+  readonly unknown: Map<string, string>;
+  readonly initscript: string | null;
+  readonly vref: string | null;
+  readonly guest: GuestAttributes;
+}
 
+function readResources(raw: RawSlice, problems: string[]): SliceResources {
   const rspec: Rspec = {};
   const unknown = new Map<string, string>();
   let initscript: string | null = null;
@@ -169,6 +168,22 @@ export function buildSliver(raw: RawSlice, what: string, skipped: SkippedEntry[]
     if (canonical.ok) rspec[canonical.name] = canonical.amount;
     else problems.push(canonical.reason);
   });
+  return { rspec, unknown, initscript, vref, guest };
+}
+
+/** Returns the sliver, or null after recording in `skipped` why the slice does not apply. */
+export function buildSliver(raw: RawSlice, what: string, skipped: SkippedEntry[]): PendingSliver | null {
+  const problems: string[] = [];
+  checkName(raw.name, problems);
+  const sliceId = parseCount(raw.id ?? '');
+  if (Number.isNaN(sliceId)) problems.push(describeCount('id', raw.id));
+  const { timestamp, expiry } = checkTimes(raw, problems);
+  const instantiation = (raw.instantiation ?? 'plc-instantiated') as Instantiation;
+  if (!INSTANTIATIONS.includes(instantiation)) {
+    problems.push(`instantiation ${quote(raw.instantiation ?? '')} is not one of ${INSTANTIATIONS.join(', ')}`);
+  }
+
+  const { rspec, unknown, initscript, vref, guest } = readResources(raw, problems);
 
   if (problems.length > 0) {
     skipped.push({ what, reason: problems.join('; '), ...held('sliver', raw.name, raw.id) });

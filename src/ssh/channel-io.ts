@@ -1,0 +1,108 @@
+// A session's bytes between the ssh channel and what serves it: a terminal (node-pty), a process's
+// pipes, or the API for one request. Output goes only as fast as the client reads it.
+import { constants } from 'node:os';
+import type { ServerChannel } from 'ssh2';
+import { encodeFault } from '../api/codec.js';
+import { FaultCode } from '../api/faults.js';
+import { describeError } from '../util/errors.js';
+import { startPipedSession, startTerminalSession, type SessionLaunch, type TerminalRequest } from './sessions.js';
+
+const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, number]) => [number, name.replace(/^SIG/, '')]));
+
+/** One session's channel and how it ends. */
+export interface SessionIo {
+  readonly channel: ServerChannel;
+  /** Keeps the connection from counting as idle. */
+  readonly touch: () => void;
+  /** Ends the session (once) with an exit status, or a signal's name, and a message for the client. */
+  readonly finish: (status: number | string, message?: string) => void;
+  readonly ended: () => boolean;
+}
+
+/** Says `message` on stderr (if any), the exit status or signal, and closes the channel. */
+export function endChannel(channel: ServerChannel, status: number | string, message?: string): void {
+  if (message) channel.stderr.write(message);
+  if (typeof status === 'number') channel.exit(status);
+  else channel.exit(status, false, '');
+  channel.end();
+}
+
+/** Runs `launch` on a terminal; `onResize` receives what the client's window changes call. */
+export async function connectTerminal(
+  io: SessionIo, launch: SessionLaunch, env: Record<string, string>, terminal: TerminalRequest,
+  onResize: (resize: (cols: number, rows: number) => void) => void,
+): Promise<void> {
+  const { channel, touch, finish } = io;
+  let pty;
+  try {
+    pty = await startTerminalSession(launch, env, terminal);
+  } catch (error) {
+    finish(1, `nodemgr: ${describeError(error)}; a command without a terminal (ssh -T) still works\r\n`);
+    return;
+  }
+  onResize((cols, rows) => {
+    if (cols > 0 && rows > 0) pty.resize(Math.min(cols, 1000), Math.min(rows, 500));
+  });
+  // A client that stops reading stops its own shell's output, and nobody else's.
+  pty.onData((data) => {
+    touch();
+    if (!channel.write(data)) {
+      pty.pause();
+      channel.once('drain', () => pty.resume());
+    }
+  });
+  channel.on('data', (data: Buffer) => {
+    touch();
+    pty.write(data.toString('binary'));
+  });
+  pty.onExit(({ exitCode, signal }) => finish(signal ? (SIGNAL_NAMES.get(signal) ?? 'KILL') : exitCode));
+  channel.on('close', () => {
+    if (!io.ended()) pty.kill('SIGHUP');
+  });
+}
+
+/** Runs `launch` with plain pipes (a command, or a shell without a terminal). */
+export function connectPipes(io: SessionIo, launch: SessionLaunch, env: Record<string, string>): void {
+  const { channel, touch, finish } = io;
+  const child = startPipedSession(launch, env);
+  child.stdout!.on('data', touch);
+  child.stdout!.pipe(channel, { end: false });
+  child.stderr!.pipe(channel.stderr, { end: false });
+  channel.on('data', touch);
+  channel.pipe(child.stdin!);
+  child.stdin!.on('error', () => undefined); // the command may exit without reading its input
+  child.on('error', (error) => finish(1, `nodemgr: ${error.message}\r\n`));
+  child.on('close', (code, signal) => finish(signal ? signal.replace(/^SIG/, '') : (code ?? 1)));
+  channel.on('close', () => {
+    if (!io.ended()) child.kill('SIGHUP');
+  });
+}
+
+/** One XML-RPC request on stdin, `call`'s answer on stdout, as forward_api_calls does. */
+export function answerApiRequest(io: SessionIo, maxRequestBytes: number, call: (body: Buffer) => Promise<string>): void {
+  const { channel, touch, finish } = io;
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let refused = false;
+  channel.on('data', (chunk: Buffer) => {
+    touch();
+    if (refused) return;
+    size += chunk.length;
+    if (size > maxRequestBytes) {
+      refused = true;
+      chunks.length = 0;
+      // As forward_api_calls answers it: fault 102 and exit status 2.
+      channel.write(encodeFault(FaultCode.invalidArgument, `request too large: more than ${maxRequestBytes} bytes`));
+      finish(2);
+      return;
+    }
+    chunks.push(chunk);
+  });
+  channel.on('end', () => {
+    if (refused) return;
+    call(Buffer.concat(chunks, size)).then((answer) => {
+      channel.write(answer);
+      finish(0);
+    }).catch((error: unknown) => finish(1, `nodemgr: ${describeError(error)}\n`));
+  });
+}
