@@ -8,6 +8,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { createSliverCgroups } from '../../../src/limits/cgroups.js';
+import { waitFor } from '../../support/wait.js';
+
+export { waitFor };
 
 export const run = promisify(execFile);
 export const isRoot = process.getuid?.() === 0;
@@ -194,24 +197,6 @@ export async function nodemgr(args: string[]): Promise<{ stdout: string; stderr:
   } catch (error) {
     const e = error as { stdout: string; stderr: string; code: number };
     return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-  }
-}
-
-/** Polls `check` until it returns a truthy value or the time runs out (then throws with `what`). */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown = null;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
