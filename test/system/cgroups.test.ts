@@ -4,24 +4,29 @@
 // parent of its own and takes it away afterwards, processes and all.
 import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile, rmdir, stat } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { basename, dirname } from 'node:path';
 import { createSliverCgroups, detectCgroupVersion, type CgroupLimits, type SliverCgroups } from '../../src/limits/cgroups.js';
 import { capQuotaUs, cpuWeights } from '../../src/limits/cpu.js';
-import { isRoot, waitFor } from './support/host.js';
-
-const serial = isRoot ? test.serial : test.skip;
-if (!isRoot) test.skip('cgroup system tests need root: they create cgroups and run processes as other uids', () => undefined);
+import { isRoot, leaseTestUids, waitFor } from './support/host.js';
 
 const MiB = 1024 * 1024;
 const V2_ROOT = '/sys/fs/cgroup/unified';
 const USED_V1 = ['cpu', 'cpuacct', 'memory', 'pids', 'freezer'];
-/** Uids with no account, apart from the other system tests' ranges and different for every run, since sweep takes every process of a uid. */
-let nextUid = 78_000 + randomInt(0, 19) * 100;
-const freeUid = () => nextUid++;
+/** Uids with no account, leased so that no other test (or daemon) uses them, since sweep takes every process of a uid. */
+const uids = isRoot ? await leaseTestUids(100, 'test/system/cgroups.test.ts') : null;
+let nextUid = uids?.min ?? 0;
+function freeUid(): number {
+  if (uids === null || nextUid > uids.max) throw new Error('no leased uid left for this test file');
+  return nextUid++;
+}
+
+const serial = isRoot ? test.serial : test.skip;
+if (!isRoot) test.skip('cgroup system tests need root: they create cgroups and run processes as other uids', () => undefined);
+
 const open: CgroupLimits = { cpuShares: 1024, cpuQuotaUs: null, memoryBytes: null, pidsMax: null };
 const PYTHON = '/usr/bin/python3';
 /** The children's environment: the system's own tools, whatever the test runner's PATH holds. */
@@ -103,6 +108,7 @@ async function isDirectory(path: string): Promise<boolean> {
 
 test.after.always(async () => {
   for (const cleanup of cleanups) await cleanup().catch(() => undefined);
+  await uids?.release();
 });
 
 serial('the host is cgroup v1 with a cgroup2 mount beside it, and every v1 limit is supported', async (t) => {

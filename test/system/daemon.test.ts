@@ -7,14 +7,15 @@ import { readDatabaseSnapshot } from '../../src/db/store.js';
 import type { NodeDatabase, SyncStatus } from '../../src/db/types.js';
 import { readSyncStatus, syncStatusPath } from '../../src/sync/sync-status.js';
 import {
-  accountPrefix, isRoot, nodemgr, passwdEntries, processesOf, removeAccounts, run, sandbox, serveDocument,
-  startDaemonProcess, stopDaemonProcess, waitFor, type DaemonProcess, type DocumentServer, type Sandbox,
+  accountPrefix, isRoot, leaseTestUids, nodemgr, passwdEntries, processesOf, removeAccounts, run, sandbox, serveDocument,
+  startDaemonProcess, stopDaemonProcess, waitFor, type DaemonProcess, type DocumentServer, type Sandbox, type UidLease,
 } from './support/host.js';
 import { publicKeys, slicesXml, type TestSlice } from './support/slices.js';
 
 const prefix = accountPrefix();
-const UID_MIN = 71000;
-const UID_MAX = 71999;
+// One range for the file, as each test's daemon may meet what the tests before it left: 100
+// slivers of one test and the few of the others.
+let uids: UidLease | null = null;
 let keys: string[] = [];
 const cleanups: Array<() => Promise<unknown>> = [];
 
@@ -28,12 +29,15 @@ if (!isRoot) {
 const serial = isRoot ? test.serial : test.skip;
 
 test.before(async () => {
-  if (isRoot) keys = await publicKeys(4);
+  if (!isRoot) return;
+  keys = await publicKeys(4);
+  uids = await leaseTestUids(200, 'test/system/daemon.test.ts');
 });
 
 test.after.always(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
   if (isRoot) await removeAccounts(prefix);
+  await uids?.release();
 });
 
 const name = (suffix: string) => `${prefix}_${suffix}`;
@@ -42,7 +46,7 @@ const syncOf = (box: Sandbox): Promise<SyncStatus | null> => readSyncStatus(sync
 
 async function setup(document: string, settings: Record<string, string | number> = {}) {
   const server = await serveDocument(document);
-  const box = await sandbox({ authority_url: server.url, sliver_uid_min: UID_MIN, sliver_uid_max: UID_MAX, ...settings });
+  const box = await sandbox({ authority_url: server.url, ...settings }, { uids: uids! });
   cleanups.push(() => server.close(), () => box.cleanup());
   return { server, box };
 }
@@ -88,7 +92,7 @@ serial('a document becomes accounts, and the host follows every change of it', a
   const entries = await passwdEntries(prefix);
   t.deepEqual(entries.map((e) => e.name).sort(), [name('ctl'), name('gone'), name('seed'), name('web')]);
   for (const e of entries) {
-    t.true(e.uid >= UID_MIN && e.uid <= UID_MAX, `${e.name} uid ${e.uid} in range`);
+    t.true(e.uid >= uids!.min && e.uid <= uids!.max, `${e.name} uid ${e.uid} in range`);
     t.regex(e.gecos, /^nodemgr (sliver|delegate)$/);
   }
   const web = entries.find((e) => e.name === name('web'))!;

@@ -15,8 +15,6 @@ import { slicesXml, type TestSlice } from './support/slices.js';
 
 const prefix = accountPrefix();
 const name = (suffix: string) => `${prefix}_${suffix}`;
-const UID_MIN = 76000;
-const UID_MAX = 76999;
 const serial = isRoot ? test.serial : test.skip;
 // Busy loops pinned to CPU 0, so that the two slivers compete for one CPU.
 const BURN = '#!/bin/sh\nexec taskset -c 0 /bin/sh -c "while :; do :; done"\n';
@@ -60,7 +58,7 @@ test.before(async () => {
     { name: name('three'), resources: { cpu_share: 3, initscript: BURN, mem_max: 262_144, proc_max: 64 } },
   ];
   server = await serveDocument(slicesXml(timestamp, slices));
-  box = await sandbox({ sliver_uid_min: UID_MIN, sliver_uid_max: UID_MAX, authority_url: server.url, stray_sweep_interval: 1 });
+  box = await sandbox({ authority_url: server.url, stray_sweep_interval: 1 });
   parent = /^cgroup_parent = (.*)$/m.exec(await readFile(box.config, 'utf8'))![1]!;
   daemon = startDaemonProcess(box.config);
   await waitFor(`the slivers to run\n${daemon.output().slice(-2000)}`, async () =>

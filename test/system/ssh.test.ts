@@ -16,8 +16,6 @@ import { slicesXml, type TestDelegate, type TestSlice } from './support/slices.j
 
 const prefix = accountPrefix();
 const name = (suffix: string) => `${prefix}_${suffix}`;
-const UID_MIN = 77000;
-const UID_MAX = 77999;
 const serial = isRoot ? test.serial : test.skip;
 // node-pty is an optional native build: where it could not be built, the terminal tests say so.
 const ptyBuilt = await import('node-pty').then(() => true, () => false);
@@ -78,7 +76,7 @@ function getRSpecRequest(sliver: string): string {
 
 test.before(async () => {
   if (!isRoot) return;
-  box = await sandbox({ sliver_uid_min: UID_MIN, sliver_uid_max: UID_MAX, authority_url: 'http://127.0.0.1:1/' });
+  box = await sandbox({ authority_url: 'http://127.0.0.1:1/' });
   for (const key of ['user', 'stranger', 'delegate', 'removed']) {
     const path = join(box.dir, `id_${key}`);
     await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `${key}@test`, '-f', path]);

@@ -1,6 +1,6 @@
 // The Unix runtime against the real host, as root: real accounts in /etc/passwd, real homes, real
-// processes. Every account of a run carries a random prefix and a uid range of its own, and
-// whatever a test leaves behind is removed in test.after.always.
+// processes. Every account of a run carries a random prefix and a uid range of its own (leased
+// from the tests' allocator), and whatever a test leaves behind is removed in test.after.always.
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -14,12 +14,16 @@ import { runCommand } from '../../src/host/exec.js';
 import { parseGroup, parsePasswd, parseShadow } from '../../src/host/passwd.js';
 import { killProcessesOf, processesOf, readProcess } from '../../src/host/processes.js';
 import { createUnixRuntime, type UnixRuntime, type UnixRuntimeOptions } from '../../src/runtimes/unix/runtime.js';
+import { leaseTestUids, type UidLease } from './support/host.js';
 
 const isRoot = process.getuid?.() === 0;
 const prefix = `nmt_${randomBytes(4).toString('hex')}`;
 const name = (suffix: string) => `${prefix}_${suffix}`;
-const UID_MIN = 74200;
-const UID_MAX = 74299;
+// 200 leased uids: the runtime's range is the first 100 (UID_MIN..UID_MAX), and the rest are for
+// accounts that must look foreign to it (outside its range) and that no other test may meet.
+let lease: UidLease | null = null;
+let UID_MIN = 0;
+let UID_MAX = 0;
 const projectRoot = resolve(import.meta.dirname, '../..');
 
 if (!isRoot) {
@@ -49,6 +53,9 @@ let runtime: UnixRuntime;
 
 test.before(async () => {
   if (!isRoot) return;
+  lease = await leaseTestUids(200, 'test/system/unix-runtime.test.ts');
+  UID_MIN = lease.min;
+  UID_MAX = lease.min + 99;
   base = await mkdtemp(join(tmpdir(), 'nodemgr-unix-'));
   await chmod(base, 0o755);
   const homeBase = join(base, 'home');
@@ -79,6 +86,7 @@ test.after.always(async () => {
     if (group.name.startsWith(prefix)) await runCommand('groupdel', [group.name]).catch(() => undefined);
   }
   if (base) await rm(base, { recursive: true, force: true });
+  await lease?.release();
 });
 
 function spec(accountName: string, extra: Partial<AccountSpec> = {}): AccountSpec {
@@ -110,10 +118,10 @@ async function observed(accountName: string) {
   const host = await runtime.observe({ readOnly: true });
   return host.owned.find((a) => a.name === accountName) ?? null;
 }
-/** A free uid outside the runtime's range, for accounts that must look foreign. */
+/** A free uid outside the runtime's range (in the rest of the lease), for accounts that must look foreign. */
 async function freeUidOutsideRange(): Promise<number> {
   const used = new Set(parsePasswd(await readFile('/etc/passwd', 'utf8')).map((e) => e.uid));
-  for (let uid = UID_MAX + 100; uid < UID_MAX + 200; uid++) if (!used.has(uid)) return uid;
+  for (let uid = UID_MAX + 1; uid <= lease!.max; uid++) if (!used.has(uid)) return uid;
   throw new Error('no free uid');
 }
 async function sessionOf(pid: number): Promise<number> {
