@@ -12,8 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { forwardApiCallsPath, peerCredentials, type PeerCredentials } from '../../src/native/peercred.js';
+import { isRoot } from './support/host.js';
 
-const isRoot = process.getuid?.() === 0;
 const NOBODY = 65534;
 const MAX_REQUEST_BYTES = 16 * 1024 * 1024;
 const forwarder = forwardApiCallsPath();

@@ -14,9 +14,8 @@ import { runCommand } from '../../src/host/exec.js';
 import { parseGroup, parsePasswd, parseShadow } from '../../src/host/passwd.js';
 import { killProcessesOf, processesOf, readProcess } from '../../src/host/processes.js';
 import { createUnixRuntime, type UnixRuntime, type UnixRuntimeOptions } from '../../src/runtimes/unix/runtime.js';
-import { leaseTestUids, type UidLease } from './support/host.js';
+import { isRoot, leaseTestUids, type UidLease } from './support/host.js';
 
-const isRoot = process.getuid?.() === 0;
 const prefix = `nmt_${randomBytes(4).toString('hex')}`;
 const name = (suffix: string) => `${prefix}_${suffix}`;
 // 200 leased uids: the runtime's range is the first 100 (UID_MIN..UID_MAX), and the rest are for

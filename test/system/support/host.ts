@@ -15,6 +15,7 @@ export { waitFor };
 export type { UidLease, UidRange };
 
 export const run = promisify(execFile);
+/** Whether the tests run as root: the one test of it for every test that needs root. */
 export const isRoot = process.getuid?.() === 0;
 export const projectRoot = resolve(import.meta.dirname, '../../..');
 export const cli = join(projectRoot, 'dist/src/cli/main.js');
