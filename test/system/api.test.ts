@@ -19,12 +19,7 @@ const clientSource = resolve(import.meta.dirname, 'support', 'xmlrpc_call.py');
 let client = clientSource;
 const serial = isRoot ? test.serial : test.skip;
 
-if (!isRoot) {
-  test('API system tests need root', (t) => {
-    t.log('skipped: run the tests as root to call the API as other users');
-    t.pass();
-  });
-}
+if (!isRoot) test.skip('API system tests: need root (to call the API as other users)', () => undefined);
 
 let server: DocumentServer;
 let box: Sandbox;

@@ -80,6 +80,7 @@ test.after.always(async () => {
 });
 
 const serial = isRoot ? test.serial : test.skip;
+if (!isRoot) test.skip('disk limits: need root (an ext4 image loop-mounted with quota, writes as other uids)', () => undefined);
 const enforcing = quotaFs?.kernelQuota ? test.serial : test.skip;
 const unless = quotaFs && !quotaFs.kernelQuota ? ` (skipped: ${quotaFs.support.reason})` : isRoot ? '' : ' (skipped: needs root)';
 

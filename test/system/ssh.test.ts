@@ -17,6 +17,7 @@ import { slicesXml, type TestDelegate, type TestSlice } from './support/slices.j
 const prefix = accountPrefix();
 const name = (suffix: string) => `${prefix}_${suffix}`;
 const serial = isRoot ? test.serial : test.skip;
+if (!isRoot) test.skip('the ssh gateway end to end: needs root (real accounts and a real daemon)', () => undefined);
 // node-pty is an optional native build: where it could not be built, the terminal tests say so.
 const ptyBuilt = await import('node-pty').then(() => true, () => false);
 function terminalTest(title: string, run: (t: ExecutionContext) => Promise<void>): void {
