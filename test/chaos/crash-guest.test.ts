@@ -100,6 +100,7 @@ serial(`kill -9 while an lxc guest is defined and booted: after each restart one
     began = Date.now();
     server.set(documentWith(true));
     daemon!.child.kill('SIGHUP');
+    // Not a wait for something: the kill comes at a random moment of the create.
     await new Promise((r) => setTimeout(r, random(bootMs)));
     daemon!.child.kill('SIGKILL');
     await daemon!.exited;

@@ -251,6 +251,7 @@ serial('kill -9 while a SetLoans is re-applied: after the restart the kernel hol
     const loans = [[recipient, 'cpu_share', 1 + random(3)], [recipient, 'net_max_rate', 1_000 * (1 + random(7))]];
     started_ = Date.now();
     const pending = call(node, 'SetLoans', [lender, loans]).then(() => true, () => false);
+    // Not a wait for something: the kill comes at a random moment of the SetLoans.
     await new Promise((r) => setTimeout(r, random(2 * answerMs + 1)));
     await node.kill();
     const wasAnswered = await pending;
@@ -300,6 +301,7 @@ serial('kill -9 during an image add: after the restart the cache holds the image
   let whole = 0;
   for (let trial = 1; trial <= trials; trial++) {
     void call(node, 'AddImage', [uri, 'image', 'crash test']).catch(() => undefined);
+    // Not a wait for something: the kill comes at a random moment of the download.
     await new Promise((r) => setTimeout(r, 100 + random(3_000)));
     await node.kill();
     await started(node.start());

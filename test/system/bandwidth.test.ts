@@ -14,7 +14,7 @@ import { readLimitsInForce } from '../../src/limits/in-force.js';
 import { withDefaults } from '../../src/rspec/resources.js';
 import { createTrafficShaper, type TrafficShaper } from '../../src/limits/tc.js';
 import type { ShapingLayout } from '../../src/limits/shaping.js';
-import { isRoot, leaseTestUids, run } from './support/host.js';
+import { isRoot, leaseTestUids, run, waitFor } from './support/host.js';
 
 const ns = `nmbw${randomBytes(3).toString('hex')}`;
 const peer = `${ns}p`;
@@ -60,12 +60,8 @@ let nextPort = 5301;
 
 /** Resolves once something listens on the port in the peer namespace. */
 async function listening(port: number): Promise<void> {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const { stdout } = await run('ip', ['netns', 'exec', peer, 'ss', '-Hltn', `sport = :${port}`]);
-    if (stdout.trim() !== '') return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`iperf3 server on port ${port} did not start listening`);
+  await waitFor(`the iperf3 server on port ${port} to listen`, async () =>
+    (await run('ip', ['netns', 'exec', peer, 'ss', '-Hltn', `sport = :${port}`])).stdout.trim() !== '', { timeoutMs: 10_000, intervalMs: 50 });
 }
 
 /** One iperf3 run as `uid`; the receiver's figure in Mbit/s, or the reason iperf3 gives for none. */

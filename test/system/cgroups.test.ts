@@ -126,8 +126,11 @@ serial('two busy slivers on one CPU get CPU time in the proportion of their shar
     await cgroups.apply(name, { ...open, cpuShares: weights.get(name)! });
     await cgroups.join(name, runAs(t, freeUid(), busyLoop, true).pid);
   }
-  await sleep(500);
+  // Measured once both loops are in their groups and competing: each has had some CPU there.
+  await waitFor('both loops to run in their groups', async () =>
+    (await cpuNs(cgroups, 'low')) >= 20_000_000 && (await cpuNs(cgroups, 'high')) >= 20_000_000, { intervalMs: 20 });
   const before = { low: await cpuNs(cgroups, 'low'), high: await cpuNs(cgroups, 'high') };
+  // Not a wait for something to happen: the window over which CPU time is measured.
   await sleep(4_000);
   const low = (await cpuNs(cgroups, 'low')) - before.low;
   const high = (await cpuNs(cgroups, 'high')) - before.high;
@@ -141,9 +144,11 @@ serial('a cap of 20% of one CPU holds a busy sliver to 20%', async (t) => {
   await cgroups.apply('capped', { ...open, cpuQuotaUs: capQuotaUs(20) });
   t.is((await cgroups.read('capped'))?.limits.cpuQuotaUs, 20_000);
   await cgroups.join('capped', runAs(t, freeUid(), busyLoop).pid);
-  await sleep(500);
+  // Measured once the loop runs in its group under the cap.
+  await waitFor('the loop to run in its group', async () => (await cpuNs(cgroups, 'capped')) >= 20_000_000, { intervalMs: 20 });
   const usage0 = await cpuNs(cgroups, 'capped');
   const wall0 = process.hrtime.bigint();
+  // Not a wait for something to happen: the window over which CPU time is measured.
   await sleep(3_000);
   const pct = (((await cpuNs(cgroups, 'capped')) - usage0) / Number(process.hrtime.bigint() - wall0)) * 100;
   t.log(`capped at 20%: used ${pct.toFixed(2)}% of one CPU over 3 s`);
@@ -186,6 +191,7 @@ serial('a fork bomb stops at pidsMax, and killAll empties the group while it kee
   const pidsDir = dirname(cgroups.procFiles('bomb').find((f) => f.includes('/pids/'))!);
   let most = 0;
   let mostCounted = 0;
+  // Not a wait for something to happen: the bomb is sampled for 2 s, for the most it ever reached.
   const until = Date.now() + 2_000;
   while (Date.now() < until) {
     most = Math.max(most, (await cgroups.pids('bomb')).length);

@@ -138,6 +138,8 @@ serial('a document becomes accounts, and the host follows every change of it', a
   server.set(slicesXml(3000, slices, [{ name: name('ctl'), keys: [keys[3]!] }]));
   await sync(daemon);
   await converged(box, 3000, { [name('brief')]: 'running' }, daemon);
+  // Not a wait for something the daemon does: the slice's expiry has to pass on the wall clock,
+  // which the daemon reads, before the sync that is to remove it.
   await new Promise((r) => setTimeout(r, Math.max(0, expiry * 1000 - Date.now() + 1000)));
   await sync(daemon);
   await converged(box, 3000, { [name('brief')]: 'absent' }, daemon);

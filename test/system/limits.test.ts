@@ -45,6 +45,7 @@ async function call(method: string, ...args: unknown[]): Promise<unknown> {
 /** CPU time each sliver's group gets over `seconds`, as a ratio second/first. */
 async function cpuRatio(first: string, second: string, seconds: number): Promise<{ ratio: number; a: number; b: number }> {
   const [a0, b0] = [await cpuacct(first), await cpuacct(second)];
+  // Not a wait for something to happen: the window over which CPU time is measured.
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const [a1, b1] = [await cpuacct(first), await cpuacct(second)];
   const a = (a1 - a0) / 1e9;

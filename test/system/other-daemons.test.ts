@@ -44,10 +44,13 @@ serial('a daemon never removes the cgroups of another daemon\'s slivers under a 
   const other = await daemonOf(second, parent);
   t.false(one.box.uids.min <= other.box.uids.max && other.box.uids.min <= one.box.uids.max, 'the daemons\' uid ranges are apart');
   await waitFor(`${second}'s group`, async () => (await cgroups.list()).includes(second));
-  // A few more passes of the second daemon, each of which refreshes the limits.
-  for (let i = 0; i < 3; i++) {
+  // A few more passes of the second daemon, each of which refreshes the limits. A sync is a fetch
+  // and then a converge pass (with its refresh), and syncs never overlap: a pass is over once the
+  // fetch of the next sync reaches the authority.
+  for (let pass = 0; pass < 3 + 1; pass++) {
+    const fetched = other.server.requests;
     other.daemon.child.kill('SIGHUP');
-    await new Promise((r) => setTimeout(r, 500));
+    await waitFor(`sync ${pass + 1} of the second daemon`, async () => other.server.requests > fetched);
   }
   t.deepEqual((await cgroups.list()).sort(), [first, second].sort(), 'both groups are there');
   t.deepEqual((await passwdEntries(prefix)).map((e) => e.name).sort(), [first, second].sort(), 'both accounts are there');

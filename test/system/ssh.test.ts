@@ -128,7 +128,10 @@ terminalTest('the terminal has the client\'s size and follows its window changes
     client.connect({ host: '127.0.0.1', port, username: name('web'), privateKey: keys['user']!.privateKey });
   });
   const output = await new Promise<string>((resolve, reject) => {
-    client.exec('stty size; read line; stty size', { pty: { rows: 30, cols: 100, term: 'xterm' } }, (error, channel) => {
+    // After the resize the shell waits (up to 5 s) for the terminal to have changed size, instead of
+    // the client waiting a while before it lets the shell go on.
+    const afterResize = 'for i in $(seq 100); do [ "$(stty size)" = "30 100" ] || break; sleep 0.05; done; stty size';
+    client.exec(`stty size; read line; ${afterResize}`, { pty: { rows: 30, cols: 100, term: 'xterm' } }, (error, channel) => {
       if (error) return reject(error);
       let out = '';
       channel.on('data', (d: Buffer) => {
@@ -136,7 +139,7 @@ terminalTest('the terminal has the client\'s size and follows its window changes
         if (out.includes('30 100') && !out.includes('resized')) {
           out += 'resized';
           channel.setWindow(40, 120, 0, 0);
-          setTimeout(() => channel.write('go\n'), 300);
+          channel.write('go\n');
         }
       });
       channel.on('close', () => resolve(out));

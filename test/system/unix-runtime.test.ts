@@ -14,7 +14,7 @@ import { runCommand } from '../../src/host/exec.js';
 import { parseGroup, parsePasswd, parseShadow } from '../../src/host/passwd.js';
 import { killProcessesOf, processesOf, readProcess } from '../../src/host/processes.js';
 import { createUnixRuntime, type UnixRuntime, type UnixRuntimeOptions } from '../../src/runtimes/unix/runtime.js';
-import { isRoot, leaseTestUids, type UidLease } from './support/host.js';
+import { isRoot, leaseTestUids, waitFor as waitForCondition, type UidLease } from './support/host.js';
 
 const prefix = `nmt_${randomBytes(4).toString('hex')}`;
 const name = (suffix: string) => `${prefix}_${suffix}`;
@@ -99,14 +99,9 @@ async function groupOf(accountName: string) {
 async function exists(path: string): Promise<boolean> {
   return lstat(path).then(() => true, () => false);
 }
-async function waitFor<T>(what: string, check: () => Promise<T | null | undefined | false>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/** The runtime acts at once: a check here has 10 s, polled every 50 ms, unless it says otherwise. */
+function waitFor<T>(what: string, check: () => Promise<T | null | undefined | false>, timeoutMs = 10_000): Promise<T> {
+  return waitForCondition(what, check, { timeoutMs, intervalMs: 50 });
 }
 async function observed(accountName: string) {
   const host = await runtime.observe({ readOnly: true });
@@ -345,6 +340,8 @@ serial('start again runs the initscript only when its text changed', async (t) =
     'echo $! > "$HOME/sleep.pid"',
   ].join('\n');
   await runtime.start(spec(a, { initscript: same }));
+  // Not a wait for something to happen: the time an initscript started again by mistake would
+  // take to show in runs.txt (its absence cannot be polled for).
   await new Promise((r) => setTimeout(r, 500));
   t.is(await runs(), 1);
 
@@ -382,6 +379,8 @@ serial('an initscript outlives the process that started it', async (t) => {
   await exited;
 
   const pid = Number(await waitFor('survivor.pid', () => readFile(join(entry.home, 'survivor.pid'), 'utf8').catch(() => null)));
+  // Not a wait for something to happen: a grace in which a process that the kill took along
+  // would be gone (its survival is what is asserted).
   await new Promise((r) => setTimeout(r, 200));
   const info = await readProcess(pid);
   t.truthy(info, 'the initscript’s process is still running');
@@ -420,6 +419,8 @@ serial('stop disables login and kills every process of the account, forking loop
 
   await runtime.stop(a, 'sliver');
   t.deepEqual(await processesOf(entry.uid), []);
+  // Not waits for something to happen: windows in which an escaped process would show (a new
+  // process of the uid, a new beat of the chain); their absence cannot be polled for.
   await new Promise((r) => setTimeout(r, 500));
   t.deepEqual(await processesOf(entry.uid), [], 'nothing escaped and came back');
   const beats = await readFile(beat, 'utf8');
