@@ -11,6 +11,12 @@ import { desiredOf, sliverRecord } from './support/records.js';
 
 const record = (name: string) => sliverRecord(name, { initscript: 'true', keys: [] });
 
+// The supervisors' retry timers do not keep a process alive (the daemon must be able to exit):
+// while a test awaits a retry, nothing else may be left to, and the worker would end with the
+// test unresolved. This keeps the worker alive until the tests are done.
+const keepAlive = setInterval(() => undefined, 60_000);
+test.after.always(() => clearInterval(keepAlive));
+
 function setup(runtime: AccountRuntime, slots = 4) {
   const reports: AccountReport[] = [];
   const logger = memoryLogger();
