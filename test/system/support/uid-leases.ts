@@ -50,11 +50,13 @@ export interface LeaseOptions {
 export const LEASE_DIR = '/run/nodemgr-test-uid-leases';
 
 /**
- * The uids tests may use: inside 60000-79999, clear of the fixed ranges test files used before
- * this allocator (60000-61999, 70000-79999), so that a run from an older checkout on the same
- * host cannot meet a leased range. Far below the 32639 uids a shaped range may hold.
+ * The uids tests may use: inside 60000-79999, clear of Debian's statically allocated uids
+ * (60000-64999: libvirt-qemu is 64055) and of nobody (65534), which processes of other tests run
+ * as, and clear of the fixed ranges test files used before this allocator (60000-61999,
+ * 70000-79999), so that a run from an older checkout on the same host cannot meet a leased range.
+ * Far below the 32639 uids a shaped range may hold.
  */
-export const UID_POOL: UidRange = { min: 62_000, max: 69_999 };
+export const UID_POOL: UidRange = { min: 66_000, max: 69_999 };
 
 const BLOCK = 100;
 /** Ranges stay small so that many tests (and runs) fit in the pool at once. */
