@@ -36,9 +36,6 @@ import { scaled } from './support/scale.js';
 const BODIES = scaled(1_000, 20_000);
 /** Requests in flight at once: enough that changes overlap, as they do on a busy node. */
 const PARALLEL = 8;
-// No other test uses this range: the daemon destroys marked accounts of its range it does not want.
-const UID_MIN = 61_500;
-const UID_MAX = 61_999;
 /** Small, so that a "huge value" mutation can cross it without megabytes of traffic per body. */
 const MAX_REQUEST_BYTES = 1024 * 1024;
 const SEED = Number(process.env['NODEMGR_FUZZ_SEED'] ?? randomInt(2 ** 31));
@@ -547,9 +544,7 @@ test.before(async () => {
   if (!isRoot) return;
   keys = await publicKeys(2);
   server = await serveDocument(slicesXml(T0, documentSlices(), delegates()));
-  box = await sandbox({
-    sliver_uid_min: UID_MIN, sliver_uid_max: UID_MAX, authority_url: server.url, api_max_request_bytes: MAX_REQUEST_BYTES,
-  });
+  box = await sandbox({ authority_url: server.url, api_max_request_bytes: MAX_REQUEST_BYTES }, { uids: 200 });
   authority = await makeAuthority(box.dir);
   await writeFile(box.config, `${await readFile(box.config, 'utf8')}authority_cert = ${authority.certPath}\n`);
   socketPath = join(box.dir, 'run', 'api.sock');

@@ -476,8 +476,6 @@ serial('through every kind of authority chaos the node destroys no sliver, and s
   cleanups.push(() => plain.close());
   const box = await sandbox({
     authority_url: plain.url,
-    sliver_uid_min: 61000,
-    sliver_uid_max: 61499,
     authority_timeout: TIMEOUT_SECONDS,
     document_max_bytes: MAX_BYTES,
     // Every sync is the test's (SIGHUP): no retry of its own comes between a mode and the next.

@@ -62,7 +62,7 @@ serial(`kill -9 while an lxc guest is defined and booted: after each restart one
   });
   const config = await readFile(box.config, 'utf8');
   const layout: NodeLayout = {
-    stateDir: box.stateDir, runDir: join(box.dir, 'run'), homeBase: '/home', uidMin: 79_900, uidMax: 79_999,
+    stateDir: box.stateDir, runDir: join(box.dir, 'run'), homeBase: '/home', uidMin: box.uids.min, uidMax: box.uids.max,
     cgroupParent: /^cgroup_parent = (.*)$/m.exec(config)![1]!, shaping: null, guests: { dir: guests, uri: URI },
   };
   const start = async () => {
@@ -100,6 +100,7 @@ serial(`kill -9 while an lxc guest is defined and booted: after each restart one
     began = Date.now();
     server.set(documentWith(true));
     daemon!.child.kill('SIGHUP');
+    // Not a wait for something: the kill comes at a random moment of the create.
     await new Promise((r) => setTimeout(r, random(bootMs)));
     daemon!.child.kill('SIGKILL');
     await daemon!.exited;

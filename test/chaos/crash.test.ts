@@ -19,8 +19,8 @@ import { parseClassListing } from '../../src/limits/tc.js';
 import { sliverLimits } from '../../src/limits/sliver-limits.js';
 import { desiredState } from '../../src/reconcile/desired.js';
 import {
-  accountPrefix, isRoot, removeAccounts, run, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor,
-  type DaemonProcess, type DocumentServer, type Sandbox,
+  accountPrefix, isRoot, leaseTestUids, removeAccounts, run, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor,
+  type DaemonProcess, type DocumentServer, type Sandbox, type UidLease,
 } from '../system/support/host.js';
 import { slicesXml, type TestSlice } from '../system/support/slices.js';
 import { differences, nodeState, objectCount, uidsOf, type Inventory, type NodeLayout } from './support/inventory.js';
@@ -28,8 +28,8 @@ import { scaled } from './support/scale.js';
 
 const SLIVERS = scaled(20, 100);
 const TRIALS = scaled(2, 20);
-const UID_MIN = 60_000;
-const UID_MAX = 60_999;
+// One range for the file: each test's node meets the slivers (of the same names) the one before left.
+let uids: UidLease | null = null;
 const DEVICE = `nmc${randomBytes(3).toString('hex')}`;
 
 const prefix = accountPrefix();
@@ -46,12 +46,14 @@ test.before(async () => {
   // daemon sees the cgroups too (`ip netns exec` would remount /sys without them).
   await run('ip', ['link', 'add', DEVICE, 'type', 'veth', 'peer', 'name', `${DEVICE}p`]);
   await run('ip', ['link', 'set', DEVICE, 'up']);
+  uids = await leaseTestUids(200, 'test/chaos/crash.test.ts');
 });
 
 test.after.always(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
   if (!isRoot) return;
   await removeAccounts(prefix);
+  await uids?.release();
   await run('ip', ['link', 'del', DEVICE]).catch(() => undefined);
   // The classifier's table: the host's nft by its path (npm's PATH has another program of that name).
   await run('/usr/sbin/nft', ['delete', 'table', 'inet', 'nodemgr']).catch(() => undefined);
@@ -81,19 +83,19 @@ interface CrashNode {
 async function crashNode(settings: Record<string, string | number> = {}): Promise<CrashNode> {
   const server = await serveDocument(documentOf(1, 0));
   const box = await sandbox({
-    authority_url: server.url, sliver_uid_min: UID_MIN, sliver_uid_max: UID_MAX, shaping_device: DEVICE, ...settings,
-  });
+    authority_url: server.url, shaping_device: DEVICE, ...settings,
+  }, { uids: uids! });
   cleanups.push(() => server.close(), () => box.cleanup());
   const config = await readFile(box.config, 'utf8');
   const setting = (key: string) => new RegExp(`^${key} = (.*)$`, 'm').exec(config)![1]!;
   const shapingLayout: ShapingLayout = {
-    device: DEVICE, major: SHAPING_MAJOR, uidMin: UID_MIN, uidMax: UID_MAX, linkRateKbit: 1_000_000, nodeCapKbit: 1_000_000,
+    device: DEVICE, major: SHAPING_MAJOR, uidMin: box.uids.min, uidMax: box.uids.max, linkRateKbit: 1_000_000, nodeCapKbit: 1_000_000,
     exemptCapKbit: 1_000_000, exemptPrefixes: [],
   };
   const node: CrashNode = {
     box, server, daemon: null, timestamp: 1,
     layout: {
-      stateDir: box.stateDir, runDir: setting('run_dir'), homeBase: '/home', uidMin: UID_MIN, uidMax: UID_MAX,
+      stateDir: box.stateDir, runDir: setting('run_dir'), homeBase: '/home', uidMin: box.uids.min, uidMax: box.uids.max,
       cgroupParent: setting('cgroup_parent'), shaping: { netns: null, layout: shapingLayout }, guests: null,
     },
     start() {
@@ -249,6 +251,7 @@ serial('kill -9 while a SetLoans is re-applied: after the restart the kernel hol
     const loans = [[recipient, 'cpu_share', 1 + random(3)], [recipient, 'net_max_rate', 1_000 * (1 + random(7))]];
     started_ = Date.now();
     const pending = call(node, 'SetLoans', [lender, loans]).then(() => true, () => false);
+    // Not a wait for something: the kill comes at a random moment of the SetLoans.
     await new Promise((r) => setTimeout(r, random(2 * answerMs + 1)));
     await node.kill();
     const wasAnswered = await pending;
@@ -298,6 +301,7 @@ serial('kill -9 during an image add: after the restart the cache holds the image
   let whole = 0;
   for (let trial = 1; trial <= trials; trial++) {
     void call(node, 'AddImage', [uri, 'image', 'crash test']).catch(() => undefined);
+    // Not a wait for something: the kill comes at a random moment of the download.
     await new Promise((r) => setTimeout(r, 100 + random(3_000)));
     await node.kill();
     await started(node.start());

@@ -14,17 +14,22 @@ import { readLimitsInForce } from '../../src/limits/in-force.js';
 import { withDefaults } from '../../src/rspec/resources.js';
 import { createTrafficShaper, type TrafficShaper } from '../../src/limits/tc.js';
 import type { ShapingLayout } from '../../src/limits/shaping.js';
-import { isRoot, run } from './support/host.js';
+import { isRoot, leaseTestUids, run, waitFor } from './support/host.js';
 
 const ns = `nmbw${randomBytes(3).toString('hex')}`;
 const peer = `${ns}p`;
 const PEER = '10.96.0.2';
 const EXEMPT_PEER = '10.95.0.2';
+// The senders' uids, leased so that no daemon's account has one (a daemon sweeps the processes of
+// its accounts' uids); the slivers' class numbers count from the range's start.
+const uids = isRoot ? await leaseTestUids(100, 'test/system/bandwidth.test.ts') : null;
+const uidAt = (n: number) => (uids?.min ?? 70_000) + n;
 const layout: ShapingLayout = {
-  device: 'nmv0', major: '4e4d', uidMin: 70_000, uidMax: 79_999, linkRateKbit: 1_000_000, nodeCapKbit: 1_000_000,
+  device: 'nmv0', major: '4e4d', uidMin: uidAt(0), uidMax: uids?.max ?? 79_999, linkRateKbit: 1_000_000, nodeCapKbit: 1_000_000,
   exemptCapKbit: 1_000_000, exemptPrefixes: ['10.95.0.0/24'],
 };
 const serial = isRoot ? test.serial : test.skip;
+if (!isRoot) test.skip('bandwidth with real traffic: needs root (network namespaces, tc, processes as other uids)', () => undefined);
 let workDir = '';
 
 test.before(async () => {
@@ -48,18 +53,15 @@ test.after.always(async () => {
   await run('ip', ['netns', 'del', ns]).catch(() => undefined);
   await run('ip', ['netns', 'del', peer]).catch(() => undefined);
   await rm(workDir, { recursive: true, force: true });
+  await uids?.release();
 });
 
 let nextPort = 5301;
 
 /** Resolves once something listens on the port in the peer namespace. */
 async function listening(port: number): Promise<void> {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const { stdout } = await run('ip', ['netns', 'exec', peer, 'ss', '-Hltn', `sport = :${port}`]);
-    if (stdout.trim() !== '') return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`iperf3 server on port ${port} did not start listening`);
+  await waitFor(`the iperf3 server on port ${port} to listen`, async () =>
+    (await run('ip', ['netns', 'exec', peer, 'ss', '-Hltn', `sport = :${port}`])).stdout.trim() !== '', { timeoutMs: 10_000, intervalMs: 50 });
 }
 
 /** One iperf3 run as `uid`; the receiver's figure in Mbit/s, or the reason iperf3 gives for none. */
@@ -113,17 +115,17 @@ const within = (measured: number, expected: number, fraction: number) => Math.ab
 
 serial('two slivers with ceilings of 5 and 20 Mbit/s each get their ceiling, within 10%', async (t) => {
   const { enforcer, shaper } = await enforcerFor([
-    { name: 'slow', uid: 70_010, rspec: rspec({ net_max_rate: 5_000 }) },
-    { name: 'fast', uid: 70_011, rspec: rspec({ net_max_rate: 20_000 }) },
+    { name: 'slow', uid: uidAt(10), rspec: rspec({ net_max_rate: 5_000 }) },
+    { name: 'fast', uid: uidAt(11), rspec: rspec({ net_max_rate: 20_000 }) },
   ]);
   await enforcer.refresh();
   t.deepEqual(enforcer.problems().size, 0, JSON.stringify([...enforcer.problems()]));
-  const [slow, fast] = await Promise.all([send(70_010, PEER, 5), send(70_011, PEER, 5)]);
+  const [slow, fast] = await Promise.all([send(uidAt(10), PEER, 5), send(uidAt(11), PEER, 5)]);
   t.log(`measured: ${slow.toFixed(2)} and ${fast.toFixed(2)} Mbit/s for ceilings of 5 and 20`);
   t.true(within(slow, 5, 0.1), `slow sliver: ${slow} Mbit/s`);
   t.true(within(fast, 20, 0.1), `fast sliver: ${fast} Mbit/s`);
   // A uid that is no sliver's is not shaped by a sliver's class.
-  const other = await send(70_500, PEER, 2);
+  const other = await send(uidAt(99), PEER, 2);
   t.log(`unclassified uid: ${other.toFixed(1)} Mbit/s`);
   t.true(other > 40, `an unclassified sender is held to ${other} Mbit/s`);
   await shaper.remove();
@@ -132,11 +134,11 @@ serial('two slivers with ceilings of 5 and 20 Mbit/s each get their ceiling, wit
 serial('under a shared node cap every sliver keeps its guaranteed minimum', async (t) => {
   // 20 Mbit/s for the node; one sliver is guaranteed 12, the other 4, both may use it all.
   const { enforcer, shaper } = await enforcerFor([
-    { name: 'big', uid: 70_020, rspec: rspec({ net_min_rate: 12_000, net_max_rate: 20_000 }) },
-    { name: 'small', uid: 70_021, rspec: rspec({ net_min_rate: 4_000, net_max_rate: 20_000 }) },
+    { name: 'big', uid: uidAt(20), rspec: rspec({ net_min_rate: 12_000, net_max_rate: 20_000 }) },
+    { name: 'small', uid: uidAt(21), rspec: rspec({ net_min_rate: 4_000, net_max_rate: 20_000 }) },
   ], { bwcapKbit: 20_000 });
   await enforcer.refresh();
-  const [big, small] = await Promise.all([send(70_020, PEER, 5), send(70_021, PEER, 5)]);
+  const [big, small] = await Promise.all([send(uidAt(20), PEER, 5), send(uidAt(21), PEER, 5)]);
   t.log(`measured: ${big.toFixed(2)} (guaranteed 12) and ${small.toFixed(2)} (guaranteed 4) Mbit/s, node cap 20`);
   t.true(big >= 12 * 0.9, `big sliver below its minimum: ${big}`);
   t.true(small >= 4 * 0.9, `small sliver below its minimum: ${small}`);
@@ -146,11 +148,11 @@ serial('under a shared node cap every sliver keeps its guaranteed minimum', asyn
 
 serial('traffic to an exempt prefix is held to the exempt ceiling, not the ordinary one', async (t) => {
   const { enforcer, shaper } = await enforcerFor([
-    { name: 'mixed', uid: 70_030, rspec: rspec({ net_max_rate: 4_000, net_i2_max_rate: 12_000 }) },
+    { name: 'mixed', uid: uidAt(30), rspec: rspec({ net_max_rate: 4_000, net_i2_max_rate: 12_000 }) },
   ]);
   await enforcer.refresh();
-  const ordinary = await send(70_030, PEER, 3);
-  const exempt = await send(70_030, EXEMPT_PEER, 3);
+  const ordinary = await send(uidAt(30), PEER, 3);
+  const exempt = await send(uidAt(30), EXEMPT_PEER, 3);
   t.log(`measured: ordinary ${ordinary.toFixed(2)} (ceiling 4), exempt ${exempt.toFixed(2)} (ceiling 12) Mbit/s`);
   t.true(within(ordinary, 4, 0.1));
   t.true(within(exempt, 12, 0.1));
@@ -165,7 +167,7 @@ serial('a sliver past its daily threshold is throttled to the computed rate, acr
   const period = 3_600;
   // Throttled from 1 MiB; the allowance leaves room for 2 Mbit/s over the rest of the period.
   const threshKbyte = 1_024;
-  const sliver = { name: 'capped', uid: 70_040, rspec: rspec({ net_max_rate: 20_000, net_thresh_kbyte: threshKbyte, net_max_kbyte: 0 }) };
+  const sliver = { name: 'capped', uid: uidAt(40), rspec: rspec({ net_max_rate: 20_000, net_thresh_kbyte: threshKbyte, net_max_kbyte: 0 }) };
   const { enforcer, shaper } = await enforcerFor([sliver], { now, period });
   await enforcer.refresh();
   await enforcer.sampleBytes(); // the baseline
@@ -206,7 +208,7 @@ serial('a sliver past its daily threshold is throttled to the computed rate, acr
 });
 
 serial('the limits in force say "bandwidth: not enforced" with the reason when the classifier or nft is missing, and show no rates then', async (t) => {
-  const sliver = { name: 'honest', uid: 70_050, rspec: rspec({ net_max_rate: 5_000 }) };
+  const sliver = { name: 'honest', uid: uidAt(50), rspec: rspec({ net_max_rate: 5_000 }) };
   const { enforcer, shaper } = await enforcerFor([sliver]);
   t.teardown(() => shaper.remove().catch(() => undefined));
   await enforcer.refresh();

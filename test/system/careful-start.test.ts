@@ -7,14 +7,15 @@ import { join } from 'node:path';
 import { readDatabaseSnapshot } from '../../src/db/store.js';
 import type { NodeDatabase } from '../../src/db/types.js';
 import {
-  accountPrefix, isRoot, nodemgr, passwdEntries, removeAccounts, sandbox, serveDocument, startDaemonProcess,
-  stopDaemonProcess, waitFor, writeWorkFiles, type DaemonProcess, type DocumentServer, type Sandbox,
+  accountPrefix, isRoot, leaseTestUids, nodemgr, passwdEntries, removeAccounts, sandbox, serveDocument, startDaemonProcess,
+  stopDaemonProcess, waitFor, writeWorkFiles, type DaemonProcess, type DocumentServer, type Sandbox, type UidLease,
 } from './support/host.js';
 import { publicKeys, slicesXml, type TestSlice } from './support/slices.js';
 
 const prefix = accountPrefix();
-const UID_MIN = 73000;
-const UID_MAX = 73999;
+// One range for the file: every test's node finds the accounts the tests before it left, as
+// marked accounts of its own range.
+let uids: UidLease | null = null;
 const cleanups: Array<() => Promise<unknown>> = [];
 let keys: string[] = [];
 
@@ -22,12 +23,15 @@ const serial = isRoot ? test.serial : test.skip;
 if (!isRoot) test.skip('careful start: needs root (real accounts, homes and a real daemon)', () => undefined);
 
 test.before(async () => {
-  if (isRoot) keys = await publicKeys(1);
+  if (!isRoot) return;
+  keys = await publicKeys(1);
+  uids = await leaseTestUids(200, 'test/system/careful-start.test.ts');
 });
 
 test.after.always(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
   if (isRoot) await removeAccounts(prefix);
+  await uids?.release();
 });
 
 const name = (suffix: string) => `${prefix}_${suffix}`;
@@ -47,12 +51,12 @@ function documentOf(timestamp: number, names: readonly string[]): string {
 
 // Failing fetches are retried every second (fetch_backoff_max = 1), and every attempt is followed
 // by a converge pass: three failed attempts are three poll periods of a node whose authority is down.
-const SETTINGS = { sliver_uid_min: UID_MIN, sliver_uid_max: UID_MAX, poll_period: 10, fetch_backoff_initial: 1, fetch_backoff_max: 1 };
+const SETTINGS = { poll_period: 10, fetch_backoff_initial: 1, fetch_backoff_max: 1 };
 
 /** A running node of three slivers, each with a file of its user's in its home. */
 async function runningNode(): Promise<{ server: DocumentServer; box: Sandbox; homes: Map<string, string> }> {
   const server = await serveDocument(documentOf(1000, NAMES));
-  const box = await sandbox({ authority_url: server.url, ...SETTINGS });
+  const box = await sandbox({ authority_url: server.url, ...SETTINGS }, { uids: uids! });
   cleanups.push(() => server.close(), () => box.cleanup());
   const daemon = start(box);
   await waitFor(`three running slivers\n${daemon.output().slice(-2000)}`, async () => {
@@ -142,7 +146,7 @@ serial('a re-install (a fresh state directory) over marked accounts destroys non
   // A new state directory for the same node and uid range, on the same boot (the run directory,
   // which says what was started since boot, is the same): the accounts carry the marker of a
   // daemon that this one is, but it has no record of them.
-  const fresh = await sandbox({ authority_url: server.url, ...SETTINGS, run_dir: join(box.dir, 'run') });
+  const fresh = await sandbox({ authority_url: server.url, ...SETTINGS, run_dir: join(box.dir, 'run') }, { uids: uids! });
   cleanups.push(() => fresh.cleanup());
   const daemon = await startWithAuthorityDown(t, fresh, server, homes);
 

@@ -4,24 +4,29 @@
 // parent of its own and takes it away afterwards, processes and all.
 import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile, rmdir, stat } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { basename, dirname } from 'node:path';
 import { createSliverCgroups, detectCgroupVersion, type CgroupLimits, type SliverCgroups } from '../../src/limits/cgroups.js';
 import { capQuotaUs, cpuWeights } from '../../src/rspec/cpu.js';
-import { isRoot, waitFor } from './support/host.js';
-
-const serial = isRoot ? test.serial : test.skip;
-if (!isRoot) test.skip('cgroup system tests need root: they create cgroups and run processes as other uids', () => undefined);
+import { isRoot, leaseTestUids, waitFor } from './support/host.js';
 
 const MiB = 1024 * 1024;
 const V2_ROOT = '/sys/fs/cgroup/unified';
 const USED_V1 = ['cpu', 'cpuacct', 'memory', 'pids', 'freezer'];
-/** Uids with no account, apart from the other system tests' ranges and different for every run, since sweep takes every process of a uid. */
-let nextUid = 78_000 + randomInt(0, 19) * 100;
-const freeUid = () => nextUid++;
+/** Uids with no account, leased so that no other test (or daemon) uses them, since sweep takes every process of a uid. */
+const uids = isRoot ? await leaseTestUids(100, 'test/system/cgroups.test.ts') : null;
+let nextUid = uids?.min ?? 0;
+function freeUid(): number {
+  if (uids === null || nextUid > uids.max) throw new Error('no leased uid left for this test file');
+  return nextUid++;
+}
+
+const serial = isRoot ? test.serial : test.skip;
+if (!isRoot) test.skip('cgroup system tests need root: they create cgroups and run processes as other uids', () => undefined);
+
 const open: CgroupLimits = { cpuShares: 1024, cpuQuotaUs: null, memoryBytes: null, pidsMax: null };
 const PYTHON = '/usr/bin/python3';
 /** The children's environment: the system's own tools, whatever the test runner's PATH holds. */
@@ -103,6 +108,7 @@ async function isDirectory(path: string): Promise<boolean> {
 
 test.after.always(async () => {
   for (const cleanup of cleanups) await cleanup().catch(() => undefined);
+  await uids?.release();
 });
 
 serial('the host is cgroup v1 with a cgroup2 mount beside it, and every v1 limit is supported', async (t) => {
@@ -120,8 +126,11 @@ serial('two busy slivers on one CPU get CPU time in the proportion of their shar
     await cgroups.apply(name, { ...open, cpuShares: weights.get(name)! });
     await cgroups.join(name, runAs(t, freeUid(), busyLoop, true).pid);
   }
-  await sleep(500);
+  // Measured once both loops are in their groups and competing: each has had some CPU there.
+  await waitFor('both loops to run in their groups', async () =>
+    (await cpuNs(cgroups, 'low')) >= 20_000_000 && (await cpuNs(cgroups, 'high')) >= 20_000_000, { intervalMs: 20 });
   const before = { low: await cpuNs(cgroups, 'low'), high: await cpuNs(cgroups, 'high') };
+  // Not a wait for something to happen: the window over which CPU time is measured.
   await sleep(4_000);
   const low = (await cpuNs(cgroups, 'low')) - before.low;
   const high = (await cpuNs(cgroups, 'high')) - before.high;
@@ -135,9 +144,11 @@ serial('a cap of 20% of one CPU holds a busy sliver to 20%', async (t) => {
   await cgroups.apply('capped', { ...open, cpuQuotaUs: capQuotaUs(20) });
   t.is((await cgroups.read('capped'))?.limits.cpuQuotaUs, 20_000);
   await cgroups.join('capped', runAs(t, freeUid(), busyLoop).pid);
-  await sleep(500);
+  // Measured once the loop runs in its group under the cap.
+  await waitFor('the loop to run in its group', async () => (await cpuNs(cgroups, 'capped')) >= 20_000_000, { intervalMs: 20 });
   const usage0 = await cpuNs(cgroups, 'capped');
   const wall0 = process.hrtime.bigint();
+  // Not a wait for something to happen: the window over which CPU time is measured.
   await sleep(3_000);
   const pct = (((await cpuNs(cgroups, 'capped')) - usage0) / Number(process.hrtime.bigint() - wall0)) * 100;
   t.log(`capped at 20%: used ${pct.toFixed(2)}% of one CPU over 3 s`);
@@ -180,6 +191,7 @@ serial('a fork bomb stops at pidsMax, and killAll empties the group while it kee
   const pidsDir = dirname(cgroups.procFiles('bomb').find((f) => f.includes('/pids/'))!);
   let most = 0;
   let mostCounted = 0;
+  // Not a wait for something to happen: the bomb is sampled for 2 s, for the most it ever reached.
   const until = Date.now() + 2_000;
   while (Date.now() < until) {
     most = Math.max(most, (await cgroups.pids('bomb')).length);

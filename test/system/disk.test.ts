@@ -9,7 +9,7 @@ import { chmod, chown, link, mkdir, mkdtemp, open, rm, stat, symlink, writeFile 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDiskLimits, type DiskSupport } from '../../src/limits/disk.js';
-import { isRoot, run } from './support/host.js';
+import { isRoot, leaseTestUids, run } from './support/host.js';
 
 const MiB = 1024 * 1024;
 
@@ -58,6 +58,9 @@ async function removeQuotaFs(fs: ScratchPaths): Promise<void> {
 }
 
 let quotaFs: QuotaFs | null = null;
+// The slivers' uids (files are written as them): leased, so that no daemon's account has one.
+const uids = isRoot ? await leaseTestUids(100, 'test/system/disk.test.ts') : null;
+const uidAt = (n: number) => uids!.min + n;
 if (isRoot) {
   const scratch = await mkdtemp(join(tmpdir(), 'nodemgr-disk-'));
   // The slivers' uids must reach their homes below it.
@@ -73,9 +76,11 @@ if (isRoot) {
 
 test.after.always(async () => {
   if (quotaFs) await removeQuotaFs(quotaFs);
+  await uids?.release();
 });
 
 const serial = isRoot ? test.serial : test.skip;
+if (!isRoot) test.skip('disk limits: need root (an ext4 image loop-mounted with quota, writes as other uids)', () => undefined);
 const enforcing = quotaFs?.kernelQuota ? test.serial : test.skip;
 const unless = quotaFs && !quotaFs.kernelQuota ? ` (skipped: ${quotaFs.support.reason})` : isRoot ? '' : ' (skipped: needs root)';
 
@@ -126,7 +131,7 @@ serial('support() names the mount of a home base and says whether its quota is e
 
 enforcing(`a write past disk_max fails with "Disk quota exceeded", and usage reads the quota${unless}`, async (t) => {
   const fs = quotaFs!;
-  const uid = 72_001;
+  const uid = uidAt(1);
   const limits = createDiskLimits({ homeBase: fs.mnt });
   const home = await sliverHome(fs, uid);
   await limits.apply(uid, 1024);
@@ -145,7 +150,7 @@ enforcing(`a write past disk_max fails with "Disk quota exceeded", and usage rea
 
 enforcing(`a raised limit lets the write through, and a removed one lets anything through${unless}`, async (t) => {
   const fs = quotaFs!;
-  const uid = 72_002;
+  const uid = uidAt(2);
   const limits = createDiskLimits({ homeBase: fs.mnt });
   const home = await sliverHome(fs, uid);
   await limits.apply(uid, 1024);
@@ -163,15 +168,15 @@ enforcing(`a raised limit lets the write through, and a removed one lets anythin
   t.like(after, { limitKiB: null, source: 'quota' });
   t.true(after.usedKiB > 6 * 1024, `${after.usedKiB} KiB`);
 
-  const all = await limits.usageAll([{ uid, home }, { uid: 72_999, home: join(fs.mnt, 'none') }]);
+  const all = await limits.usageAll([{ uid, home }, { uid: uids!.max, home: join(fs.mnt, 'none') }]);
   t.deepEqual(all.get(uid), after);
-  t.like(all.get(72_999), { usedKiB: 0, limitKiB: null, source: 'quota' });
+  t.like(all.get(uids!.max), { usedKiB: 0, limitKiB: null, source: 'quota' });
 });
 
 serial('without quota, usage walks the home as du does: symlinks not followed, sparse files by their blocks', async (t) => {
   const fs = quotaFs!;
   const base = join(fs.scratch, 'plain');
-  const home = join(base, 's72003');
+  const home = join(base, `s${uidAt(3)}`);
   await mkdir(join(home, 'a', 'b', 'c'), { recursive: true });
   await writeFile(join(home, 'small'), Buffer.alloc(100 * 1024, 7));
   await writeFile(join(home, 'a', 'b', 'c', 'deep'), Buffer.alloc(10 * 1024, 7));
@@ -190,11 +195,11 @@ serial('without quota, usage walks the home as du does: symlinks not followed, s
   const limits = createDiskLimits({ homeBase: base });
   const s = await limits.support();
   t.false(s.accounted, `the temp dir's file system has no quota here: ${s.reason}`);
-  const usage = await limits.usage(72_003, home);
+  const usage = await limits.usage(uidAt(3), home);
   t.like(usage, { limitKiB: null, enforced: false, source: 'walk', complete: true });
   t.is(usage.usedKiB, await duKiB(home));
   t.true(usage.usedKiB < 1024, `${usage.usedKiB} KiB: neither the symlink's target nor the sparse file's holes count`);
-  const all = await limits.usageAll([{ uid: 72_003, home }, { uid: 72_004, home: join(base, 'none') }]);
-  t.deepEqual(all.get(72_003), usage);
-  t.is(all.get(72_004)!.usedKiB, 0);
+  const all = await limits.usageAll([{ uid: uidAt(3), home }, { uid: uidAt(4), home: join(base, 'none') }]);
+  t.deepEqual(all.get(uidAt(3)), usage);
+  t.is(all.get(uidAt(4))!.usedKiB, 0);
 });

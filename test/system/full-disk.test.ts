@@ -26,7 +26,7 @@ serial('a full state directory keeps the last database whole, shows the error in
   const slices = (timestamp: number, extra: TestSlice[] = []) =>
     slicesXml(timestamp, [...names.map((name) => ({ name, resources: { cpu_share: 4 } })), ...extra]);
   const server = await serveDocument(slices(1000));
-  const box = await sandbox({ authority_url: server.url, sliver_uid_min: 78_000, sliver_uid_max: 78_099, fetch_backoff_initial: 1, fetch_backoff_max: 2 });
+  const box = await sandbox({ authority_url: server.url, fetch_backoff_initial: 1, fetch_backoff_max: 2 });
   cleanups.push(() => server.close(), () => box.cleanup());
   // The state directory is a file system of its own, small enough to fill.
   const state = join(box.dir, 'state');

@@ -12,8 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { forwardApiCallsPath, peerCredentials, type PeerCredentials } from '../../src/native/peercred.js';
+import { isRoot, waitFor } from './support/host.js';
 
-const isRoot = process.getuid?.() === 0;
 const NOBODY = 65534;
 const MAX_REQUEST_BYTES = 16 * 1024 * 1024;
 const forwarder = forwardApiCallsPath();
@@ -92,12 +92,7 @@ socket.on('error', (e) => { console.error(e.message); process.exit(3); });
   t.deepEqual(seen, [{ pid, uid: NOBODY, gid: NOBODY }]);
 });
 
-if (!isRoot) {
-  test('peerCredentials of another user needs root', (t) => {
-    t.log('skipped: run as root to start a client as uid 65534 with setpriv');
-    t.pass();
-  });
-}
+if (!isRoot) test.skip('peerCredentials of another user: needs root (to start a client as uid 65534 with setpriv)', () => undefined);
 
 test('peerCredentials gives uid 0 and our own pid when we connect as root', async (t) => {
   const { path, seen } = await credentialServer(t);
@@ -191,6 +186,7 @@ async function apiServer(
 ) {
   const path = join(await tempDir(), 'api.sock');
   const requests: ReceivedRequest[] = [];
+  let connections = 0;
   const server = createHttpServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (d: Buffer) => chunks.push(d));
@@ -200,9 +196,15 @@ async function apiServer(
       answer(request, res);
     });
   });
+  server.on('connection', () => connections++);
   await listen(server, path);
   t.teardown(() => closeServer(server));
-  return { path, requests };
+  return {
+    path,
+    requests,
+    /** Connections accepted so far. */
+    connections: () => connections,
+  };
 }
 
 /** An XML-RPC call of `bytes` bytes or a little more, with text that differs from run to run. */
@@ -262,8 +264,13 @@ test('forward_api_calls refuses a request over 16 MiB with fault 102 and exit 2,
     faultString: 'request too large: more than 16777216 bytes',
   });
   t.true(run.stdout.toString().startsWith('<?xml version="1.0"?>'));
-  // the server would have recorded even a partial request once the connection ended
-  await new Promise((r) => setTimeout(r, 200));
+  // Connections are accepted in the order they were made: once a probe made now is accepted, any
+  // connection of the forwarder (made before it exited) has been accepted too.
+  const probe = connect(api.path);
+  probe.on('error', () => undefined);
+  t.teardown(() => void probe.destroy());
+  await waitFor('the probe connection to be accepted', () => api.connections() >= 1, { timeoutMs: 10_000, intervalMs: 10 });
+  t.is(api.connections(), 1, 'the forwarder never connected: the one connection is the probe');
   t.is(api.requests.length, 0);
 });
 

@@ -1,6 +1,6 @@
 // The Unix runtime against the real host, as root: real accounts in /etc/passwd, real homes, real
-// processes. Every account of a run carries a random prefix and a uid range of its own, and
-// whatever a test leaves behind is removed in test.after.always.
+// processes. Every account of a run carries a random prefix and a uid range of its own (leased
+// from the tests' allocator), and whatever a test leaves behind is removed in test.after.always.
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -14,23 +14,21 @@ import { runCommand } from '../../src/host/exec.js';
 import { parseGroup, parsePasswd, parseShadow } from '../../src/host/passwd.js';
 import { killProcessesOf, processesOf, readProcess } from '../../src/host/processes.js';
 import { createUnixRuntime, type UnixRuntime, type UnixRuntimeOptions } from '../../src/runtimes/unix/runtime.js';
+import { isRoot, leaseTestUids, waitFor as waitForCondition, type UidLease } from './support/host.js';
 
 /** The start context of an account without cgroups (these tests run the runtime alone). */
 const NO_GROUPS = { cgroupProcFiles: [] };
 
-const isRoot = process.getuid?.() === 0;
 const prefix = `nmt_${randomBytes(4).toString('hex')}`;
 const name = (suffix: string) => `${prefix}_${suffix}`;
-const UID_MIN = 74200;
-const UID_MAX = 74299;
+// 200 leased uids: the runtime's range is the first 100 (UID_MIN..UID_MAX), and the rest are for
+// accounts that must look foreign to it (outside its range) and that no other test may meet.
+let lease: UidLease | null = null;
+let UID_MIN = 0;
+let UID_MAX = 0;
 const projectRoot = resolve(import.meta.dirname, '../..');
 
-if (!isRoot) {
-  test('unix runtime system tests need root', (t) => {
-    t.log('skipped: run as root to exercise real accounts, homes and processes');
-    t.pass();
-  });
-}
+if (!isRoot) test.skip('unix runtime system tests: need root (real accounts, homes and processes)', () => undefined);
 const serial = isRoot ? test.serial : test.skip;
 
 /** The lines of an account file for the named accounts and for any account of this run's prefix. */
@@ -52,6 +50,9 @@ let runtime: UnixRuntime;
 
 test.before(async () => {
   if (!isRoot) return;
+  lease = await leaseTestUids(200, 'test/system/unix-runtime.test.ts');
+  UID_MIN = lease.min;
+  UID_MAX = lease.min + 99;
   base = await mkdtemp(join(tmpdir(), 'nodemgr-unix-'));
   await chmod(base, 0o755);
   const homeBase = join(base, 'home');
@@ -82,6 +83,7 @@ test.after.always(async () => {
     if (group.name.startsWith(prefix)) await runCommand('groupdel', [group.name]).catch(() => undefined);
   }
   if (base) await rm(base, { recursive: true, force: true });
+  await lease?.release();
 });
 
 function spec(accountName: string, extra: Partial<AccountSpec> = {}): AccountSpec {
@@ -100,23 +102,18 @@ async function groupOf(accountName: string) {
 async function exists(path: string): Promise<boolean> {
   return lstat(path).then(() => true, () => false);
 }
-async function waitFor<T>(what: string, check: () => Promise<T | null | undefined | false>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/** The runtime acts at once: a check here has 10 s, polled every 50 ms, unless it says otherwise. */
+function waitFor<T>(what: string, check: () => Promise<T | null | undefined | false>, timeoutMs = 10_000): Promise<T> {
+  return waitForCondition(what, check, { timeoutMs, intervalMs: 50 });
 }
 async function observed(accountName: string) {
   const host = await runtime.observe({ readOnly: true });
   return host.owned.find((a) => a.name === accountName) ?? null;
 }
-/** A free uid outside the runtime's range, for accounts that must look foreign. */
+/** A free uid outside the runtime's range (in the rest of the lease), for accounts that must look foreign. */
 async function freeUidOutsideRange(): Promise<number> {
   const used = new Set(parsePasswd(await readFile('/etc/passwd', 'utf8')).map((e) => e.uid));
-  for (let uid = UID_MAX + 100; uid < UID_MAX + 200; uid++) if (!used.has(uid)) return uid;
+  for (let uid = UID_MAX + 1; uid <= lease!.max; uid++) if (!used.has(uid)) return uid;
   throw new Error('no free uid');
 }
 async function sessionOf(pid: number): Promise<number> {
@@ -346,12 +343,14 @@ serial('start again runs the initscript only when its text changed', async (t) =
     'echo $! > "$HOME/sleep.pid"',
   ].join('\n');
   await runtime.start(spec(a, { initscript: same }), NO_GROUPS);
+  // Not a wait for something to happen: the time an initscript started again by mistake would
+  // take to show in runs.txt (its absence cannot be polled for).
   await new Promise((r) => setTimeout(r, 500));
   t.is(await runs(), 1);
 
   await runtime.start(spec(a, { initscript: '#!/bin/sh\necho run >> "$HOME/runs.txt"\n' }), NO_GROUPS);
   await waitFor('the changed initscript to run', async () => (await runs()) === 2);
-  t.pass();
+  t.is(await runs(), 2, 'the changed initscript ran once');
 });
 
 serial('an initscript outlives the process that started it', async (t) => {
@@ -383,6 +382,8 @@ serial('an initscript outlives the process that started it', async (t) => {
   await exited;
 
   const pid = Number(await waitFor('survivor.pid', () => readFile(join(entry.home, 'survivor.pid'), 'utf8').catch(() => null)));
+  // Not a wait for something to happen: a grace in which a process that the kill took along
+  // would be gone (its survival is what is asserted).
   await new Promise((r) => setTimeout(r, 200));
   const info = await readProcess(pid);
   t.truthy(info, 'the initscript’s process is still running');
@@ -421,6 +422,8 @@ serial('stop disables login and kills every process of the account, forking loop
 
   await runtime.stop(a, 'sliver');
   t.deepEqual(await processesOf(entry.uid), []);
+  // Not waits for something to happen: windows in which an escaped process would show (a new
+  // process of the uid, a new beat of the chain); their absence cannot be polled for.
   await new Promise((r) => setTimeout(r, 500));
   t.deepEqual(await processesOf(entry.uid), [], 'nothing escaped and came back');
   const beats = await readFile(beat, 'utf8');
@@ -478,8 +481,7 @@ serial('destroy removes the account, its group, its home, its processes and its 
   t.deepEqual((await readdir(join(options.runDir, 'initscripts'))).filter((f) => f.startsWith(a)), []);
   t.false((await runtime.observe({ readOnly: true })).owned.some((o) => o.name === a));
 
-  await runtime.destroy(a, 'sliver'); // already gone
-  t.pass();
+  await t.notThrowsAsync(runtime.destroy(a, 'sliver'), 'a destroy of an account already gone succeeds');
 });
 
 serial('observe removes an orphaned home in the range and leaves every other directory alone', async (t) => {

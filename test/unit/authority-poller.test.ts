@@ -2,6 +2,7 @@ import test from 'ava';
 import { backoffDelayMs, periodWithJitterMs } from '../../src/host/backoff.js';
 import { startPoller, type PollerOptions } from '../../src/authority/poller.js';
 import { memoryLogger } from '../../src/log.js';
+import { waitFor } from '../support/wait.js';
 
 // ---------------------------------------------------------------------------------------------
 // Backoff figures
@@ -52,14 +53,15 @@ test('the poll period gets between 0 and jitter added', (t) => {
 // ---------------------------------------------------------------------------------------------
 // The poller
 
+/** Waits for something the poller does. */
 async function until(condition: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
-    if (condition()) return;
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
-  throw new Error(`never happened: ${what}`);
+  await waitFor(what, condition, { timeoutMs: 5_000, intervalMs: 1 });
 }
 
+/**
+ * Not a wait for something to happen: a window in which what must not happen (an attempt after
+ * stop, a second attempt while one runs) would; or, in an attempt, the time it takes.
+ */
 const settle = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function gate(): { wait: Promise<void>; open(): void } {

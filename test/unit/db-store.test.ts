@@ -16,6 +16,7 @@ import {
 import { emptyDatabase, type NodeDatabase, type SliverRecord } from '../../src/db/types.js';
 import { memoryLogger } from '../../src/log.js';
 import { stateForStep } from '../fixtures/db-kill-states.js';
+import { waitFor } from '../support/wait.js';
 
 const projectRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -118,7 +119,7 @@ test('many rapid updates become few writes, and the last one wins', async (t) =>
   // Then a trickle, some of it landing while a write is under way.
   for (let n = 1001; n <= 1040; n++, updates++) {
     store.update((db) => stamp(db, n));
-    await sleep(2);
+    await sleep(2); // not a wait for something: the pace of the trickle
   }
   await store.flush();
   const writes = writesIn(logger.lines);
@@ -127,7 +128,7 @@ test('many rapid updates become few writes, and the last one wins', async (t) =>
 
   // Without a flush, the coalescing timer writes on its own.
   store.update((db) => stamp(db, 2000));
-  await sleep(300);
+  await waitFor('the coalesced write', async () => (await readDatabaseSnapshot(box.path)).records['timestamp']?.timestamp === 2000, { timeoutMs: 5_000, intervalMs: 10 });
   t.is((await readDatabaseSnapshot(box.path)).records['timestamp']?.timestamp, 2000);
   await store.close();
 });
@@ -371,6 +372,7 @@ test('a writer killed with SIGKILL leaves a whole state and a lock that is taken
       child.stdout.on('data', (chunk: Buffer) => chunk.toString().includes('ready') && resolve());
       void exited.then(() => reject(new Error(`writer exited early: ${stderr}`)));
     });
+    // Not a wait for something: a kill at a different moment of the writing in each round.
     await sleep(50 + round * 70);
     child.kill('SIGKILL');
     const [, signal] = await exited;

@@ -10,6 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { openImageCache, type ImageCache, type ImageCacheOptions } from '../../src/images/cache.js';
 import { ImageError } from '../../src/images/index.js';
 import { memoryLogger } from '../../src/log.js';
+import { waitFor } from '../support/wait.js';
 
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
@@ -394,7 +395,9 @@ test('close abandons a download in progress and leaves no temporary file', async
   server.serve('/slow.img', { body: randomBytes(8 * 1024 * 1024), slow: true });
   const { cache, dir } = await cacheIn(t, await scratch(t));
   const pending = cache.add({ uri: `${server.base}/slow.img`, type: 'image' });
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  // In progress: the origin has the request, and the download's temporary file is there.
+  await waitFor('the download to be under way', async () =>
+    server.requests('/slow.img').length > 0 && (await files(dir)).some((name) => name.endsWith('.part')), { timeoutMs: 10_000, intervalMs: 5 });
   await cache.close();
   const error = await failure(pending);
   t.regex(error.message, /abandoned \(the cache is closing\)/);

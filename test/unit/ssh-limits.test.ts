@@ -11,6 +11,7 @@ import type { NodeDatabase } from '../../src/db/types.js';
 import { createLogger } from '../../src/log.js';
 import { startSshGateway, type Gateway } from '../../src/ssh/gateway.js';
 import { generateKeyPair, loadOrCreateHostKey } from '../../src/ssh/host-key.js';
+import { waitFor } from '../support/wait.js';
 
 const pair = generateKeyPair('user@test');
 const other = generateKeyPair('other@test');
@@ -20,6 +21,8 @@ const database = {
 } as unknown as NodeDatabase;
 let gateway: Gateway;
 let release: () => void = () => undefined;
+/** API calls made so far: a session's request reaches the API once the session is open. */
+let calls = 0;
 
 test.before(async () => {
   const hostKey = await loadOrCreateHostKey(await mkdtemp(join(tmpdir(), 'nodemgr-gw-')));
@@ -30,6 +33,7 @@ test.before(async () => {
     sliverAccount: async () => null, delegateUid: async () => 70_123, cgroupFiles: () => [],
     // An API that answers once released: sessions stay open as long as a test needs.
     callApi: (caller, body) => new Promise((resolve) => {
+      calls++;
       const answer = () => resolve(`${caller.kind} ${caller.name} ${caller.uid} sent ${body.length} bytes\n`);
       const previous = release;
       release = () => {
@@ -68,9 +72,11 @@ function request(client: ssh2.Client, body: string): Promise<{ out: string; code
 
 test.serial('a delegate\'s request is answered as that delegate; a third session at once is refused with a message', async (t) => {
   const clients = await Promise.all([login(), login(), login()]);
+  const before = calls;
   const first = request(clients[0]!, 'a');
   const second = request(clients[1]!, 'bb');
-  await new Promise((r) => setTimeout(r, 200));
+  // Both sessions are open once both requests have reached the API (which holds them there).
+  await waitFor('the first two requests at the API', () => calls - before >= 2, { timeoutMs: 10_000, intervalMs: 10 });
   const third = await request(clients[2]!, 'ccc');
   t.is(third.code, 1);
   t.regex(third.out, /too many sessions \(the limit of 2 for ctl\)/);
@@ -93,7 +99,6 @@ test.serial('an idle connection is closed; one that never logs in is closed afte
   const silent = connect(gateway.port, '127.0.0.1');
   silent.on('data', () => undefined);
   await new Promise<void>((resolve) => silent.on('close', () => resolve()));
-  t.pass();
 });
 
 let next = 0;

@@ -6,14 +6,16 @@ import type { AccountReport } from '../../src/db/types.js';
 import { memoryLogger } from '../../src/log.js';
 import { planReconcile } from '../../src/reconcile/plan.js';
 import type { AccountRuntime } from '../../src/runtimes/types.js';
+import { waitFor } from '../support/wait.js';
 import { memoryRuntime } from './support/memory-runtime.js';
 import { desiredOf, sliverRecord } from './support/records.js';
 
 const record = (name: string) => sliverRecord(name, { initscript: 'true', keys: [] });
 
-// The supervisors' retry timers are unref'd (a daemon must not stay up for a retry alone); a
-// test that waits out a retry keeps the event loop alive itself.
-const keepAlive = setInterval(() => undefined, 1_000);
+// The supervisors' retry timers do not keep a process alive (the daemon must be able to exit):
+// while a test awaits a retry, nothing else may be left to, and the worker would end with the
+// test unresolved. This keeps the worker alive until the tests are done.
+const keepAlive = setInterval(() => undefined, 60_000);
 test.after.always(() => clearInterval(keepAlive));
 
 function setup(runtime: AccountRuntime, slots = 4) {
@@ -62,9 +64,7 @@ test('a failing account never delays the others', async (t) => {
   const { supervisors, reports } = setup(host.runtime, 1);
   supervisors.submit(await planFor(host, ['a_bad', 'a_good1', 'a_good2']));
   // wait until the good ones are running while the bad one keeps failing
-  for (let i = 0; i < 200 && reports.filter((r) => r.state === 'running').length < 2; i++) {
-    await new Promise((r) => setTimeout(r, 5));
-  }
+  await waitFor('the good ones to run', () => reports.filter((r) => r.state === 'running').length >= 2, { timeoutMs: 5_000, intervalMs: 5 });
   t.deepEqual(reports.filter((r) => r.state === 'running').map((r) => r.name).sort(), ['a_good1', 'a_good2']);
   t.deepEqual(supervisors.busy(), ['a_bad']);
   // a new plan that removes the failing sliver does not wait out its backoff
@@ -84,6 +84,7 @@ test('creates and destroys across the node are bounded by the limiter', async (t
     async create(spec) {
       running++;
       peak = Math.max(peak, running);
+      // Not a wait for something: a create that takes a while, so that creates would overlap.
       await new Promise((r) => setTimeout(r, 10));
       running--;
       return host.runtime.create(spec);
@@ -105,7 +106,7 @@ test('an operation that hangs is reported failed after the timeout', async (t) =
     opTimeoutMs: 20, report: (r) => reports.push(r),
   });
   supervisors.submit(await planFor(host, ['a_hang']));
-  for (let i = 0; i < 100 && !reports.some((r) => r.state === 'failed'); i++) await new Promise((r) => setTimeout(r, 5));
+  await waitFor('the create to time out', () => reports.some((r) => r.state === 'failed'), { timeoutMs: 5_000, intervalMs: 5 });
   t.is(reports.find((r) => r.state === 'failed')!.reason, 'create failed: create timed out after 20 ms');
   await supervisors.stop();
 });
@@ -124,7 +125,9 @@ test('a permanent failure parks the account as failed, not retried, until its sp
   t.true(logger.lines.some((l) => l.includes('operation failed; parked until its spec changes')));
 
   // The same plan again (every converge pass hands it over) changes nothing.
-  await new Promise((r) => setTimeout(r, 50)); // past the retry backoff of 5-20 ms
+  // Not a wait for something to happen: past the retry backoff of 5-20 ms, a retry (which must
+  // not come) would have been made.
+  await new Promise((r) => setTimeout(r, 50));
   supervisors.submit(plan);
   await supervisors.idle();
   t.deepEqual(host.calls.filter((c) => c.endsWith('a_bad')), ['create a_bad']);

@@ -8,8 +8,14 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { createSliverCgroups } from '../../../src/limits/cgroups.js';
+import { waitFor } from '../../support/wait.js';
+import { LEASE_DIR, leaseUids, type UidLease, type UidRange } from './uid-leases.js';
+
+export { waitFor };
+export type { UidLease, UidRange };
 
 export const run = promisify(execFile);
+/** Whether the tests run as root: the one test of it for every test that needs root. */
 export const isRoot = process.getuid?.() === 0;
 export const projectRoot = resolve(import.meta.dirname, '../../..');
 export const cli = join(projectRoot, 'dist/src/cli/main.js');
@@ -100,15 +106,76 @@ export interface Sandbox {
   dir: string;
   config: string;
   stateDir: string;
+  /** The daemon's sliver_uid_min..sliver_uid_max: leased for this sandbox, or the range it was given. */
+  uids: UidLease;
   cleanup(): Promise<void>;
 }
 
-/** A configuration whose state, run and log directories live in a fresh temp directory. */
-export async function sandbox(settings: Record<string, string | number>): Promise<Sandbox> {
+export interface SandboxOptions {
+  /**
+   * How many uids to lease for the daemon (default 100), or a lease held elsewhere for it to share
+   * (a second state directory over the same accounts); a shared lease is not released at cleanup.
+   */
+  uids?: number | UidLease;
+}
+
+/** Which lease each sandbox's configuration uses, so that its daemons hold the lease too. */
+const leaseOfConfig = new Map<string, UidLease>();
+
+/**
+ * The marked accounts (a daemon's: GECOS "nodemgr sliver" or "nodemgr delegate") with a uid in
+ * the range, with their processes and homes. Only for a range the caller holds: what is there is
+ * what an earlier holder's daemon left (a crashed run) or what the caller's own daemon made.
+ */
+export async function removeAccountsInRange(range: UidRange): Promise<void> {
+  const text = await readFile('/etc/passwd', 'utf8');
+  for (const line of text.split('\n')) {
+    const [name, , uid, , gecos, home] = line.split(':');
+    if (!name || !/^nodemgr (sliver|delegate)$/.test(gecos ?? '')) continue;
+    if (Number(uid) < range.min || Number(uid) > range.max) continue;
+    await run('pkill', ['-KILL', '-u', name]).catch(() => undefined);
+    await run('userdel', ['-r', '-f', name]).catch(() => undefined);
+    if (home?.endsWith(`/${name}`)) await rm(home, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A uid range from the tests' one allocator (support/uid-leases.ts) for `purpose` (say, the test
+ * file), found clean and left clean: as root, the marked accounts in it are removed when it is
+ * leased (a crashed holder's) and when it is released (what the holder's daemons made).
+ */
+export async function leaseTestUids(count: number, purpose: string): Promise<UidLease> {
+  // A test that is not root can neither make accounts nor run anything as another uid: its leases
+  // (a sandbox's, say) are its own business, kept apart from root's.
+  const dir = isRoot ? LEASE_DIR : join(tmpdir(), `nodemgr-test-uid-leases-${process.getuid?.()}`);
+  const lease = await leaseUids({ count, purpose, dir });
+  if (isRoot) await removeAccountsInRange(lease);
+  return {
+    min: lease.min,
+    max: lease.max,
+    hold: (pid) => lease.hold(pid),
+    async release() {
+      if (isRoot) await removeAccountsInRange(lease);
+      await lease.release();
+    },
+  };
+}
+
+/**
+ * A configuration whose state, run and log directories live in a fresh temp directory, and whose
+ * uid range is leased from the tests' one allocator (support/uid-leases.ts): never pass
+ * sliver_uid_min or sliver_uid_max, ask for a size (or share a lease) in `options.uids`.
+ */
+export async function sandbox(settings: Record<string, string | number>, options: SandboxOptions = {}): Promise<Sandbox> {
+  for (const key of ['sliver_uid_min', 'sliver_uid_max']) {
+    if (key in settings) throw new Error(`sandbox: ${key} comes from the uid allocator; ask for { uids } instead`);
+  }
   const dir = await mkdtemp(join(tmpdir(), 'nodemgr-test-'));
   // the run directory holds the initscripts, which the slivers' users must be able to reach
   await chmod(dir, 0o755);
   const stateDir = join(dir, 'state');
+  const ownLease = typeof options.uids !== 'object';
+  const uids = typeof options.uids === 'object' ? options.uids : await leaseTestUids(options.uids ?? 100, `a test daemon in ${dir}`);
   const lines = {
     state_dir: stateDir,
     run_dir: join(dir, 'run'),
@@ -127,10 +194,10 @@ export async function sandbox(settings: Record<string, string | number>): Promis
     shaping_device: 'none',
     // No fixed ssh port either: a test that wants the gateway gives it a free one.
     ssh_port: 0,
-    // A daemon destroys the marked accounts of its uid range that it does not want: a test that
-    // makes unix slivers gives its own range; the others get one that no such test uses.
-    sliver_uid_min: 79_900,
-    sliver_uid_max: 79_999,
+    // A daemon destroys the marked accounts of its uid range that it does not want: every
+    // daemon's range is leased, and no other test holds it while the lease lasts.
+    sliver_uid_min: uids.min,
+    sliver_uid_max: uids.max,
     // Images, guests' files and the address pool of each daemon are its own.
     image_cache_dir: join(dir, 'images'),
     guest_dir: join(dir, 'guests'),
@@ -139,12 +206,15 @@ export async function sandbox(settings: Record<string, string | number>): Promis
   };
   const config = join(dir, 'nodemgr.conf');
   await writeFile(config, Object.entries(lines).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
+  leaseOfConfig.set(config, uids);
   const cleanup = async () => {
+    leaseOfConfig.delete(config);
     await unlistShell(String(lines.delegate_shell));
     await removeCgroupParent(String(lines.cgroup_parent));
     await rm(dir, { recursive: true, force: true });
+    if (ownLease) await uids.release();
   };
-  return { dir, config, stateDir, cleanup };
+  return { dir, config, stateDir, uids, cleanup };
 }
 
 /** Removes a test daemon's cgroups: its slivers' groups (killing what runs in them), then its parent. */
@@ -175,6 +245,14 @@ export function startDaemonProcess(config: string, extraArgs: string[] = []): Da
   const child = spawn(process.execPath, [cli, 'daemon', '--config', config, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // The range stays leased while the daemon runs, even if this test process dies first.
+  if (child.pid !== undefined) {
+    try {
+      leaseOfConfig.get(config)?.hold(child.pid);
+    } catch {
+      // it exited at once: it holds nothing
+    }
+  }
   let output = '';
   child.stdout!.on('data', (d) => (output += d));
   child.stderr!.on('data', (d) => (output += d));
@@ -194,24 +272,6 @@ export async function nodemgr(args: string[]): Promise<{ stdout: string; stderr:
   } catch (error) {
     const e = error as { stdout: string; stderr: string; code: number };
     return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-  }
-}
-
-/** Polls `check` until it returns a truthy value or the time runs out (then throws with `what`). */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown = null;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

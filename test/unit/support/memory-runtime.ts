@@ -1,6 +1,7 @@
-// An in-memory stand-in for the host, for unit tests of the planner and supervisors only.
-// System tests use the real Unix runtime.
+// An in-memory stand-in for the host, for unit tests of the planner, the supervisors and the
+// converge loop. System tests use the real Unix runtime.
 import type { AccountKind } from '../../../src/db/types.js';
+import type { RuntimeKind } from '../../../src/slices/types.js';
 import { PermanentError } from '../../../src/util/errors.js';
 import type { AccountRuntime, AccountSpec, HostSnapshot, ObservedAccount } from '../../../src/runtimes/types.js';
 
@@ -63,5 +64,17 @@ export function memoryRuntime(foreign: string[] = []) {
       accounts.delete(name);
     },
   };
-  return { runtime, accounts, calls, failures, permanent };
+  /**
+   * Puts a marked account on the host without the runtime (what an earlier run of the daemon, or
+   * one that lost its database, left): started (login enabled) unless said otherwise.
+   */
+  const add = (name: string, options: { kind?: AccountKind; runtime?: RuntimeKind; started?: boolean } = {}): MemoryAccount => {
+    const account: MemoryAccount = {
+      name, kind: options.kind ?? 'sliver', runtime: options.runtime ?? 'unix', uid: nextUid++,
+      loginEnabled: options.started ?? true, keys: [], initscriptRuns: 0,
+    };
+    accounts.set(name, account);
+    return account;
+  };
+  return { runtime, accounts, calls, failures, permanent, add };
 }
