@@ -8,6 +8,7 @@ import type { SessionSlots } from './admission.js';
 import type { Login } from './authentication.js';
 import { answerApiRequest, connectPipes, connectTerminal, endChannel, type SessionIo } from './channel-io.js';
 import { accountLaunch, sshLoginEnvironment, type SessionAccount, type SessionLaunch, type TerminalRequest } from './sessions.js';
+import { describeError } from '../util/errors.js';
 
 /** What the gateway asks of the rest of the daemon to serve sessions. */
 export interface SessionServices {
@@ -78,13 +79,19 @@ export async function runSession(request: SessionRequest, context: SessionContex
     });
     return;
   }
-  const chosen = await sliverSession(request, context);
-  if ('refused' in chosen) {
-    io.finish(1, `nodemgr: ${chosen.refused}\r\n`);
-    return;
+  try {
+    const chosen = await sliverSession(request, context);
+    if ('refused' in chosen) {
+      io.finish(1, `nodemgr: ${chosen.refused}\r\n`);
+      return;
+    }
+    if (request.terminal) await connectTerminal(io, chosen.launch, chosen.env, request.terminal, request.onResize);
+    else connectPipes(io, chosen.launch, chosen.env);
+  } catch (error) {
+    // Ended through the session's own end, so that its slot is given back.
+    services.logger.error('ssh session failed', { account: name, remote: peer.remote, error: describeError(error) });
+    io.finish(1, `nodemgr: the session could not be started: ${describeError(error)}\r\n`);
   }
-  if (request.terminal) await connectTerminal(io, chosen.launch, chosen.env, request.terminal, request.onResize);
-  else connectPipes(io, chosen.launch, chosen.env);
 }
 
 /** The session's channel, and its end: the slot released, the end logged, the channel closed. */

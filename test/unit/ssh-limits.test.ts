@@ -16,7 +16,11 @@ import { waitFor } from '../support/wait.js';
 const pair = generateKeyPair('user@test');
 const other = generateKeyPair('other@test');
 const database = {
-  records: { delegate_ctl: { record_key: 'delegate_ctl', type: 'delegate', name: 'ctl', keys: [pair.public] } },
+  records: {
+    delegate_ctl: { record_key: 'delegate_ctl', type: 'delegate', name: 'ctl', keys: [pair.public] },
+    // A sliver whose account cannot be looked up (the gateway's services fail for it).
+    sliver_broken: { record_key: 'sliver_broken', type: 'sliver', name: 'broken', keys: [pair.public], rspec: {} },
+  },
   accounts: {},
 } as unknown as NodeDatabase;
 let gateway: Gateway;
@@ -30,7 +34,11 @@ test.before(async () => {
     host: '127.0.0.1', port: 0, hostKey: hostKey.privateKey,
     maxSessions: 10, maxSessionsPerAccount: 2, idleTimeoutMs: 1_500, maxAuthAttempts: 2, loginGraceMs: 1_000,
     maxRequestBytes: 1024, database: () => database,
-    sliverAccount: async () => null, delegateUid: async () => 70_123, cgroupFiles: () => [],
+    sliverAccount: async (name) => {
+      if (name === 'broken') throw new Error('the account files cannot be read');
+      return null;
+    },
+    delegateUid: async () => 70_123, cgroupFiles: () => [],
     // An API that answers once released: sessions stay open as long as a test needs.
     callApi: (caller, body) => new Promise((resolve) => {
       calls++;
@@ -46,12 +54,12 @@ test.before(async () => {
 });
 test.after.always(() => gateway?.close());
 
-function login(privateKey = pair.private): Promise<ssh2.Client> {
+function login(privateKey = pair.private, username = 'ctl'): Promise<ssh2.Client> {
   return new Promise((resolve, reject) => {
     const client = new ssh2.Client();
     client.on('ready', () => resolve(client));
     client.on('error', reject);
-    client.connect({ host: '127.0.0.1', port: gateway.port, username: 'ctl', privateKey });
+    client.connect({ host: '127.0.0.1', port: gateway.port, username, privateKey });
   });
 }
 
@@ -122,4 +130,15 @@ test.serial('a connection that offers more keys than allowed is cut', async (t) 
     });
   });
   t.truthy(error, 'the right key came third, after the two attempts allowed');
+});
+
+test.serial('a session that cannot be started says why and gives its place back: the per-account limit is not used up', async (t) => {
+  // Two places per account: a leaked one per failure would refuse the third attempt as "too many".
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const client = await login(pair.private, 'broken');
+    const { out, code } = await request(client, '');
+    client.end();
+    t.is(code, 1);
+    t.regex(out, /nodemgr: the session could not be started: the account files cannot be read/, `attempt ${attempt}`);
+  }
 });
