@@ -50,3 +50,10 @@ export interface LoginAccount {
 export function loginEnvironment(account: LoginAccount): Record<string, string> {
   return { HOME: account.home, USER: account.name, LOGNAME: account.name, SHELL: account.shell, PATH: LAUNCH_PATH, LANG: 'C.UTF-8' };
 }
+
+/** What a session runs (a login shell, a command, a guest's console): a program with its arguments, in a directory. */
+export interface SessionLaunch {
+  readonly file: string;
+  readonly args: readonly string[];
+  readonly cwd: string;
+}

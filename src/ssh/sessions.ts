@@ -3,7 +3,7 @@
 // of the session but the process; output is passed on only as fast as the client reads it.
 import { spawn as spawnProcess, type ChildProcess } from 'node:child_process';
 import type { IPty } from 'node-pty';
-import { launchAsAccount, loginEnvironment } from '../host/launch.js';
+import { launchAsAccount, loginEnvironment, type SessionLaunch } from '../host/launch.js';
 import { describeError } from '../util/errors.js';
 
 export interface SessionAccount {
@@ -65,12 +65,7 @@ function loadPty(): Promise<PtyModule | Error> {
   return ptyModule;
 }
 
-/** What a session runs: a program with its arguments, in a directory. */
-export interface SessionLaunch {
-  readonly file: string;
-  readonly args: readonly string[];
-  readonly cwd: string;
-}
+export type { SessionLaunch } from '../host/launch.js';
 
 /** A Unix sliver's session: its shell or one command, as the account, inside its cgroups. */
 export function accountLaunch(account: SessionAccount, cgroupProcFiles: readonly string[], command: string | null): SessionLaunch {

@@ -4,7 +4,7 @@
 // Capabilities() in the same way. The lifecycle (guests.ts) asks these capabilities and never tests
 // a kind's name, so a new kind is a new driver file (drivers/) and its line in drivers/index.ts.
 import type { Logger } from '../../log.js';
-import type { SessionLaunch } from '../../ssh/sessions.js';
+import type { SessionLaunch } from '../../host/launch.js';
 import type { GuestDomainInput } from './domain-plan.js';
 import type { DomainDetails, DomainPlan } from './domain-xml.js';
 import type { GuestBoot, GuestKind, ResolvedImage } from './guest-definition.js';

@@ -10,7 +10,7 @@ import { describeLeases } from '../../addresses/pool.js';
 import type { AddressLease } from '../../db/types.js';
 import { ImageError } from '../../images/index.js';
 import type { Logger } from '../../log.js';
-import type { SessionLaunch } from '../../ssh/sessions.js';
+import type { SessionLaunch } from '../../host/launch.js';
 import { describeError, PermanentError } from '../../util/errors.js';
 import type { GuestStatus } from '../types.js';
 import { bootDigest, tapName } from './domain-plan.js';
