@@ -2,7 +2,7 @@
 // throws a ValueError with the reason alone (the loader adds the file, the line and the key).
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
-import { invalidAccountName } from '../accounts/names.js';
+import { invalidAccountName } from '../host/account-names.js';
 import { AuthorityUrlError, parseAuthorityUrl } from '../host/url.js';
 
 /** Thrown by a value type with the reason only; the parser adds file, line and key. */

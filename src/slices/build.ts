@@ -1,6 +1,6 @@
 // From the raw text of one <slice> or <delegate> element (as the parser collected it) to a
 // validated spec, or to the reasons it is skipped. Only this node's entries come here.
-import { invalidAccountName } from '../accounts/names.js';
+import { invalidAccountName } from '../host/account-names.js';
 import { canonicalResource, TEXT_ATTRIBUTES, toCanonicalAmount, type Rspec } from '../rspec/resources.js';
 import {
   INSTANCE_SIZES, INSTANTIATIONS, RUNTIME_KINDS, type GuestAttributes, type InstanceSize, type RuntimeKind,

@@ -6,7 +6,7 @@
 // changed, stopped or removed. The marker also says the kind, so recovery after a restart needs
 // nothing but /etc/passwd.
 import { readFile } from 'node:fs/promises';
-import { invalidAccountName } from '../../accounts/names.js';
+import { invalidAccountName } from '../../host/account-names.js';
 import type { AccountKind } from '../../db/types.js';
 import { parsePasswd, parseShadow, type PasswdEntry, type ShadowEntry } from '../../host/passwd.js';
 import type { Logger } from '../../log.js';

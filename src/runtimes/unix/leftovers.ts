@@ -3,7 +3,7 @@
 // group, a home that userdel could not finish.
 import { chmod, chown, lstat, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { basename, isAbsolute, join } from 'node:path';
-import { invalidAccountName } from '../../accounts/names.js';
+import { invalidAccountName } from '../../host/account-names.js';
 import { parseGroup, parsePasswd } from '../../host/passwd.js';
 import { killProcessesOf } from '../../host/processes.js';
 import type { Logger } from '../../log.js';

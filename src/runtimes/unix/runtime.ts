@@ -3,7 +3,7 @@
 // observed (cheaply, while the account files are unchanged), the operations on one account
 // (operations.ts), and the tidying of what an interrupted operation left (leftovers.ts).
 import { readdir, stat } from 'node:fs/promises';
-import { invalidAccountName } from '../../accounts/names.js';
+import { invalidAccountName } from '../../host/account-names.js';
 import type { AccountKind } from '../../db/types.js';
 import type { Logger } from '../../log.js';
 import { describeError } from '../../util/errors.js';
