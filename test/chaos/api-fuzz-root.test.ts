@@ -32,6 +32,7 @@ import {
 } from '../system/support/host.js';
 import { publicKeys, slicesXml, type TestDelegate, type TestSlice } from '../system/support/slices.js';
 import { scaled } from './support/scale.js';
+import { seededRandom } from '../support/random.js';
 
 const BODIES = scaled(1_000, 20_000);
 /** Requests in flight at once: enough that changes overlap, as they do on a busy node. */
@@ -58,18 +59,7 @@ if (!isRoot) test.skip('API fuzz as root: needs root (a real daemon making real 
 
 // ---- a seeded generator, so that a failing run can be replayed with NODEMGR_FUZZ_SEED
 
-function generator(seed: number): () => number {
-  let state = (seed >>> 0) || 0x9e3779b9;
-  return () => {
-    // xorshift32
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state / 2 ** 32;
-  };
-}
+const generator = seededRandom;
 const random = generator(SEED);
 const below = (n: number) => Math.floor(random() * n);
 const pick = <T>(items: readonly T[]): T => items[below(items.length)]!;

@@ -6,7 +6,7 @@ import test from 'ava';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor, accountPrefix, type DaemonProcess } from '../system/support/host.js';
-import { fileUri, libvirtUnavailable } from '../system/support/libvirt.js';
+import { fileUri, lxcUnavailable } from '../system/support/libvirt.js';
 import { buildTestRootfs, type TestRootfs } from '../system/support/rootfs.js';
 import { slicesXml } from '../system/support/slices.js';
 import { differences, nodeState, type Inventory, type NodeLayout } from './support/inventory.js';
@@ -16,13 +16,7 @@ const URI = 'lxc:///system';
 const MARKER = 'nodemgr-ready';
 const TRIALS = scaled(2, 20);
 
-async function unavailable(): Promise<string | null> {
-  const why = await libvirtUnavailable(URI);
-  if (why !== null) return why;
-  if (!/\toverlay$/m.test(await readFile('/proc/filesystems', 'utf8'))) return 'the kernel has no overlay file system';
-  return null;
-}
-const reason = await unavailable();
+const reason = await lxcUnavailable();
 const serial = reason === null ? test.serial : test.serial.skip;
 if (reason !== null) test.skip(`crash consistency of guests: ${reason}`, () => undefined);
 

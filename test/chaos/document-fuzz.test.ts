@@ -34,6 +34,7 @@ import { createDocumentSync, lastGoodDir } from '../../src/sync/document.js';
 import { createSyncStatusFile, readSyncStatus, syncStatusPath } from '../../src/sync/sync-status.js';
 import { fullScale, scaled } from './support/scale.js';
 import { recordWriter } from '../../src/db/record-writer.js';
+import { seededRandom } from '../support/random.js';
 
 // Most of a document's time is the daemon's durable writes (the last good copy and the sync status,
 // each fsynced): 10,000 documents took 46-60 s on the 2-core test machine with the state on its
@@ -76,15 +77,7 @@ interface Random {
 }
 
 function random(seed: number): Random {
-  let state = (seed ^ 0x9e3779b9) >>> 0 || 1;
-  const next = () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state / 2 ** 32;
-  };
+  const next = seededRandom(seed);
   const int = (n: number) => Math.floor(next() * n);
   return { next, int, pick: (items) => items[int(items.length)]!, chance: (p) => next() < p };
 }

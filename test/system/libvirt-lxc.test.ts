@@ -7,7 +7,7 @@ import test, { type ExecutionContext } from 'ava';
 import { readDomainDetails } from '../../src/runtimes/libvirt/domain-xml.js';
 import { LXC_READY_FILE, LXC_ROOTS_DIR } from '../../src/runtimes/libvirt/lxc-root.js';
 import { accountPrefix, cli, freePort, run, waitFor } from './support/host.js';
-import { fileUri, guestNode, libvirtUnavailable, virshOn, type GuestNode } from './support/libvirt.js';
+import { fileUri, guestNode, lxcUnavailable, virshOn, type GuestNode } from './support/libvirt.js';
 import { buildTestRootfs, type TestRootfs } from './support/rootfs.js';
 import type { TestSlice } from './support/slices.js';
 
@@ -15,14 +15,8 @@ const URI = 'lxc:///system';
 const { virsh, domainState, liveDetails } = virshOn(URI);
 const MARKER = 'nodemgr-ready';
 
-async function unavailable(): Promise<string | null> {
-  const why = await libvirtUnavailable(URI);
-  if (why !== null) return why;
-  if (!/\toverlay$/m.test(await readFile('/proc/filesystems', 'utf8'))) return 'the kernel has no overlay file system';
-  return null;
-}
 
-const reason = await unavailable();
+const reason = await lxcUnavailable();
 const serial = reason === null ? test.serial : test.serial.skip;
 if (reason !== null) test.skip(`lxc system tests: ${reason}`, () => undefined);
 

@@ -1,6 +1,6 @@
 // What the libvirt system tests share: whether they can run here, and a test node (a daemon of
 // its own with an authority document the test sets, an address pool and a sandbox).
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ExecutionContext } from 'ava';
@@ -23,6 +23,14 @@ export async function libvirtUnavailable(uri: string): Promise<string | null> {
   } catch (error) {
     return `the libvirt binding is not built (native/build.sh builds it): ${(error as Error).message.split('\n')[0]}`;
   }
+  return null;
+}
+
+/** Why lxc containers cannot run here (libvirt's lxc driver, the binding, the overlay file system), or null. */
+export async function lxcUnavailable(): Promise<string | null> {
+  const why = await libvirtUnavailable('lxc:///system');
+  if (why !== null) return why;
+  if (!/\toverlay$/m.test(await readFile('/proc/filesystems', 'utf8'))) return 'the kernel has no overlay file system';
   return null;
 }
 
