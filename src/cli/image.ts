@@ -3,9 +3,10 @@
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../config/config.js';
-import { formatBytes, IMAGE_TYPES, type ImageEntry } from '../images/index.js';
+import { IMAGE_TYPES, type ImageEntry } from '../images/index.js';
 import { formatImageTable } from '../images/table.js';
 import { describeError } from '../util/errors.js';
+import { formatBytes } from '../util/text.js';
 
 const xmlrpc = createRequire(import.meta.url)('xmlrpc') as typeof import('xmlrpc');
 

@@ -2,7 +2,7 @@
 // daemon's own bookkeeping about accounts and syncs. Plain JSON-serialisable data.
 import type { Rspec } from '../rspec/resources.js';
 import type { Loan } from '../rspec/loans.js';
-import type { GuestAttributes, Instantiation, RuntimeKind } from '../slices/types.js';
+import type { GuestAttributes, InstanceSize, Instantiation, RuntimeKind } from '../slices/types.js';
 
 export type AccountKind = 'sliver' | 'delegate';
 
@@ -142,14 +142,75 @@ export interface AddressLease {
   readonly since: string;
 }
 
+/** A task's state, XenBEE's words (tasks/states.ts has the steps between them). */
+export type TaskState =
+  | 'Pending:Reserved' | 'Pending:Confirmed' | 'Running:Stage-In' | 'Running:Instance-Starting' | 'Running:Executing'
+  | 'Running:Instance-Stopping' | 'Running:Stage-Out' | 'Finished' | 'Failed' | 'Terminated';
+
+/** The times a task's record keeps, XenBEE's names: each is stamped once, when it happens. */
+export type TaskTime =
+  | 'submit' | 'confirm' | 'stage-in-start' | 'instance-start' | 'execution-start' | 'execution-done'
+  | 'instance-stop' | 'stage-out-start' | 'finished' | 'failed' | 'terminated';
+
+/** ISO times by name; a time not reached yet is absent. */
+export type TaskTimes = Partial<Record<TaskTime, string>>;
+
+/** A XenBEE task (a job in a guest) or a Condor Cloud instance (a guest alone). */
+export type TaskKind = 'task' | 'instance';
+
+/**
+ * An on-demand guest's record: asked for by a caller through the API, not by the document, so it
+ * has an owner, holds part of the capacity budget while it runs, and lasts until its owner removes
+ * it (a task) or it ends (an instance). Kept so that a restart of the daemon goes on with it.
+ */
+export interface TaskRecord {
+  /** Short and unique on the node: what `ls` shows and `terminate` takes. */
+  readonly task_id: string;
+  /** The reservation's ticket (random, 128 bits): what XenBEE's client keeps. */
+  readonly ticket: string;
+  readonly kind: TaskKind;
+  /** "root", "uid:<n>" or "subject:<certificate subject>". */
+  readonly owner: string;
+  readonly state: TaskState;
+  readonly times: TaskTimes;
+  /** Why it failed or was terminated; null while all is well. */
+  readonly reason: string | null;
+  readonly exit_code: number | null;
+  /** The signal that ended the job ("SIGKILL"), null when it exited. */
+  readonly signal: string | null;
+  readonly runtime: Exclude<RuntimeKind, 'unix'>;
+  /** Its libvirt domain's name. */
+  readonly guest: string;
+  /** The XSDL document confirmed (a task); null before the confirm and for an instance. */
+  readonly xsdl: string | null;
+  /** An instance's image, size and the ssh key put into it. */
+  readonly image: string | null;
+  readonly size: InstanceSize | null;
+  readonly ssh_key: string | null;
+  /** What it holds of the capacity budget from its confirm or launch until it is done. */
+  readonly vcpus: number;
+  readonly memory_bytes: number;
+  /** The guest's address and VNC console ("host:port") while it runs. */
+  readonly address: string | null;
+  readonly vnc: string | null;
+  /** When an unconfirmed reservation lapses (ISO); null once confirmed. */
+  readonly expires: string | null;
+  /** The job's process as the guest's agent numbers it, to be asked again after a restart. */
+  readonly job_pid: number | null;
+  /** A terminate asked and not yet carried out, with its reason: a restart carries it out. */
+  readonly terminating: string | null;
+}
+
 export interface NodeDatabase {
   readonly version: 1;
   readonly records: Readonly<Record<string, NodeRecord>>;
   readonly accounts: Readonly<Record<string, AccountStatus>>;
   /** Leases of the address pool, by MAC (absent from databases written before libvirt slivers). */
   readonly addresses: Readonly<Record<string, AddressLease>>;
+  /** Tasks and instances by task_id (absent from databases written before them). */
+  readonly tasks: Readonly<Record<string, TaskRecord>>;
 }
 
 export function emptyDatabase(): NodeDatabase {
-  return { version: 1, records: {}, accounts: {}, addresses: {} };
+  return { version: 1, records: {}, accounts: {}, addresses: {}, tasks: {} };
 }

@@ -17,22 +17,16 @@ import type {
   SyncStatus,
   TimestampRecord,
 } from './types.js';
+import {
+  array, boolean, dictionary, exactly, fail, field, integer, isNull, isoTime, member, name, object, optionalInteger, optionalString, string,
+  type Fields, type Obj,
+} from './validators.js';
 import type { Loan } from '../rspec/loans.js';
 import { NO_GUEST_ATTRIBUTES, type GuestAttributes, type InstanceSize, type Instantiation, type RuntimeKind } from '../slices/types.js';
 
-export class DatabaseFormatError extends Error {
-  constructor(
-    /** Path of the offending field, e.g. `records.sliver_x.keys[2]`; empty for the whole value. */
-    readonly field: string,
-    readonly reason: string,
-  ) {
-    super(field ? `${field}: ${reason}` : reason);
-    this.name = 'DatabaseFormatError';
-  }
-}
+import { taskRecord } from './validate-tasks.js';
 
-type Fields<T> = Record<keyof T, true>;
-type Obj = Record<string, unknown>;
+export { DatabaseFormatError } from './validators.js';
 
 // Records of every member keep these lists in step with types.ts: the compiler rejects a
 // missing or an extra name.
@@ -45,7 +39,7 @@ const SYNC_OUTCOMES: Record<SyncOutcome, true> = {
 };
 const RECORD_TYPES: Record<NodeRecord['type'], true> = { sliver: true, delegate: true, timestamp: true, bwcap: true, adopted: true };
 
-const DATABASE_FIELDS: Fields<NodeDatabase> = { version: true, records: true, accounts: true, addresses: true };
+const DATABASE_FIELDS: Fields<NodeDatabase> = { version: true, records: true, accounts: true, addresses: true, tasks: true };
 const LEASE_FIELDS: Fields<AddressLease> = { mac: true, ip: true, prefix: true, sliver: true, iface: true, since: true };
 const GUEST_FIELDS: Fields<GuestAttributes> = { runtime: true, kernel: true, initrd: true, size: true };
 const RUNTIME_VALUES: Record<RuntimeKind, true> = { unix: true, lxc: true, qemu: true };
@@ -72,92 +66,6 @@ const ACCOUNT_FIELDS: Fields<AccountStatus> = {
 };
 const SYNC_FIELDS: Fields<SyncStatus> = { at: true, outcome: true, detail: true, source: true, documentTimestamp: true };
 
-// ---- paths and messages
-
-function field(path: string, key: string): string {
-  if (!/^[\w-]+$/.test(key)) return `${path}[${JSON.stringify(key)}]`;
-  return path ? `${path}.${key}` : key;
-}
-
-function shown(value: unknown): string {
-  if (value === undefined) return 'nothing';
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'an array';
-  if (typeof value === 'object') return 'an object';
-  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value);
-  return String(value);
-}
-
-function fail(path: string, expected: string, value: unknown): never {
-  throw new DatabaseFormatError(path, `expected ${expected}, got ${shown(value)}`);
-}
-
-// ---- small validators: each checks one value at `path` and returns it typed
-
-function object(value: unknown, path: string, fields: Record<string, true>): Obj {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(path, 'an object', value);
-  for (const key of Object.keys(value)) {
-    if (!Object.hasOwn(fields, key)) throw new DatabaseFormatError(field(path, key), 'unexpected field');
-  }
-  return value as Obj;
-}
-
-function dictionary<T>(value: unknown, path: string, each: (item: unknown, path: string, key: string) => T): Record<string, T> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(path, 'an object', value);
-  // fromEntries defines own properties, so a key such as "__proto__" stays a plain key.
-  return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, each(item, field(path, key), key)]));
-}
-
-function array<T>(value: unknown, path: string, each: (item: unknown, path: string) => T): T[] {
-  if (!Array.isArray(value)) fail(path, 'an array', value);
-  return value.map((item, i) => each(item, `${path}[${i}]`));
-}
-
-function integer(value: unknown, path: string): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value)) fail(path, 'integer', value);
-  if (value < 0) fail(path, 'integer >= 0', value);
-  return value;
-}
-
-function string(value: unknown, path: string): string {
-  if (typeof value !== 'string') fail(path, 'string', value);
-  return value;
-}
-
-function name(value: unknown, path: string): string {
-  if (typeof value !== 'string' || value === '') fail(path, 'non-empty string', value);
-  return value;
-}
-
-function isoTime(value: unknown, path: string): string {
-  if (typeof value !== 'string' || Number.isNaN(Date.parse(value))) fail(path, 'ISO time', value);
-  return value;
-}
-
-function nullable<T>(check: (value: unknown, path: string) => T): (value: unknown, path: string) => T | null {
-  return (value, path) => (value === null ? null : check(value, path));
-}
-
-function member<T extends string>(value: unknown, path: string, allowed: Record<T, true>): T {
-  if (typeof value !== 'string' || !Object.hasOwn(allowed, value)) {
-    fail(path, `one of ${Object.keys(allowed).join(', ')}`, value);
-  }
-  return value as T;
-}
-
-function exactly<T extends string | number>(value: unknown, path: string, expected: T, why = ''): T {
-  if (value !== expected) fail(path, `${JSON.stringify(expected)}${why}`, value);
-  return expected;
-}
-
-function isNull(value: unknown, path: string): null {
-  if (value !== null) fail(path, 'null', value);
-  return null;
-}
-
-const optionalInteger = nullable(integer);
-const optionalString = nullable(string);
-
 // ---- the database's parts
 
 function loan(value: unknown, path: string): Loan {
@@ -167,11 +75,6 @@ function loan(value: unknown, path: string): Loan {
     resource: name(o.resource, field(path, 'resource')),
     amount: integer(o.amount, field(path, 'amount')),
   };
-}
-
-function boolean(value: unknown, path: string): boolean {
-  if (typeof value !== 'boolean') fail(path, 'true or false', value);
-  return value;
 }
 
 function nodeState(value: unknown, path: string): SliverNodeState {
@@ -343,5 +246,6 @@ export function validateDatabase(value: unknown): NodeDatabase {
     records: dictionary(o.records, 'records', nodeRecord),
     accounts: dictionary(o.accounts, 'accounts', accountStatus),
     addresses: o.addresses === undefined ? {} : dictionary(o.addresses, 'addresses', addressLease),
+    tasks: o.tasks === undefined ? {} : dictionary(o.tasks, 'tasks', taskRecord),
   };
 }

@@ -8,7 +8,8 @@ import type { Logger } from '../log.js';
 import { serialQueue } from '../util/serial.js';
 import { addImage } from './cache-add.js';
 import { copyEntry, findEntry, namesInUse, totalBytes, touchEntry, type CacheState } from './cache-state.js';
-import { automaticImageName, formatBytes, ImageError, parseImageUri, type AddRequest, type ImageEntry, type ImageType } from './index.js';
+import { formatBytes } from '../util/text.js';
+import { automaticImageName, ImageError, parseImageUri, type AddRequest, type ImageEntry, type ImageType } from './index.js';
 import { deleteFile, indexWriter, makeDirectory, recover } from './store.js';
 
 export interface ImageCache {
@@ -121,5 +122,5 @@ async function resolveImage(state: CacheState, ref: string, type: ImageType): Pr
 }
 
 export { readImageIndex } from './store.js';
-export { formatBytes, ImageError };
+export { ImageError };
 export type { ImageEntry, ImageType };

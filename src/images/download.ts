@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { backoffDelayMs } from '../host/backoff.js';
 import { httpGet, HttpGetError, type HttpResponse } from '../host/http-get.js';
 import type { Logger } from '../log.js';
-import { formatBytes, ImageError } from './index.js';
+import { formatBytes } from '../util/text.js';
+import { ImageError } from './index.js';
 import { describeError } from '../util/errors.js';
 
 export interface DownloadOptions {

@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { invalidVref } from '../slices/values.js';
 import { describeError } from '../util/errors.js';
+import { formatBytes } from '../util/text.js';
 
 export type ImageType = 'image' | 'kernel' | 'initrd' | 'data';
 export const IMAGE_TYPES: readonly ImageType[] = ['image', 'kernel', 'initrd', 'data'];
@@ -322,19 +323,4 @@ export function parseIndex(text: string, dir: string): { entries: ImageEntry[]; 
     }
   });
   return { entries, dropped };
-}
-
-// ---- display ----------------------------------------------------------------------------------
-
-/** 1536 -> "1.5 KiB"; exact byte counts below 1 KiB. */
-export function formatBytes(bytes: number): string {
-  const units = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  if (bytes < 1024) return `${bytes} B`;
-  let value = bytes;
-  let unit = -1;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${Number(value.toFixed(value < 10 ? 2 : 1))} ${units[unit]}`;
 }

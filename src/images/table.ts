@@ -1,5 +1,6 @@
 // The cache's entries as a table for people (nodemgr image ls, nodemgr status).
-import { formatBytes, type ImageEntry } from './index.js';
+import { formatBytes } from '../util/text.js';
+import type { ImageEntry } from './index.js';
 
 const COLUMNS = ['NAME', 'TYPE', 'FORMAT', 'SIZE', 'LAST USED', 'URI', 'DESCRIPTION'] as const;
 

@@ -62,6 +62,15 @@ function sampleDatabase(): NodeDatabase {
     addresses: {
       '52:54:00:00:00:01': { mac: '52:54:00:00:00:01', ip: '192.0.2.10', prefix: 24, sliver: 'site_one', iface: 0, since: '2026-01-01T00:00:00.000Z' },
     },
+    tasks: {
+      a1b2c3d4: {
+        task_id: 'a1b2c3d4', ticket: '0f'.repeat(16), kind: 'task', owner: 'subject:/OU=Persons/CN=test user 1', state: 'Finished',
+        times: { submit: '2026-01-01T00:00:00.000Z', confirm: '2026-01-01T00:00:01.000Z', finished: '2026-01-01T00:01:00.000Z' },
+        reason: null, exit_code: 3, signal: null, runtime: 'qemu', guest: 'task.a1b2c3d4', xsdl: '<JobDefinition/>',
+        image: null, size: null, ssh_key: null, vcpus: 1, memory_bytes: 536870912, address: null, vnc: null, expires: null,
+        job_pid: 412, terminating: null,
+      },
+    },
   };
 }
 
@@ -145,7 +154,7 @@ test('updates made during a write are written next, in order', async (t) => {
   await firstFlush;
   await secondFlush;
   t.deepEqual(await readDatabaseSnapshot(box.path), {
-    version: 1, records: { timestamp: sampleDatabase().records['timestamp']! }, accounts: {}, addresses: sampleDatabase().addresses,
+    version: 1, records: { timestamp: sampleDatabase().records['timestamp']! }, accounts: {}, addresses: sampleDatabase().addresses, tasks: sampleDatabase().tasks,
   });
   t.is(writesIn(logger.lines), 2);
   await store.close();
@@ -289,6 +298,9 @@ const badShapes: Array<[string, (db: any) => void, string]> = [
   ['account since not a time', (db) => (db.accounts.site_one.since = 'yesterday'), 'accounts.site_one.since: expected ISO time, got "yesterday"'],
   ['odd key quoted in the path', (db) => (db.records['sliver_a b'] = sliver('a b', { slice_id: -2 })), 'records["sliver_a b"].slice_id: expected integer >= 0, got -2'],
   ['missing accounts', (db) => delete db.accounts, 'accounts: expected an object, got nothing'],
+  ['task state', (db) => (db.tasks.a1b2c3d4.state = 'Running'), 'tasks.a1b2c3d4.state: expected one of Pending:Reserved, Pending:Confirmed, Running:Stage-In, Running:Instance-Starting, Running:Executing, Running:Instance-Stopping, Running:Stage-Out, Finished, Failed, Terminated, got "Running"'],
+  ['task time of no such name', (db) => (db.tasks.a1b2c3d4.times.started = '2026-01-01T00:00:00.000Z'), 'tasks.a1b2c3d4.times.started: expected one of submit, confirm, stage-in-start, instance-start, execution-start, execution-done, instance-stop, stage-out-start, finished, failed, terminated, got "started"'],
+  ['task under another id', (db) => (db.tasks.a1b2c3d4.task_id = 'ffff0000'), 'tasks.a1b2c3d4.task_id: expected "a1b2c3d4" (its key in tasks), got "ffff0000"'],
 ];
 
 for (const [title, damage, message] of badShapes) {

@@ -1,7 +1,8 @@
 import test from 'ava';
 import {
-  automaticImageName, checkAddRequest, formatBytes, formatIndex, formatOfHeader, ImageError, parseIndex, planEviction, type ImageEntry,
+  automaticImageName, checkAddRequest, formatIndex, formatOfHeader, ImageError, parseIndex, planEviction, type ImageEntry,
 } from '../../src/images/index.js';
+import { formatBytes } from '../../src/util/text.js';
 
 const SHA = 'ab'.repeat(32);
 
