@@ -74,3 +74,12 @@ export function databaseAddressBook(store: DatabaseStore, pool: AddressPoolFile,
     leasesOf: (sliver) => leasesOf(store.data, sliver),
   };
 }
+
+/**
+ * The part of the book whose holders `owns` names: each guest lifecycle (the slivers', the
+ * on-demand guests') sees only its own holders, so that its recovery never releases the leases of
+ * guests the other one keeps. Leasing and releasing go to the whole book.
+ */
+export function scopedAddressBook(book: AddressBook, owns: (holder: string) => boolean): AddressBook {
+  return { ...book, holders: () => book.holders().filter(owns) };
+}

@@ -83,8 +83,8 @@ async function downloadChecked(state: CacheState, req: CheckedAdd, temp: string)
   } finally {
     await handle.close();
   }
-  if (req.sha256 !== null && got.sha256 !== req.sha256) {
-    throw new ImageError('refused', `image ${req.uri}: checksum mismatch: expected sha256 ${req.sha256}, got ${got.sha256}; nothing kept`);
+  if (req.sha256 !== null && got.digest !== req.sha256) {
+    throw new ImageError('refused', `image ${req.uri}: checksum mismatch: expected sha256 ${req.sha256}, got ${got.digest}; nothing kept`);
   }
   let format = 'raw';
   if (req.type === 'image') {
@@ -105,7 +105,7 @@ function keepDownloaded(state: CacheState, req: CheckedAdd, temp: string, fetche
     if ('refused' in plan) throw new ImageError('refused', `image ${req.uri}: not kept: ${plan.refused}`);
     const at = state.now().toISOString();
     const entry: ImageEntry = {
-      name: req.name, uri: req.uri, type: req.type, description: req.description, sha256: fetched.sha256, bytes: fetched.bytes,
+      name: req.name, uri: req.uri, type: req.type, description: req.description, sha256: fetched.digest, bytes: fetched.bytes,
       path: join(state.dir, req.name), format: fetched.format, added: at, lastUsed: at,
     };
     await rename(temp, entry.path);

@@ -1,6 +1,7 @@
-// Fetching one image into a file of the cache directory: http and https with retries, backoff and
-// resumption (Range) where the server allows it, or a copy of a local file; the SHA-256 is taken
-// from the bytes as they are written, so a file is read once however large it is.
+// Fetching one file from a URI into a file of ours: http and https with retries, backoff and
+// resumption (Range) where the server allows it, or a copy of a local file; the digest is taken
+// from the bytes as they are written, so a file is read once however large it is. The image cache
+// fetches its images with it, and a task's stage-in its files (DownloadWords says whose).
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
@@ -24,10 +25,28 @@ export interface DownloadOptions {
   logger: Logger;
   signal: AbortSignal;
   random?: () => number;
+  /** The digest taken of the bytes (a name node:crypto knows); default sha256. */
+  hashAlgorithm?: string;
+  /** How messages name the file and its bounds; default the image cache's words. */
+  words?: DownloadWords;
 }
 
+export interface DownloadWords {
+  /** What the file is: "image". */
+  readonly file: string;
+  /** Why maxBytes bounds it: "the most the cache may hold (image_cache_max_bytes)". */
+  readonly limit: string;
+  /** What an abort means: "abandoned (the cache is closing)". */
+  readonly abandoned: string;
+}
+
+const CACHE_WORDS: DownloadWords = {
+  file: 'image', limit: 'the most the cache may hold (image_cache_max_bytes)', abandoned: 'abandoned (the cache is closing)',
+};
+
 export interface Downloaded {
-  sha256: string;
+  /** Lower-case hex digest of the bytes, by hashAlgorithm. */
+  digest: string;
   bytes: number;
   /** How many attempts it took (1 without a retry). */
   attempts: number;
@@ -58,11 +77,13 @@ interface Progress {
   validator: string | null;
   /** The server answered a Range request with something unusable: no more Range requests. */
   noRanges: boolean;
+  readonly hashAlgorithm: string;
+  readonly words: DownloadWords;
 }
 
 async function append(progress: Progress, chunk: Buffer, maxBytes: number): Promise<void> {
   if (progress.bytes + chunk.length > maxBytes) {
-    throw new AttemptError(`larger than ${formatBytes(maxBytes)}, the most the cache may hold (image_cache_max_bytes)`, 'refused');
+    throw new AttemptError(`larger than ${formatBytes(maxBytes)}, ${progress.words.limit}`, 'refused');
   }
   let done = 0;
   try {
@@ -71,7 +92,7 @@ async function append(progress: Progress, chunk: Buffer, maxBytes: number): Prom
       done += bytesWritten;
     }
   } catch (error) {
-    throw new AttemptError(`writing the cache file failed: ${describeError(error)}`, 'failed');
+    throw new AttemptError(`writing the file failed: ${describeError(error)}`, 'failed');
   }
   progress.hash.update(chunk);
   progress.bytes += chunk.length;
@@ -108,7 +129,7 @@ async function appendAll(progress: Progress, source: AsyncIterable<Buffer>, maxB
 async function restart(progress: Progress): Promise<void> {
   await progress.handle.truncate(0);
   progress.bytes = 0;
-  progress.hash = createHash('sha256');
+  progress.hash = createHash(progress.hashAlgorithm);
   progress.total = null;
 }
 
@@ -121,7 +142,7 @@ async function copyFile(url: URL, progress: Progress, opts: DownloadOptions): Pr
     await appendAll(progress, stream, opts.maxBytes);
   } catch (error) {
     if (error instanceof AttemptError) throw error;
-    if (opts.signal.aborted) throw new AttemptError('abandoned (the cache is closing)', 'failed');
+    if (opts.signal.aborted) throw new AttemptError(progress.words.abandoned, 'failed');
     const code = (error as NodeJS.ErrnoException).code;
     const reason = code === 'ENOENT' ? 'no such file'
       : code === 'EISDIR' ? 'a directory, not a file'
@@ -144,13 +165,13 @@ async function get(url: URL, headers: Record<string, string>, opts: DownloadOpti
     if (!(error instanceof HttpGetError)) throw error;
     if (error.kind === 'redirect' || error.kind === 'ca') throw new AttemptError(error.message, 'refused');
     // A network failure in the system's words (ECONNREFUSED ...), as image messages have always given it.
-    throw new AttemptError(error.kind === 'network' ? networkReason(error.cause) : error.message, 'retry');
+    throw new AttemptError(error.kind === 'network' ? networkReason(error.cause, opts.words ?? CACHE_WORDS) : error.message, 'retry');
   }
 }
 
-function networkReason(error: unknown): string {
+function networkReason(error: unknown, words: DownloadWords): string {
   const e = error as NodeJS.ErrnoException;
-  if (e?.name === 'AbortError') return 'abandoned (the cache is closing)';
+  if (e?.name === 'AbortError') return words.abandoned;
   const message = e instanceof Error ? e.message : String(error);
   return e?.code !== undefined && !message.includes(e.code) ? `${message} (${e.code})` : message;
 }
@@ -208,14 +229,14 @@ async function httpAttempt(url: URL, progress: Progress, opts: DownloadOptions):
   }
   if (progress.total !== null && progress.total > opts.maxBytes) {
     response.destroy();
-    throw new AttemptError(`it is ${formatBytes(progress.total)}, more than ${formatBytes(opts.maxBytes)}, the most the cache may hold (image_cache_max_bytes)`, 'refused');
+    throw new AttemptError(`it is ${formatBytes(progress.total)}, more than ${formatBytes(opts.maxBytes)}, ${progress.words.limit}`, 'refused');
   }
   try {
     await appendAll(progress, response, opts.maxBytes);
   } catch (error) {
     response.destroy();
     if (error instanceof AttemptError) throw error;
-    throw new AttemptError(`connection broken after ${formatBytes(progress.bytes)} (${networkReason(error)})`, 'retry');
+    throw new AttemptError(`connection broken after ${formatBytes(progress.bytes)} (${networkReason(error, progress.words)})`, 'retry');
   }
   if (!response.complete || (progress.total !== null && progress.bytes < progress.total)) {
     throw new AttemptError(`connection closed after ${formatBytes(progress.bytes)}${progress.total === null ? '' : ` of ${formatBytes(progress.total)}`}`, 'retry');
@@ -223,12 +244,12 @@ async function httpAttempt(url: URL, progress: Progress, opts: DownloadOptions):
   return { resumed };
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+function sleep(ms: number, signal: AbortSignal, words: DownloadWords): Promise<void> {
   return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(new AttemptError('abandoned (the cache is closing)', 'failed'));
+    if (signal.aborted) return reject(new AttemptError(words.abandoned, 'failed'));
     const onAbort = () => {
       clearTimeout(timer);
-      reject(new AttemptError('abandoned (the cache is closing)', 'failed'));
+      reject(new AttemptError(words.abandoned, 'failed'));
     };
     const timer = setTimeout(() => {
       signal.removeEventListener('abort', onAbort);
@@ -244,7 +265,9 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
  * large, a local file that is missing), 'failed' when the retries ran out.
  */
 export async function downloadTo(url: URL, handle: FileHandle, opts: DownloadOptions): Promise<Downloaded> {
-  const progress: Progress = { handle, bytes: 0, hash: createHash('sha256'), total: null, validator: null, noRanges: false };
+  const hashAlgorithm = opts.hashAlgorithm ?? 'sha256';
+  const words = opts.words ?? CACHE_WORDS;
+  const progress: Progress = { handle, bytes: 0, hash: createHash(hashAlgorithm), total: null, validator: null, noRanges: false, hashAlgorithm, words };
   const random = opts.random ?? Math.random;
   let attempts = 0;
   let resumed = 0;
@@ -255,11 +278,11 @@ export async function downloadTo(url: URL, handle: FileHandle, opts: DownloadOpt
     try {
       if (url.protocol === 'file:') await copyFile(url, progress, opts);
       else if ((await httpAttempt(url, progress, opts)).resumed) resumed++;
-      return { sha256: progress.hash.digest('hex'), bytes: progress.bytes, attempts, resumed };
+      return { digest: progress.hash.digest('hex'), bytes: progress.bytes, attempts, resumed };
     } catch (caught) {
-      const error = caught instanceof AttemptError ? caught : new AttemptError(networkReason(caught), 'retry');
-      if (opts.signal.aborted) throw new ImageError('failed', `image ${url.href}: abandoned (the cache is closing)`);
-      if (error.outcome !== 'retry') throw new ImageError(error.outcome, `image ${url.href}: ${error.message}`);
+      const error = caught instanceof AttemptError ? caught : new AttemptError(networkReason(caught, words), 'retry');
+      if (opts.signal.aborted) throw new ImageError('failed', `${words.file} ${url.href}: ${words.abandoned}`);
+      if (error.outcome !== 'retry') throw new ImageError(error.outcome, `${words.file} ${url.href}: ${error.message}`);
       // A failure after progress (a broken connection resumed later) does not use up the retries.
       if (progress.bytes > furthest) {
         furthest = progress.bytes;
@@ -267,16 +290,16 @@ export async function downloadTo(url: URL, handle: FileHandle, opts: DownloadOpt
       }
       failures++;
       if (failures > opts.retries) {
-        throw new ImageError('failed', `image ${url.href}: ${error.message} (gave up after ${attempts} attempts)`);
+        throw new ImageError('failed', `${words.file} ${url.href}: ${error.message} (gave up after ${attempts} attempts)`);
       }
       const waitMs = backoffDelayMs(failures, { initialMs: opts.retryInitialMs, maxMs: RETRY_MAX_MS, random });
-      opts.logger.warn('image download failed, retrying', {
+      opts.logger.warn(`${words.file} download failed, retrying`, {
         uri: url.href, attempt: attempts, reason: error.message, have_bytes: progress.bytes, wait_ms: waitMs,
       });
       try {
-        await sleep(waitMs, opts.signal);
+        await sleep(waitMs, opts.signal, words);
       } catch {
-        throw new ImageError('failed', `image ${url.href}: abandoned (the cache is closing)`);
+        throw new ImageError('failed', `${words.file} ${url.href}: ${words.abandoned}`);
       }
     }
   }
