@@ -23,6 +23,7 @@ declare -A NEEDED=(
   [util-linux]=setpriv      # tests run load as sliver uids (setpriv) pinned to one CPU (taskset)
   [quota]=setquota          # disk_max as user quotas
   [e2fsprogs]=mkfs.ext4     # the disk tests make a small quota-enabled file system
+  [bzip2]=bzip2             # tasks stage in bzip2-compressed files (XSDL Compression)
 )
 
 missing=()
