@@ -31,8 +31,9 @@ test('no state is skipped, and nothing leaves a done state', (t) => {
 
 test('every state that is not done may fail or be terminated', (t) => {
   for (const state of TASK_STATES.filter((s) => !isDone(s))) {
-    t.is(advance({ state, times: {} }, 'Terminated', at(9)).times.terminated, at(9).toISOString(), state);
-    t.is(advance({ state, times: {} }, 'Failed', at(9)).state, 'Failed', state);
+    const task: Staged = { state, times: {} };
+    t.is(advance(task, 'Terminated', at(9)).times.terminated, at(9).toISOString(), state);
+    t.is(advance(task, 'Failed', at(9)).state, 'Failed', state);
   }
 });
 
