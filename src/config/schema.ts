@@ -7,7 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { RUNTIME_KINDS, type RuntimeKind } from '../slices/types.js';
 import { packageRoot } from './package-root.js';
 import {
-  authorityUrl, bridgeName, cgroupName, count, interfaceName, ipAddress, kbits, libvirtUri, milliseconds, oneOf,
+  authorityUrl, bridgeName, cgroupName, count, factor, interfaceName, ipAddress, kbits, libvirtUri, milliseconds, oneOf,
   optionalAccountName, optionalPath, path, prefixList, range, readyMarker, seconds, socketPath, type ValueType,
 } from './values.js';
 
@@ -87,6 +87,19 @@ export interface Config {
   /** The image cache: its directory and the most its files may hold together, in bytes. */
   imageCacheDir: string;
   imageCacheMaxBytes: number;
+  /** The on-demand tasks' and instances' spools (one directory each) and guests' files. */
+  taskDir: string;
+  taskStartTimeoutMs: number;
+  taskSilenceTimeoutMs: number;
+  taskWallTimeLimitMs: number;
+  taskReservationTtlMs: number;
+  /** The most one staged file (in or out) may hold, in bytes. */
+  taskStageMaxBytes: number;
+  taskDefaultVcpus: number;
+  taskDefaultMemoryBytes: number;
+  /** The capacity budget: the host's vCPUs and memory times these. */
+  cpuOvercommit: number;
+  memOvercommit: number;
 }
 
 type Field = Exclude<keyof Config, 'configFile'>;
@@ -242,6 +255,27 @@ export const KEYS: readonly KeyDescriptor[] = [
     'Directory of the image cache: the images, kernels, initrds and data files of the libvirt slivers, and its index.json.'),
   key('image_cache_max_bytes', 'imageCacheMaxBytes', count(1024 * 1024), 20 * 1024 ** 3,
     'Bytes the cached files may hold together; past it, the least recently used entries that no sliver uses are evicted.'),
+  key('task_dir', 'taskDir', path,
+    { derived: (config) => join(config.stateDir, 'tasks'), text: '<state_dir>/tasks' },
+    "Directory of the on-demand tasks and instances: each one's spool (staged files, outputs) and its guest's own files; the hypervisor's user must be able to reach it."),
+  key('task_start_timeout', 'taskStartTimeoutMs', seconds(1), 180_000,
+    "Seconds a task's or instance's guest has, from its boot, for its agent (QEMU's guest agent) to answer; after that the task fails and its guest is removed."),
+  key('task_silence_timeout', 'taskSilenceTimeoutMs', seconds(1), 300_000,
+    "Seconds a running task's agent may stay silent before the task fails."),
+  key('task_wall_time_limit', 'taskWallTimeLimitMs', seconds(1), 86_400_000,
+    "Seconds a task's job may run when its document sets no jsdl-posix:WallTimeLimit; then it is killed and the task fails, saying so."),
+  key('task_reservation_ttl', 'taskReservationTtlMs', seconds(1), 600_000,
+    'Seconds a reservation (Reserve) waits for its Confirm before it expires.'),
+  key('task_stage_max_bytes', 'taskStageMaxBytes', count(1024), 4 * 1024 ** 3,
+    "The most one staged file of a task may hold, in bytes, fetched (stage-in) or read back from the guest (stage-out)."),
+  key('task_default_vcpus', 'taskDefaultVcpus', range(1, 1024), 1,
+    'vCPUs of a task whose document sets no jsdl:TotalCPUCount.'),
+  key('task_default_memory', 'taskDefaultMemoryBytes', count(16 * 1024 * 1024), 512 * 1024 * 1024,
+    'Bytes of memory of a task whose document sets no jsdl:TotalPhysicalMemory.'),
+  key('cpu_overcommit', 'cpuOvercommit', factor(0.1, 100), 4,
+    "The capacity budget's vCPUs are the host's CPUs times this: what libvirt slivers, tasks and instances may hold together."),
+  key('mem_overcommit', 'memOvercommit', factor(0.1, 100), 1,
+    "The capacity budget's memory is the host's memory times this."),
 ];
 
 const BY_KEY: ReadonlyMap<string, KeyDescriptor> = new Map(KEYS.map((d) => [d.key, d]));

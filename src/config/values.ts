@@ -47,6 +47,18 @@ export const seconds = (min: number) =>
 export const milliseconds = (min: number, max: number) => wholeNumber(min, max, { unit: 'milliseconds' });
 export const kbits = (min: number) => wholeNumber(min, 100_000_000, { unit: 'kbit/s' });
 
+/** A multiplier written as a decimal ("4", "1.5") in [min, max]. */
+export function factor(min: number, max: number): ValueType<number> {
+  return {
+    parse(text) {
+      const n = /^[0-9]+(\.[0-9]+)?$/.test(text) ? Number(text) : NaN;
+      if (Number.isNaN(n) || n < min || n > max) throw new ValueError(`expected a number from ${min} to ${max} (such as 1.5), got ${got(text)}`);
+      return n;
+    },
+    show: (value) => String(value),
+  };
+}
+
 // ---- text -------------------------------------------------------------------------------------
 
 /**

@@ -87,6 +87,16 @@ test('the defaults need no file', (t) => {
     guestReadyMarker: 'nodemgr-ready',
     imageCacheDir: '/var/cache/nodemgr/images',
     imageCacheMaxBytes: 21_474_836_480,
+    taskDir: '/var/lib/nodemgr/tasks',
+    taskStartTimeoutMs: 180_000,
+    taskSilenceTimeoutMs: 300_000,
+    taskWallTimeLimitMs: 86_400_000,
+    taskReservationTtlMs: 600_000,
+    taskStageMaxBytes: 4_294_967_296,
+    taskDefaultVcpus: 1,
+    taskDefaultMemoryBytes: 536_870_912,
+    cpuOvercommit: 4,
+    memOvercommit: 1,
   });
 });
 
@@ -96,6 +106,8 @@ test('the image cache keys: a directory resolved against the file, and a bound i
   t.is(config.imageCacheMaxBytes, 1_073_741_824);
   t.is(errorOf('image_cache_max_bytes = 20G'), 'etc/nodemgr.conf line 1: image_cache_max_bytes: expected a whole number >= 1048576, got "20G"');
   t.is(errorOf('image_cache_max_bytes = 1000'), 'etc/nodemgr.conf line 1: image_cache_max_bytes: expected a whole number >= 1048576, got "1000"');
+  t.is(errorOf('cpu_overcommit = 0'), 'etc/nodemgr.conf line 1: cpu_overcommit: expected a number from 0.1 to 100 (such as 1.5), got "0"');
+  t.is(parseConfig('mem_overcommit = 1.5', FILE).memOvercommit, 1.5);
   t.is(errorOf('image_cache_dir ='), 'etc/nodemgr.conf line 1: image_cache_dir: expected a path, got an empty value');
 });
 
