@@ -1,0 +1,323 @@
+import { Buffer } from 'node:buffer';
+import test, { type ExecutionContext } from 'ava';
+import { parseXsdl, XsdlError, type XsdlJob } from '../../src/tasks/xsdl.js';
+
+const OPTIONS = { maxBytes: 64 * 1024, source: 'job.xsdl' };
+const NS = 'xmlns:jsdl="http://schemas.ggf.org/jsdl/2005/11/jsdl"'
+  + ' xmlns:jsdl-posix="http://schemas.ggf.org/jsdl/2005/11/jsdl-posix"'
+  + ' xmlns:xsdl="http://www.example.com/schemas/xbe/2007/01/xsdl"'
+  + ' xmlns:xbe="http://www.example.com/schemas/xbe/2007/01/xbe"';
+const KERNEL_ID = '5f0c2d1e-8a4b-4c3d-9e2f-1a2b3c4d5e6f';
+const SHA1 = 'ef5ca5c3342a82a00d60c32b3a73ba93208ef08b';
+
+// The minimal complete job of research/xenbee.md §3, with real values for its placeholders and
+// http: for its ftp: URIs (the node fetches http, https and file).
+const EXAMPLE = `<jsdl:JobDefinition xmlns:jsdl="http://schemas.ggf.org/jsdl/2005/11/jsdl"
+    xmlns:jsdl-posix="http://schemas.ggf.org/jsdl/2005/11/jsdl-posix"
+    xmlns:xsdl="http://www.example.com/schemas/xbe/2007/01/xsdl">
+ <jsdl:JobDescription>
+  <jsdl:Application><jsdl-posix:POSIXApplication>
+    <jsdl-posix:Executable>/bin/sort</jsdl-posix:Executable>
+    <jsdl-posix:Argument filesystemName="WORK">in.txt</jsdl-posix:Argument>
+    <jsdl-posix:Output filesystemName="WORK">out.txt</jsdl-posix:Output>
+    <jsdl-posix:WorkingDirectory filesystemName="WORK"/>
+  </jsdl-posix:POSIXApplication></jsdl:Application>
+  <jsdl:Resources>
+    <jsdl:FileSystem name="WORK"><jsdl:MountPoint>/work</jsdl:MountPoint></jsdl:FileSystem>
+    <jsdl:TotalCPUCount><jsdl:Exact>1</jsdl:Exact></jsdl:TotalCPUCount>
+    <jsdl:TotalPhysicalMemory><jsdl:Exact>268435456</jsdl:Exact></jsdl:TotalPhysicalMemory>
+    <xsdl:InstanceDefinition><xsdl:InstanceDescription><xsdl:Instance>
+      <xsdl:Kernel><xsdl:Location><xsdl:URI>cache://xbe-file-cache/${KERNEL_ID}</xsdl:URI></xsdl:Location></xsdl:Kernel>
+      <xsdl:Image fs-type="ext3"><xsdl:Location>
+        <xsdl:URI>http://host/img/base.img.bz2</xsdl:URI>
+        <xsdl:Hash algorithm="sha1">${SHA1}</xsdl:Hash>
+        <xsdl:Compression algorithm="bzip2"/></xsdl:Location></xsdl:Image>
+    </xsdl:Instance></xsdl:InstanceDescription></xsdl:InstanceDefinition>
+  </jsdl:Resources>
+  <jsdl:DataStaging><jsdl:FileName>in.txt</jsdl:FileName><jsdl:FilesystemName>WORK</jsdl:FilesystemName>
+    <jsdl:CreationFlag>overwrite</jsdl:CreationFlag><jsdl:Source><jsdl:URI>http://host/in.txt</jsdl:URI></jsdl:Source></jsdl:DataStaging>
+  <jsdl:DataStaging><jsdl:FileName>out.txt</jsdl:FileName><jsdl:FilesystemName>WORK</jsdl:FilesystemName>
+    <jsdl:CreationFlag>overwrite</jsdl:CreationFlag><jsdl:Target><jsdl:URI>http://host/upload/out.txt</jsdl:URI></jsdl:Target></jsdl:DataStaging>
+ </jsdl:JobDescription>
+</jsdl:JobDefinition>
+`;
+
+const IMAGE = '<xsdl:Image><xsdl:Location><xsdl:URI>debian-12.qcow2</xsdl:URI></xsdl:Location></xsdl:Image>';
+const SORT = '<jsdl-posix:POSIXApplication><jsdl-posix:Executable>/usr/bin/sort</jsdl-posix:Executable></jsdl-posix:POSIXApplication>';
+
+interface Parts {
+  application?: string;
+  resources?: string;
+  instance?: string;
+  instanceAttributes?: string;
+  staging?: string;
+  description?: string;
+}
+
+/** A job with one line per part, so that a test can say on which line a fault is. */
+function job(parts: Parts = {}): string {
+  return [
+    `<jsdl:JobDefinition ${NS}>`,
+    '  <jsdl:JobDescription>',
+    parts.description ?? '',
+    `    <jsdl:Application>${parts.application ?? SORT}</jsdl:Application>`,
+    '    <jsdl:Resources>',
+    parts.resources ?? '',
+    '      <xsdl:InstanceDefinition><xsdl:InstanceDescription>',
+    `        <xsdl:Instance${parts.instanceAttributes ?? ''}>${parts.instance ?? IMAGE}</xsdl:Instance>`,
+    '      </xsdl:InstanceDescription></xsdl:InstanceDefinition>',
+    '    </jsdl:Resources>',
+    parts.staging ?? '',
+    '  </jsdl:JobDescription>',
+    '</jsdl:JobDefinition>',
+  ].join('\n');
+}
+
+/** Line numbers of job()'s parts. */
+const LINE = { description: 3, application: 4, resources: 6, instance: 8, staging: 11 };
+
+function parse(text: string | Buffer): XsdlJob {
+  return parseXsdl(text, OPTIONS);
+}
+
+function refused(t: ExecutionContext, text: string | Buffer, where: { line: number | null; element: string }, reason: RegExp, maxBytes = OPTIONS.maxBytes): XsdlError {
+  const error = t.throws(() => parseXsdl(text, { ...OPTIONS, maxBytes }), { instanceOf: XsdlError })!;
+  t.is(error.line, where.line, error.message);
+  t.is(error.element, where.element, error.message);
+  t.regex(error.reason, reason);
+  const place = where.line === null ? 'job.xsdl: ' : `job.xsdl line ${where.line} column ${error.column}: `;
+  t.is(error.message, `${place}${where.element}: ${error.reason}`);
+  return error;
+}
+
+test('the example job of the XenBEE notes parses to its values', (t) => {
+  t.deepEqual(parse(EXAMPLE), {
+    name: null,
+    application: {
+      kind: 'posix', executable: '/bin/sort', arguments: ['/work/in.txt'], input: null, output: '/work/out.txt',
+      error: null, workingDirectory: '/work', environment: [], wallTimeSeconds: null,
+    },
+    runtime: 'qemu',
+    cpuCount: 1,
+    memoryBytes: 268435456,
+    instance: {
+      kernel: { uri: { kind: 'cache', name: KERNEL_ID }, hash: null, compression: null, mode: null, arguments: [] },
+      initrd: null,
+      image: {
+        uri: { kind: 'url', href: 'http://host/img/base.img.bz2' }, hash: { algorithm: 'sha1', hex: SHA1 },
+        compression: 'bzip2', mode: null, fsType: 'ext3',
+      },
+    },
+    stageIn: [{
+      path: '/work/in.txt', creationFlag: 'overwrite', deleteOnTermination: false,
+      source: { uri: { kind: 'url', href: 'http://host/in.txt' }, hash: null, compression: null, mode: null },
+    }],
+    stageOut: [{
+      path: '/work/out.txt', creationFlag: 'overwrite', deleteOnTermination: false,
+      target: { uri: { kind: 'url', href: 'http://host/upload/out.txt' }, hash: null, compression: null, mode: null },
+    }],
+    ticket: null,
+    ignored: [],
+  });
+});
+
+test('the same job as bytes, with an XML declaration, parses alike', (t) => {
+  t.deepEqual(parse(Buffer.from(`<?xml version="1.0" encoding="UTF-8"?>\n${EXAMPLE}`)), parse(EXAMPLE));
+});
+
+test('a ContinuousTask boots the instance and runs nothing', (t) => {
+  const parsed = parse(job({ application: '<xbe:XBEApplication><xbe:ContinuousTask/></xbe:XBEApplication>' }));
+  t.deepEqual(parsed.application, { kind: 'continuous' });
+  t.deepEqual(parsed.instance.image?.uri, { kind: 'cache', name: 'debian-12.qcow2' });
+});
+
+test('kernel arguments are kept in order as name=value, bare name or bare value, with the initrd', (t) => {
+  const parsed = parse(job({
+    instance: `<xsdl:Kernel>
+      <xsdl:Location><xsdl:URI>vmlinuz-6.1</xsdl:URI><xsdl:Mode>0644</xsdl:Mode></xsdl:Location>
+      <xsdl:Argument name="console">ttyS0</xsdl:Argument>
+      <xsdl:Argument name="quiet"/>
+      <xsdl:Argument>
+        ro
+      </xsdl:Argument>
+    </xsdl:Kernel>
+    <xsdl:Initrd><xsdl:Location><xsdl:URI>https://mirror.example.org/initrd.img.gz</xsdl:URI>
+      <xsdl:Compression algorithm="gzip"/></xsdl:Location></xsdl:Initrd>`,
+  }));
+  t.deepEqual(parsed.instance.kernel, {
+    uri: { kind: 'cache', name: 'vmlinuz-6.1' }, hash: null, compression: null, mode: 0o644, arguments: ['console=ttyS0', 'quiet', 'ro'],
+  });
+  t.deepEqual(parsed.instance.initrd, { uri: { kind: 'url', href: 'https://mirror.example.org/initrd.img.gz' }, hash: null, compression: 'gzip', mode: null });
+  t.is(parsed.instance.image, null);
+});
+
+test('runtime="lxc" asks for a container from the image; qemu is the default', (t) => {
+  t.is(parse(job()).runtime, 'qemu');
+  t.is(parse(job({ instanceAttributes: ' runtime="lxc"' })).runtime, 'lxc');
+  refused(t, job({ instanceAttributes: ' runtime="xen"' }), { line: LINE.instance, element: 'xsdl:Instance' }, /runtime "xen" is not one of qemu, lxc/);
+  refused(t, job({ instanceAttributes: ' runtime="lxc"', instance: `${IMAGE}<xsdl:Kernel><xsdl:Location><xsdl:URI>vmlinuz</xsdl:URI></xsdl:Location></xsdl:Kernel>` }),
+    { line: LINE.instance, element: 'xsdl:Kernel' }, /container .* boots none/);
+});
+
+test('cache URIs in XenBEE form and plain cache names both name an image-cache entry', (t) => {
+  const source = (uri: string) => `<jsdl:DataStaging><jsdl:FileName>/data/in</jsdl:FileName><jsdl:CreationFlag>overwrite</jsdl:CreationFlag>
+    <jsdl:Source><jsdl:URI>${uri}</jsdl:URI></jsdl:Source></jsdl:DataStaging>`;
+  const parsed = parse(job({ staging: source(`cache://xbe-file-cache/${KERNEL_ID}`) + source('dataset-2024.tar') + source('file:///srv/data/in') }));
+  t.deepEqual(parsed.stageIn.map((s) => s.source.uri), [
+    { kind: 'cache', name: KERNEL_ID }, { kind: 'cache', name: 'dataset-2024.tar' }, { kind: 'url', href: 'file:///srv/data/in' },
+  ]);
+  refused(t, job({ staging: source('cache://other-cache/x') }), { line: LINE.staging + 1, element: 'jsdl:URI' }, /cache:\/\/xbe-file-cache\/<name>/);
+  refused(t, job({ staging: source('ftp://host/in.txt') }), { line: LINE.staging + 1, element: 'jsdl:URI' }, /scheme "ftp:" is not supported/);
+  refused(t, job({ staging: source('my data') }), { line: LINE.staging + 1, element: 'jsdl:URI' }, /neither an http:, https: or file: URL nor an image-cache name/);
+  const target = `<jsdl:DataStaging><jsdl:FileName>/data/out</jsdl:FileName><jsdl:CreationFlag>overwrite</jsdl:CreationFlag>
+    <jsdl:Target><jsdl:URI>results</jsdl:URI></jsdl:Target></jsdl:DataStaging>`;
+  refused(t, job({ staging: target }), { line: LINE.staging + 1, element: 'jsdl:URI' }, /stage-out target must be an http:, https: or file: URL/);
+});
+
+test('paths follow their file system mount point; ROOT is / without a FileSystem element', (t) => {
+  const parsed = parse(job({
+    resources: `<jsdl:FileSystem name="SPOOL"><jsdl:Description>spool</jsdl:Description><jsdl:MountPoint>/var//spool/</jsdl:MountPoint></jsdl:FileSystem>
+      <jsdl:FileSystem name="USR"><jsdl:MountPoint>/usr</jsdl:MountPoint></jsdl:FileSystem>`,
+    application: `<jsdl-posix:POSIXApplication>
+      <jsdl-posix:Executable filesystemName="USR">
+        bin/python3
+      </jsdl-posix:Executable>
+      <jsdl-posix:Argument>-c</jsdl-posix:Argument>
+      <jsdl-posix:Argument filesystemName="SPOOL">/./job/run.py</jsdl-posix:Argument>
+      <jsdl-posix:Input filesystemName="ROOT">etc/hostname</jsdl-posix:Input>
+      <jsdl-posix:Error>/tmp/err</jsdl-posix:Error>
+      <jsdl-posix:WorkingDirectory filesystemName="SPOOL">job</jsdl-posix:WorkingDirectory>
+      <jsdl-posix:Environment name="HOME" filesystemName="ROOT"/>
+      <jsdl-posix:Environment name="MODE">fast</jsdl-posix:Environment>
+    </jsdl-posix:POSIXApplication>`,
+    staging: `<jsdl:DataStaging><jsdl:FileName>sub/result.csv</jsdl:FileName><jsdl:CreationFlag>append</jsdl:CreationFlag>
+      <jsdl:DeleteOnTermination>true</jsdl:DeleteOnTermination>
+      <jsdl:Target><jsdl:URI>https://results.example.org/upload/result.csv</jsdl:URI><xsdl:Compression algorithm="gzip"/></jsdl:Target></jsdl:DataStaging>`,
+  }));
+  t.like(parsed.application, {
+    kind: 'posix', executable: '/usr/bin/python3', arguments: ['-c', '/var/spool/job/run.py'], input: '/etc/hostname',
+    output: null, error: '/tmp/err', workingDirectory: '/var/spool/job',
+  });
+  t.deepEqual(parsed.application.kind === 'posix' && parsed.application.environment, [{ name: 'HOME', value: '/' }, { name: 'MODE', value: 'fast' }]);
+  // A FileName without FilesystemName is relative to the working directory (JSDL); the flags are kept.
+  t.like(parsed.stageOut[0], { path: '/var/spool/job/sub/result.csv', creationFlag: 'append', deleteOnTermination: true, target: { compression: 'gzip' } });
+});
+
+test('range values resolve to the first Exact, else the least lower bound, else the upper bound', (t) => {
+  const sized = (cpu: string, memory: string) => {
+    const parsed = parse(job({ resources: `<jsdl:TotalCPUCount>${cpu}</jsdl:TotalCPUCount><jsdl:TotalPhysicalMemory>${memory}</jsdl:TotalPhysicalMemory>` }));
+    return [parsed.cpuCount, parsed.memoryBytes];
+  };
+  t.deepEqual(sized('<jsdl:Exact>4</jsdl:Exact><jsdl:Exact>2</jsdl:Exact>', '<jsdl:UpperBoundedRange>1073741824</jsdl:UpperBoundedRange><jsdl:Exact>536870912</jsdl:Exact>'), [4, 536870912]);
+  t.deepEqual(sized(
+    '<jsdl:LowerBoundedRange exclusiveBound="true">1</jsdl:LowerBoundedRange><jsdl:UpperBoundedRange>8</jsdl:UpperBoundedRange>',
+    '<jsdl:Range><jsdl:LowerBound>268435456</jsdl:LowerBound><jsdl:UpperBound>536870912</jsdl:UpperBound></jsdl:Range>'
+    + '<jsdl:Range><jsdl:LowerBound>134217728</jsdl:LowerBound><jsdl:UpperBound>200000000</jsdl:UpperBound></jsdl:Range>',
+  ), [2, 134217728]);
+  t.deepEqual(sized('<jsdl:UpperBoundedRange exclusiveBound="true">3</jsdl:UpperBoundedRange>', '<jsdl:UpperBoundedRange>1073741824</jsdl:UpperBoundedRange>'), [2, 1073741824]);
+  t.deepEqual([parse(job()).cpuCount, parse(job()).memoryBytes], [null, null]);
+  refused(t, job({ resources: '<jsdl:TotalCPUCount><jsdl:Exact>0</jsdl:Exact></jsdl:TotalCPUCount>' }),
+    { line: LINE.resources, element: 'jsdl:Exact' }, /resolves to 0 CPUs; at least 1 is needed/);
+});
+
+test('WallTimeLimit, the reservation ticket, the job name and foreign elements', (t) => {
+  const parsed = parse(job({
+    description: `<jsdl:JobIdentification><jsdl:JobName> nightly sort </jsdl:JobName><jsdl:JobAnnotation>a</jsdl:JobAnnotation>
+      <acme:Owner xmlns:acme="urn:acme">ops</acme:Owner></jsdl:JobIdentification>`,
+    application: `<jsdl-posix:POSIXApplication><jsdl-posix:Executable>/bin/true</jsdl-posix:Executable>
+      <jsdl-posix:WallTimeLimit>3600</jsdl-posix:WallTimeLimit><jsdl-posix:MemoryLimit>1024</jsdl-posix:MemoryLimit></jsdl-posix:POSIXApplication>`,
+    resources: `<xbe:Reservation><xbe:Ticket>9d1e7c55-0b8f-4f2a-a0d4-1f6e3b2c8a90</xbe:Ticket></xbe:Reservation>
+      <jsdl:TotalVirtualMemory><jsdl:Exact>1</jsdl:Exact></jsdl:TotalVirtualMemory><acme:Rack xmlns:acme="urn:acme"><jsdl:Nonsense/></acme:Rack>`,
+  }));
+  t.is(parsed.name, 'nightly sort');
+  t.is(parsed.application.kind === 'posix' && parsed.application.wallTimeSeconds, 3600);
+  t.is(parsed.ticket, '9d1e7c55-0b8f-4f2a-a0d4-1f6e3b2c8a90');
+  t.deepEqual(parsed.ignored, ['jsdl-posix:MemoryLimit', 'jsdl:TotalVirtualMemory']);
+  // WallTimeLimit is JSDL-POSIX's: in the jsdl namespace it is a mistake, and said so.
+  refused(t, job({ application: `<jsdl-posix:POSIXApplication><jsdl-posix:Executable>/bin/true</jsdl-posix:Executable>
+      <jsdl:WallTimeLimit>60</jsdl:WallTimeLimit></jsdl-posix:POSIXApplication>` }),
+  { line: LINE.application + 1, element: 'jsdl:WallTimeLimit' }, /the jsdl namespace .* has no "WallTimeLimit"; did you mean jsdl-posix:WallTimeLimit\?/);
+});
+
+// ---- refusals ---------------------------------------------------------------------------------
+
+test('a DOCTYPE is refused, and with it any entity declaration', (t) => {
+  refused(t, `<!DOCTYPE x [<!ENTITY big "${'a'.repeat(50)}">]>\n${job()}`, { line: 1, element: 'document' }, /DOCTYPE is not allowed/);
+});
+
+test('a document over the size limit is refused before it is parsed', (t) => {
+  const text = job();
+  refused(t, text, { line: null, element: 'document' }, new RegExp(`document is ${Buffer.byteLength(text)} bytes, more than the limit of 1000 bytes`), 1000);
+  refused(t, Buffer.from(text), { line: null, element: 'document' }, /more than the limit of 1000 bytes/, 1000);
+});
+
+test('XML that is not well-formed is refused at its line and column', (t) => {
+  const text = job({ application: '<jsdl-posix:POSIXApplication><jsdl-posix:Executable>/bin/ls</jsdl-posix:Executabel></jsdl-posix:POSIXApplication>' });
+  const error = refused(t, text, { line: LINE.application, element: 'jsdl-posix:Executable' }, /unexpected close tag <\/jsdl-posix:Executabel>/);
+  t.is(error.column, text.split('\n')[LINE.application - 1]!.indexOf('</jsdl-posix:Executabel>') + 1);
+  refused(t, job({ staging: '<jsdl:DataStaging>&nbsp;</jsdl:DataStaging>' }), { line: LINE.staging, element: 'jsdl:DataStaging' }, /undefined entity &nbsp;/);
+});
+
+test('a POSIXApplication without an Executable, or with a relative one, is refused', (t) => {
+  refused(t, job({ application: '<jsdl-posix:POSIXApplication><jsdl-posix:Argument>-l</jsdl-posix:Argument></jsdl-posix:POSIXApplication>' }),
+    { line: LINE.application, element: 'jsdl-posix:POSIXApplication' }, /has no jsdl-posix:Executable/);
+  refused(t, job({ application: '<jsdl-posix:POSIXApplication><jsdl-posix:Executable>bin/sort</jsdl-posix:Executable></jsdl-posix:POSIXApplication>' }),
+    { line: LINE.application, element: 'jsdl-posix:Executable' }, /"bin\/sort" is relative; give an absolute path or a file system name/);
+  refused(t, job({ application: '' }), { line: LINE.application, element: 'jsdl:Application' }, /has no jsdl-posix:POSIXApplication .* or xbe:XBEApplication/);
+});
+
+test('a ".." that leaves its file system, or names an undefined file system, is refused', (t) => {
+  const resources = '<jsdl:FileSystem name="WORK"><jsdl:MountPoint>/work</jsdl:MountPoint></jsdl:FileSystem>';
+  const app = (output: string) => `<jsdl-posix:POSIXApplication><jsdl-posix:Executable>/bin/sort</jsdl-posix:Executable>${output}</jsdl-posix:POSIXApplication>`;
+  refused(t, job({ resources, application: app('<jsdl-posix:Output filesystemName="WORK">logs/../../etc/shadow</jsdl-posix:Output>') }),
+    { line: LINE.application, element: 'jsdl-posix:Output' }, /"logs\/..\/..\/etc\/shadow" climbs above \/work with "\.\."/);
+  refused(t, job({ resources, application: app('<jsdl-posix:Output filesystemName="WROK">out</jsdl-posix:Output>') }),
+    { line: LINE.application, element: 'jsdl-posix:Output' }, /file system "WROK" is not defined \(jsdl:FileSystem names: ROOT, WORK\)/);
+  refused(t, job({ staging: `<jsdl:DataStaging><jsdl:FileName>../in</jsdl:FileName><jsdl:FilesystemName>ROOT</jsdl:FilesystemName>
+    <jsdl:CreationFlag>overwrite</jsdl:CreationFlag><jsdl:Source><jsdl:URI>http://host/in</jsdl:URI></jsdl:Source></jsdl:DataStaging>` }),
+  { line: LINE.staging, element: 'jsdl:FileName' }, /climbs above \/ with/);
+});
+
+test('an unknown element or attribute in a known namespace is refused by name', (t) => {
+  refused(t, job({ resources: '<jsdl:TotalCPUCont><jsdl:Exact>2</jsdl:Exact></jsdl:TotalCPUCont>' }),
+    { line: LINE.resources, element: 'jsdl:TotalCPUCont' }, /the jsdl namespace \(http:\/\/schemas.ggf.org\/jsdl\/2005\/11\/jsdl\) has no "TotalCPUCont" \(expected in jsdl:Resources: .*jsdl:TotalCPUCount/);
+  refused(t, job({ application: '<jsdl-posix:POSIXApplication><jsdl-posix:Executable filesysemName="USR">bin/ls</jsdl-posix:Executable></jsdl-posix:POSIXApplication>' }),
+    { line: LINE.application, element: 'jsdl-posix:Executable' }, /unknown attribute "filesysemName" \(jsdl-posix:Executable takes: filesystemName\)/);
+});
+
+test('a hash digest of the wrong length or an unknown algorithm is refused', (t) => {
+  const hashed = (hash: string) => job({ instance: `<xsdl:Image><xsdl:Location><xsdl:URI>base.img</xsdl:URI>${hash}</xsdl:Location></xsdl:Image>` });
+  refused(t, hashed(`<xsdl:Hash algorithm="sha256">${SHA1}</xsdl:Hash>`), { line: LINE.instance, element: 'xsdl:Hash' }, /a sha256 digest has 64 hex digits, this one has 40/);
+  refused(t, hashed(`<xsdl:Hash algorithm="crc32">${SHA1}</xsdl:Hash>`), { line: LINE.instance, element: 'xsdl:Hash' }, /algorithm "crc32" is not one of md5, sha1/);
+  t.deepEqual(parse(hashed(`<xsdl:Hash algorithm="SHA1">\n ${SHA1.toUpperCase()}\n</xsdl:Hash>`)).instance.image?.hash, { algorithm: 'sha1', hex: SHA1 });
+});
+
+test('an unknown compression and an archive are refused', (t) => {
+  const compressed = (algorithm: string) => job({ instance: `<xsdl:Image><xsdl:Location><xsdl:URI>base.img</xsdl:URI><xsdl:Compression algorithm="${algorithm}"/></xsdl:Location></xsdl:Image>` });
+  refused(t, compressed('xz'), { line: LINE.instance, element: 'xsdl:Compression' }, /algorithm "xz" is not one of gzip, bzip2/);
+  refused(t, compressed('tgz'), { line: LINE.instance, element: 'xsdl:Compression' }, /tar archive\) is not supported/);
+});
+
+test('an instance needs an Image or a Kernel, and an Initrd needs the Kernel', (t) => {
+  const initrd = '<xsdl:Initrd><xsdl:Location><xsdl:URI>initrd.img</xsdl:URI></xsdl:Location></xsdl:Initrd>';
+  refused(t, job({ instance: `${IMAGE}\n${initrd}` }), { line: LINE.instance + 1, element: 'xsdl:Initrd' }, /an initrd needs an xsdl:Kernel/);
+  refused(t, job({ instance: '<xsdl:Description>nothing</xsdl:Description>' }), { line: LINE.instance, element: 'xsdl:Instance' }, /has neither xsdl:Image nor xsdl:Kernel/);
+});
+
+test("XenBEE's Package form is refused as not supported", (t) => {
+  const text = job().replace(/<xsdl:Instance>.*<\/xsdl:Instance>/, '<xsdl:Package><xsdl:Location><xsdl:URI>file:///srv/pkg.tar.bz2</xsdl:URI></xsdl:Location></xsdl:Package>');
+  refused(t, text, { line: LINE.instance, element: 'xsdl:Package' }, /a package .* is not supported; describe an xsdl:Instance/);
+});
+
+test('a negative or fractional memory size is refused', (t) => {
+  const memory = (value: string) => job({ resources: `<jsdl:TotalPhysicalMemory><jsdl:Exact>${value}</jsdl:Exact></jsdl:TotalPhysicalMemory>` });
+  refused(t, memory('-268435456'), { line: LINE.resources, element: 'jsdl:Exact' }, /"-268435456" is negative; a whole number of bytes >= 0 is expected/);
+  refused(t, memory('268435456.5'), { line: LINE.resources, element: 'jsdl:Exact' }, /"268435456.5" is not a whole number/);
+  refused(t, memory('256MiB'), { line: LINE.resources, element: 'jsdl:Exact' }, /"256MiB" is not a number/);
+});
+
+test('the root must be a JobDefinition with exactly one JobDescription', (t) => {
+  refused(t, '<JobDefinition/>', { line: 1, element: 'JobDefinition' }, /root element is JobDefinition \(no namespace\), expected jsdl:JobDefinition/);
+  const two = job().replace('  </jsdl:JobDescription>', '  </jsdl:JobDescription><jsdl:JobDescription/>');
+  refused(t, two, { line: 12, element: 'jsdl:JobDescription' }, /a second jsdl:JobDescription in jsdl:JobDefinition; only one is allowed/);
+});
