@@ -56,9 +56,11 @@ function readXbeApplication(reading: Reading, element: XmlElement): ContinuousTa
   return { kind: 'continuous' };
 }
 
-/** The guest path an element names, relative to its filesystemName's mount point when it has one. */
+/**
+ * The guest path an element names, relative to its filesystemName's mount point when it has one.
+ * The caller checks the element's attributes: Environment has a name besides filesystemName.
+ */
 function pathOf(element: XmlElement, fileSystems: FileSystems): string {
-  checkAttributes(element, ['filesystemName']);
   const resolved = guestPath(trimmedText(element), element.attributes.get('filesystemName') ?? null, fileSystems, null);
   if ('why' in resolved) refuse(element, resolved.why);
   return resolved.path;
@@ -69,9 +71,12 @@ function readPosixApplication(reading: Reading, element: XmlElement, fileSystems
   const children = readChildren(reading, element, POSIX);
   const optionalPath = (key: string): string | null => {
     const found = children.opt(key);
-    return found === null ? null : pathOf(found, fileSystems);
+    if (found === null) return null;
+    checkAttributes(found, ['filesystemName']);
+    return pathOf(found, fileSystems);
   };
   const executable = children.one('jsdl-posix:Executable');
+  checkAttributes(executable, ['filesystemName']);
   if (trimmedText(executable) === '') refuse(executable, 'names no program');
   const wallTime = children.opt('jsdl-posix:WallTimeLimit');
   return {

@@ -247,8 +247,18 @@ test('a DOCTYPE is refused, and with it any entity declaration', (t) => {
 
 test('a document over the size limit is refused before it is parsed', (t) => {
   const text = job();
-  refused(t, text, { line: null, element: 'document' }, new RegExp(`document is ${Buffer.byteLength(text)} bytes, more than the limit of 1000 bytes`), 1000);
-  refused(t, Buffer.from(text), { line: null, element: 'document' }, /more than the limit of 1000 bytes/, 1000);
+  const size = Buffer.byteLength(text);
+  // The limit counts bytes: a document of exactly the limit is fine, one byte more is not.
+  t.is(parseXsdl(text, { ...OPTIONS, maxBytes: size }).runtime, 'qemu');
+  t.is(parseXsdl(Buffer.from(text), { ...OPTIONS, maxBytes: size }).runtime, 'qemu');
+  refused(t, text, { line: null, element: 'document' }, new RegExp(`document is ${size} bytes, more than the limit of ${size - 1} bytes`), size - 1);
+  refused(t, Buffer.from(text), { line: null, element: 'document' }, new RegExp(`document is ${size} bytes, more than the limit of ${size - 1} bytes`), size - 1);
+  // A string is measured in UTF-8 bytes, not in characters: "é" is two.
+  const accented = job({ description: '<jsdl:JobIdentification><jsdl:JobName>résumé</jsdl:JobName></jsdl:JobIdentification>' });
+  t.is(parseXsdl(accented, { ...OPTIONS, maxBytes: Buffer.byteLength(accented) }).name, 'résumé');
+  refused(t, accented, { line: null, element: 'document' }, /more than the limit/, accented.length);
+  // Before it is parsed: a document both too large and forbidden is refused for its size.
+  refused(t, `<!DOCTYPE x>${text}`, { line: null, element: 'document' }, /more than the limit of 500 bytes/, 500);
 });
 
 test('XML that is not well-formed is refused at its line and column', (t) => {
