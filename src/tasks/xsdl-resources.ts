@@ -99,6 +99,14 @@ function readInstanceDefinition(reading: Reading, element: XmlElement): { runtim
   return readInstance(reading, instance);
 }
 
+/**
+ * An xsdl:Instance. Its `runtime` attribute is this node's addition to XenBEE's schema (which has
+ * no attributes here): runtime="qemu" (the default, XenBEE's Xen domain) boots a virtual machine;
+ * runtime="lxc" runs the image's root file system as an LXC container on the host's kernel, so it
+ * takes an xsdl:Image and no xsdl:Kernel or xsdl:Initrd. An unqualified attribute keeps documents
+ * written for XenBEE valid as they are, and XenBEE's own schema check would refuse it rather than
+ * misread it.
+ */
 function readInstance(reading: Reading, element: XmlElement): { runtime: TaskRuntime; instance: XsdlInstance } {
   checkAttributes(element, ['runtime']);
   const written = element.attributes.get('runtime') ?? 'qemu';

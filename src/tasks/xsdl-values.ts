@@ -11,13 +11,15 @@ import { refuse, type XmlElement } from './xsdl-tree.js';
  */
 export function readWhole(element: XmlElement, unit: string): number {
   const text = trimmedText(element);
-  if (/^\d{1,16}$/.test(text)) {
+  // xsd:double allows a leading "+"; "+5" is still five.
+  if (/^\+?\d{1,16}$/.test(text)) {
     const value = Number(text);
     if (Number.isSafeInteger(value)) return value;
   }
-  const why = /^\d+$/.test(text) ? 'is too large'
+  const why = /^\+?\d+$/.test(text) ? 'is too large'
     : /^-\s*\d/.test(text) ? 'is negative'
-      : /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(text) ? 'is not a whole number' : 'is not a number';
+      : /^[+-]?(\d+\.?\d*|\.\d+)e[+-]?\d+$/i.test(text) ? 'has an exponent; write it out in digits'
+        : /^[+-]?(\d+\.?\d*|\.\d+)$/.test(text) ? 'is not a whole number' : 'is not a number';
   return refuse(element, `${quoted(text, 40)} ${why}; a whole number of ${unit} >= 0 is expected`);
 }
 

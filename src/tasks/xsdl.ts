@@ -6,7 +6,9 @@
 // namespaces must be known and in their place (a misspelt element is an error, never ignored);
 // elements of any other namespace are JSDL's extension points and are skipped. Where XenBEE
 // ignored what a job said (kernel arguments, WallTimeLimit, append, DeleteOnTermination), the
-// value is read and returned for the engine to honour.
+// value is read and returned for the engine to honour. One addition to XenBEE's schema:
+// <xsdl:Instance runtime="lxc"> asks for a container instead of a virtual machine (see
+// xsdl-resources.ts).
 import { checkAttributes, plainText, readChildren, type ChildSpec, type Reading } from './xsdl-elements.js';
 import { readApplication } from './xsdl-application.js';
 import { readSource, readTarget } from './xsdl-location.js';
@@ -139,7 +141,8 @@ function readDataStaging(
  */
 function readStagedPath(fileName: XmlElement, fileSystemName: XmlElement | null, fileSystems: FileSystems, workingDirectory: string | null): string {
   const name = plainText(fileName);
-  const last = name.replace(/\/+$/, '').split('/').pop();
+  const last = name.split('/').pop();
+  // "data/" or "." would stage a directory: a staged file is one file, fetched or sent whole.
   if (last === undefined || last === '' || last === '.' || last === '..') refuse(fileName, `${quoted(name, 40)} names a directory, not a file`);
   const fileSystem = fileSystemName === null ? null : plainText(fileSystemName);
   if (fileSystem === '') refuse(fileSystemName!, 'the file system name is empty');

@@ -331,3 +331,115 @@ test('the root must be a JobDefinition with exactly one JobDescription', (t) => 
   const two = job().replace('  </jsdl:JobDescription>', '  </jsdl:JobDescription><jsdl:JobDescription/>');
   refused(t, two, { line: 12, element: 'jsdl:JobDescription' }, /a second jsdl:JobDescription in jsdl:JobDefinition; only one is allowed/);
 });
+
+// ---- the rest of the format, each rule with what it accepts and what it refuses -----------------
+
+/** One DataStaging on one line, so that a refusal in it is at LINE.staging. */
+function staging(inner: string, fileName = '<jsdl:FileName>/data/in</jsdl:FileName>'): string {
+  return `<jsdl:DataStaging>${fileName}${inner}</jsdl:DataStaging>`;
+}
+const SOURCE = '<jsdl:Source><jsdl:URI>http://host/in</jsdl:URI></jsdl:Source>';
+const TARGET = '<jsdl:Target><jsdl:URI>http://host/out</jsdl:URI></jsdl:Target>';
+const at = (line: number, element: string) => ({ line, element });
+
+test('a DataStaging with both Source and Target stages in and out; its CreationFlag and DeleteOnTermination are checked', (t) => {
+  const parsed = parse(job({ staging: staging(`<jsdl:CreationFlag>dontOverwrite</jsdl:CreationFlag><jsdl:DeleteOnTermination>1</jsdl:DeleteOnTermination>${SOURCE}${TARGET}`) }));
+  t.deepEqual(parsed.stageIn.map((s) => [s.path, s.creationFlag, s.deleteOnTermination, s.source.uri]), [['/data/in', 'dontOverwrite', true, { kind: 'url', href: 'http://host/in' }]]);
+  t.deepEqual(parsed.stageOut.map((s) => [s.path, s.target.uri]), [['/data/in', { kind: 'url', href: 'http://host/out' }]]);
+  refused(t, job({ staging: staging(`<jsdl:CreationFlag>Overwrite</jsdl:CreationFlag>${SOURCE}`) }),
+    at(LINE.staging, 'jsdl:CreationFlag'), /"Overwrite" is not one of overwrite, dontOverwrite, append/);
+  refused(t, job({ staging: staging(SOURCE) }), at(LINE.staging, 'jsdl:DataStaging'), /has no jsdl:CreationFlag/);
+  refused(t, job({ staging: staging('<jsdl:CreationFlag>overwrite</jsdl:CreationFlag>') }),
+    at(LINE.staging, 'jsdl:DataStaging'), /has neither jsdl:Source \(to stage in\) nor jsdl:Target \(to stage out\)/);
+  refused(t, job({ staging: staging(`<jsdl:CreationFlag>overwrite</jsdl:CreationFlag><jsdl:DeleteOnTermination>yes</jsdl:DeleteOnTermination>${SOURCE}`) }),
+    at(LINE.staging, 'jsdl:DeleteOnTermination'), /"yes" is not a boolean/);
+  refused(t, job({ staging: staging(`<jsdl:CreationFlag>overwrite</jsdl:CreationFlag>${SOURCE}`, '<jsdl:FileName>/data/</jsdl:FileName>') }),
+    at(LINE.staging, 'jsdl:FileName'), /"\/data\/" names a directory, not a file/);
+  // Without a working directory there is nothing a relative FileName could be relative to.
+  refused(t, job({ staging: staging(`<jsdl:CreationFlag>overwrite</jsdl:CreationFlag>${SOURCE}`, '<jsdl:FileName>in</jsdl:FileName>') }),
+    at(LINE.staging, 'jsdl:FileName'), /"in" is relative; give an absolute path or a file system name/);
+  refused(t, job({ staging: staging(`<jsdl:CreationFlag>overwrite</jsdl:CreationFlag>${SOURCE}<jsdl:FilesystemName>SCRATCH</jsdl:FilesystemName>`) }),
+    at(LINE.staging, 'jsdl:FilesystemName'), /file system "SCRATCH" is not defined/);
+});
+
+test('a URL with credentials, a file: URL of another host and a hash on an upload are refused', (t) => {
+  const source = (uri: string) => job({ staging: staging(`<jsdl:CreationFlag>overwrite</jsdl:CreationFlag><jsdl:Source><jsdl:URI>${uri}</jsdl:URI></jsdl:Source>`) });
+  refused(t, source('https://alice:secret@host/in'), at(LINE.staging, 'jsdl:URI'), /credentials in the URI are not accepted/);
+  refused(t, source('file://fileserver/srv/in'), at(LINE.staging, 'jsdl:URI'), /a file: URI names a file of this host, not of "fileserver"/);
+  refused(t, source(''), at(LINE.staging, 'jsdl:URI'), /the URI is empty/);
+  refused(t, job({ staging: staging(`<jsdl:CreationFlag>overwrite</jsdl:CreationFlag><jsdl:Target><jsdl:URI>http://host/out</jsdl:URI><xsdl:Hash algorithm="sha1">${SHA1}</xsdl:Hash></jsdl:Target>`) }),
+    at(LINE.staging, 'xsdl:Hash'), /xsdl:Hash does not belong in jsdl:Target/);
+});
+
+test('environment variables need a valid name, once each', (t) => {
+  const env = (variables: string) => job({ application: `<jsdl-posix:POSIXApplication><jsdl-posix:Executable>/bin/env</jsdl-posix:Executable>${variables}</jsdl-posix:POSIXApplication>` });
+  refused(t, env('<jsdl-posix:Environment>x</jsdl-posix:Environment>'), at(LINE.application, 'jsdl-posix:Environment'), /has no name attribute/);
+  refused(t, env('<jsdl-posix:Environment name="1ST">x</jsdl-posix:Environment>'), at(LINE.application, 'jsdl-posix:Environment'), /name "1ST" is not a variable name/);
+  refused(t, env('<jsdl-posix:Environment name="A">1</jsdl-posix:Environment><jsdl-posix:Environment name="A">2</jsdl-posix:Environment>'),
+    at(LINE.application, 'jsdl-posix:Environment'), /a second value for variable A/);
+});
+
+test('a wall-time limit is a whole number of seconds above 0', (t) => {
+  const limit = (value: string) => job({ application: `<jsdl-posix:POSIXApplication><jsdl-posix:Executable>/bin/true</jsdl-posix:Executable><jsdl-posix:WallTimeLimit>${value}</jsdl-posix:WallTimeLimit></jsdl-posix:POSIXApplication>` });
+  const seconds = (value: string) => { const app = parse(limit(value)).application; return app.kind === 'posix' ? app.wallTimeSeconds : undefined; };
+  t.is(seconds(' 86400 '), 86400);
+  t.is(seconds('+60'), 60);
+  refused(t, limit('0'), at(LINE.application, 'jsdl-posix:WallTimeLimit'), /a wall-time limit of 0 seconds would end the job before it starts/);
+  refused(t, limit('1h'), at(LINE.application, 'jsdl-posix:WallTimeLimit'), /"1h" is not a number; a whole number of seconds >= 0 is expected/);
+  refused(t, limit('3.6e3'), at(LINE.application, 'jsdl-posix:WallTimeLimit'), /"3.6e3" has an exponent; write it out in digits/);
+});
+
+test('an application is a POSIXApplication or an XBEApplication, not both, and a ContinuousTask is empty', (t) => {
+  refused(t, job({ application: `${SORT}<xbe:XBEApplication><xbe:ContinuousTask/></xbe:XBEApplication>` }),
+    at(LINE.application, 'xbe:XBEApplication'), /either a jsdl-posix:POSIXApplication or an xbe:XBEApplication, not both/);
+  refused(t, job({ application: '<xbe:XBEApplication><xbe:ContinuousTask>sleep</xbe:ContinuousTask></xbe:XBEApplication>' }),
+    at(LINE.application, 'xbe:ContinuousTask'), /has text "sleep" where only elements belong/);
+  refused(t, job({ application: '<xbe:XBEApplication/>' }), at(LINE.application, 'xbe:XBEApplication'), /has no xbe:ContinuousTask/);
+});
+
+test('file systems need a name, once each, and an absolute mount point unless they are ROOT', (t) => {
+  const fs = (resources: string) => job({ resources });
+  // ROOT may also be declared, without a mount point.
+  t.like(parse(job({
+    resources: '<jsdl:FileSystem name="ROOT"/>',
+    application: '<jsdl-posix:POSIXApplication><jsdl-posix:Executable filesystemName="ROOT">bin/ls</jsdl-posix:Executable></jsdl-posix:POSIXApplication>',
+  })).application, { kind: 'posix', executable: '/bin/ls' });
+  refused(t, fs('<jsdl:FileSystem name="WORK"/>'), at(LINE.resources, 'jsdl:FileSystem'), /has no jsdl:MountPoint \(only ROOT is \/ without one\)/);
+  refused(t, fs('<jsdl:FileSystem name="WORK"><jsdl:MountPoint>work</jsdl:MountPoint></jsdl:FileSystem>'),
+    at(LINE.resources, 'jsdl:MountPoint'), /"work" is relative; a mount point is an absolute path in the guest/);
+  refused(t, fs('<jsdl:FileSystem><jsdl:MountPoint>/w</jsdl:MountPoint></jsdl:FileSystem>'), at(LINE.resources, 'jsdl:FileSystem'), /has no name attribute/);
+  refused(t, fs('<jsdl:FileSystem name="W"><jsdl:MountPoint>/a</jsdl:MountPoint></jsdl:FileSystem><jsdl:FileSystem name="W"><jsdl:MountPoint>/b</jsdl:MountPoint></jsdl:FileSystem>'),
+    at(LINE.resources, 'jsdl:FileSystem'), /a second file system named W/);
+});
+
+test('kernel arguments stay one word each; a mode is 4 octal digits; control scripts are refused', (t) => {
+  const kernel = (inside: string) => job({ instance: `<xsdl:Kernel><xsdl:Location><xsdl:URI>vmlinuz</xsdl:URI></xsdl:Location>${inside}</xsdl:Kernel>` });
+  refused(t, kernel('<xsdl:Argument name="init">/bin/sh -x</xsdl:Argument>'), at(LINE.instance, 'xsdl:Argument'), /contains white space, which would split it/);
+  refused(t, kernel('<xsdl:Argument/>'), at(LINE.instance, 'xsdl:Argument'), /is empty/);
+  refused(t, kernel('<xsdl:Argument name="a b">1</xsdl:Argument>'), at(LINE.instance, 'xsdl:Argument'), /name "a b" is not a kernel parameter name/);
+  refused(t, job({ instance: '<xsdl:Image><xsdl:Location><xsdl:URI>base.img</xsdl:URI><xsdl:Mode>755</xsdl:Mode></xsdl:Location></xsdl:Image>' }),
+    at(LINE.instance, 'xsdl:Mode'), /mode "755" is not 4 octal digits/);
+  const control = job().replace('</xsdl:Instance>', '</xsdl:Instance><xsdl:Control><xsdl:Script target="setup"/></xsdl:Control>');
+  refused(t, control, at(LINE.instance, 'xsdl:Control'), /control scripts are not supported/);
+});
+
+test('a container needs its image; a ticket is one printable word', (t) => {
+  refused(t, job({ instanceAttributes: ' runtime="lxc"', instance: '<xsdl:Description>none</xsdl:Description>' }),
+    at(LINE.instance, 'xsdl:Instance'), /has no xsdl:Image: a container \(runtime="lxc"\) needs its root file system/);
+  refused(t, job({ resources: '<xbe:Reservation><xbe:Ticket>two words</xbe:Ticket></xbe:Reservation>' }),
+    at(LINE.resources, 'xbe:Ticket'), /"two words" is not a ticket/);
+});
+
+test('a namespace the document does not declare, or the wrong JSDL namespace, is refused where it is used', (t) => {
+  const undeclared = job({ resources: '<jsdlx:TotalCPUCount/>' });
+  refused(t, undeclared, at(LINE.resources, 'jsdlx:TotalCPUCount'), /unbound namespace prefix: "jsdlx" \(declare it with xmlns:prefix="..."\)/);
+  const older = job().replace('jsdl/2005/11/jsdl"', 'jsdl/2005/06/jsdl"');
+  refused(t, older, at(1, 'jsdl:JobDefinition'), /the root element is jsdl:JobDefinition \(http:\/\/schemas.ggf.org\/jsdl\/2005\/06\/jsdl\), expected jsdl:JobDefinition/);
+});
+
+test('bytes are read in the encoding the declaration names, and bytes that are not in it are refused at their line', (t) => {
+  const latin1 = Buffer.from(`<?xml version="1.0" encoding="ISO-8859-1"?>\n${job({ description: '<jsdl:JobIdentification><jsdl:JobName>r\u00e9sum\u00e9</jsdl:JobName></jsdl:JobIdentification>' })}`, 'latin1');
+  t.is(parse(latin1).name, 'r\u00e9sum\u00e9');
+  const broken = Buffer.concat([Buffer.from(job().slice(0, job().indexOf('/usr/bin/sort'))), Buffer.from([0xff]), Buffer.from(job().slice(job().indexOf('/usr/bin/sort')))]);
+  refused(t, broken, at(LINE.application, 'document'), /byte 0xff at offset \d+ is not valid UTF-8/);
+});
