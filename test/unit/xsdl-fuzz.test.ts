@@ -40,7 +40,7 @@ const VALID = `<?xml version="1.0" encoding="UTF-8"?>
     <jsdl-posix:WallTimeLimit>600</jsdl-posix:WallTimeLimit>
   </jsdl-posix:POSIXApplication></jsdl:Application>
   <jsdl:Resources>
-    <jsdl:FileSystem name="WORK"><jsdl:MountPoint>/work</jsdl:MountPoint></jsdl:FileSystem>
+    <jsdl:FileSystem name="WORK"><jsdl:MountPoint>/scratch</jsdl:MountPoint></jsdl:FileSystem>
     <jsdl:TotalCPUCount><jsdl:Range><jsdl:LowerBound>1</jsdl:LowerBound><jsdl:UpperBound>4</jsdl:UpperBound></jsdl:Range></jsdl:TotalCPUCount>
     <jsdl:TotalPhysicalMemory><jsdl:Exact>268435456</jsdl:Exact></jsdl:TotalPhysicalMemory>
     <xsdl:InstanceDefinition><xsdl:InstanceDescription><xsdl:Instance runtime="qemu">

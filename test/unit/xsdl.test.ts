@@ -10,7 +10,7 @@ const NS = 'xmlns:jsdl="http://schemas.ggf.org/jsdl/2005/11/jsdl"'
 const KERNEL_ID = '5f0c2d1e-8a4b-4c3d-9e2f-1a2b3c4d5e6f';
 const SHA1 = 'ef5ca5c3342a82a00d60c32b3a73ba93208ef08b';
 
-// The minimal complete job of research/xenbee.md §3, with real values for its placeholders and
+// A minimal complete job as written for XenBEE (from its schema), with real values in it and
 // http: for its ftp: URIs (the node fetches http, https and file).
 const EXAMPLE = `<jsdl:JobDefinition xmlns:jsdl="http://schemas.ggf.org/jsdl/2005/11/jsdl"
     xmlns:jsdl-posix="http://schemas.ggf.org/jsdl/2005/11/jsdl-posix"
@@ -23,7 +23,7 @@ const EXAMPLE = `<jsdl:JobDefinition xmlns:jsdl="http://schemas.ggf.org/jsdl/200
     <jsdl-posix:WorkingDirectory filesystemName="WORK"/>
   </jsdl-posix:POSIXApplication></jsdl:Application>
   <jsdl:Resources>
-    <jsdl:FileSystem name="WORK"><jsdl:MountPoint>/work</jsdl:MountPoint></jsdl:FileSystem>
+    <jsdl:FileSystem name="WORK"><jsdl:MountPoint>/scratch</jsdl:MountPoint></jsdl:FileSystem>
     <jsdl:TotalCPUCount><jsdl:Exact>1</jsdl:Exact></jsdl:TotalCPUCount>
     <jsdl:TotalPhysicalMemory><jsdl:Exact>268435456</jsdl:Exact></jsdl:TotalPhysicalMemory>
     <xsdl:InstanceDefinition><xsdl:InstanceDescription><xsdl:Instance>
@@ -94,8 +94,8 @@ test('the example job of the XenBEE notes parses to its values', (t) => {
   t.deepEqual(parse(EXAMPLE), {
     name: null,
     application: {
-      kind: 'posix', executable: '/bin/sort', arguments: ['/work/in.txt'], input: null, output: '/work/out.txt',
-      error: null, workingDirectory: '/work', environment: [], wallTimeSeconds: null,
+      kind: 'posix', executable: '/bin/sort', arguments: ['/scratch/in.txt'], input: null, output: '/scratch/out.txt',
+      error: null, workingDirectory: '/scratch', environment: [], wallTimeSeconds: null,
     },
     runtime: 'qemu',
     cpuCount: 1,
@@ -109,11 +109,11 @@ test('the example job of the XenBEE notes parses to its values', (t) => {
       },
     },
     stageIn: [{
-      path: '/work/in.txt', creationFlag: 'overwrite', deleteOnTermination: false,
+      path: '/scratch/in.txt', creationFlag: 'overwrite', deleteOnTermination: false,
       source: { uri: { kind: 'url', href: 'http://host/in.txt' }, hash: null, compression: null, mode: null },
     }],
     stageOut: [{
-      path: '/work/out.txt', creationFlag: 'overwrite', deleteOnTermination: false,
+      path: '/scratch/out.txt', creationFlag: 'overwrite', deleteOnTermination: false,
       target: { uri: { kind: 'url', href: 'http://host/upload/out.txt' }, hash: null, compression: null, mode: null },
     }],
     ticket: null,
@@ -277,10 +277,10 @@ test('a POSIXApplication without an Executable, or with a relative one, is refus
 });
 
 test('a ".." that leaves its file system, or names an undefined file system, is refused', (t) => {
-  const resources = '<jsdl:FileSystem name="WORK"><jsdl:MountPoint>/work</jsdl:MountPoint></jsdl:FileSystem>';
+  const resources = '<jsdl:FileSystem name="WORK"><jsdl:MountPoint>/scratch</jsdl:MountPoint></jsdl:FileSystem>';
   const app = (output: string) => `<jsdl-posix:POSIXApplication><jsdl-posix:Executable>/bin/sort</jsdl-posix:Executable>${output}</jsdl-posix:POSIXApplication>`;
   refused(t, job({ resources, application: app('<jsdl-posix:Output filesystemName="WORK">logs/../../etc/shadow</jsdl-posix:Output>') }),
-    { line: LINE.application, element: 'jsdl-posix:Output' }, /"logs\/..\/..\/etc\/shadow" climbs above \/work with "\.\."/);
+    { line: LINE.application, element: 'jsdl-posix:Output' }, /"logs\/..\/..\/etc\/shadow" climbs above \/scratch with "\.\."/);
   refused(t, job({ resources, application: app('<jsdl-posix:Output filesystemName="WROK">out</jsdl-posix:Output>') }),
     { line: LINE.application, element: 'jsdl-posix:Output' }, /file system "WROK" is not defined \(jsdl:FileSystem names: ROOT, WORK\)/);
   refused(t, job({ staging: `<jsdl:DataStaging><jsdl:FileName>../in</jsdl:FileName><jsdl:FilesystemName>ROOT</jsdl:FilesystemName>
