@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../config/config.js';
 import { IMAGE_TYPES, type ImageEntry } from '../images/index.js';
+import { cachedImagesClassad } from '../images/classad.js';
 import { formatImageTable } from '../images/table.js';
 import { describeError } from '../util/errors.js';
 import { formatBytes } from '../util/text.js';
@@ -16,7 +17,9 @@ commands:
   add URI --type ${IMAGE_TYPES.join('|')} --desc TEXT [--sha256 HEX] [--name NAME]
                     fetch an http:, https: or file: URI into the node's image cache (as root);
                     the checksum is verified when given; NAME defaults to the URI's last part
-  ls [--json]       list the cached entries
+  ls [--json | --classad]
+                    list the cached entries; --classad prints the HTCondor ClassAd line
+                    CACHED_IMAGES = "name1,name2" (every entry's name) for a startd cron job
   rm REF            remove an entry, by name or URI (as root); refused while a sliver uses it
 
 options for every command:
@@ -77,6 +80,7 @@ function parse(argv: string[]) {
         sha256: { type: 'string' },
         name: { type: 'string' },
         json: { type: 'boolean', default: false },
+        classad: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -96,7 +100,7 @@ async function run({ values, positionals }: ReturnType<typeof parse>): Promise<n
     if (rest.length > count) throw new ImageUsageError(`unexpected argument "${rest[count]}"`);
   };
   const only = (allowed: string[]) => {
-    for (const option of ['type', 'desc', 'sha256', 'name', 'json'] as const) {
+    for (const option of ['type', 'desc', 'sha256', 'name', 'json', 'classad'] as const) {
       if (!allowed.includes(option) && values[option] !== undefined && values[option] !== false) {
         throw new ImageUsageError(`--${option} does not apply to image ${command}`);
       }
@@ -118,11 +122,16 @@ async function run({ values, positionals }: ReturnType<typeof parse>): Promise<n
       return 0;
     }
     case 'ls': {
-      only(['json']);
+      only(['json', 'classad']);
       expect(0, '');
+      if (values.json && values.classad) throw new ImageUsageError('image ls takes --json or --classad, not both');
       const config = await loadConfig(values.config ?? null);
       const entries = ((await call(config, 'GetImages', [], 30_000)) as unknown[]).map(entryOf);
-      process.stdout.write(values.json ? `${JSON.stringify(entries, null, 2)}\n` : `${formatImageTable(entries)}\n`);
+      // Every entry, whatever its type: a job may need a kernel or an lxc root archive as much as a
+      // disk image, and holding any of them saves its download.
+      const output = values.json ? JSON.stringify(entries, null, 2)
+        : values.classad ? cachedImagesClassad(entries.map((e) => e.name)) : formatImageTable(entries);
+      process.stdout.write(`${output}\n`);
       return 0;
     }
     case 'rm': {

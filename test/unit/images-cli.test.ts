@@ -92,6 +92,22 @@ test('add, ls and rm print what the cache holds; errors exit 1 with the reason',
   t.deepEqual([again.code, again.stderr], [1, 'nodemgr: image rm: image "vmlinuz": no cached image of that name or URI\n']);
 });
 
+test('ls --classad prints the HTCondor CACHED_IMAGES line of every entry, sorted', async (t) => {
+  const { dir, nodemgr } = await daemon(t);
+  t.deepEqual(await nodemgr('image', 'ls', '--classad'), { code: 0, stdout: 'CACHED_IMAGES = ""\n', stderr: '' });
+  for (const [name, type] of [['vmlinuz', 'kernel'], ['debian.img', 'image']] as const) {
+    await writeFile(join(dir, name), `the ${type}`);
+    const added = await nodemgr('image', 'add', pathToFileURL(join(dir, name)).href, '--type', type, '--desc', name);
+    t.is(added.code, 0, added.stderr);
+  }
+  t.deepEqual(await nodemgr('image', 'ls', '--classad'), { code: 0, stdout: 'CACHED_IMAGES = "debian.img,vmlinuz"\n', stderr: '' });
+  const both = await nodemgr('image', 'ls', '--classad', '--json');
+  t.is(both.code, 2);
+  t.regex(both.stderr, /^nodemgr: image ls takes --json or --classad, not both\n/);
+  t.regex((await nodemgr('image', 'rm', 'vmlinuz', '--classad')).stderr, /--classad does not apply to image rm/);
+  t.regex((await nodemgr('image', 'help')).stdout, /ls \[--json \| --classad\]/);
+});
+
 test('usage errors exit 2 with the usage', async (t) => {
   const { nodemgr } = await daemon(t);
   const noType = await nodemgr('image', 'add', 'http://example.org/a.img', '--desc', 'x');
