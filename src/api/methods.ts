@@ -1,6 +1,6 @@
 // The Node Manager API's dispatcher: a call's method looked up, its arguments counted and typed,
 // its caller authorised, then run (method-defs.ts is the table; node-api.ts does the work).
-import { mayActOn } from './authorization.js';
+import { isKnown, isUser, mayActOn } from './authorization.js';
 import { ApiFault, FaultCode, invalidArgument } from './faults.js';
 import { describeCaller, type Caller } from './identity.js';
 import { nodeMethodDefs } from './method-defs.js';
@@ -84,8 +84,11 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
     switch (def.access) {
       case 'anyone':
         return;
+      case 'user':
+        if (!isUser(caller)) throw denied();
+        return;
       case 'known':
-        if (caller.kind === 'nobody') throw denied();
+        if (!isKnown(caller)) throw denied();
         return;
       case 'root':
         if (caller.kind !== 'root') throw denied();
@@ -94,7 +97,8 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
         if (caller.kind !== 'root' && !(caller.kind === 'delegate' && caller.name === deps.authorityDelegate)) throw denied();
         return;
       case 'sliver': {
-        if (caller.kind === 'nobody') throw denied();
+        // Before the name is looked up: a caller that may act on no sliver learns nothing of which exist.
+        if (!isKnown(caller)) throw denied();
         const target = api.sliverRecord(name(args));
         // The method checks who may destroy an adopted account (root alone).
         if (!target && def.adopted && api.adoptedRecord(name(args))) return;
@@ -108,6 +112,11 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
   return {
     names: [...table.keys()],
     async call(caller, method, params) {
+      // Checked at every call, before anything else: a subject added to allowed_users or taken out
+      // of it counts from the next call on, even on a connection that is open already.
+      if (caller.kind === 'certificate' && !(await deps.allowedUsers?.allows(caller.subject))) {
+        throw new ApiFault(FaultCode.permissionDenied, `${describeCaller(caller)}: Permission denied: the subject is not listed in the node's allowed users.`);
+      }
       const def = table.get(method);
       if (!def) throw new ApiFault(FaultCode.unknownMethod, `Invalid API method ${JSON.stringify(method)}; Help lists the methods.`);
       const least = required(def);
