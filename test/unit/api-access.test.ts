@@ -21,7 +21,8 @@ const DELEGATE: Caller = { uid: 70002, kind: 'delegate', name: 'pl_ctl' };
 const LOCAL_USER: Caller = { uid: 1000, kind: 'nobody', name: null };
 const NOBODY: Caller = { uid: 65534, kind: 'nobody', name: null };
 const certificate = (subject: string): Caller => ({ uid: -1, kind: 'certificate', name: null, subject });
-const LISTED = certificate('/OU=Persons/CN=test user 1');
+const LISTED_SUBJECT = '/OU=Persons/CN=test user 1';
+const LISTED = certificate(LISTED_SUBJECT);
 const UNLISTED = certificate('/OU=Persons/CN=test user 2');
 
 /** The node's methods before the task engine: every one that acts on slices or the node's records. */
@@ -31,13 +32,19 @@ const SLICE_METHODS = [
   'DeleteSliver', 'AddImage', 'RemoveImage',
 ];
 
-async function node(t: ExecutionContext, allowed: readonly string[] | null = [LISTED.kind === 'certificate' ? LISTED.subject : '']) {
+async function node(t: ExecutionContext, allowed: readonly string[] | null = [LISTED_SUBJECT]) {
   const dir = await mkdtemp(join(tmpdir(), 'nodemgr-access-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const logger = memoryLogger();
   const { store } = await openDatabase({ path: join(dir, 'db.json'), lockPath: join(dir, 'db.lock'), logger });
   t.teardown(() => store.close());
-  store.update((db) => ({ ...db, ...recordsOf([sliverRecord('pl_web', { controllers: ['pl_ctl'] }), delegateRecord('pl_ctl')]) }));
+  store.update((db) => ({
+    ...db,
+    ...recordsOf([sliverRecord('pl_web', { controllers: ['pl_ctl'] }), delegateRecord('pl_ctl')]),
+    accounts: {
+      pl_web: { name: 'pl_web', kind: 'sliver', state: 'running', reason: null, since: '2026-01-01T00:00:00.000Z', appliedHash: null, uid: 70001, attempts: 0 },
+    },
+  }));
   const images = await openImageCache({ dir: join(dir, 'images'), maxBytes: 1 << 20, inUse: () => new Set(), logger });
   t.teardown(() => images.close());
   const refuse = async (): Promise<never> => {
@@ -108,7 +115,8 @@ test('the user level: root, slivers, delegates, local users and listed subjects;
   for (const caller of [NOBODY, UNIDENTIFIED, UNLISTED]) t.is((await faultOf(methods, caller, 'GetImages'))?.code, 108, describeCaller(caller));
   // The known level stays what it was: a local user who is no account of the node is refused.
   t.is((await faultOf(methods, LOCAL_USER, 'GetXIDs'))?.code, 108);
-  t.deepEqual(await methods.call(SLIVER, 'GetXIDs', []), { pl_web: -1 });
+  t.deepEqual(await methods.call(SLIVER, 'GetXIDs', []), { pl_web: 70001 });
+  t.deepEqual(await methods.call(DELEGATE, 'GetXIDs', []), { pl_web: 70001 });
 });
 
 test('an owner is root, a uid or a certificate subject; only the owner or root manages', (t) => {
