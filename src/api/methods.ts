@@ -6,7 +6,10 @@ import { describeCaller, type Caller } from './identity.js';
 import { nodeMethodDefs } from './method-defs.js';
 import type { MethodDef, Param, XmlRpcType } from './method-types.js';
 import { nodeApi, type NodeApiDeps } from './node-api.js';
+import { logLimiter } from '../util/log-limiter.js';
 
+/** A subject refused again within this long is counted, not logged again. */
+const REFUSAL_LOG_WINDOW_MS = 10 * 60_000;
 
 export interface ApiMethods {
   /** Runs one call as the caller: its result, or an ApiFault. */
@@ -109,14 +112,24 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
     }
   };
 
+  // A refused client may well retry in a loop: the subject is named once per window, with the count.
+  const refusals = logLimiter({ windowMs: REFUSAL_LOG_WINDOW_MS, now: () => deps.now().getTime() });
+  const notAllowed = (subject: string, method: string): ApiFault => {
+    const admitted = refusals.admit(subject);
+    if (admitted.log) {
+      deps.logger.warn('api certificate refused: subject not in allowed users', {
+        subject, method: method.slice(0, 64), refused_since_last: admitted.repeats, file: deps.allowedUsers?.path ?? 'none',
+      });
+    }
+    return new ApiFault(FaultCode.permissionDenied, `certificate ${subject}: Permission denied: the subject is not listed in the node's allowed users.`, true);
+  };
+
   return {
     names: [...table.keys()],
     async call(caller, method, params) {
       // Checked at every call, before anything else: a subject added to allowed_users or taken out
       // of it counts from the next call on, even on a connection that is open already.
-      if (caller.kind === 'certificate' && !(await deps.allowedUsers?.allows(caller.subject))) {
-        throw new ApiFault(FaultCode.permissionDenied, `${describeCaller(caller)}: Permission denied: the subject is not listed in the node's allowed users.`);
-      }
+      if (caller.kind === 'certificate' && !(await deps.allowedUsers?.allows(caller.subject))) throw notAllowed(caller.subject, method);
       const def = table.get(method);
       if (!def) throw new ApiFault(FaultCode.unknownMethod, `Invalid API method ${JSON.stringify(method)}; Help lists the methods.`);
       const least = required(def);

@@ -50,7 +50,7 @@ export interface NodeApiDeps {
   /** The node's image cache; without it the image methods answer that it is not configured. */
   readonly images?: ImageCache;
   /** The certificate subjects that may call (allowed_users); without it every certificate caller is refused. */
-  readonly allowedUsers?: { allows(subject: string): Promise<boolean> };
+  readonly allowedUsers?: { readonly path?: string; allows(subject: string): Promise<boolean> };
 }
 
 export function nodeApi(deps: NodeApiDeps) {

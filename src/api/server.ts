@@ -76,7 +76,7 @@ export async function answerCall(
   } catch (error) {
     const fault = error instanceof ApiFault ? error : new ApiFault(FaultCode.internal, `internal error: ${describeError(error)}`);
     if (!(error instanceof ApiFault)) logger.error('api call failed', { method, error: (error as Error).stack ?? String(error) });
-    logger.info('api fault', {
+    logger[fault.logged ? 'debug' : 'info']('api fault', {
       method: method.slice(0, 64), caller: describeCaller(caller), code: fault.code, fault: fault.message.slice(0, 200),
     });
     return encodeFault(fault.code, fault.message);

@@ -32,10 +32,12 @@ const SLICE_METHODS = [
   'DeleteSliver', 'AddImage', 'RemoveImage',
 ];
 
-async function node(t: ExecutionContext, allowed: readonly string[] | null = [LISTED_SUBJECT]) {
+async function node(
+  t: ExecutionContext, allowed: readonly string[] | null = [LISTED_SUBJECT],
+  { logger = memoryLogger(), now = () => new Date() }: { logger?: ReturnType<typeof memoryLogger>; now?: () => Date } = {},
+) {
   const dir = await mkdtemp(join(tmpdir(), 'nodemgr-access-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const logger = memoryLogger();
   const { store } = await openDatabase({ path: join(dir, 'db.json'), lockPath: join(dir, 'db.lock'), logger });
   t.teardown(() => store.close());
   store.update((db) => ({
@@ -51,9 +53,9 @@ async function node(t: ExecutionContext, allowed: readonly string[] | null = [LI
     throw new Error('a refused caller reached a method');
   };
   return createApiMethods({
-    store, records: recordWriter(store, logger), logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
+    store, records: recordWriter(store, logger), logger, now, authorityDelegate: null, defaultRuntime: 'unix',
     converge: refuse, submit: refuse, observe: refuse, verifyTicket: () => refuse() as never, verifyPush: refuse, acceptDocument: refuse, images,
-    ...(allowed === null ? {} : { allowedUsers: { allows: async (subject: string) => allowed.includes(subject) } }),
+    ...(allowed === null ? {} : { allowedUsers: { path: '/etc/nodemgr/allowed-users', allows: async (subject: string) => allowed.includes(subject) } }),
   });
 }
 
@@ -89,6 +91,29 @@ test('a subject that allowed_users does not list gets 108 naming it, whatever it
   t.is(await faultOf(methods, LISTED, 'Help'), null);
   t.is(await faultOf(methods, LISTED, 'system.listMethods'), null);
   t.deepEqual(await methods.call(LISTED, 'GetImages', []), []);
+});
+
+test('a refused subject is logged by name, then once per ten minutes with the count of refusals in between', async (t) => {
+  const logger = memoryLogger();
+  let clock = Date.parse('2026-01-01T00:00:00Z');
+  const methods = await node(t, [LISTED_SUBJECT], { logger, now: () => new Date(clock) });
+  const refusals = () => logger.lines.filter((line) => line.startsWith('warn api certificate refused'));
+  for (let i = 0; i < 50; i++) t.is((await faultOf(methods, UNLISTED, 'GetImages'))?.code, 108);
+  t.deepEqual(refusals(), [
+    'warn api certificate refused: subject not in allowed users subject="/OU=Persons/CN=test user 2" method=GetImages refused_since_last=0 file=/etc/nodemgr/allowed-users',
+  ]);
+  // Another subject is named at once, whatever the first one does.
+  await faultOf(methods, certificate('/OU=Persons/CN=test user 3'), 'Help');
+  t.is(refusals().length, 2);
+  t.regex(refusals()[1]!, /subject="\/OU=Persons\/CN=test user 3" method=Help refused_since_last=0/);
+  clock += 10 * 60_000;
+  await faultOf(methods, UNLISTED, 'Help');
+  t.is(refusals().length, 3);
+  t.regex(refusals()[2]!, /test user 2" method=Help refused_since_last=49 /);
+  // The transport's line for each fault stays at debug for these: the fault is marked as logged.
+  const fault = await methods.call(UNLISTED, 'Help', []).catch((error: unknown) => error);
+  t.true(fault instanceof ApiFault && fault.logged);
+  t.false(logger.lines.some((line) => line.startsWith('warn') && line.includes('test user 1')));
 });
 
 test('without an allowed-users list no certificate caller gets in', async (t) => {
