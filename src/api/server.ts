@@ -250,14 +250,30 @@ function createTlsListener(tls: TlsListenerOptions, handle: (req: IncomingMessag
     minVersion: 'TLSv1.2', handshakeTimeout: REQUEST_TIMEOUT_MS,
   }, handle);
   const refusals = logLimiter({ windowMs: HANDSHAKE_LOG_WINDOW_MS, now: Date.now });
-  server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
-    const peer = socket.remoteAddress ?? '?';
-    const reason = error.code ?? error.message;
+  // A TLS socket whose handshake failed has lost its address: it is taken from the TCP socket
+  // under it (Node's _parent), noted here while that one is still connected.
+  const peers = new WeakMap<Socket, string>();
+  server.on('connection', (raw: Socket) => peers.set(raw, raw.remoteAddress ?? '-'));
+  server.on('tlsClientError', (error: Error & { code?: string; reason?: string }, socket: TLSSocket) => {
+    const under = (socket as TLSSocket & { _parent?: Socket | null })._parent;
+    const peer = socket.remoteAddress ?? (under ? peers.get(under) : undefined) ?? '-';
+    const { reason, refused } = describeHandshakeFailure(error, socket);
     const admitted = refusals.admit(`${peer} ${reason}`);
-    if (admitted.log) {
-      logger.info('api tls handshake refused', { peer, reason: error.message.slice(0, 200), refused_since_last: admitted.repeats });
-    }
+    if (admitted.log) logger[refused ? 'info' : 'debug']('api tls handshake refused', { peer, reason, refused_since_last: admitted.repeats });
     socket.destroy();
   });
   return server;
+}
+
+/**
+ * Why a handshake failed, in an operator's words. A certificate that does not verify is only
+ * found once the handshake is over, and the socket is then closed under Node's own "socket hang
+ * up": the reason is the verification's (authorizationError).
+ */
+function describeHandshakeFailure(error: Error & { code?: string; reason?: string }, socket: TLSSocket): { reason: string; refused: boolean } {
+  if (socket.authorizationError) return { reason: `client certificate not verified: ${String(socket.authorizationError)}`, refused: true };
+  // OpenSSL's own errors carry a reason ("peer did not return a certificate"); a peer that just
+  // went away (a port probe) is no refusal worth an info line.
+  if (error.reason) return { reason: error.reason, refused: true };
+  return { reason: (error.code ?? error.message).slice(0, 200), refused: !/^(ECONNRESET|EPIPE)$/.test(error.code ?? '') };
 }

@@ -35,6 +35,13 @@ export interface ApiParts {
   readonly limitsInForce: (name: string, uid: number) => Promise<Record<string, number | string | boolean>>;
   readonly guests: LibvirtRuntime;
   readonly images: ImageCache;
+  /** The TLS listener, from prepareTlsListener; null for none. */
+  readonly tls: TlsListener | null;
+}
+
+export interface TlsListener {
+  readonly listener: TlsListenerOptions;
+  readonly allowedUsers: AllowedUsers;
 }
 
 /** A failure here is logged, not fatal: delegates cannot log in, but slivers are still managed. */
@@ -53,10 +60,11 @@ export async function prepareDelegateShell(config: Config, logger: Logger): Prom
 }
 
 /**
- * The TLS listener as configured, its files read and checked (a bad one stops the start, naming
- * it), and the allowed-users file its callers are checked against; null while api_tls_port is 0.
+ * The TLS listener as configured, its files read and checked, and the allowed-users file its
+ * callers are checked against; null while api_tls_port is 0. Called before anything else starts:
+ * a bad file stops the daemon at once, naming the key and the file.
  */
-async function tlsListener(config: Config, logger: Logger): Promise<{ listener: TlsListenerOptions; allowedUsers: AllowedUsers } | null> {
+export async function prepareTlsListener(config: Config, logger: Logger): Promise<TlsListener | null> {
   if (config.apiTlsPort === 0) return null;
   const [cert, key, ca] = [config.apiTlsCertFile, config.apiTlsKeyFile, config.apiTlsCaFile];
   // The configuration's rules make these set whenever the port is.
@@ -73,11 +81,10 @@ async function tlsListener(config: Config, logger: Logger): Promise<{ listener: 
 
 /** The API on 127.0.0.1, the Unix socket and TLS, acting through the same converger and supervisors. */
 export async function startApi(config: Config, parts: ApiParts): Promise<{ server: ApiServer; call: ApiServerOptions['call'] }> {
-  const { store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images } = parts;
+  const { store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images, tls } = parts;
   // The certificate is read once: a daemon that starts with a bad one says so at once.
   const certificatePem = config.authorityCertFile === null ? null : await readFile(config.authorityCertFile, 'utf8');
   if (certificatePem !== null) loadCertificate(certificatePem);
-  const tls = await tlsListener(config, logger);
   const needCertificate = (): string => {
     if (certificatePem === null) throw new Error('no authority certificate is configured (authority_cert), so nothing signed is accepted');
     return certificatePem;
