@@ -102,6 +102,24 @@ export async function answerCall(
   }
 }
 
+/** The limits every listener keeps: keep-alive, request and idle timeouts, header count, bad requests. */
+function configure<S extends Server | TlsServer>(server: S): S {
+  server.keepAliveTimeout = KEEP_ALIVE_MS;
+  server.headersTimeout = REQUEST_TIMEOUT_MS;
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
+  server.maxHeadersCount = 50;
+  // A connection that stops in the middle of anything is cut rather than held. Over TLS the
+  // timer is the TLS socket's (the one requests see), and the handshake has its own limit.
+  const cutWhenIdle = (socket: Socket) => socket.setTimeout(IDLE_CUT_MS, () => socket.destroy());
+  if (server instanceof TlsServer) server.on('secureConnection', cutWhenIdle);
+  else server.on('connection', cutWhenIdle);
+  server.on('clientError', (_error, socket: Socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    else socket.destroy();
+  });
+  return server;
+}
+
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const { logger } = options;
   const callers = new WeakMap<Socket, Promise<Caller>>();
@@ -168,41 +186,19 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     });
   };
 
-  const configure = <S extends Server | TlsServer>(server: S): S => {
-    server.keepAliveTimeout = KEEP_ALIVE_MS;
-    server.headersTimeout = REQUEST_TIMEOUT_MS;
-    server.requestTimeout = REQUEST_TIMEOUT_MS;
-    server.maxHeadersCount = 50;
-    // A connection that stops in the middle of anything is cut rather than held. Over TLS the
-    // timer is the TLS socket's (the one requests see), and the handshake has its own limit.
-    const cutWhenIdle = (socket: Socket) => socket.setTimeout(IDLE_CUT_MS, () => socket.destroy());
-    if (server instanceof TlsServer) server.on('secureConnection', cutWhenIdle);
-    else server.on('connection', cutWhenIdle);
-    server.on('clientError', (_error, socket: Socket) => {
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-      else socket.destroy();
-    });
-    return server;
-  };
-
   const servers: Array<Server | TlsServer> = [];
   let port: number | null = null;
   let tlsPort: number | null = null;
   try {
-    if (options.port !== null) {
-      const tcp = configure(createServer(handler('tcp')));
-      await listen(tcp, { port: options.port, host: options.host });
-      servers.push(tcp);
-      const address = tcp.address();
-      port = typeof address === 'object' && address ? address.port : options.port;
-    }
-    if (options.tls) {
-      const tls = configure(createTlsListener(options.tls, handler('tls'), logger));
-      await listen(tls, { port: options.tls.port, host: options.tls.host });
-      servers.push(tls);
-      const address = tls.address();
-      tlsPort = typeof address === 'object' && address ? address.port : options.tls.port;
-    }
+    /** Listens, and keeps the server for the close; the port actually bound. */
+    const onPort = async (server: Server | TlsServer, target: { port: number; host: string }) => {
+      await listen(server, target);
+      servers.push(server);
+      const address = server.address();
+      return typeof address === 'object' && address ? address.port : target.port;
+    };
+    if (options.port !== null) port = await onPort(configure(createServer(handler('tcp'))), { port: options.port, host: options.host });
+    if (options.tls) tlsPort = await onPort(configure(createTlsListener(options.tls, handler('tls'), logger)), options.tls);
     await removeStaleSocket(options.socketPath);
     const unix = configure(createServer(handler('unix')));
     await listen(unix, { path: options.socketPath });
