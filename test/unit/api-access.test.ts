@@ -5,7 +5,7 @@ import test, { type ExecutionContext } from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { mayManage } from '../../src/api/authorization.js';
+import { isKnown, isUser, mayManage } from '../../src/api/authorization.js';
 import { ApiFault } from '../../src/api/faults.js';
 import { describeCaller, ownerOf, UNIDENTIFIED, type Caller } from '../../src/api/identity.js';
 import { createApiMethods } from '../../src/api/methods.js';
@@ -142,6 +142,13 @@ test('the user level: root, slivers, delegates, local users and listed subjects;
   t.is((await faultOf(methods, LOCAL_USER, 'GetXIDs'))?.code, 108);
   t.deepEqual(await methods.call(SLIVER, 'GetXIDs', []), { pl_web: 70001 });
   t.deepEqual(await methods.call(DELEGATE, 'GetXIDs', []), { pl_web: 70001 });
+});
+
+test('isUser and isKnown: a certificate caller is a user but never known; nobody is neither', (t) => {
+  const users = [ROOT, SLIVER, DELEGATE, LOCAL_USER, LISTED, UNLISTED];
+  for (const caller of users) t.true(isUser(caller), describeCaller(caller));
+  for (const caller of [NOBODY, UNIDENTIFIED]) t.false(isUser(caller), describeCaller(caller));
+  t.deepEqual([ROOT, SLIVER, DELEGATE, LOCAL_USER, NOBODY, LISTED].map(isKnown), [true, true, true, false, false, false]);
 });
 
 test('an owner is root, a uid or a certificate subject; only the owner or root manages', (t) => {
