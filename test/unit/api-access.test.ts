@@ -25,7 +25,7 @@ const LISTED_SUBJECT = '/OU=Persons/CN=test user 1';
 const LISTED = certificate(LISTED_SUBJECT);
 const UNLISTED = certificate('/OU=Persons/CN=test user 2');
 
-/** The node's methods before the task engine: every one that acts on slices or the node's records. */
+/** Every method that acts on slices or the node's records, and root's changes of the image cache. */
 const SLICE_METHODS = [
   'GetXIDs', 'GetSSHKeys', 'Create', 'Destroy', 'Start', 'Stop', 'ReCreate', 'GetEffectiveRSpec', 'GetRSpec', 'GetLoans',
   'SetLoans', 'GetRecord', 'GetSliverStatus', 'Ticket', 'AdminTicket', 'DumpDatabase', 'DeliverSlices', 'CreateSliver',
