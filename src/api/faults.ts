@@ -24,6 +24,11 @@ export class ApiFault extends Error {
   constructor(
     readonly code: number,
     message: string,
+    /**
+     * Already logged where it was raised (with its own limit on repeats): the transport's line
+     * for every fault is then a debug one, so a client in a loop cannot flood the log through it.
+     */
+    readonly logged = false,
   ) {
     super(message);
     this.name = 'ApiFault';

@@ -1,5 +1,5 @@
-// The image cache's API methods: AddImage and RemoveImage for root, GetImages for every known
-// caller. The cache does the work; these check the arguments and turn its errors into faults.
+// The image cache's API methods: AddImage and RemoveImage for root, GetImages for every user
+// (remote certificate callers included). The cache does the work; these check the arguments and turn its errors into faults.
 import type { ImageCache, ImageEntry } from '../images/cache.js';
 import { ImageError, isImageType, IMAGE_TYPES } from '../images/index.js';
 import { ApiFault, FaultCode, invalidArgument } from './faults.js';
@@ -56,7 +56,7 @@ export function imageMethods(images: ImageCache | undefined): MethodDef[] {
       name: 'GetImages',
       params: [],
       returns: 'array',
-      access: 'known',
+      access: 'user',
       help: "Returns the entries of the node's image cache: name, uri, type, description, sha256, bytes, path, format, added, lastUsed.",
       run: guarded(() => cache().list().map(shown)),
     },

@@ -13,14 +13,17 @@ export interface Param {
 
 /**
  * Who may call:
- * - anyone: every local user;
+ * - anyone: every caller: every local user, and the certificate subjects allowed_users lists;
+ * - user: root, every local user but nobody, slivers, delegates and allowed certificate subjects:
+ *   the on-demand methods (tasks, instances) and the image cache's listing;
  * - known: root, and the node's slivers and delegates;
  * - sliver: the first argument names a sliver; root, that sliver itself, or a delegate named as
  *   one of its controllers;
  * - root: root only;
  * - push: root, or the authority's own delegate account.
+ * Every level but anyone and user refuses a certificate caller: slices are for local and ssh callers.
  */
-export type Access = 'anyone' | 'known' | 'sliver' | 'root' | 'push';
+export type Access = 'anyone' | 'user' | 'known' | 'sliver' | 'root' | 'push';
 
 export interface MethodDef {
   readonly name: string;

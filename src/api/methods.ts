@@ -1,12 +1,15 @@
 // The Node Manager API's dispatcher: a call's method looked up, its arguments counted and typed,
 // its caller authorised, then run (method-defs.ts is the table; node-api.ts does the work).
-import { mayActOn } from './authorization.js';
+import { isKnown, isUser, mayActOn } from './authorization.js';
 import { ApiFault, FaultCode, invalidArgument } from './faults.js';
 import { describeCaller, type Caller } from './identity.js';
 import { nodeMethodDefs } from './method-defs.js';
 import type { MethodDef, Param, XmlRpcType } from './method-types.js';
 import { nodeApi, type NodeApiDeps } from './node-api.js';
+import { logLimiter } from '../util/log-limiter.js';
 
+/** A subject refused again within this long is counted, not logged again. */
+const REFUSAL_LOG_WINDOW_MS = 10 * 60_000;
 
 export interface ApiMethods {
   /** Runs one call as the caller: its result, or an ApiFault. */
@@ -84,8 +87,11 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
     switch (def.access) {
       case 'anyone':
         return;
+      case 'user':
+        if (!isUser(caller)) throw denied();
+        return;
       case 'known':
-        if (caller.kind === 'nobody') throw denied();
+        if (!isKnown(caller)) throw denied();
         return;
       case 'root':
         if (caller.kind !== 'root') throw denied();
@@ -94,7 +100,8 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
         if (caller.kind !== 'root' && !(caller.kind === 'delegate' && caller.name === deps.authorityDelegate)) throw denied();
         return;
       case 'sliver': {
-        if (caller.kind === 'nobody') throw denied();
+        // Before the name is looked up: a caller that may act on no sliver learns nothing of which exist.
+        if (!isKnown(caller)) throw denied();
         const target = api.sliverRecord(name(args));
         // The method checks who may destroy an adopted account (root alone).
         if (!target && def.adopted && api.adoptedRecord(name(args))) return;
@@ -105,9 +112,24 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
     }
   };
 
+  // A refused client may well retry in a loop: the subject is named once per window, with the count.
+  const refusals = logLimiter({ windowMs: REFUSAL_LOG_WINDOW_MS, now: () => deps.now().getTime() });
+  const notAllowed = (subject: string, method: string): ApiFault => {
+    const admitted = refusals.admit(subject);
+    if (admitted.log) {
+      deps.logger.warn('api certificate refused: subject not in allowed users', {
+        subject, method: method.slice(0, 64), refused_since_last: admitted.repeats, file: deps.allowedUsers?.path ?? 'none',
+      });
+    }
+    return new ApiFault(FaultCode.permissionDenied, `certificate ${subject}: Permission denied: the subject is not listed in the node's allowed users.`, true);
+  };
+
   return {
     names: [...table.keys()],
     async call(caller, method, params) {
+      // Checked at every call, before anything else: a subject added to allowed_users or taken out
+      // of it counts from the next call on, even on a connection that is open already.
+      if (caller.kind === 'certificate' && !(await deps.allowedUsers?.allows(caller.subject))) throw notAllowed(caller.subject, method);
       const def = table.get(method);
       if (!def) throw new ApiFault(FaultCode.unknownMethod, `Invalid API method ${JSON.stringify(method)}; Help lists the methods.`);
       const least = required(def);

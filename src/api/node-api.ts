@@ -49,6 +49,8 @@ export interface NodeApiDeps {
   guestStatus?(name: string): Promise<Record<string, number | string> | null>;
   /** The node's image cache; without it the image methods answer that it is not configured. */
   readonly images?: ImageCache;
+  /** The certificate subjects that may call (allowed_users); without it every certificate caller is refused. */
+  readonly allowedUsers?: { readonly path?: string; allows(subject: string): Promise<boolean> };
 }
 
 export function nodeApi(deps: NodeApiDeps) {

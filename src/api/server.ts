@@ -1,9 +1,13 @@
-// The API's HTTP side: one server on 127.0.0.1 (TCP) and one on a Unix socket, both speaking
-// XML-RPC over HTTP/1.1 with keep-alive. Bodies are bounded, slow or idle connections are cut,
-// and every request gets exactly one answer: a result or a fault, never a crash.
+// The API's HTTP side: one server on 127.0.0.1 (TCP), one on a Unix socket and, when configured,
+// one over TLS that takes only clients with a certificate its CA signed; all speak XML-RPC over
+// HTTP/1.1 with keep-alive. Bodies are bounded, slow or idle connections are cut, and every
+// request gets exactly one answer: a result or a fault, never a crash.
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer, Server as TlsServer } from 'node:https';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { logLimiter } from '../util/log-limiter.js';
 import type { Logger } from '../log.js';
 import { decodeCall, encodeFault, encodeResponse } from './codec.js';
 import { ApiFault, FaultCode } from './faults.js';
@@ -16,15 +20,30 @@ export interface ApiServerOptions {
   readonly host: string;
   readonly socketPath: string;
   readonly maxRequestBytes: number;
+  /** The TLS listener; absent, there is none. */
+  readonly tls?: TlsListenerOptions;
   /** Who is behind a connection; resolved once per connection. */
-  identify(socket: Socket, transport: 'tcp' | 'unix'): Promise<Caller>;
+  identify(socket: Socket, transport: Transport): Promise<Caller>;
   call(caller: Caller, method: string, params: readonly unknown[]): Promise<unknown>;
   readonly logger: Logger;
+}
+
+export type Transport = 'tcp' | 'unix' | 'tls';
+
+export interface TlsListenerOptions {
+  readonly host: string;
+  readonly port: number;
+  /** PEM text: the node's certificate and key, and the CA certificates that sign the clients'. */
+  readonly cert: string;
+  readonly key: string;
+  readonly ca: string;
 }
 
 export interface ApiServer {
   /** The TCP port actually bound (useful with port 0), or null. */
   readonly port: number | null;
+  /** The TLS port actually bound, or null. */
+  readonly tlsPort: number | null;
   close(): Promise<void>;
 }
 
@@ -35,7 +54,7 @@ const REQUEST_TIMEOUT_MS = 30_000;
 /** A connection on which nothing moves for this long, while no call is being answered, is cut. */
 const IDLE_CUT_MS = REQUEST_TIMEOUT_MS * 2;
 
-function listen(server: Server, target: { port: number; host: string } | { path: string }): Promise<void> {
+function listen(server: Server | TlsServer, target: { port: number; host: string } | { path: string }): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     const done = () => {
@@ -76,18 +95,36 @@ export async function answerCall(
   } catch (error) {
     const fault = error instanceof ApiFault ? error : new ApiFault(FaultCode.internal, `internal error: ${describeError(error)}`);
     if (!(error instanceof ApiFault)) logger.error('api call failed', { method, error: (error as Error).stack ?? String(error) });
-    logger.info('api fault', {
+    logger[fault.logged ? 'debug' : 'info']('api fault', {
       method: method.slice(0, 64), caller: describeCaller(caller), code: fault.code, fault: fault.message.slice(0, 200),
     });
     return encodeFault(fault.code, fault.message);
   }
 }
 
+/** The limits every listener keeps: keep-alive, request and idle timeouts, header count, bad requests. */
+function configure<S extends Server | TlsServer>(server: S): S {
+  server.keepAliveTimeout = KEEP_ALIVE_MS;
+  server.headersTimeout = REQUEST_TIMEOUT_MS;
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
+  server.maxHeadersCount = 50;
+  // A connection that stops in the middle of anything is cut rather than held. Over TLS the
+  // timer is the TLS socket's (the one requests see), and the handshake has its own limit.
+  const cutWhenIdle = (socket: Socket) => socket.setTimeout(IDLE_CUT_MS, () => socket.destroy());
+  if (server instanceof TlsServer) server.on('secureConnection', cutWhenIdle);
+  else server.on('connection', cutWhenIdle);
+  server.on('clientError', (_error, socket: Socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    else socket.destroy();
+  });
+  return server;
+}
+
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const { logger } = options;
   const callers = new WeakMap<Socket, Promise<Caller>>();
 
-  const handler = (transport: 'tcp' | 'unix') => (req: IncomingMessage, res: ServerResponse) => {
+  const handler = (transport: Transport) => (req: IncomingMessage, res: ServerResponse) => {
     const answer = (status: number, body: string) => {
       if (res.headersSent) return;
       res.writeHead(status, {
@@ -149,30 +186,19 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     });
   };
 
-  const configure = (server: Server) => {
-    server.keepAliveTimeout = KEEP_ALIVE_MS;
-    server.headersTimeout = REQUEST_TIMEOUT_MS;
-    server.requestTimeout = REQUEST_TIMEOUT_MS;
-    server.maxHeadersCount = 50;
-    // A connection that stops in the middle of anything is cut rather than held.
-    server.on('connection', (socket: Socket) => socket.setTimeout(IDLE_CUT_MS, () => socket.destroy()));
-    server.on('clientError', (_error, socket: Socket) => {
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-      else socket.destroy();
-    });
-    return server;
-  };
-
-  const servers: Server[] = [];
+  const servers: Array<Server | TlsServer> = [];
   let port: number | null = null;
+  let tlsPort: number | null = null;
   try {
-    if (options.port !== null) {
-      const tcp = configure(createServer(handler('tcp')));
-      await listen(tcp, { port: options.port, host: options.host });
-      servers.push(tcp);
-      const address = tcp.address();
-      port = typeof address === 'object' && address ? address.port : options.port;
-    }
+    /** Listens, and keeps the server for the close; the port actually bound. */
+    const onPort = async (server: Server | TlsServer, target: { port: number; host: string }) => {
+      await listen(server, target);
+      servers.push(server);
+      const address = server.address();
+      return typeof address === 'object' && address ? address.port : target.port;
+    };
+    if (options.port !== null) port = await onPort(configure(createServer(handler('tcp'))), { port: options.port, host: options.host });
+    if (options.tls) tlsPort = await onPort(configure(createTlsListener(options.tls, handler('tls'), logger)), options.tls);
     await removeStaleSocket(options.socketPath);
     const unix = configure(createServer(handler('unix')));
     await listen(unix, { path: options.socketPath });
@@ -184,10 +210,14 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
     throw error;
   }
-  logger.info('api listening', { tcp: port === null ? 'off' : `${options.host}:${port}`, socket: options.socketPath });
+  logger.info('api listening', {
+    tcp: port === null ? 'off' : `${options.host}:${port}`, socket: options.socketPath,
+    tls: tlsPort === null ? 'off' : `${options.tls!.host.includes(':') ? `[${options.tls!.host}]` : options.tls!.host}:${tlsPort}`,
+  });
 
   return {
     port,
+    tlsPort,
     async close() {
       await Promise.all(
         servers.map(
@@ -201,4 +231,45 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       await unlink(options.socketPath).catch(() => undefined);
     },
   };
+}
+
+/** A refused handshake is logged once per peer address and reason per this long. */
+const HANDSHAKE_LOG_WINDOW_MS = 10 * 60_000;
+
+/**
+ * The TLS listener: a client must present a certificate the CA signed, or the handshake fails
+ * (no certificate, another CA's, an expired one); nothing of the API is reached before that.
+ */
+function createTlsListener(tls: TlsListenerOptions, handle: (req: IncomingMessage, res: ServerResponse) => void, logger: Logger): TlsServer {
+  const server = createTlsServer({
+    cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: true,
+    minVersion: 'TLSv1.2', handshakeTimeout: REQUEST_TIMEOUT_MS,
+  }, handle);
+  const refusals = logLimiter({ windowMs: HANDSHAKE_LOG_WINDOW_MS, now: Date.now });
+  // A TLS socket whose handshake failed has lost its address: it is taken from the TCP socket
+  // under it (Node's _parent), noted here while that one is still connected.
+  const peers = new WeakMap<Socket, string>();
+  server.on('connection', (raw: Socket) => peers.set(raw, raw.remoteAddress ?? '-'));
+  server.on('tlsClientError', (error: Error & { code?: string; reason?: string }, socket: TLSSocket) => {
+    const under = (socket as TLSSocket & { _parent?: Socket | null })._parent;
+    const peer = socket.remoteAddress ?? (under ? peers.get(under) : undefined) ?? '-';
+    const { reason, refused } = describeHandshakeFailure(error, socket);
+    const admitted = refusals.admit(`${peer} ${reason}`);
+    if (admitted.log) logger[refused ? 'info' : 'debug']('api tls handshake refused', { peer, reason, refused_since_last: admitted.repeats });
+    socket.destroy();
+  });
+  return server;
+}
+
+/**
+ * Why a handshake failed, in an operator's words. A certificate that does not verify is only
+ * found once the handshake is over, and the socket is then closed under Node's own "socket hang
+ * up": the reason is the verification's (authorizationError).
+ */
+function describeHandshakeFailure(error: Error & { code?: string; reason?: string }, socket: TLSSocket): { reason: string; refused: boolean } {
+  if (socket.authorizationError) return { reason: `client certificate not verified: ${String(socket.authorizationError)}`, refused: true };
+  // OpenSSL's own errors carry a reason ("peer did not return a certificate"); a peer that just
+  // went away (a port probe) is no refusal worth an info line.
+  if (error.reason) return { reason: error.reason, refused: true };
+  return { reason: (error.code ?? error.message).slice(0, 200), refused: !/^(ECONNRESET|EPIPE)$/.test(error.code ?? '') };
 }

@@ -1,12 +1,15 @@
-// The API's wiring: the methods over the node's parts, the transports (127.0.0.1 and the Unix
-// socket) with who the caller is, and the delegates' login shell that forwards to it.
+// The API's wiring: the methods over the node's parts, the transports (127.0.0.1, the Unix socket
+// and, when configured, TLS) with who the caller is, and the delegates' login shell that forwards to it.
 import { readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { allowedUsersFile, type AllowedUsers } from '../api/allowed-users.js';
 import type { Supervisors } from '../accounts/supervisor.js';
-import { callerOf, tcpClientUid, type Caller } from '../api/identity.js';
+import { callerOf, tcpClientUid, tlsCaller, type Caller } from '../api/identity.js';
 import { createApiMethods } from '../api/methods.js';
-import { startApiServer, type ApiServer, type ApiServerOptions } from '../api/server.js';
+import { startApiServer, type ApiServer, type ApiServerOptions, type TlsListenerOptions, type Transport } from '../api/server.js';
 import { loadCertificate, verifyDetachedSignature, verifyTicket } from '../api/signatures.js';
+import { loadTlsCredentials } from '../api/tls-credentials.js';
 import type { Config } from '../config/config.js';
 import type { RecordWriter } from '../db/record-writer.js';
 import type { DatabaseStore } from '../db/store.js';
@@ -32,6 +35,13 @@ export interface ApiParts {
   readonly limitsInForce: (name: string, uid: number) => Promise<Record<string, number | string | boolean>>;
   readonly guests: LibvirtRuntime;
   readonly images: ImageCache;
+  /** The TLS listener, from prepareTlsListener; null for none. */
+  readonly tls: TlsListener | null;
+}
+
+export interface TlsListener {
+  readonly listener: TlsListenerOptions;
+  readonly allowedUsers: AllowedUsers;
 }
 
 /** A failure here is logged, not fatal: delegates cannot log in, but slivers are still managed. */
@@ -49,9 +59,29 @@ export async function prepareDelegateShell(config: Config, logger: Logger): Prom
   }
 }
 
-/** The API on 127.0.0.1 and the Unix socket, acting through the same converger and supervisors. */
+/**
+ * The TLS listener as configured, its files read and checked, and the allowed-users file its
+ * callers are checked against; null while api_tls_port is 0. Called before anything else starts:
+ * a bad file stops the daemon at once, naming the key and the file.
+ */
+export async function prepareTlsListener(config: Config, logger: Logger): Promise<TlsListener | null> {
+  if (config.apiTlsPort === 0) return null;
+  const [cert, key, ca] = [config.apiTlsCertFile, config.apiTlsKeyFile, config.apiTlsCaFile];
+  // The configuration's rules make these set whenever the port is.
+  if (cert === null || key === null || ca === null) throw new Error('api_tls_port is set without api_tls_cert, api_tls_key and api_tls_ca');
+  const credentials = await loadTlsCredentials({ cert, key, ca });
+  logger.info('api tls certificate', {
+    subject: credentials.subject, valid_to: credentials.validTo.toISOString(), client_ca: credentials.caSubjects.join(' | '),
+  });
+  const allowedUsers = allowedUsersFile(config.allowedUsersFile, logger);
+  // Read now, so that the log says at start how many subjects may call (or that the file is missing).
+  await allowedUsers.subjects();
+  return { listener: { host: config.apiTlsAddress, port: config.apiTlsPort, ...credentials }, allowedUsers };
+}
+
+/** The API on 127.0.0.1, the Unix socket and TLS, acting through the same converger and supervisors. */
 export async function startApi(config: Config, parts: ApiParts): Promise<{ server: ApiServer; call: ApiServerOptions['call'] }> {
-  const { store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images } = parts;
+  const { store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images, tls } = parts;
   // The certificate is read once: a daemon that starts with a bad one says so at once.
   const certificatePem = config.authorityCertFile === null ? null : await readFile(config.authorityCertFile, 'utf8');
   if (certificatePem !== null) loadCertificate(certificatePem);
@@ -93,8 +123,11 @@ export async function startApi(config: Config, parts: ApiParts): Promise<{ serve
       // XML-RPC has no null: what libvirt does not say is left out.
       return Object.fromEntries(Object.entries(status).filter(([, v]) => v !== null)) as Record<string, number | string>;
     },
+    ...(tls ? { allowedUsers: tls.allowedUsers } : {}),
   });
-  const identify = async (socket: Socket, transport: 'tcp' | 'unix'): Promise<Caller> => {
+  const identify = async (socket: Socket, transport: Transport): Promise<Caller> => {
+    // The handshake verified the certificate; who the caller is, is its subject.
+    if (transport === 'tls') return tlsCaller(socket as TLSSocket);
     const uid = transport === 'unix'
       ? peerCredentials(socket).uid
       : await tcpClientUid({
@@ -112,6 +145,7 @@ export async function startApi(config: Config, parts: ApiParts): Promise<{ serve
     host: '127.0.0.1',
     socketPath: config.apiSocket,
     maxRequestBytes: config.apiMaxRequestBytes,
+    ...(tls ? { tls: tls.listener } : {}),
     identify,
     call,
     logger,

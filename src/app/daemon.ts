@@ -26,7 +26,7 @@ import { createConverger } from '../sync/converge.js';
 import { createDocumentSync } from '../sync/document.js';
 import { createSyncStatusFile, readSyncStatus, syncStatusPath } from '../sync/sync-status.js';
 import { describeError } from '../util/errors.js';
-import { prepareDelegateShell, startApi } from './api.js';
+import { prepareDelegateShell, prepareTlsListener, startApi } from './api.js';
 import { createGuestRuntime, createRuntime, createUnixRuntimeOf } from './factories.js';
 import { startGateway } from './gateway.js';
 import { byteCapPath, databasePath, lockPath } from './paths.js';
@@ -118,6 +118,7 @@ async function startTimers(config: Config, logger: Logger, all: Services, parts:
 }
 
 export async function startDaemon(config: Config, logger: Logger): Promise<RunningDaemon> {
+  const tls = await prepareTlsListener(config, logger);
   await prepareDirectories(config);
   const all = services(logger);
   const parts = await startParts(config, logger, all);
@@ -133,7 +134,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     return found.get(name) ?? {};
   };
   const { call } = await all.add('api', () => startApi(config, {
-    store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images,
+    store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images, tls,
   }), ({ server }) => server.close());
   // Without the gateway slivers are still managed and the API still answers locally: logged, not fatal.
   await all.add('ssh gateway', () => startGateway(config, { store, runtime, unix, guests, enforcer, call, logger }).catch((error: unknown) => {

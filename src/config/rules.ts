@@ -13,6 +13,19 @@ export interface CrossRule {
   check(config: Config, from: Origin): string | null;
 }
 
+const TLS_FILE_FIELDS = { api_tls_cert: 'apiTlsCertFile', api_tls_key: 'apiTlsKeyFile', api_tls_ca: 'apiTlsCaFile' } as const;
+const TLS_FILE_NEEDS = {
+  api_tls_cert: "the node's PEM certificate",
+  api_tls_key: 'the PEM private key of api_tls_cert',
+  api_tls_ca: "the PEM certificate of the CA that signs the clients' certificates",
+} as const;
+
+/** Whether listeners on these two addresses would take the same port (a wildcard takes every address). */
+function overlap(a: string, b: string): boolean {
+  const wildcard = (address: string) => address === '0.0.0.0' || address === '::';
+  return a === b || wildcard(a) || wildcard(b);
+}
+
 export const CROSS_RULES: readonly CrossRule[] = [
   {
     keys: ['sliver_uid_min', 'sliver_uid_max'],
@@ -41,6 +54,22 @@ export const CROSS_RULES: readonly CrossRule[] = [
     keys: ['op_retry_initial', 'op_retry_max'],
     check: (c, from) => c.opRetryInitialMs <= c.opRetryMaxMs ? null
       : `op_retry_initial must not exceed op_retry_max, got ${from('op_retry_initial', c.opRetryInitialMs / 1000)} and ${from('op_retry_max', c.opRetryMaxMs / 1000)}`,
+  },
+  ...(['api_tls_cert', 'api_tls_key', 'api_tls_ca'] as const).map((name): CrossRule => ({
+    keys: ['api_tls_port', name],
+    check: (c, from) => c.apiTlsPort === 0 || c[TLS_FILE_FIELDS[name]] !== null ? null
+      : `the TLS listener is on (${from('api_tls_port', c.apiTlsPort)}) and needs ${name}, ${TLS_FILE_NEEDS[name]}; it is empty`,
+  })),
+  {
+    // Checked here rather than left to the listen: the daemon would stop half started.
+    keys: ['api_port', 'ssh_port', 'ssh_address', 'api_tls_address', 'api_tls_port'],
+    check: (c, from) => {
+      if (c.apiTlsPort === 0) return null;
+      const other = c.apiTlsPort === c.apiPort && overlap(c.apiTlsAddress, '127.0.0.1') ? 'api_port'
+        : c.apiTlsPort === c.sshPort && overlap(c.apiTlsAddress, c.sshAddress) ? 'ssh_port' : null;
+      return other === null ? null
+        : `api_tls_port must differ from ${other}, got ${from('api_tls_port', c.apiTlsPort)} and ${from(other, c.apiTlsPort)}`;
+    },
   },
   {
     // The socket's default follows run_dir, so a long run_dir can make it unusable.

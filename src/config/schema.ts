@@ -50,6 +50,15 @@ export interface Config {
   authorityCertFile: string | null;
   /** The delegate account through which the authority may push documents (DeliverSlices). */
   authorityDelegate: string | null;
+  /** The API over TLS with client certificates: its address and port; port 0: no TLS listener. */
+  apiTlsAddress: string;
+  apiTlsPort: number;
+  /** PEM files of the TLS listener: the node's certificate, its key, and the CA that signs the clients'. */
+  apiTlsCertFile: string | null;
+  apiTlsKeyFile: string | null;
+  apiTlsCaFile: string | null;
+  /** The certificate subjects that may call over TLS, one per line (XenBEE's allowed-users file). */
+  allowedUsersFile: string;
   /** Where the cgroup file systems are mounted, and the daemon's own group under each. */
   cgroupRoot: string;
   cgroupParent: string;
@@ -199,6 +208,18 @@ export const KEYS: readonly KeyDescriptor[] = [
     "PEM certificate of the authority's signing key: tickets and pushed documents must be signed by it. Empty: Ticket, AdminTicket and DeliverSlices are refused."),
   key('authority_delegate', 'authorityDelegate', optionalAccountName, null,
     'The delegate account through which the authority pushes documents (DeliverSlices); empty: only root may push.'),
+  key('api_tls_address', 'apiTlsAddress', ipAddress, '0.0.0.0',
+    'Address the API listens on over TLS, for remote callers known by their client certificates.'),
+  key('api_tls_port', 'apiTlsPort', range(0, 65_535), 0,
+    'TCP port of the API over TLS; 0 (the default) turns it off. Turned on, api_tls_cert, api_tls_key and api_tls_ca must be set.'),
+  key('api_tls_cert', 'apiTlsCertFile', optionalPath, null,
+    "PEM certificate the TLS listener presents (the node's own); needed when api_tls_port is not 0."),
+  key('api_tls_key', 'apiTlsKeyFile', optionalPath, null,
+    'PEM private key of api_tls_cert, unencrypted; needed when api_tls_port is not 0.'),
+  key('api_tls_ca', 'apiTlsCaFile', optionalPath, null,
+    "PEM certificates of the CA that signs the clients' certificates: a client must present one it signed. Needed when api_tls_port is not 0."),
+  key('allowed_users', 'allowedUsersFile', path, '/etc/nodemgr/allowed-users',
+    "The certificate subjects that may call over TLS, one per line in OpenSSL's one-line form (/OU=Persons/CN=test user 1); # starts a comment. Read again when it changes; missing, nobody is allowed."),
   key('cgroup_root', 'cgroupRoot', path, '/sys/fs/cgroup',
     'Where the cgroup file systems are mounted; cgroup v2 (one unified hierarchy) or v1 (one per controller) is detected there.'),
   key('cgroup_parent', 'cgroupParent', cgroupName, 'nodemgr',

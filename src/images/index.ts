@@ -61,7 +61,7 @@ const RESERVED_NAMES = new Set(['index.json']);
 /**
  * The URL an image is fetched from, or the reason it cannot be: http:, https: or an absolute
  * file: URL of this host. Credentials are refused: the URI is kept in the index and shown to
- * every local user by GetImages.
+ * every caller of GetImages (local users, and remote ones over TLS).
  */
 export function parseImageUri(uri: string): URL | string {
   if (uri.length === 0) return 'the URI is empty';

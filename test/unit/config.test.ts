@@ -60,6 +60,12 @@ test('the defaults need no file', (t) => {
     apiMaxRequestBytes: 16_777_216,
     authorityCertFile: null,
     authorityDelegate: null,
+    apiTlsAddress: '0.0.0.0',
+    apiTlsPort: 0,
+    apiTlsCertFile: null,
+    apiTlsKeyFile: null,
+    apiTlsCaFile: null,
+    allowedUsersFile: '/etc/nodemgr/allowed-users',
     cgroupRoot: '/sys/fs/cgroup',
     cgroupParent: 'nodemgr',
     shapingDevice: 'auto',
@@ -109,6 +115,35 @@ test('the image cache keys: a directory resolved against the file, and a bound i
   t.is(errorOf('cpu_overcommit = 0'), 'etc/nodemgr.conf line 1: cpu_overcommit: expected a number from 0.1 to 100 (such as 1.5), got "0"');
   t.is(parseConfig('mem_overcommit = 1.5', FILE).memOvercommit, 1.5);
   t.is(errorOf('image_cache_dir ='), 'etc/nodemgr.conf line 1: image_cache_dir: expected a path, got an empty value');
+});
+
+test('the TLS keys: off by default; turned on, each of the three files must be named, and the port must be free of the others', (t) => {
+  const files = 'api_tls_cert = tls/node.pem\napi_tls_key = tls/node.key\napi_tls_ca = tls/ca.pem\nallowed_users = allowed-users';
+  const config = parseConfig(`api_tls_port = 8812\n${files}`, '/etc/nodemgr/nodemgr.conf');
+  t.like(config, {
+    apiTlsAddress: '0.0.0.0', apiTlsPort: 8812, apiTlsCertFile: '/etc/nodemgr/tls/node.pem', apiTlsKeyFile: '/etc/nodemgr/tls/node.key',
+    apiTlsCaFile: '/etc/nodemgr/tls/ca.pem', allowedUsersFile: '/etc/nodemgr/allowed-users',
+  });
+  // Off, the files are not needed.
+  t.is(parseConfig('api_tls_cert =', FILE).apiTlsPort, 0);
+  t.is(
+    errorOf('api_tls_port = 8812\napi_tls_key = k.pem\napi_tls_ca = ca.pem'),
+    "etc/nodemgr.conf line 1: api_tls_port: the TLS listener is on (api_tls_port = 8812 (line 1)) and needs api_tls_cert, the node's PEM certificate; it is empty",
+  );
+  t.is(
+    errorOf('api_tls_port = 8812\napi_tls_cert = c.pem\napi_tls_key =\napi_tls_ca = ca.pem'),
+    'etc/nodemgr.conf line 3: api_tls_key: the TLS listener is on (api_tls_port = 8812 (line 1)) and needs api_tls_key, the PEM private key of api_tls_cert; it is empty',
+  );
+  t.regex(errorOf('api_tls_port = 8812\napi_tls_cert = c.pem\napi_tls_key = k.pem'), /line 1: api_tls_port: .* needs api_tls_ca, the PEM certificate of the CA/);
+  t.is(
+    errorOf(`api_tls_port = 812\n${files}`),
+    'etc/nodemgr.conf line 1: api_tls_port: api_tls_port must differ from api_port, got api_tls_port = 812 (line 1) and api_port = 812 (default)',
+  );
+  t.regex(errorOf(`api_tls_port = 2222\n${files}`), /api_tls_port must differ from ssh_port/);
+  // On another address than the other listeners, the same port is free.
+  t.is(parseConfig(`api_tls_port = 812\napi_tls_address = 192.0.2.1\n${files}`, FILE).apiTlsPort, 812);
+  t.regex(errorOf('api_tls_address = node.example.org'), /api_tls_address: expected an IPv4 or IPv6 address/);
+  t.regex(errorOf('allowed_users ='), /allowed_users: expected a path, got an empty value/);
 });
 
 test('the libvirt keys: runtime, URIs, bridge and ready marker are checked', (t) => {

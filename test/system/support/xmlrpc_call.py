@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """One XML-RPC call with Python's own xmlrpc.client, printed as JSON.
 
-usage: xmlrpc_call.py tcp:PORT|unix:PATH METHOD [JSON_ARGS]
+usage: xmlrpc_call.py tcp:PORT|unix:PATH|tls:PORT METHOD [JSON_ARGS]
 prints {"result": ...} or {"fault": CODE, "message": TEXT}; exit 0 either way.
+Over TLS the server is checked against the CA file $XMLRPC_TLS_CA, and the client certificate is
+$XMLRPC_TLS_CERT with its key $XMLRPC_TLS_KEY (none when unset); a connection that fails (a
+refused handshake) prints {"error": CLASS, "message": TEXT}.
 """
 import http.client
 import json
+import os
 import socket
+import ssl
 import sys
 import xmlrpc.client
 
@@ -33,7 +38,12 @@ class UnixTransport(xmlrpc.client.Transport):
 def main():
     target, method = sys.argv[1], sys.argv[2]
     args = json.loads(sys.argv[3]) if len(sys.argv) > 3 else []
-    if target.startswith("tcp:"):
+    if target.startswith("tls:"):
+        context = ssl.create_default_context(cafile=os.environ["XMLRPC_TLS_CA"])
+        if os.environ.get("XMLRPC_TLS_CERT"):
+            context.load_cert_chain(os.environ["XMLRPC_TLS_CERT"], os.environ["XMLRPC_TLS_KEY"])
+        proxy = xmlrpc.client.ServerProxy("https://127.0.0.1:%s/" % target[4:], context=context, allow_none=True)
+    elif target.startswith("tcp:"):
         proxy = xmlrpc.client.ServerProxy("http://127.0.0.1:%s/" % target[4:], allow_none=True)
     else:
         proxy = xmlrpc.client.ServerProxy("http://localhost/", transport=UnixTransport(target[5:]), allow_none=True)
@@ -42,6 +52,12 @@ def main():
         print(json.dumps({"result": result}, default=str))
     except xmlrpc.client.Fault as fault:
         print(json.dumps({"fault": fault.faultCode, "message": fault.faultString}))
+    except (OSError, http.client.HTTPException) as error:
+        # ssl.SSLError and the resets of a refused TLS 1.3 handshake are OSErrors; over the
+        # other transports a failed connection stays an error of this script.
+        if not target.startswith("tls:"):
+            raise
+        print(json.dumps({"error": type(error).__name__, "message": str(error)}))
 
 
 main()
