@@ -19,9 +19,10 @@ export function qemuDomainPlan(input: GuestDomainInput, accel: 'kvm' | 'qemu'): 
     disks: resolved.disk === null ? [] : [{ path: files.overlay, format: 'qcow2' }],
     boot: resolved.kernel === null
       ? null
-      : { kernel: resolved.kernel.path, initrd: resolved.initrd?.path ?? null, cmdline: kernelCmdline(input.name, input.leases) },
+      : { kernel: resolved.kernel.path, initrd: resolved.initrd?.path ?? null, cmdline: kernelCmdline(input.name, input.leases, input.extras?.kernelArgs) },
     consoleLog: files.consoleLog,
     vnc: true,
+    ...(input.extras?.agent === true ? { agentChannel: true } : {}),
   };
 }
 
