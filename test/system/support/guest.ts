@@ -2,8 +2,8 @@
 // Debian's kernel, taken out of its package without installing it, and an initramfs of
 // busybox-static whose /init prints a line containing `nodemgr-ready` on the console (ttyS0) and
 // then keeps a shell on it. The initramfs also holds QEMU's guest agent (qemu-ga and the libraries
-// it loads, from Debian's packages: guest-agent-files.ts), which /init starts when the domain has
-// the agent's channel. Built once and kept in a directory named by a hash of what went into it,
+// it loads, from Debian's package: guest-agent-files.ts), which /init starts when the domain has
+// the agent's channel; a variant leaves the agent out. Built once and kept in a directory named by a hash of what went into it,
 // so that later runs (and other test files) reuse it.
 import { createHash } from 'node:crypto';
 import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -89,7 +89,7 @@ if [ -x /${AGENT_BINARY} ] && [ -n "$(ls /sys/bus/virtio/drivers/virtio_console 
         [ "$(cat "$port/name" 2>/dev/null)" = ${AGENT_CHANNEL} ] || continue
         mkdir -p /dev/virtio-ports /var/run /var/log
         ln -sf "../\${port##*/}" /dev/virtio-ports/${AGENT_CHANNEL}
-        exec /${AGENT_BINARY} --method=virtio-serial --path=/dev/virtio-ports/${AGENT_CHANNEL} --logfile=/var/log/qemu-ga.log </dev/null >/dev/null 2>&1
+        exec /${AGENT_BINARY} --daemonize --pidfile=/var/run/qemu-ga.pid --method=virtio-serial --path=/dev/virtio-ports/${AGENT_CHANNEL} --logfile=/var/log/qemu-ga.log </dev/null >/dev/null 2>&1
       done
       sleep 0.2
     done
@@ -152,7 +152,7 @@ async function buildOnce(cacheDir: string): Promise<TestGuest> {
     await mkdir(out);
     const kernelVersion = await unpackKernel(kernelPackage, work, out);
     const modules = join(work, 'deb', 'lib', 'modules', kernelVersion, 'kernel');
-    const agent = await agentFiles(work);
+    const agent = await agentFiles();
     await writeFile(join(out, 'initrd.cpio'), await initramfs(modules, agent, false));
     await writeFile(join(out, 'silent-initrd.cpio'), await initramfs(modules, agent, true));
     await writeFile(join(out, 'agentless-initrd.cpio'), await initramfs(modules, [], false));
