@@ -15,9 +15,11 @@ fi
 
 # the daemon and both drivers, virsh, qemu (software emulation is enough) and qemu-img for the
 # overlays; busybox-static is what the tests' small guest is made of (with a kernel taken out of
-# Debian's package by apt-get download and dpkg-deb, which need nothing installed)
+# Debian's package by apt-get download and dpkg-deb, which need nothing installed), and
+# qemu-guest-agent's qemu-ga (with the libraries ldd names) is its agent; e2fsprogs makes the
+# staging disk of the guest agent benchmark
 packages=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc libvirt-clients
-  qemu-system-x86 qemu-utils busybox-static)
+  qemu-system-x86 qemu-utils busybox-static qemu-guest-agent e2fsprogs)
 missing=()
 for package in "${packages[@]}"; do
   status="$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)"

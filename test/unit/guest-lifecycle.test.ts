@@ -11,6 +11,7 @@ import type { AddressLease } from '../../src/db/types.js';
 import { memoryLogger } from '../../src/log.js';
 import { commonDomainPlan } from '../../src/runtimes/libvirt/domain-plan.js';
 import { readDomainDetails } from '../../src/runtimes/libvirt/domain-xml.js';
+import { AgentError } from '../../src/runtimes/libvirt/guest-agent.js';
 import type { GuestBandwidth } from '../../src/runtimes/libvirt/guest-bandwidth.js';
 import type { GuestDefinition, GuestKind } from '../../src/runtimes/libvirt/guest-definition.js';
 import type { GuestCapabilities, GuestDriver } from '../../src/runtimes/libvirt/guest-driver.js';
@@ -58,12 +59,14 @@ interface FakeDriver extends GuestDriver {
   readonly log: string[];
   /** What the next boot's guest does: report ready, stay silent, or stop. */
   next: 'ready' | 'silent' | 'stops';
+  /** Whether the guest's agent answers a ping. */
+  agentAnswers: boolean;
 }
 
 function fakeDriver(kind: GuestKind, hypervisor: FakeHypervisor, capabilities: Partial<GuestCapabilities> = {}): FakeDriver {
   const log: string[] = [];
   const driver: FakeDriver = {
-    kind, article: kind === 'lxc' ? 'an' : 'a', hypervisor, sharedDir: '.shared', log, next: 'ready',
+    kind, article: kind === 'lxc' ? 'an' : 'a', hypervisor, sharedDir: '.shared', log, next: 'ready', agentAnswers: true,
     capabilities: { image: 'disk', kernelBoot: false, gracefulShutdown: false, liveCpu: false, liveBandwidth: false, ...capabilities },
     domainPlan: (input) => ({ ...commonDomainPlan(input), driver: 'lxc', init: '/sbin/init', rootDir: join(input.files.dir, 'root') }),
     prepareRoot: async (files, image) => void log.push(`prepareRoot ${files.dir} ${image?.path ?? '-'}`),
@@ -83,6 +86,18 @@ function fakeDriver(kind: GuestKind, hypervisor: FakeHypervisor, capabilities: P
     schedulerArgs: () => [],
     overlayPath: (files) => join(files.dir, 'root'),
     session: (name, command) => ({ file: 'enter', args: [name, command ?? 'shell'], cwd: '/' }),
+    agent: (name) => ({
+      async ping(timeoutMs) {
+        log.push(`ping ${name}`);
+        if (driver.agentAnswers) return;
+        await new Promise((resolve) => setTimeout(resolve, timeoutMs));
+        throw new AgentError(`the guest agent of ${name} did not answer guest-ping within ${timeoutMs / 1000} s`);
+      },
+      exec: async () => 42,
+      execStatus: async () => ({ exited: false }),
+      putFile: async () => undefined,
+      getFile: async () => undefined,
+    }),
   };
   return driver;
 }
@@ -248,4 +263,41 @@ test('the drivers\' sessions: a virtual machine\'s serial console, with a termin
     file: 'virsh', args: ['-q', '-c', 'lxc:///system', 'lxc-enter-namespace', 'ct', '--noseclabel', '/bin/sh', '-c', 'uptime'], cwd: '/',
   });
   t.like(ct.session('ct', null, true), { args: ['-q', '-c', 'lxc:///system', 'lxc-enter-namespace', 'ct', '--noseclabel', '/bin/sh', '-l'] });
+});
+
+test('readiness by agent: start waits for the agent\'s answer instead of the marker; one that never answers is powered off and fails for good', async (t) => {
+  const hv = fakeHypervisor('fake:///agent');
+  const driver = fakeDriver('qemu', hv);
+  const { guests } = await setUp(t, [driver]);
+  const byAgent: GuestDefinition = { ...definition('qemu'), agent: true, readiness: { by: 'agent', timeoutMs: 1500 } };
+  await guests.create('task1', byAgent);
+  driver.next = 'silent'; // no marker ever: the agent alone decides
+  await guests.start('task1', byAgent);
+  t.true(hv.domains.get('task1')!.active);
+  t.true(driver.log.includes('ping task1'));
+  t.not(await guests.agentFor('task1'), null);
+  t.is(await guests.agentFor('nobody'), null, 'no guest of ours of that name');
+
+  await guests.create('task2', byAgent);
+  driver.agentAnswers = false;
+  const started = Date.now();
+  const error = await t.throwsAsync(guests.start('task2', byAgent), { instanceOf: PermanentError });
+  t.is(error!.message, 'instance agent did not answer within 1.5 s');
+  t.true(Date.now() - started < 10_000);
+  t.false(hv.domains.get('task2')!.active, 'powered off');
+  t.true(driver.log.some((l) => l.startsWith('releaseRoot') && l.endsWith('task2')));
+});
+
+test('a definition\'s kernel arguments and agent are checked, and only a new boot changes them', async (t) => {
+  const hv = fakeHypervisor('fake:///extras');
+  const driver = fakeDriver('qemu', hv);
+  const { guests } = await setUp(t, [driver]);
+  t.throws(() => guests.check({ ...definition('qemu'), kernelArgs: ['two words'] }), { instanceOf: PermanentError, message: /not one word/ });
+  t.throws(() => guests.check({ ...definition('qemu'), readiness: { by: 'agent', timeoutMs: 0 } }), { instanceOf: PermanentError });
+  await guests.create('vm', definition('qemu'));
+  const before = readDomainDetails(hv.domains.get('vm')!.xml).marker!.spec;
+  await guests.configure('vm', definition('qemu'));
+  t.is(readDomainDetails(hv.domains.get('vm')!.xml).marker!.spec, before, 'the same definition: the same boot');
+  await guests.configure('vm', { ...definition('qemu'), agent: true });
+  t.not(readDomainDetails(hv.domains.get('vm')!.xml).marker!.spec, before, 'the agent is a new boot');
 });

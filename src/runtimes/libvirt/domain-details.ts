@@ -69,6 +69,8 @@ export interface DomainDetails {
   readonly consoleLog: string | null;
   /** The VNC port of a running guest; null when it has none or none is assigned yet. */
   readonly vncPort: number | null;
+  /** The names of the guest's virtio channels (org.qemu.guest_agent.0: QEMU's guest agent). */
+  readonly channels: readonly string[];
 }
 
 // Every element as an array, whatever its count, so that one access pattern serves all.
@@ -230,5 +232,9 @@ export function readDomainDetails(xml: string): DomainDetails {
     consolePty: consolePty(devices),
     consoleLog: serialLog ?? null,
     vncPort: vncPort(devices),
+    channels: all(devices, 'channel')
+      .map((c) => first(c, 'target'))
+      .filter((target) => attr(target, 'type') === 'virtio')
+      .flatMap((target) => attr(target, 'name') ?? []),
   };
 }

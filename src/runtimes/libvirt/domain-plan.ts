@@ -13,9 +13,18 @@ export function tapName(sliver: string, iface: number): string {
   return `nmg${createHash('sha256').update(sliver).digest('hex').slice(0, 8)}${iface}`.slice(0, 15);
 }
 
+/** What else of a definition only a new boot can change (guest-definition.ts). */
+export interface BootExtras {
+  readonly agent?: boolean;
+  readonly kernelArgs?: readonly string[];
+}
+
 /** The parts of a spec that only a new boot can change: a change of these restarts the guest. */
-export function bootDigest(boot: GuestBoot, shape: GuestShape, kind: GuestKind): string {
-  const parts = [kind, boot.image, boot.kernel, boot.initrd, shape.vcpus, shape.memoryKiB];
+export function bootDigest(boot: GuestBoot, shape: GuestShape, kind: GuestKind, extras: BootExtras = {}): string {
+  const parts: unknown[] = [kind, boot.image, boot.kernel, boot.initrd, shape.vcpus, shape.memoryKiB];
+  // Only what is asked for is added, so that a guest without them keeps the digest it had.
+  if (extras.agent === true) parts.push({ agent: true });
+  if (extras.kernelArgs !== undefined && extras.kernelArgs.length > 0) parts.push({ kernelArgs: extras.kernelArgs });
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
 }
 
@@ -24,15 +33,30 @@ function netmaskOf(prefix: number): string {
   return [24, 16, 8, 0].map((s) => (bits >>> s) & 255).join('.');
 }
 
-/** The kernel command line of a directly booted guest: its console, its name and its address. */
-export function kernelCmdline(name: string, leases: readonly AddressLease[]): string {
+/** The kernel command line of a directly booted guest: its console, its name and its address, then the definition's own words. */
+export function kernelCmdline(name: string, leases: readonly AddressLease[], kernelArgs: readonly string[] = []): string {
   const words = ['console=ttyS0', `nodemgr.sliver=${name}`];
   const first = leases[0];
   if (first && !first.ip.includes(':')) {
     const mask = first.prefix === null ? '' : netmaskOf(first.prefix);
     words.push(`ip=${first.ip}:::${mask}:${name}:eth0:off`);
   }
-  return words.join(' ');
+  return [...words, ...kernelArgs].join(' ');
+}
+
+/** The longest command line the kernel takes (x86's COMMAND_LINE_SIZE, with its NUL). */
+const KERNEL_CMDLINE_MAX = 2047;
+
+/** Why the kernel could not take `kernelArgs` as words of its command line, or null. Pure. */
+export function kernelArgsProblem(kernelArgs: readonly string[]): string | null {
+  for (const word of kernelArgs) {
+    // One word each: white space would split it, a quote would join it with the next.
+    if (word === '' || /[\s"\u0000-\u001f\u007f]/.test(word)) return `kernel argument ${JSON.stringify(word)} is not one word (empty, or with white space, a quote or a control character)`;
+  }
+  // nodemgr's own words take at most this much (a 64-character name twice, an address line).
+  const room = KERNEL_CMDLINE_MAX - 256;
+  const length = kernelArgs.reduce((sum, word) => sum + Buffer.byteLength(word) + 1, 0);
+  return length > room ? `the kernel arguments take ${length} bytes; at most ${room} fit on the kernel command line beside nodemgr's own` : null;
 }
 
 /** What every kind's domain is made from (the drivers add what their kind needs). */
@@ -49,6 +73,8 @@ export interface GuestDomainInput {
   readonly bridge: string | null;
   /** The daemon's guest directory, in the marker: each daemon manages its own domains only. */
   readonly guestDir: string;
+  /** The definition's agent and kernel arguments (guest-definition.ts); absent for a sliver. */
+  readonly extras?: BootExtras;
 }
 
 /** The part of a domain's plan that every kind shares: its name, marker, shape and interfaces. */
@@ -57,7 +83,7 @@ export function commonDomainPlan(input: GuestDomainInput): CommonPlan {
   return {
     name,
     uuid: input.uuid,
-    marker: { name, runtime: kind, spec: bootDigest(input.boot, input.shape, kind), created: input.created, guestDir: input.guestDir },
+    marker: { name, runtime: kind, spec: bootDigest(input.boot, input.shape, kind, input.extras), created: input.created, guestDir: input.guestDir },
     shape: input.shape,
     interfaces: leases.map((l) => ({ mac: l.mac, targetDev: tapName(name, l.iface), bridge: input.bridge })),
   };

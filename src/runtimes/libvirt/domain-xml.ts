@@ -52,6 +52,8 @@ export interface QemuDomainPlan extends CommonPlan {
   readonly consoleLog: string | null;
   /** A VNC display on 127.0.0.1 with a port libvirt picks. */
   readonly vnc: boolean;
+  /** The virtio-serial channel of QEMU's guest agent (GUEST_AGENT_CHANNEL); libvirt makes its socket and talks to it. */
+  readonly agentChannel?: boolean;
 }
 
 export interface LxcDomainPlan extends CommonPlan {
@@ -64,6 +66,9 @@ export interface LxcDomainPlan extends CommonPlan {
 }
 
 export type DomainPlan = QemuDomainPlan | LxcDomainPlan;
+
+/** The name of QEMU's guest agent's port: qemu-ga opens /dev/virtio-ports/<this> in the guest. */
+export const GUEST_AGENT_CHANNEL = 'org.qemu.guest_agent.0';
 
 // ---- writing ---------------------------------------------------------------------------------
 
@@ -219,6 +224,8 @@ function qemuParts(plan: QemuDomainPlan): { os: XmlElement; devices: Child[] } {
       plan.consoleLog !== null && el('log', { file: plan.consoleLog, append: 'off' }),
       el('target', { port: 0 })),
     el('console', { type: 'pty' }, el('target', { type: 'serial', port: 0 })),
+    // No source path: libvirt picks the socket, and is the agent's one client (qemu-agent-command).
+    plan.agentChannel === true && el('channel', { type: 'unix' }, el('target', { type: 'virtio', name: GUEST_AGENT_CHANNEL })),
     plan.vnc && el('graphics', { type: 'vnc', port: -1, autoport: 'yes', listen: '127.0.0.1' }, el('listen', { type: 'address', address: '127.0.0.1' })),
   ];
   return { os, devices };

@@ -2,11 +2,13 @@
 // to boot. The guest lifecycle (guests.ts) works from these alone, so that a sliver, a XenBEE task,
 // a Condor Cloud instance and a virtual cluster's node are made, booted and recovered the same way.
 //
-// Only what slivers use is here. The guests to come will need, as research/xenbee.md and
-// research/pragma_boot.md describe: an owner (kept where such a guest is persisted, beside its
-// name, not in what it boots), extra disks and files (XenBEE's stage-in disks, a cluster node's
-// vc-out.xml) as a list beside `boot`, and words of their own on the kernel command line (XenBEE's
-// connect-back address). Several interfaces are here already: a cluster's frontend has two.
+// Slivers use the required fields only; the optional ones are for on-demand guests (XenBEE's
+// tasks): words of their own on the kernel command line, QEMU's guest agent, and readiness by that
+// agent instead of a marker. A definition without them makes the same domain as before they were.
+// The guests to come will also need, as research/xenbee.md and research/pragma_boot.md describe:
+// an owner (kept where such a guest is persisted, beside its name, not in what it boots), and extra
+// disks and files (a cluster node's vc-out.xml) as a list beside `boot`. Several interfaces are
+// here already: a cluster's frontend has two.
 import type { Rspec } from '../../rspec/resources.js';
 import type { InstanceSize, RuntimeKind } from '../../slices/types.js';
 
@@ -32,7 +34,27 @@ export interface GuestDefinition {
   readonly limits: Rspec;
   /** How many interfaces, each with an address of its own from the node's pool. */
   readonly interfaces: number;
+  /**
+   * Words appended to the kernel command line of a directly booted guest (XSDL's kernel Arguments),
+   * after nodemgr's own; each one word (no white space, quotes or control characters).
+   */
+  readonly kernelArgs?: readonly string[];
+  /**
+   * Gives the guest an in-guest agent: for a virtual machine, the virtio-serial channel on which
+   * QEMU's guest agent (qemu-ga, in the image) listens. A container needs none: its agent is
+   * nodemgr entering its namespaces (see the driver's capabilities.agent).
+   */
+  readonly agent?: boolean;
+  /** How start hears that the guest is ready; by default by its kind's marker within the node's guest_ready_timeout. */
+  readonly readiness?: GuestReadiness;
 }
+
+/**
+ * `marker`: the guest reports ready as its kind does (a line on the serial console, a file in a
+ * container's root); `agent`: its agent answers guest-ping within timeoutMs (a container's: its
+ * namespaces can be entered and run /bin/sh).
+ */
+export type GuestReadiness = { readonly by: 'marker' } | { readonly by: 'agent'; readonly timeoutMs: number };
 
 /** A cached image as a guest uses it. */
 export interface ResolvedImage {

@@ -7,6 +7,7 @@ import type { Logger } from '../../log.js';
 import type { SessionLaunch } from '../../host/launch.js';
 import type { GuestDomainInput } from './domain-plan.js';
 import type { DomainDetails, DomainPlan } from './domain-xml.js';
+import type { GuestAgent } from './guest-agent.js';
 import type { GuestBoot, GuestKind, ResolvedImage } from './guest-definition.js';
 import type { GuestFiles } from './guest-files.js';
 import type { Hypervisor } from './hypervisor.js';
@@ -67,6 +68,8 @@ export interface GuestDriver {
   overlayPath(files: GuestFiles, details: DomainDetails): string | null;
   /** What an ssh login into the guest runs on the host, or why it cannot log in so. */
   session(name: string, command: string | null, terminal: boolean): SessionLaunch | { refused: string };
+  /** The guest's in-guest agent (guest-agent.ts); it answers while the guest runs (a machine's: once its qemu-ga does). */
+  agent(name: string, files: GuestFiles): GuestAgent;
 }
 
 /** How a definition's problems name the guest: "guest", or "sliver" with the slice attribute that names its image. */

@@ -13,9 +13,11 @@ import type { Logger } from '../../log.js';
 import type { SessionLaunch } from '../../host/launch.js';
 import { describeError, PermanentError } from '../../util/errors.js';
 import type { GuestStatus } from '../types.js';
-import { bootDigest, tapName } from './domain-plan.js';
+import { bootDigest, kernelArgsProblem, tapName, type BootExtras } from './domain-plan.js';
 import { buildDomainXml, readDomainDetails } from './domain-xml.js';
+import type { GuestAgent } from './guest-agent.js';
 import { createGuestBandwidth, type GuestBandwidth } from './guest-bandwidth.js';
+import { bootAndAwaitReady } from './guest-boot.js';
 import type { GuestBoot, GuestDefinition, GuestKind, ImageSource, ResolvedBoot } from './guest-definition.js';
 import { bootProblem, imageType, type GuestDriver, type GuestWords } from './guest-driver.js';
 import { createGuestDomains, type GuestDomains } from './guest-domains.js';
@@ -67,13 +69,14 @@ export interface GuestLifecycle {
   status(name: string): Promise<GuestStatus | null>;
   /** What an ssh login into it runs, or null when there is no guest of ours of that name. */
   sessionFor(name: string, command: string | null, terminal: boolean): Promise<GuestSession | null>;
+  /** Its in-guest agent (guest-agent.ts), or null when there is no guest of ours of that name. */
+  agentFor(name: string): Promise<GuestAgent | null>;
   /** Stops waiting for guests to report ready (the daemon is stopping); the guests go on booting. */
   interrupt(): void;
   close(): Promise<void>;
 }
 
 const GUEST_WORDS: GuestWords = { guest: 'guest', imageField: null };
-const INTERRUPTED = 'the daemon is stopping: the guest was left booting, its readiness not awaited';
 /** How long a guest asked to shut down (Stop) has before it is powered off. */
 const SHUTDOWN_GRACE_MS = 15_000;
 
@@ -134,6 +137,10 @@ export function createGuestLifecycle(options: GuestLifecycleOptions, logger: Log
       const found = await lc.domains.ownedAnywhere(name);
       return found && { launch: found.driver.session(name, command, terminal), started: found.active };
     },
+    async agentFor(name) {
+      const found = await lc.domains.ownedAnywhere(name);
+      return found && found.driver.agent(name, guestFiles(guestDir, name));
+    },
     interrupt() {
       interrupted = true;
     },
@@ -144,8 +151,12 @@ export function createGuestLifecycle(options: GuestLifecycleOptions, logger: Log
 }
 
 function checkDefinition(driver: GuestDriver, definition: GuestDefinition, words: GuestWords): void {
-  const problem = bootProblem(definition.boot, driver, words);
+  const problem = bootProblem(definition.boot, driver, words) ?? kernelArgsProblem(definition.kernelArgs ?? []);
   if (problem !== null) throw new PermanentError(problem);
+  const { readiness } = definition;
+  if (readiness?.by === 'agent' && !(Number.isFinite(readiness.timeoutMs) && readiness.timeoutMs > 0)) {
+    throw new PermanentError(`the agent's readiness timeout ${readiness.timeoutMs} ms is not a positive time`);
+  }
   const shape = guestShape(definition.limits, definition.size);
   if (!shape.ok) throw new PermanentError(shape.reason);
 }
@@ -201,9 +212,17 @@ interface DomainParts {
   readonly created: string;
 }
 
+/** What of a definition besides its boot and shape only a new boot changes. */
+function bootExtras(definition: GuestDefinition): BootExtras {
+  return {
+    ...(definition.agent === undefined ? {} : { agent: definition.agent }),
+    ...(definition.kernelArgs === undefined ? {} : { kernelArgs: definition.kernelArgs }),
+  };
+}
+
 async function defineDomain(lc: Lifecycle, driver: GuestDriver, name: string, definition: GuestDefinition, parts: DomainParts): Promise<void> {
   const { bridge, guestDir } = lc.options;
-  const plan = driver.domainPlan({ ...parts, name, kind: definition.kind, boot: definition.boot, bridge, guestDir });
+  const plan = driver.domainPlan({ ...parts, name, kind: definition.kind, boot: definition.boot, bridge, guestDir, extras: bootExtras(definition) });
   await driver.hypervisor.define(buildDomainXml(plan));
 }
 
@@ -245,7 +264,7 @@ async function configureGuest(lc: Lifecycle, name: string, definition: GuestDefi
   const files = guestFiles(options.guestDir, name);
   const leases = await options.addresses.lease(name, definition.interfaces);
   const defined = readDomainDetails((await hv.definition(name)) ?? '');
-  const rebooted = defined.marker?.spec !== bootDigest(definition.boot, shape, definition.kind);
+  const rebooted = defined.marker?.spec !== bootDigest(definition.boot, shape, definition.kind, bootExtras(definition));
   if (rebooted) {
     // A new image, size, kernel or initrd takes a new boot, from a fresh root: the guest is
     // powered off here and started again by the start that follows a change. The root it leaves
@@ -279,34 +298,7 @@ async function startGuest(lc: Lifecycle, name: string, definition: GuestDefiniti
   const current = await lc.domains.owned(driver, name);
   if (!current) throw new Error(`no ${definition.kind} domain of nodemgr named ${name}`);
   if (current.active) return;
-  await bootAndAwaitReady(lc, driver, name, definition);
-}
-
-/**
- * Boots the guest and waits for its word that it is ready; one that does not give it within the
- * timeout is powered off and the start fails with the reason (the supervisor starts it again),
- * as XenBEE aborts a task whose instance never reports back.
- */
-async function bootAndAwaitReady(lc: Lifecycle, driver: GuestDriver, name: string, definition: GuestDefinition): Promise<void> {
-  const { readyMarker: marker, readyTimeoutMs: timeoutMs, guestDir } = lc.options;
-  const hv = driver.hypervisor;
-  const files = guestFiles(guestDir, name);
-  const watch = await driver.prepareBoot(files, marker);
-  const started = Date.now();
-  await hv.start(name);
-  await lc.bandwidth.shape(name, definition);
-  const ready = await watch.wait({ timeoutMs, gone: async () => lc.interrupted() || !(await hv.find(name))?.active });
-  if (!ready && lc.interrupted()) throw new Error(INTERRUPTED);
-  if (!ready) {
-    const stillRunning = (await hv.find(name))?.active ?? false;
-    await hv.powerOff(name);
-    await driver.releaseRoot(files);
-    const seconds = Math.round(timeoutMs / 1000);
-    throw new Error(stillRunning
-      ? `${watch.who} did not report ready ("${marker}" ${watch.where}) within ${seconds} s; it was powered off and will be started again`
-      : `${watch.who} stopped before it reported ready ("${marker}" ${watch.where}); ${watch.whenStopped}`);
-  }
-  lc.logger.info('guest ready', { sliver: name, driver: driver.kind, boot_ms: Date.now() - started });
+  await bootAndAwaitReady({ ...lc.options, bandwidth: lc.bandwidth, logger: lc.logger, interrupted: lc.interrupted }, driver, name, definition);
 }
 
 async function shutDownGracefully(hv: Hypervisor, name: string): Promise<void> {

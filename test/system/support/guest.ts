@@ -1,13 +1,16 @@
 // The small guest that the libvirt system tests boot under QEMU (software emulation is enough):
 // Debian's kernel, taken out of its package without installing it, and an initramfs of
 // busybox-static whose /init prints a line containing `nodemgr-ready` on the console (ttyS0) and
-// then keeps a shell on it. Built once and kept in a directory named by a hash of what went into
-// it, so that later runs (and other test files) reuse it.
+// then keeps a shell on it. The initramfs also holds QEMU's guest agent (qemu-ga and the libraries
+// it loads, from Debian's package: guest-agent-files.ts), which /init starts when the domain has
+// the agent's channel; a variant leaves the agent out. Built once and kept in a directory named by a hash of what went into it,
+// so that later runs (and other test files) reuse it.
 import { createHash } from 'node:crypto';
 import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCommand } from '../../../src/host/exec.js';
+import { AGENT_BINARY, agentFiles, agentPackageVersion, type GuestFile } from './guest-agent-files.js';
 
 export interface TestGuest {
   /** Debian's kernel (vmlinuz) for direct kernel boot. */
@@ -16,6 +19,8 @@ export interface TestGuest {
   initrd: string;
   /** The same initramfs, except that it never reports ready. */
   silentInitrd: string;
+  /** The same initramfs without the guest agent: it reports ready, but no agent ever answers. */
+  agentlessInitrd: string;
   /** An empty 64 MiB qcow2 image, a base for overlays. */
   disk: string;
   /** The marker the guest prints, on a line that goes on with what it saw (see GUEST_INIT). */
@@ -27,9 +32,11 @@ export const READY_MARKER = 'nodemgr-ready';
 /** Where buildTestGuest keeps its builds unless told otherwise. */
 export const DEFAULT_GUEST_CACHE = join(tmpdir(), 'nodemgr-test-guest');
 
-// Loaded in this order (each after what it depends on): virtio PCI devices (disk and network, so
-// that the guest can say which it sees) and the ACPI power button with evdev (so that a shutdown
-// request from libvirt powers the guest off).
+// Loaded in this order (each after what it depends on, as the modules' "depends=" say): virtio PCI
+// devices (disk and network, so that the guest can say which it sees; the console device that
+// carries the agent's channel), ext4 (so that a staging disk can be mounted), and the ACPI power
+// button with evdev (so that a shutdown request from libvirt powers the guest off). ext4 and jbd2
+// ask the crypto layer for crc32c, which nothing would load for them without modprobe.
 const MODULES = [
   'drivers/virtio/virtio_ring.ko',
   'drivers/virtio/virtio.ko',
@@ -40,9 +47,18 @@ const MODULES = [
   'net/core/failover.ko',
   'drivers/net/net_failover.ko',
   'drivers/net/virtio_net.ko',
+  'drivers/char/virtio_console.ko',
+  'lib/crc16.ko',
+  'fs/mbcache.ko',
+  'crypto/crc32c_generic.ko',
+  'fs/jbd2/jbd2.ko',
+  'fs/ext4/ext4.ko',
   'drivers/acpi/button.ko',
   'drivers/input/evdev.ko',
 ];
+
+/** The agent's channel, as nodemgr names it in the domain. */
+const AGENT_CHANNEL = 'org.qemu.guest_agent.0';
 
 // The ready line reads, for example:
 //   nodemgr-ready mac=52:54:00:00:00:01, disk=vda:131072, cmdline=console=ttyS0 nodemgr.x=1
@@ -63,6 +79,22 @@ for event in /sys/class/input/event*; do
     (head -c 1 "/dev/input/\${event##*/}" >/dev/null && poweroff -f) &
   fi
 done
+# The agent's port: without udev nothing makes /dev/virtio-ports/NAME, so it is made here from the
+# names the ports have in sysfs. The host adds ports after the driver loaded, so they are waited
+# for in the background, and only where there is a virtio-serial device at all.
+if [ -x /${AGENT_BINARY} ] && [ -n "$(ls /sys/bus/virtio/drivers/virtio_console 2>/dev/null | grep virtio)" ]; then
+  (
+    for try in $(seq 100); do
+      for port in /sys/class/virtio-ports/*; do
+        [ "$(cat "$port/name" 2>/dev/null)" = ${AGENT_CHANNEL} ] || continue
+        mkdir -p /dev/virtio-ports /var/run /var/log
+        ln -sf "../\${port##*/}" /dev/virtio-ports/${AGENT_CHANNEL}
+        exec /${AGENT_BINARY} --daemonize --pidfile=/var/run/qemu-ga.pid --method=virtio-serial --path=/dev/virtio-ports/${AGENT_CHANNEL} --logfile=/var/log/qemu-ga.log </dev/null >/dev/null 2>&1
+      done
+      sleep 0.2
+    done
+  ) &
+fi
 mac=
 for net in /sys/class/net/*; do
   [ "\${net##*/}" = lo ] || mac="$mac$(cat "$net/address"),"
@@ -102,8 +134,9 @@ export function buildTestGuest(cacheDir: string = DEFAULT_GUEST_CACHE): Promise<
 
 async function buildOnce(cacheDir: string): Promise<TestGuest> {
   const kernelPackage = await kernelPackageName();
+  const agentVersion = await agentPackageVersion();
   const key = createHash('sha256')
-    .update(JSON.stringify([kernelPackage, GUEST_INIT, MODULES]))
+    .update(JSON.stringify([kernelPackage, agentVersion, GUEST_INIT, MODULES, INITRD_LAYOUT]))
     .update(await readFile(BUSYBOX))
     .digest('hex')
     .slice(0, 16);
@@ -119,8 +152,10 @@ async function buildOnce(cacheDir: string): Promise<TestGuest> {
     await mkdir(out);
     const kernelVersion = await unpackKernel(kernelPackage, work, out);
     const modules = join(work, 'deb', 'lib', 'modules', kernelVersion, 'kernel');
-    await writeFile(join(out, 'initrd.cpio'), await initramfs(modules, false));
-    await writeFile(join(out, 'silent-initrd.cpio'), await initramfs(modules, true));
+    const agent = await agentFiles();
+    await writeFile(join(out, 'initrd.cpio'), await initramfs(modules, agent, false));
+    await writeFile(join(out, 'silent-initrd.cpio'), await initramfs(modules, agent, true));
+    await writeFile(join(out, 'agentless-initrd.cpio'), await initramfs(modules, [], false));
     await runCommand('qemu-img', ['create', '-q', '-f', 'qcow2', join(out, 'base.qcow2'), '64M']);
     await writeFile(join(out, 'complete'), `${kernelPackage}\n`);
     for (const name of await readdir(out)) await chmod(join(out, name), 0o644);
@@ -140,6 +175,7 @@ function filesIn(dir: string): TestGuest {
     kernel: join(dir, 'vmlinuz'),
     initrd: join(dir, 'initrd.cpio'),
     silentInitrd: join(dir, 'silent-initrd.cpio'),
+    agentlessInitrd: join(dir, 'agentless-initrd.cpio'),
     disk: join(dir, 'base.qcow2'),
     marker: READY_MARKER,
   };
@@ -182,16 +218,17 @@ interface CpioEntry {
   data?: Buffer;
 }
 
-async function initramfs(modules: string, silent: boolean): Promise<Buffer> {
-  const entries: CpioEntry[] = ['bin', 'dev', 'etc', 'lib', 'lib/modules', 'proc', 'sys', 'tmp'].map((name) => ({
-    name,
-    mode: 0o040755,
-  }));
+// The initramfs's directories: the agent's files go into lib/x86_64-linux-gnu, lib64 and usr/sbin.
+const INITRD_LAYOUT = ['bin', 'dev', 'etc', 'lib', 'lib/modules', 'lib/x86_64-linux-gnu', 'lib64', 'mnt', 'proc', 'sys', 'tmp', 'usr', 'usr/sbin', 'var'];
+
+async function initramfs(modules: string, agent: readonly GuestFile[], silent: boolean): Promise<Buffer> {
+  const entries: CpioEntry[] = INITRD_LAYOUT.map((name) => ({ name, mode: 0o040755 }));
   entries.push({ name: 'bin/busybox', mode: 0o100755, data: await readFile(BUSYBOX) });
   entries.push({ name: 'init', mode: 0o100755, data: Buffer.from(GUEST_INIT) });
   for (const module of MODULES) {
     entries.push({ name: `lib/modules/${module.replace(/^.*\//, '')}`, mode: 0o100644, data: await readFile(join(modules, module)) });
   }
+  entries.push(...agent);
   if (silent) entries.push({ name: 'etc/nodemgr-silent', mode: 0o100644, data: Buffer.alloc(0) });
   return newcArchive(entries);
 }

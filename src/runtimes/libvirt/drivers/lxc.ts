@@ -7,6 +7,8 @@ import { PermanentError } from '../../../util/errors.js';
 import { commonDomainPlan, type GuestDomainInput } from '../domain-plan.js';
 import type { LxcDomainPlan } from '../domain-xml.js';
 import type { DriverContext, GuestDriver } from '../guest-driver.js';
+import { agentDir } from '../guest-agent.js';
+import { createLxcAgent } from '../lxc-agent.js';
 import { createLxcRoots, LXC_READY_FILE, LXC_ROOTS_DIR, lxcRootPaths } from '../lxc-root.js';
 
 /** The container's first process, inside its root. */
@@ -60,5 +62,7 @@ export function createLxcDriver(context: DriverContext): GuestDriver {
       const shell = command === null ? ['/bin/sh', '-l'] : ['/bin/sh', '-c', command];
       return { file: 'virsh', args: ['-q', '-c', context.hypervisor.uri, 'lxc-enter-namespace', name, '--noseclabel', ...shell], cwd: '/' };
     },
+    // nodemgr itself, entering the container's namespaces; every container has it.
+    agent: (name, files) => createLxcAgent(name, { root: lxcRootPaths(files).merged, recordsDir: agentDir(files.dir) }),
   };
 }

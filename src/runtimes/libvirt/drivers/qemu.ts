@@ -7,7 +7,9 @@ import { commonDomainPlan, kernelCmdline, type GuestDomainInput } from '../domai
 import type { QemuDomainPlan } from '../domain-xml.js';
 import type { DriverContext, GuestDriver } from '../guest-driver.js';
 import { consoleLogSize, makeOverlay, waitForReady } from '../guest-files.js';
+import { agentDir } from '../guest-agent.js';
 import { NO_QUOTA } from '../live-tuning.js';
+import { createQemuAgent } from '../qemu-agent.js';
 
 /** A virtual machine's domain: its overlay as first disk, direct kernel boot, its serial console logged, VNC. Pure. */
 export function qemuDomainPlan(input: GuestDomainInput, accel: 'kvm' | 'qemu'): QemuDomainPlan {
@@ -19,9 +21,10 @@ export function qemuDomainPlan(input: GuestDomainInput, accel: 'kvm' | 'qemu'): 
     disks: resolved.disk === null ? [] : [{ path: files.overlay, format: 'qcow2' }],
     boot: resolved.kernel === null
       ? null
-      : { kernel: resolved.kernel.path, initrd: resolved.initrd?.path ?? null, cmdline: kernelCmdline(input.name, input.leases) },
+      : { kernel: resolved.kernel.path, initrd: resolved.initrd?.path ?? null, cmdline: kernelCmdline(input.name, input.leases, input.extras?.kernelArgs) },
     consoleLog: files.consoleLog,
     vnc: true,
+    ...(input.extras?.agent === true ? { agentChannel: true } : {}),
   };
 }
 
@@ -67,5 +70,7 @@ export function createQemuDriver(context: DriverContext): GuestDriver {
       // --force takes the console over from an earlier session that was left open.
       return { file: 'virsh', args: ['-q', '-c', context.hypervisor.uri, 'console', '--force', name], cwd: '/' };
     },
+    // QEMU's guest agent in the image, on the channel a definition with `agent` gives the domain.
+    agent: (name, files) => createQemuAgent(context.hypervisor.uri, name, agentDir(files.dir)),
   };
 }
