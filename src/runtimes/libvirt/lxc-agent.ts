@@ -204,7 +204,7 @@ export function createLxcAgent(name: string, places: LxcAgentPlaces, stateDir = 
         await checkOpenedInRoot(name, guestPath, root, handle);
         const st = await handle.stat();
         if (!st.isFile()) throw new AgentError(`getFile from ${name}: ${guestPath} is not a regular file`);
-        if (st.size > maxBytes) throw new AgentError(`getFile from ${name}: ${guestPath} has ${st.size} bytes, more than the ${maxBytes} allowed`);
+        if (st.size > maxBytes) throw new AgentError(`getFile from ${name}: ${guestPath} has ${st.size} bytes, more than the ${maxBytes} bytes allowed`);
         await copyOut(handle, temp, maxBytes, () => new AgentError(`getFile from ${name}: ${guestPath} has more than the ${maxBytes} bytes allowed`));
         await rename(temp, hostPath);
       } catch (error) {

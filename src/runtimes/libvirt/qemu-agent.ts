@@ -157,7 +157,7 @@ export function createQemuAgent(uri: string, name: string, recordsDir: string): 
       try {
         await withGuestFile(guestPath, 'r', async (handle) => {
           const end = await command<{ position: number }>('guest-file-seek', { handle, offset: 0, whence: 'end' });
-          if (end.position > maxBytes) throw new AgentError(`getFile from ${name}: ${guestPath} has ${end.position} bytes, more than the ${maxBytes} allowed`);
+          if (end.position > maxBytes) throw new AgentError(`getFile from ${name}: ${guestPath} has ${end.position} bytes, more than the ${maxBytes} bytes allowed`);
           await command('guest-file-seek', { handle, offset: 0, whence: 'set' });
           let total = 0;
           for (;;) {
