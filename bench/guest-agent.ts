@@ -81,11 +81,16 @@ async function stagingDisk(agent: GuestAgent, name: string, payload: string, wor
   await run('cp', [payload, join(tree, 'payload')]);
   const mkfs = await timed(() => run('mkfs.ext2', ['-q', '-F', '-d', tree, image, `${Math.ceil((SIZE * 1.25) / (1 << 20)) + 4}M`]));
   await chmod(image, 0o644);
-  const attach = await timed(() => run('virsh', ['-c', URI, 'attach-disk', name, image, target, '--targetbus', 'virtio', '--driver', 'qemu', '--subdriver', 'raw', '--live']));
-  const copy = await timed(() => inGuest(agent, {
-    path: '/bin/sh',
-    args: ['-c', `for i in $(seq 300); do [ -b /dev/${target} ] && break; sleep 0.1; done; mkdir -p /mnt/${target} && mount -o ro /dev/${target} /mnt/${target} && cp /mnt/${target}/payload /tmp/disk-staged && umount /mnt/${target}`],
-    env: [],
+  const serial = `stage${round}`;
+  const attach = await timed(() => run('virsh', ['-c', URI, 'attach-disk', name, image, target, '--targetbus', 'virtio', '--driver', 'qemu', '--subdriver', 'raw', '--serial', serial, '--live']));
+  // The guest names its disks in the order it sees them: the staging disk is found by its serial.
+  const script = [
+    `for i in $(seq 300); do for b in /sys/block/vd*; do [ "$(cat $b/serial 2>/dev/null)" = ${serial} ] && dev=/dev/\${b##*/}; done; [ -n "$dev" ] && [ -b "$dev" ] && break; sleep 0.1; done`,
+    `mkdir -p /mnt/${serial} && mount -o ro "$dev" /mnt/${serial} && cp /mnt/${serial}/payload /tmp/disk-staged && umount /mnt/${serial}`,
+  ].join('; ');
+  const copy = await timed(() => inGuest(agent, { path: '/bin/sh', args: ['-c', `exec 2>/tmp/staging-errors; ${script} || { ls /sys/block >&2; dmesg | tail -5 >&2; exit 1; }`], env: [] }).catch(async (error: unknown) => {
+    await agent.getFile('/tmp/staging-errors', join(work, 'errors'), 65536);
+    throw new Error(`${String(error)}: ${await readFile(join(work, 'errors'), 'utf8')}`);
   }));
   return { total: mkfs + attach + copy, parts: `mkfs ${mkfs.toFixed(2)} s, attach ${attach.toFixed(2)} s, mount+cp ${copy.toFixed(2)} s` };
 }
