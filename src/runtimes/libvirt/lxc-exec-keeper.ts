@@ -97,6 +97,8 @@ function keep(requestFile: string): void {
     const n = Number(pidText.split('\n')[0]!.trim());
     if (!Number.isInteger(n) || n < 1) return;
     pid = n;
+    // An earlier program of the same pid is forgotten before this one can end.
+    rmSync(keeperFiles(request.recordsDir, pid).exit, { force: true });
     writeAtomically(keeperFiles(request.recordsDir, pid).keeper, JSON.stringify({ keeper: process.pid, requestFile }));
     tell({ pid });
     pipe.destroy();
