@@ -42,7 +42,7 @@ export interface GuestDefinition {
   /**
    * Gives the guest an in-guest agent: for a virtual machine, the virtio-serial channel on which
    * QEMU's guest agent (qemu-ga, in the image) listens. A container needs none: its agent is
-   * nodemgr entering its namespaces (see the driver's capabilities.agent).
+   * nodemgr entering its namespaces (lxc-agent.ts).
    */
   readonly agent?: boolean;
   /** How start hears that the guest is ready; by default by its kind's marker within the node's guest_ready_timeout. */
@@ -52,7 +52,7 @@ export interface GuestDefinition {
 /**
  * `marker`: the guest reports ready as its kind does (a line on the serial console, a file in a
  * container's root); `agent`: its agent answers guest-ping within timeoutMs (a container's: its
- * namespaces can be entered and run /bin/sh).
+ * init runs, so that its namespaces can be entered).
  */
 export type GuestReadiness = { readonly by: 'marker' } | { readonly by: 'agent'; readonly timeoutMs: number };
 

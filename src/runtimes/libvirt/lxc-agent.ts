@@ -164,7 +164,12 @@ export function createLxcAgent(name: string, places: LxcAgentPlaces, stateDir = 
       if (recorded) return recorded;
       const files = keeperFiles(recordsDir, pid);
       const keeper = await readFile(files.keeper, 'utf8').then((t) => JSON.parse(t) as { keeper: number; requestFile: string }, () => null);
-      if (keeper === null) throw new AgentError(`no program with pid ${pid} was started by exec in ${name} since it booted`);
+      if (keeper === null) {
+        // Its keeper may have written the exit and gone between the two reads.
+        const late = await records.read(pid);
+        if (late) return late;
+        throw new AgentError(`no program with pid ${pid} was started by exec in ${name} since it booted`);
+      }
       if (await keeperRuns(keeper.keeper, keeper.requestFile)) return { exited: false };
       // Its keeper ended: it wrote the exit just now, or it was killed without (the host restarted).
       return (await records.read(pid)) ?? { exited: true, exitCode: null, signal: null };
@@ -204,7 +209,7 @@ export function createLxcAgent(name: string, places: LxcAgentPlaces, stateDir = 
         await checkOpenedInRoot(name, guestPath, root, handle);
         const st = await handle.stat();
         if (!st.isFile()) throw new AgentError(`getFile from ${name}: ${guestPath} is not a regular file`);
-        if (st.size > maxBytes) throw new AgentError(`getFile from ${name}: ${guestPath} has ${st.size} bytes, more than the ${maxBytes} allowed`);
+        if (st.size > maxBytes) throw new AgentError(`getFile from ${name}: ${guestPath} has ${st.size} bytes, more than the ${maxBytes} bytes allowed`);
         await copyOut(handle, temp, maxBytes, () => new AgentError(`getFile from ${name}: ${guestPath} has more than the ${maxBytes} bytes allowed`));
         await rename(temp, hostPath);
       } catch (error) {

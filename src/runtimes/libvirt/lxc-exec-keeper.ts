@@ -89,16 +89,19 @@ function keep(requestFile: string): void {
   let pidText = '';
   let pid: number | null = null;
   const pipe = child.stdio[3]!;
+  // The line comes before the program runs; the pipe itself stays open as long as nsenter does.
   pipe.on('data', (data: Buffer) => {
+    if (pid !== null) return;
     pidText += data.toString();
-  });
-  pipe.on('end', () => {
-    const n = Number(pidText.trim());
+    if (!pidText.includes('\n')) return;
+    const n = Number(pidText.split('\n')[0]!.trim());
     if (!Number.isInteger(n) || n < 1) return;
     pid = n;
+    // An earlier program of the same pid is forgotten before this one can end.
+    rmSync(keeperFiles(request.recordsDir, pid).exit, { force: true });
     writeAtomically(keeperFiles(request.recordsDir, pid).keeper, JSON.stringify({ keeper: process.pid, requestFile }));
     tell({ pid });
-    process.stdout.destroy();
+    pipe.destroy();
   });
   child.on('error', (error) => tell({ error: `cannot run ${NSENTER}: ${error.message}` }));
   child.on('close', (code, signal) => {

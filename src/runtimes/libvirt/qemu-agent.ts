@@ -38,7 +38,7 @@ export function createQemuAgent(uri: string, name: string, recordsDir: string): 
   const records: ExecRecords = execRecords(recordsDir);
 
   /** One agent command; its "return". */
-  const command = async <T>(execute: string, args: Record<string, unknown> | null, timeoutS = COMMAND_TIMEOUT_S): Promise<T> => {
+  const command: AgentCommand = async <T>(execute: string, args: Record<string, unknown> | null, timeoutS = COMMAND_TIMEOUT_S): Promise<T> => {
     const json = JSON.stringify(args === null ? { execute } : { execute, arguments: args });
     try {
       const { stdout } = await runCommand('virsh', ['-q', '-c', uri, 'qemu-agent-command', name, json, '--timeout', String(timeoutS)], {
@@ -84,19 +84,6 @@ export function createQemuAgent(uri: string, name: string, recordsDir: string): 
     }
   };
 
-  /** Runs `task` on an open guest file, which is closed after it however it ends. */
-  const withGuestFile = async <T>(path: string, mode: 'r' | 'w', task: (handle: number) => Promise<T>): Promise<T> => {
-    const handle = await command<number>('guest-file-open', { path, mode }).catch((error: unknown) => {
-      if (mode === 'r' && /no such file/i.test(describeError(error))) throw new AgentError(`getFile from ${name}: ${path} is missing`);
-      throw error;
-    });
-    try {
-      return await task(handle);
-    } finally {
-      await command('guest-file-close', { handle }).catch(() => undefined);
-    }
-  };
-
   return {
     async ping(timeoutMs) {
       // An agent that is not connected yet (the guest still booting) fails at once: asked again
@@ -128,54 +115,84 @@ export function createQemuAgent(uri: string, name: string, recordsDir: string): 
       return state;
     },
 
-    async putFile(hostPath, guestPath, mode) {
-      checkMode(name, mode);
-      if (!guestPath.startsWith('/')) throw new AgentError(`putFile in ${name} refused: ${guestPath} is not an absolute path`);
-      const source = await open(hostPath, 'r').catch((error: unknown) => {
-        throw new AgentError(`putFile to ${name}: cannot read ${hostPath}: ${describeError(error)}`);
-      });
-      try {
-        await runHelper({ path: '/bin/mkdir', args: ['-p', '--', dirname(guestPath)], env: [] });
-        await withGuestFile(guestPath, 'w', async (handle) => {
-          const buffer = Buffer.alloc(WRITE_CHUNK_BYTES);
-          for (;;) {
-            const { bytesRead } = await source.read(buffer, 0, WRITE_CHUNK_BYTES, null);
-            if (bytesRead === 0) break;
-            const written = await command<{ count: number }>('guest-file-write', { handle, 'buf-b64': buffer.toString('base64', 0, bytesRead) });
-            if (written.count !== bytesRead) throw new AgentError(`putFile to ${name}: ${guestPath} took ${written.count} of ${bytesRead} bytes`);
-          }
-        });
-        if (mode !== undefined) await runHelper({ path: '/bin/chmod', args: [mode.toString(8).padStart(4, '0'), '--', guestPath], env: [] });
-      } finally {
-        await source.close();
-      }
-    },
-
-    async getFile(guestPath, hostPath, maxBytes) {
-      const temp = `${hostPath}.${randomBytes(4).toString('hex')}.part`;
-      const target = await open(temp, 'wx', 0o600);
-      try {
-        await withGuestFile(guestPath, 'r', async (handle) => {
-          const end = await command<{ position: number }>('guest-file-seek', { handle, offset: 0, whence: 'end' });
-          if (end.position > maxBytes) throw new AgentError(`getFile from ${name}: ${guestPath} has ${end.position} bytes, more than the ${maxBytes} allowed`);
-          await command('guest-file-seek', { handle, offset: 0, whence: 'set' });
-          let total = 0;
-          for (;;) {
-            const chunk = await command<{ count: number; 'buf-b64': string; eof: boolean }>('guest-file-read', { handle, count: READ_CHUNK_BYTES });
-            total += chunk.count;
-            // It may have grown since its size was read.
-            if (total > maxBytes) throw new AgentError(`getFile from ${name}: ${guestPath} has more than the ${maxBytes} bytes allowed`);
-            if (chunk.count > 0) await target.write(Buffer.from(chunk['buf-b64'], 'base64'));
-            if (chunk.eof || chunk.count === 0) break;
-          }
-        });
-        await target.close();
-        await rename(temp, hostPath);
-      } catch (error) {
-        await target.close().catch(() => undefined);
-        await rm(temp, { force: true });
-        throw error;
-      }
-    },
+    putFile: (hostPath, guestPath, mode) => putFileByAgent({ name, command, runHelper }, hostPath, guestPath, mode),
+    getFile: (guestPath, hostPath, maxBytes) => getFileByAgent({ name, command, runHelper }, guestPath, hostPath, maxBytes),
   };
+}
+
+/** One agent command; its "return". */
+type AgentCommand = <T>(execute: string, args: Record<string, unknown> | null, timeoutS?: number) => Promise<T>;
+
+/** What the file calls need of the agent. */
+interface FileContext {
+  readonly name: string;
+  readonly command: AgentCommand;
+  /** Runs a helper program to its end; AgentError unless it exits 0. */
+  readonly runHelper: (request: ExecRequest) => Promise<void>;
+}
+
+/** Runs `task` on an open guest file, which is closed after it however it ends. */
+async function withGuestFile<T>(agent: FileContext, path: string, mode: 'r' | 'w', task: (handle: number) => Promise<T>): Promise<T> {
+  const { name, command } = agent;
+  const handle = await command<number>('guest-file-open', { path, mode }).catch((error: unknown) => {
+    if (mode === 'r' && /no such file/i.test(describeError(error))) throw new AgentError(`getFile from ${name}: ${path} is missing`);
+    throw error;
+  });
+  try {
+    return await task(handle);
+  } finally {
+    await command('guest-file-close', { handle }).catch(() => undefined);
+  }
+}
+
+async function putFileByAgent(agent: FileContext, hostPath: string, guestPath: string, mode: number | undefined): Promise<void> {
+  const { name, command, runHelper } = agent;
+  checkMode(name, mode);
+  if (!guestPath.startsWith('/')) throw new AgentError(`putFile in ${name} refused: ${guestPath} is not an absolute path`);
+  const source = await open(hostPath, 'r').catch((error: unknown) => {
+    throw new AgentError(`putFile to ${name}: cannot read ${hostPath}: ${describeError(error)}`);
+  });
+  try {
+    await runHelper({ path: '/bin/mkdir', args: ['-p', '--', dirname(guestPath)], env: [] });
+    await withGuestFile(agent, guestPath, 'w', async (handle) => {
+      const buffer = Buffer.alloc(WRITE_CHUNK_BYTES);
+      for (;;) {
+        const { bytesRead } = await source.read(buffer, 0, WRITE_CHUNK_BYTES, null);
+        if (bytesRead === 0) break;
+        const written = await command<{ count: number }>('guest-file-write', { handle, 'buf-b64': buffer.toString('base64', 0, bytesRead) });
+        if (written.count !== bytesRead) throw new AgentError(`putFile to ${name}: ${guestPath} took ${written.count} of ${bytesRead} bytes`);
+      }
+    });
+    if (mode !== undefined) await runHelper({ path: '/bin/chmod', args: [mode.toString(8).padStart(4, '0'), '--', guestPath], env: [] });
+  } finally {
+    await source.close();
+  }
+}
+
+async function getFileByAgent(agent: FileContext, guestPath: string, hostPath: string, maxBytes: number): Promise<void> {
+  const { name, command } = agent;
+  const temp = `${hostPath}.${randomBytes(4).toString('hex')}.part`;
+  const target = await open(temp, 'wx', 0o600);
+  try {
+    await withGuestFile(agent, guestPath, 'r', async (handle) => {
+      const end = await command<{ position: number }>('guest-file-seek', { handle, offset: 0, whence: 'end' });
+      if (end.position > maxBytes) throw new AgentError(`getFile from ${name}: ${guestPath} has ${end.position} bytes, more than the ${maxBytes} bytes allowed`);
+      await command('guest-file-seek', { handle, offset: 0, whence: 'set' });
+      let total = 0;
+      for (;;) {
+        const chunk = await command<{ count: number; 'buf-b64': string; eof: boolean }>('guest-file-read', { handle, count: READ_CHUNK_BYTES });
+        total += chunk.count;
+        // It may have grown since its size was read.
+        if (total > maxBytes) throw new AgentError(`getFile from ${name}: ${guestPath} has more than the ${maxBytes} bytes allowed`);
+        if (chunk.count > 0) await target.write(Buffer.from(chunk['buf-b64'], 'base64'));
+        if (chunk.eof || chunk.count === 0) break;
+      }
+    });
+    await target.close();
+    await rename(temp, hostPath);
+  } catch (error) {
+    await target.close().catch(() => undefined);
+    await rm(temp, { force: true });
+    throw error;
+  }
 }
