@@ -8,6 +8,12 @@ export const FaultCode = {
   argumentCount: 101,
   /** An argument is of the wrong type or names nothing usable; the message says which. */
   invalidArgument: 102,
+  /** No task, reservation or instance of that ticket or id on the node. */
+  unknownTask: 103,
+  /** The task's state does not allow what was asked (confirming a running task, removing one not done). */
+  taskState: 104,
+  /** The task or instances do not fit in the node's capacity budget; the message gives the numbers. */
+  noCapacity: 105,
   /** The caller may not do this. */
   permissionDenied: 108,
   /** The request is not well-formed XML, or is larger than the limit. */

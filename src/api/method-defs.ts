@@ -3,6 +3,7 @@
 // the host is changed by the account supervisors, to which a method hands its work.
 import type { MethodDef, Param, XmlRpcType } from './method-types.js';
 import { imageMethods } from './image-methods.js';
+import { taskMethods } from './task-methods.js';
 import { acceptTicket, type NodeApi, type NodeApiDeps } from './node-api.js';
 import type { Caller } from './identity.js';
 
@@ -78,6 +79,8 @@ export function nodeMethodDefs(api: NodeApi, deps: NodeApiDeps): MethodDef[] {
     },
     // The node's image cache (libvirt slivers start from it).
     ...imageMethods(deps.images),
+    // On-demand work: XenBEE's tasks and Condor Cloud's instances, owned by their callers.
+    ...taskMethods(deps.tasks, deps.images, deps.now),
     // The original's names, kept for its clients.
     { ...create, name: 'CreateSliver', help: 'The same as Create.' },
     { ...destroy, name: 'DeleteSliver', help: 'The same as Destroy.' },

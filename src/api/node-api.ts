@@ -6,6 +6,7 @@ import { recordOfSliver, sliverKey, sliverRecords } from '../db/records.js';
 import type { DatabaseStore } from '../db/store.js';
 import type { AdoptedRecord, NodeRecord, SliverNodeState } from '../db/types.js';
 import type { RecordWriter } from '../db/record-writer.js';
+import type { TaskEngine } from '../tasks/engine.js';
 import type { ImageCache } from '../images/cache.js';
 import type { Logger } from '../log.js';
 import { desiredState } from '../reconcile/desired.js';
@@ -51,6 +52,8 @@ export interface NodeApiDeps {
   readonly images?: ImageCache;
   /** The certificate subjects that may call (allowed_users); without it every certificate caller is refused. */
   readonly allowedUsers?: { readonly path?: string; allows(subject: string): Promise<boolean> };
+  /** The on-demand tasks and instances; without it their methods answer that they are not served. */
+  readonly tasks?: TaskEngine;
 }
 
 export function nodeApi(deps: NodeApiDeps) {

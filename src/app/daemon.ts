@@ -5,7 +5,7 @@ import { chmod, mkdir, stat } from 'node:fs/promises';
 import { relative } from 'node:path';
 import { createLimiter } from '../accounts/limiter.js';
 import { createSupervisors } from '../accounts/supervisor.js';
-import { databaseAddressBook } from '../addresses/address-book.js';
+import { databaseAddressBook, scopedAddressBook } from '../addresses/address-book.js';
 import { createAddressPoolFile } from '../addresses/pool-file.js';
 import { startPoller } from '../authority/poller.js';
 import type { Config } from '../config/config.js';
@@ -29,6 +29,8 @@ import { describeError } from '../util/errors.js';
 import { prepareDelegateShell, prepareTlsListener, startApi } from './api.js';
 import { createGuestRuntime, createRuntime, createUnixRuntimeOf } from './factories.js';
 import { startGateway } from './gateway.js';
+import { createTasks, createTaskGuests, taskImagesInUse } from './tasks.js';
+import { isOnDemandGuest } from '../tasks/task-guest.js';
 import { byteCapPath, databasePath, lockPath } from './paths.js';
 import { every, services, type Services } from './services.js';
 
@@ -56,7 +58,9 @@ async function startParts(config: Config, logger: Logger, all: Services) {
     dir: config.imageCacheDir, maxBytes: config.imageCacheMaxBytes, inUse: () => imagesInUse(store.data), logger,
   }), (cache) => cache.close());
   const addresses = databaseAddressBook(store, createAddressPoolFile(config.addressPool, logger), now);
-  const guests = await all.add('guests', () => createGuestRuntime(config, logger, { images, addresses, now }), (g) => g.close());
+  // The slivers' guests and the on-demand guests are two lifecycles: each sees only its own leases.
+  const sliverAddresses = scopedAddressBook(addresses, (holder) => !isOnDemandGuest(holder));
+  const guests = await all.add('guests', () => createGuestRuntime(config, logger, { images, addresses: sliverAddresses, now }), (g) => g.close());
   const unix = createUnixRuntimeOf(config, logger);
   const runtime = createRuntime(config, logger, { unix, guests });
   const desired = desiredOfRecords(config.defaultRuntime);
@@ -88,10 +92,19 @@ async function startParts(config: Config, logger: Logger, all: Services) {
     return s.stop();
   });
   const records = recordWriter(store, logger);
+  const taskGuests = await all.add('task guests', () => createTaskGuests(config, { images, addresses, logger, now }), (g) => g.close());
+  const tasks = await all.add('tasks', async () => {
+    const engine = createTasks(config, { store, images, addresses, desired: () => desired(store.data), logger, now }, taskGuests);
+    await engine.start();
+    return engine;
+  }, (engine) => {
+    taskGuests.interrupt();
+    return engine.stop();
+  });
   const documents = createDocumentSync({ config, store, records, syncStatus, logger, now });
   const converger = createConverger({ store, records, runtime, supervisors, logger, now, desired, afterPass: () => enforcer.refresh() });
   return {
-    now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger,
+    now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger, tasks,
   };
 }
 
@@ -122,7 +135,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
   await prepareDirectories(config);
   const all = services(logger);
   const parts = await startParts(config, logger, all);
-  const { now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger } = parts;
+  const { now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger, tasks } = parts;
   await startTimers(config, logger, all, parts);
 
   await prepareDelegateShell(config, logger);
@@ -134,7 +147,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     return found.get(name) ?? {};
   };
   const { call } = await all.add('api', () => startApi(config, {
-    store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images, tls,
+    store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images, tls, tasks,
   }), ({ server }) => server.close());
   // Without the gateway slivers are still managed and the API still answers locally: logged, not fatal.
   await all.add('ssh gateway', () => startGateway(config, { store, runtime, unix, guests, enforcer, call, logger }).catch((error: unknown) => {
@@ -202,6 +215,11 @@ async function prepareDirectories(config: Config): Promise<void> {
   // The guests' files are under the state directory by default, and the hypervisor's user must
   // reach them: the directory may be searched by others (its files are the owner's alone).
   if (isInside(config.guestDir, config.stateDir)) await chmod(config.stateDir, (await stat(config.stateDir)).mode & 0o777 | 0o001);
+  // The tasks' guests' files are under task_dir, which the hypervisor's user searches too; each
+  // spool in it is the daemon's alone (0700).
+  if (isInside(config.taskDir, config.stateDir)) await chmod(config.stateDir, (await stat(config.stateDir)).mode & 0o777 | 0o001);
+  await mkdir(config.taskDir, { recursive: true, mode: 0o711 });
+  await chmod(config.taskDir, (await stat(config.taskDir)).mode & 0o777 | 0o001);
   await mkdir(config.runDir, { recursive: true, mode: 0o755 });
 }
 
@@ -210,11 +228,12 @@ function isInside(path: string, dir: string): boolean {
   return rel !== '' && !rel.startsWith('..') && !rel.startsWith('/');
 }
 
-/** The images slivers refer to, by name or URI as their slices give them (the cache matches them). */
+/** The images slivers, tasks and instances refer to, by name or URI as they give them (the cache matches them). */
 function imagesInUse(db: NodeDatabase): ReadonlySet<string> {
   const refs = new Set<string>();
   for (const s of sliverRecords(db)) {
     for (const ref of [s.vref, s.guest.kernel, s.guest.initrd]) if (ref !== null) refs.add(ref);
   }
+  for (const ref of taskImagesInUse(db)) refs.add(ref);
   return refs;
 }

@@ -1,15 +1,13 @@
 // `nodemgr image add|ls|rm`: the node's image cache, through the daemon's API on its Unix socket
 // (the daemon is the cache's only writer; adding and removing need root).
-import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../config/config.js';
 import { IMAGE_TYPES, type ImageEntry } from '../images/index.js';
 import { cachedImagesClassad } from '../images/classad.js';
 import { formatImageTable } from '../images/table.js';
 import { describeError } from '../util/errors.js';
+import { ApiCallFault, callApi } from './api-client.js';
 import { formatBytes } from '../util/text.js';
-
-const xmlrpc = createRequire(import.meta.url)('xmlrpc') as typeof import('xmlrpc');
 
 export const IMAGE_USAGE = `usage: nodemgr image <command> [options]
 
@@ -40,25 +38,11 @@ class ImageUsageError extends Error {}
 
 /** An answer of the API: its value, or the fault's message (with a hint where one helps). */
 async function call(config: Config, method: string, params: unknown[], timeoutMs: number | null): Promise<unknown> {
-  const client = xmlrpc.createClient({ socketPath: config.apiSocket, path: '/RPC2' } as Parameters<typeof xmlrpc.createClient>[0]);
   try {
-    return await new Promise<unknown>((resolve, reject) => {
-      const timer = timeoutMs === null ? null
-        : setTimeout(() => reject(new Error(`no answer from ${config.apiSocket} within ${timeoutMs / 1000} s`)), timeoutMs);
-      client.methodCall(method, params, (error: unknown, value: unknown) => {
-        if (timer) clearTimeout(timer);
-        if (error) reject(error);
-        else resolve(value);
-      });
-    });
+    return await callApi(config, method, params, timeoutMs);
   } catch (error) {
-    const e = error as { faultCode?: number; faultString?: string; code?: string; message?: string };
-    if (e.faultCode === 108) throw new Error(`${e.faultString} (adding and removing images needs root)`);
-    if (typeof e.faultCode === 'number') throw new Error(e.faultString);
-    if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
-      throw new Error(`the daemon's API socket ${config.apiSocket} is not answering (${e.code}); is the daemon running?`);
-    }
-    throw new Error(e.message ?? String(error));
+    if (error instanceof ApiCallFault && error.code === 108) throw new Error(`${error.message} (adding and removing images needs root)`);
+    throw error;
   }
 }
 

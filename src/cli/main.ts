@@ -10,6 +10,7 @@ import { runCall } from './call.js';
 import { isImageCommand, runImage } from './image.js';
 import { runPlan } from './plan.js';
 import { runStatus } from './status.js';
+import { runTaskCommand, taskCommandOf } from './tasks.js';
 import { describeError } from '../util/errors.js';
 
 const USAGE = `usage: nodemgr <command> [options]
@@ -27,6 +28,10 @@ commands:
                     an ARG that parses as JSON is passed as that value, else as a string,
                     e.g. nodemgr call GetRSpec pl_web; nodemgr call system.listMethods
   image add|ls|rm   the node's image cache (nodemgr image help)
+  task reserve|confirm|submit|status|terminate
+                    XenBEE's tasks: jobs in guests, on demand (nodemgr task help)
+  instance launch|ls|terminate
+                    Condor Cloud's stateless instances (nodemgr task help)
   help              show this text
 
 options for every command:
@@ -94,6 +99,8 @@ async function runDaemon(config: Config, once: boolean): Promise<number> {
 
 export async function main(argv: string[]): Promise<number> {
   if (isImageCommand(argv)) return runImage(argv);
+  const onDemand = taskCommandOf(argv);
+  if (onDemand !== null) return runTaskCommand(argv, onDemand);
   const { values, positionals } = parse(argv);
   const command = positionals[0] ?? (values.help ? 'help' : undefined);
   if (!command || command === 'help' || values.help) {

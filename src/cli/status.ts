@@ -5,6 +5,11 @@ import { createGuestRuntime, NO_GUEST_PARTS } from '../app/factories.js';
 import { byteCapPath, databasePath } from '../app/paths.js';
 import { readOnlyAddressBook } from '../addresses/address-book.js';
 import { readImageIndex } from '../images/store.js';
+import { availableParallelism, totalmem } from 'node:os';
+import { sliverUses } from '../app/tasks.js';
+import { desiredState } from '../reconcile/desired.js';
+import { budgetView } from '../tasks/budget.js';
+import { taskUses } from '../tasks/engine.js';
 import type { GuestStatus } from '../runtimes/types.js';
 import { readDatabaseSnapshot } from '../db/store.js';
 import type { NodeDatabase } from '../db/types.js';
@@ -71,6 +76,8 @@ export async function runStatus(config: Config, options: { json: boolean }): Pro
     limitsInForce: await limitsOnHost(config, planned),
     guests: await guestsOnHost(config, planned, db),
     ...images,
+    capacity: budgetView({ vcpus: availableParallelism(), memoryBytes: totalmem() }, { cpu: config.cpuOvercommit, memory: config.memOvercommit },
+      [...sliverUses(desiredState(db, config.defaultRuntime)), ...taskUses(Object.values(db.tasks))]),
     ...(config.sshPort === 0 ? {} : {
       sshGateway: { address: `${config.sshAddress}:${config.sshPort}`, fingerprint: await savedHostKeyFingerprint(config.stateDir) },
     }),

@@ -183,8 +183,13 @@ export interface TaskRecord {
   readonly guest: string;
   /** The XSDL document confirmed (a task); null before the confirm and for an instance. */
   readonly xsdl: string | null;
-  /** An instance's image, size and the ssh key put into it. */
+  /**
+   * An instance's image, size and the ssh key put into it; its kernel and initrd when it boots one
+   * directly (cache names or URIs, as its image).
+   */
   readonly image: string | null;
+  readonly kernel: string | null;
+  readonly initrd: string | null;
   readonly size: InstanceSize | null;
   readonly ssh_key: string | null;
   /** What it holds of the capacity budget from its confirm or launch until it is done. */

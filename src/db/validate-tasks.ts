@@ -9,7 +9,7 @@ import {
 
 const TASK_FIELDS: Fields<TaskRecord> = {
   task_id: true, ticket: true, kind: true, owner: true, state: true, times: true, reason: true, exit_code: true, signal: true,
-  runtime: true, guest: true, xsdl: true, image: true, size: true, ssh_key: true, vcpus: true, memory_bytes: true,
+  runtime: true, guest: true, xsdl: true, image: true, kernel: true, initrd: true, size: true, ssh_key: true, vcpus: true, memory_bytes: true,
   address: true, vnc: true, expires: true, job_pid: true, terminating: true,
 };
 const TASK_KINDS: Record<TaskKind, true> = { task: true, instance: true };
@@ -47,6 +47,8 @@ export function taskRecord(value: unknown, path: string, key: string): TaskRecor
     guest: name(o.guest, at('guest')),
     xsdl: optionalString(o.xsdl, at('xsdl')),
     image: optionalString(o.image, at('image')),
+    kernel: optionalString(o.kernel, at('kernel')),
+    initrd: optionalString(o.initrd, at('initrd')),
     size: o.size === null ? null : member(o.size, at('size'), SIZES),
     ssh_key: optionalString(o.ssh_key, at('ssh_key')),
     vcpus: integer(o.vcpus, at('vcpus')),

@@ -7,6 +7,8 @@ import type { Rspec } from '../rspec/resources.js';
 import { desiredState } from '../reconcile/desired.js';
 import type { ImageEntry } from '../images/index.js';
 import { formatImageTable } from '../images/table.js';
+import { cachedImagesClassad } from '../images/classad.js';
+import { describeNeed, type BudgetView } from '../tasks/budget.js';
 import { printable } from '../util/text.js';
 import type { GuestStatus } from '../runtimes/types.js';
 import type { RuntimeKind } from '../slices/types.js';
@@ -46,6 +48,8 @@ export interface NodeStatus {
   readonly images?: readonly ImageEntry[];
   /** Why the image cache could not be read. */
   readonly imagesProblem?: string;
+  /** The capacity budget that libvirt slivers, tasks and instances share, and who holds it. */
+  readonly capacity?: BudgetView;
   /** Why the node database on disk is older than the running daemon's; absent: it is not (or no daemon runs). */
   readonly databaseProblem?: WriteProblem;
 }
@@ -103,6 +107,14 @@ function formatTimestamp(seconds: number | null): string {
 }
 
 /** The human-readable table; text that came from outside is shown with its control characters escaped. */
+/** The budget in a line, then one line per holder. */
+export function formatCapacity(view: BudgetView): string[] {
+  return [
+    `capacity: ${describeNeed(view.total)} in all, ${describeNeed(view.used)} used, ${describeNeed(view.free)} free`,
+    ...view.uses.map((u) => `  ${u.holder.padEnd(24)} ${describeNeed(u)}`),
+  ];
+}
+
 export function formatNodeStatus(status: NodeStatus): string {
   return formatStatusLines(status).split('\n').map(printable).join('\n');
 }
@@ -195,9 +207,10 @@ function formatStatusLines(status: NodeStatus): string {
     }
     lines.push('', 'libvirt slivers as libvirt holds them:', pad(rows));
   }
+  if (status.capacity) lines.push('', ...formatCapacity(status.capacity));
   if (status.images) {
     lines.push('', status.images.length === 0 ? 'image cache: empty' : `image cache (${status.images.length}):`);
-    if (status.images.length > 0) lines.push(formatImageTable(status.images));
+    if (status.images.length > 0) lines.push(formatImageTable(status.images), cachedImagesClassad(status.images.map((e) => e.name)));
   } else if (status.imagesProblem) {
     lines.push('', `image cache not read: ${status.imagesProblem}`);
   }

@@ -67,7 +67,7 @@ function sampleDatabase(): NodeDatabase {
         task_id: 'a1b2c3d4', ticket: '0f'.repeat(16), kind: 'task', owner: 'subject:/OU=Persons/CN=test user 1', state: 'Finished',
         times: { submit: '2026-01-01T00:00:00.000Z', confirm: '2026-01-01T00:00:01.000Z', finished: '2026-01-01T00:01:00.000Z' },
         reason: null, exit_code: 3, signal: null, runtime: 'qemu', guest: 'task.a1b2c3d4', xsdl: '<JobDefinition/>',
-        image: null, size: null, ssh_key: null, vcpus: 1, memory_bytes: 536870912, address: null, vnc: null, expires: null,
+        image: null, kernel: null, initrd: null, size: null, ssh_key: null, vcpus: 1, memory_bytes: 536870912, address: null, vnc: null, expires: null,
         job_pid: 412, terminating: null,
       },
     },
