@@ -9,7 +9,7 @@ import { describeError, PermanentError } from '../util/errors.js';
 import { signalName } from './job.js';
 import { makeSpool, removeFetched, spoolOf } from './spool.js';
 import { advance, isDone, jobEnded, mayHaveGuest } from './states.js';
-import { agentOf, gatherOutputs, stageIn, stageOut, startGuest, startJob } from './steps.js';
+import { agentOf, gatherOutputs, readOutputs, stageIn, stageOut, startGuest, startJob, usesStagingDisks } from './steps.js';
 import { describeTask, type TaskContext } from './task-context.js';
 import { parseXsdl } from './xsdl.js';
 import type { XsdlJob } from './xsdl-types.js';
@@ -71,7 +71,7 @@ export async function runTask(ctx: TaskContext, id: string, signal: AbortSignal)
           break;
         case 'Running:Stage-In':
           await makeSpool(spool);
-          await stageIn(ctx, job, spool, signal);
+          await stageIn(ctx, task, job, spool, signal);
           await move('Running:Instance-Starting');
           break;
         case 'Running:Instance-Starting':
@@ -138,12 +138,17 @@ async function removeGuest(ctx: TaskContext, task: TaskRecord, graceful: boolean
 
 /** Running:Instance-Stopping after the work: the outputs read back, then the guest removed. */
 async function stopAfterWork(ctx: TaskContext, task: TaskRecord, job: XsdlJob | null): Promise<void> {
-  const running = (await ctx.guests.status(task.guest))?.state === 'running';
-  if (job !== null && job.stageOut.length > 0) {
-    if (!running) throw new PermanentError(`${INTERRUPTED}: the guest was gone before its outputs were read back`);
-    await gatherOutputs(ctx, task, job);
+  const guest = await ctx.guests.status(task.guest);
+  const outputs = job !== null && job.stageOut.length > 0 ? job : null;
+  if (outputs !== null && guest !== null) {
+    if (guest.state !== 'running') throw new PermanentError(`${INTERRUPTED}: the guest stopped before its outputs were read back`);
+    await gatherOutputs(ctx, task, outputs);
+  } else if (outputs !== null && !usesStagingDisks(task)) {
+    throw new PermanentError(`${INTERRUPTED}: the guest was gone before its outputs were read back`);
   }
-  await removeGuest(ctx, task, false);
+  if (guest !== null) await removeGuest(ctx, task, false);
+  // A virtual machine's outputs are read from its stage-out disk once nothing writes to it.
+  if (outputs !== null) await readOutputs(ctx, task, outputs);
 }
 
 const sleep = (ms: number, signal: AbortSignal) =>

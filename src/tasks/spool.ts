@@ -1,8 +1,9 @@
 // A task's spool: the directory on the host that holds what it fetched (its boot files, its
-// stage-in files) and what it read back from its guest (its outputs). The fetched files go when the
+// stage-in files), its staging disks (staging-disk.ts) and what it read back from its guest (its
+// outputs). The fetched files go when the
 // task is done; the outputs stay until the owner removes the task (TaskStatus with remove), so that
 // an upload that failed can be fetched by hand.
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { chmod, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export interface Spool {
@@ -30,12 +31,15 @@ export function spoolOf(taskDir: string, taskId: string): Spool {
 }
 
 export async function makeSpool(spool: Spool): Promise<void> {
+  // Searchable, not readable, by others: the hypervisor's user reaches the staging disks in disks/.
+  await mkdir(spool.dir, { recursive: true, mode: 0o711 });
+  await chmod(spool.dir, 0o711);
   for (const sub of ['boot', 'in', 'out']) await mkdir(join(spool.dir, sub), { recursive: true, mode: 0o700 });
 }
 
 /** Removes what the task fetched; its outputs stay. */
 export async function removeFetched(spool: Spool): Promise<void> {
-  for (const sub of ['boot', 'in']) await rm(join(spool.dir, sub), { recursive: true, force: true });
+  for (const sub of ['boot', 'in', 'disks']) await rm(join(spool.dir, sub), { recursive: true, force: true });
 }
 
 export async function removeSpool(spool: Spool): Promise<void> {

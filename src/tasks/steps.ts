@@ -5,13 +5,16 @@ import { open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatOfHeader } from '../images/index.js';
 import type { TaskRecord } from '../db/types.js';
-import type { GuestBoot } from '../runtimes/libvirt/guest-definition.js';
+import type { ExtraDisk, GuestBoot } from '../runtimes/libvirt/guest-definition.js';
 import { describeError, PermanentError } from '../util/errors.js';
 import { fetchLocation, type FetchDeps } from './fetch.js';
 import { jobDirectories, jobRequest } from './job.js';
 import { sendFile } from './send.js';
 import { spoolOf, type Spool } from './spool.js';
-import { describeTask, type GuestAgent, type TaskContext } from './task-context.js';
+import {
+  makeStageInImage, makeStageOutImage, readStagedOutput, STAGE_IN_SERIAL, STAGE_OUT_SERIAL, stageInScript, stageOutScript, STAGING_EXITS, stagingImages,
+} from './staging-disk.js';
+import { describeTask, type ExecRequest, type GuestAgent, type TaskContext } from './task-context.js';
 import { onDemandDefinition } from './task-guest.js';
 import type { Location, XsdlJob } from './xsdl-types.js';
 
@@ -36,18 +39,35 @@ export function bootOf(job: XsdlJob | null, task: TaskRecord, spool: Spool): Gue
   return { image: ref(image, 'image'), kernel: ref(kernel, 'kernel'), initrd: ref(initrd, 'initrd') };
 }
 
+/** Whether the task's files go through staging disks (a virtual machine's) rather than its agent's file calls. */
+export function usesStagingDisks(task: Pick<TaskRecord, 'runtime'>): boolean {
+  return task.runtime === 'qemu';
+}
+
+/** A virtual machine's staging disks: one to read its inputs from, one to write its outputs into. */
+function stagingDisksOf(task: TaskRecord, job: XsdlJob | null, spool: Spool): ExtraDisk[] {
+  if (job === null || !usesStagingDisks(task)) return [];
+  const images = stagingImages(spool);
+  return [
+    ...(job.stageIn.length > 0 ? [{ path: images.in, serial: STAGE_IN_SERIAL, readOnly: true }] : []),
+    ...(job.stageOut.length > 0 ? [{ path: images.out, serial: STAGE_OUT_SERIAL, readOnly: false }] : []),
+  ];
+}
+
 export function definitionOf(ctx: TaskContext, task: TaskRecord, job: XsdlJob | null) {
+  const spool = spoolOf(ctx.settings.taskDir, task.task_id);
   return onDemandDefinition({
     runtime: task.runtime,
-    boot: bootOf(job, task, spoolOf(ctx.settings.taskDir, task.task_id)),
+    boot: bootOf(job, task, spool),
+    extraDisks: stagingDisksOf(task, job, spool),
     need: { vcpus: task.vcpus, memoryBytes: task.memory_bytes },
     kernelArgs: job?.instance.kernel?.arguments ?? [],
     startTimeoutMs: ctx.settings.startTimeoutMs,
   });
 }
 
-/** Running:Stage-In: the instance's files and the stage-in files, fetched into the spool. */
-export async function stageIn(ctx: TaskContext, job: XsdlJob | null, spool: Spool, signal: AbortSignal): Promise<void> {
+/** Running:Stage-In: the instance's files and the stage-in files fetched into the spool; a virtual machine's staging disks made. */
+export async function stageIn(ctx: TaskContext, task: TaskRecord, job: XsdlJob | null, spool: Spool, signal: AbortSignal): Promise<void> {
   if (job === null) return;
   const deps = fetchDeps(ctx, signal);
   for (const part of ['kernel', 'initrd', 'image'] as const) {
@@ -55,6 +75,24 @@ export async function stageIn(ctx: TaskContext, job: XsdlJob | null, spool: Spoo
     if (location !== null && location.uri.kind === 'url') await fetchLocation(location, spool.boot(part), deps);
   }
   for (const [n, file] of job.stageIn.entries()) await fetchLocation(file.source, spool.input(n), deps);
+  if (!usesStagingDisks(task)) return;
+  if (job.stageIn.length > 0) await makeStageInImage(spool, job.stageIn);
+  if (job.stageOut.length > 0) await makeStageOutImage(spool, job.stageOut.length, ctx.settings.stageMaxBytes);
+}
+
+/** Runs a program through the agent to its end; its exit code (a signal counts as failure, -1). */
+export async function runInGuest(agent: GuestAgent, request: ExecRequest, pollMs: number): Promise<number> {
+  const pid = await agent.exec(request);
+  for (;;) {
+    const state = await agent.execStatus(pid);
+    if (state.exited) return state.exitCode ?? -1;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(pollMs, 200)));
+  }
+}
+
+/** What a staging script's exit code says, or null for 0. */
+function stagingProblem(code: number): string | null {
+  return code === 0 ? null : STAGING_EXITS[code] ?? `the staging script ended with ${code}`;
 }
 
 /** The agent of a running guest, or an error that says there is none. */
@@ -76,9 +114,12 @@ export async function startGuest(ctx: TaskContext, task: TaskRecord, job: XsdlJo
   await ctx.guests.create(task.guest, definition);
   await untilAborted(ctx.guests.start(task.guest, definition), signal);
   const agent = await agentOf(ctx, task);
-  if (job !== null) {
-    for (const [n, file] of job.stageIn.entries()) {
-      await agent.putFile(spool.input(n), file.path, file.source.mode ?? undefined);
+  if (job !== null && job.stageIn.length > 0) {
+    if (usesStagingDisks(task)) {
+      const problem = stagingProblem(await runInGuest(agent, { path: '/bin/sh', args: ['-c', stageInScript()], env: [] }, ctx.settings.pollMs));
+      if (problem !== null) throw new PermanentError(`stage-in: ${problem}`);
+    } else {
+      for (const [n, file] of job.stageIn.entries()) await agent.putFile(spool.input(n), file.path, file.source.mode ?? undefined);
     }
   }
   if (task.ssh_key !== null) {
@@ -115,14 +156,8 @@ export async function makeJobDirectories(agent: GuestAgent, job: XsdlJob, pollMs
   if (job.application.kind !== 'posix') return;
   const dirs = jobDirectories(job.application);
   if (dirs.length === 0) return;
-  const pid = await agent.exec({ path: '/bin/mkdir', args: ['-p', '--', ...dirs], env: [] });
-  for (;;) {
-    const state = await agent.execStatus(pid);
-    if (state.exited) {
-      if (state.exitCode !== 0) throw new PermanentError(`the job's directories (${dirs.join(', ')}) could not be made in the guest`);
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, Math.min(pollMs, 200)));
+  if ((await runInGuest(agent, { path: '/bin/mkdir', args: ['-p', '--', ...dirs], env: [] }, pollMs)) !== 0) {
+    throw new PermanentError(`the job's directories (${dirs.join(', ')}) could not be made in the guest`);
   }
 }
 
@@ -133,15 +168,36 @@ export async function startJob(agent: GuestAgent, job: XsdlJob, pollMs: number):
   return agent.exec(jobRequest(job.application));
 }
 
-/** The outputs read back from the guest into the spool (the guest is still running). */
+/**
+ * The outputs taken from the guest while it still runs: into the spool through the agent, or, for a
+ * virtual machine, into its stage-out disk (read on the host once the guest is gone: readOutputs).
+ */
 export async function gatherOutputs(ctx: TaskContext, task: TaskRecord, job: XsdlJob): Promise<void> {
   if (job.stageOut.length === 0) return;
   const agent = await agentOf(ctx, task);
   const spool = spoolOf(ctx.settings.taskDir, task.task_id);
+  if (usesStagingDisks(task)) {
+    const code = await runInGuest(agent, { path: '/bin/sh', args: ['-c', stageOutScript(), 'nodemgr-stage-out', ...job.stageOut.map((f) => f.path)], env: [] },
+      ctx.settings.pollMs);
+    const missing = code >= 10 ? job.stageOut[code - 10] : undefined;
+    if (missing !== undefined) throw new PermanentError(`stage-out of ${missing.path}: no such file in the guest`);
+    const problem = stagingProblem(code);
+    if (problem !== null) throw new PermanentError(`stage-out: ${problem}`);
+    return;
+  }
   for (const [n, file] of job.stageOut.entries()) {
     await agent.getFile(file.path, spool.output(n), ctx.settings.stageMaxBytes).catch((error: unknown) => {
       throw new PermanentError(`stage-out of ${file.path}: ${describeError(error)}`);
     });
+  }
+}
+
+/** A virtual machine's outputs, read from its stage-out disk once it is gone; throws naming one it did not write. */
+export async function readOutputs(ctx: TaskContext, task: TaskRecord, job: XsdlJob): Promise<void> {
+  if (!usesStagingDisks(task)) return;
+  const spool = spoolOf(ctx.settings.taskDir, task.task_id);
+  for (const [n, file] of job.stageOut.entries()) {
+    if (!(await readStagedOutput(spool, n, spool.output(n)))) throw new PermanentError(`stage-out of ${file.path}: not found on the stage-out disk`);
   }
 }
 

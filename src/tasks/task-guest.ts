@@ -6,7 +6,7 @@
 // the name alone (addresses/address-book.ts, scopedAddressBook).
 import { randomBytes } from 'node:crypto';
 import type { TaskKind } from '../db/types.js';
-import type { GuestBoot, GuestDefinition } from '../runtimes/libvirt/guest-definition.js';
+import type { ExtraDisk, GuestBoot, GuestDefinition } from '../runtimes/libvirt/guest-definition.js';
 import type { InstanceSize } from '../slices/types.js';
 import type { Need } from './budget.js';
 import type { TaskRuntime } from './xsdl-types.js';
@@ -47,6 +47,8 @@ export interface OnDemandGuestInput {
   readonly kernelArgs: readonly string[];
   /** How long its agent has to answer after the boot (task_start_timeout). */
   readonly startTimeoutMs: number;
+  /** A virtual machine's staging disks. */
+  readonly extraDisks?: readonly ExtraDisk[];
 }
 
 /** The guest of a task or instance: one interface from the pool, its agent, ready when the agent answers. */
@@ -61,5 +63,6 @@ export function onDemandDefinition(input: OnDemandGuestInput): GuestDefinition {
     kernelArgs: input.kernelArgs,
     agent: true,
     readiness: { by: 'agent', timeoutMs: input.startTimeoutMs },
+    ...(input.extraDisks === undefined || input.extraDisks.length === 0 ? {} : { extraDisks: input.extraDisks }),
   };
 }

@@ -62,11 +62,11 @@ async function taskNode(t: ExecutionContext, settings: Record<string, string | n
     await n.call('AddImage', fileUri(file), type, `the test guest's ${name}`, '', name);
   }
   const command = (args: string[]) => run(process.execPath, [cli, ...args, '--json', '--config', n.box.config]);
-  return {
-    ...n,
+  // The node itself, extended: its teardown stops whichever daemon it runs by then.
+  return Object.assign(n, {
     taskDir: join(n.box.stateDir, 'tasks'),
-    cli: async (...args) => JSON.parse((await command(args)).stdout) as unknown,
-    refused: async (...args) => {
+    cli: async (...args: string[]) => JSON.parse((await command(args)).stdout) as unknown,
+    refused: async (...args: string[]) => {
       try {
         await command(args);
       } catch (error) {
@@ -74,7 +74,7 @@ async function taskNode(t: ExecutionContext, settings: Record<string, string | n
       }
       throw new Error(`nodemgr ${args.join(' ')} did not fail`);
     },
-  };
+  });
 }
 
 interface Status {

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import type { AddressLease } from '../../db/types.js';
 import type { CommonPlan } from './domain-xml.js';
-import type { GuestBoot, GuestKind, ResolvedBoot } from './guest-definition.js';
+import type { ExtraDisk, GuestBoot, GuestKind, ResolvedBoot } from './guest-definition.js';
 import type { GuestFiles } from './guest-files.js';
 import type { GuestShape } from './shape.js';
 
@@ -17,6 +17,7 @@ export function tapName(sliver: string, iface: number): string {
 export interface BootExtras {
   readonly agent?: boolean;
   readonly kernelArgs?: readonly string[];
+  readonly disks?: readonly ExtraDisk[];
 }
 
 /** The parts of a spec that only a new boot can change: a change of these restarts the guest. */
@@ -25,6 +26,7 @@ export function bootDigest(boot: GuestBoot, shape: GuestShape, kind: GuestKind, 
   // Only what is asked for is added, so that a guest without them keeps the digest it had.
   if (extras.agent === true) parts.push({ agent: true });
   if (extras.kernelArgs !== undefined && extras.kernelArgs.length > 0) parts.push({ kernelArgs: extras.kernelArgs });
+  if (extras.disks !== undefined && extras.disks.length > 0) parts.push({ disks: extras.disks });
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
 }
 

@@ -38,6 +38,8 @@ export interface DiskPlan {
   readonly path: string;
   readonly format: 'qcow2' | 'raw';
   readonly readOnly?: boolean;
+  /** What the guest reads in /sys/block/vdX/serial: up to 20 letters, digits and dashes. */
+  readonly serial?: string;
 }
 
 export interface QemuDomainPlan extends CommonPlan {
@@ -151,7 +153,10 @@ function checkPlan(plan: DomainPlan): void {
   });
   if (plan.driver === 'qemu') {
     check(plan.disks.length <= MAX_DISKS, 'disks', `at most ${MAX_DISKS}, got ${plan.disks.length}`);
-    plan.disks.forEach((d, i) => checkPath(d.path, `disks[${i}].path`));
+    plan.disks.forEach((d, i) => {
+      checkPath(d.path, `disks[${i}].path`);
+      if (d.serial !== undefined) check(/^[A-Za-z0-9-]{1,20}$/.test(d.serial), `disks[${i}].serial`, `must be 1 to 20 letters, digits or dashes, got "${d.serial}"`);
+    });
     if (plan.boot) {
       checkPath(plan.boot.kernel, 'boot.kernel');
       if (plan.boot.initrd !== null) checkPath(plan.boot.initrd, 'boot.initrd');
@@ -218,6 +223,7 @@ function qemuParts(plan: QemuDomainPlan): { os: XmlElement; devices: Child[] } {
         el('driver', { name: 'qemu', type: d.format }),
         el('source', { file: d.path }),
         el('target', { dev: `vd${String.fromCharCode(97 + i)}`, bus: 'virtio' }),
+        d.serial !== undefined && el('serial', {}, d.serial),
         d.readOnly === true && el('readonly'))),
     plan.interfaces.map((i) => interfaceElement(plan, i)),
     el('serial', { type: 'pty' },

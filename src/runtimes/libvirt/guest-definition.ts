@@ -45,6 +45,12 @@ export interface GuestDefinition {
    * nodemgr entering its namespaces (lxc-agent.ts).
    */
   readonly agent?: boolean;
+  /**
+   * Raw disks beside the boot, after its image (a task's staging disks): a virtual machine sees each
+   * with its serial, by which the guest finds it without udev (/sys/block/vdX/serial). A container has
+   * none; its root is reached from the host.
+   */
+  readonly extraDisks?: readonly ExtraDisk[];
   /** How start hears that the guest is ready; by default by its kind's marker within the node's guest_ready_timeout. */
   readonly readiness?: GuestReadiness;
 }
@@ -55,6 +61,13 @@ export interface GuestDefinition {
  * init runs, so that its namespaces can be entered).
  */
 export type GuestReadiness = { readonly by: 'marker' } | { readonly by: 'agent'; readonly timeoutMs: number };
+
+export interface ExtraDisk {
+  readonly path: string;
+  /** Up to 20 letters, digits and dashes. */
+  readonly serial: string;
+  readonly readOnly: boolean;
+}
 
 /** A cached image as a guest uses it. */
 export interface ResolvedImage {

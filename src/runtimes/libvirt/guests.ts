@@ -217,6 +217,7 @@ function bootExtras(definition: GuestDefinition): BootExtras {
   return {
     ...(definition.agent === undefined ? {} : { agent: definition.agent }),
     ...(definition.kernelArgs === undefined ? {} : { kernelArgs: definition.kernelArgs }),
+    ...(definition.extraDisks === undefined ? {} : { disks: definition.extraDisks }),
   };
 }
 

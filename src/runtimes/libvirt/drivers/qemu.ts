@@ -18,7 +18,10 @@ export function qemuDomainPlan(input: GuestDomainInput, accel: 'kvm' | 'qemu'): 
     ...commonDomainPlan(input),
     driver: 'qemu',
     accel,
-    disks: resolved.disk === null ? [] : [{ path: files.overlay, format: 'qcow2' }],
+    disks: [
+      ...(resolved.disk === null ? [] : [{ path: files.overlay, format: 'qcow2' as const }]),
+      ...(input.extras?.disks ?? []).map((d) => ({ path: d.path, format: 'raw' as const, readOnly: d.readOnly, serial: d.serial })),
+    ],
     boot: resolved.kernel === null
       ? null
       : { kernel: resolved.kernel.path, initrd: resolved.initrd?.path ?? null, cmdline: kernelCmdline(input.name, input.leases, input.extras?.kernelArgs) },
