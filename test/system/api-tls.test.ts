@@ -123,6 +123,24 @@ serial('a subject appended to allowed_users is let in at its next call, without 
   t.deepEqual(await call(user1, 'GetImages'), { result: [] });
 });
 
+serial("a task belongs to the certificate subject that reserved it: another subject's ticket is refused", async (t) => {
+  await writeFile(allowedUsers, `${USER_1}\n${USER_2}\n`);
+  const reserved = (await call(user1, 'Reserve')).result as { ticket: string; task_id: string };
+  t.regex(reserved.ticket, /^[0-9a-f]{32}$/);
+  const [own] = (await call(user1, 'TaskStatus', reserved.ticket)).result as Array<Record<string, unknown>>;
+  t.like(own, { task_id: reserved.task_id, state: 'Pending:Reserved', owner: `subject:${USER_1}`, exit_code: null, reason: null });
+  for (const [method, args] of [['TaskStatus', [reserved.ticket]], ['Terminate', [reserved.ticket, 'not mine']], ['Confirm', [reserved.ticket, '<x/>']]] as const) {
+    const answer = await call(user2, method, ...args);
+    t.is(answer.fault, 108, method);
+    t.regex(answer.message ?? '', /belongs to another owner/);
+  }
+  t.deepEqual((await call(user2, 'TaskStatus', 'all')).result, [], "the other subject sees none of user 1's tasks");
+  t.like((await call(user1, 'Terminate', reserved.ticket, 'done with it')).result, { task_id: reserved.task_id });
+  await waitFor('the reservation to end', async () =>
+    ((await call(user1, 'TaskStatus', reserved.ticket)).result as Array<{ state: string }>)[0]!.state === 'Terminated' || null, 30_000);
+  await writeFile(allowedUsers, `${USER_1}\n`);
+});
+
 serial('a connection without a client certificate, or with one of another CA, is refused at the handshake', async (t) => {
   for (const [what, certificate] of [['no certificate', null], ['another CA', stranger]] as const) {
     const answer = await call(certificate, 'GetImages');
