@@ -129,6 +129,17 @@ test('a task stages in over HTTP, runs, stages out to a file, and is Finished wi
   await t.throwsAsync(n.engine.status(ALICE, submitted.ticket, false), { instanceOf: TaskRequestError, message: /no ticket/ });
 });
 
+test('an upload that fails makes the task Failed with the reason, and the output stays in the spool', async (t) => {
+  const n = await node(t);
+  n.guests.job = { effect: async (root) => writeFile(join(root, 'work', 'out.txt'), 'result\n') };
+  const missingDir = pathToFileURL(join(n.dir, 'no', 'such', 'dir', 'out.txt')).href;
+  const task = await doneOf(n, (await n.engine.submit(ALICE, xsdlJob({ runtime: 'lxc', image: 'base', output: 'out.txt', stageOut: [{ name: 'out.txt', uri: missingDir }] }))).ticket);
+  t.is(task.state, 'Failed');
+  t.regex(task.reason!, /^stage-out of \/work\/out\.txt failed: file:\/\/\/.*\/no\/such\/dir\/out\.txt: no such file; the file is kept in the task's spool until it is removed$/i);
+  t.truthy(task.times['stage-out-start']);
+  t.is(await readFile(join(n.deps.settings.taskDir, 'spool', task.task_id, 'out', '0'), 'utf8'), 'result\n');
+});
+
 test('a job that exits 3 is Finished with exit code 3; one killed by a signal says which', async (t) => {
   const n = await node(t);
   n.guests.job = { exitCode: 3 };
