@@ -2,7 +2,8 @@
 // `xmlrpc` package's client, as the calling user (the daemon sees this process's uid). A fault
 // comes back as an Error with its code and message; a daemon that is not there is said so.
 import { createRequire } from 'node:module';
-import type { Config } from '../config/config.js';
+import { ConfigError, type Config } from '../config/config.js';
+import { describeError } from '../util/errors.js';
 
 const xmlrpc = createRequire(import.meta.url)('xmlrpc') as typeof import('xmlrpc');
 
@@ -34,4 +35,25 @@ export async function callApi(config: Config, method: string, params: readonly u
     }
     throw new Error(e.message ?? String(error));
   }
+}
+
+/** A command line that cannot be run as written: its message, then the command's usage. */
+export class CommandUsageError extends Error {}
+
+/**
+ * What a subcommand (image, task, instance) says of its failure, and its exit status: 2 with the
+ * usage for a usage error or a configuration error, 1 with the fault's code for anything else.
+ */
+export function reportCommandFailure(error: unknown, usage: string, what: string): number {
+  if (error instanceof CommandUsageError) {
+    process.stderr.write(`nodemgr: ${error.message}\n\n${usage}`);
+    return 2;
+  }
+  if (error instanceof ConfigError) {
+    process.stderr.write(`nodemgr: configuration error: ${error.message}\n`);
+    return 2;
+  }
+  const fault = error instanceof ApiCallFault ? ` (fault ${error.code})` : '';
+  process.stderr.write(`nodemgr: ${what}: ${describeError(error)}${fault}\n`);
+  return 1;
 }

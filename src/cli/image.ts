@@ -6,7 +6,7 @@ import { IMAGE_TYPES, type ImageEntry } from '../images/index.js';
 import { cachedImagesClassad } from '../images/classad.js';
 import { formatImageTable } from '../images/table.js';
 import { describeError } from '../util/errors.js';
-import { ApiCallFault, callApi } from './api-client.js';
+import { ApiCallFault, callApi, CommandUsageError, reportCommandFailure } from './api-client.js';
 import { formatBytes } from '../util/text.js';
 
 export const IMAGE_USAGE = `usage: nodemgr image <command> [options]
@@ -34,7 +34,7 @@ export function isImageCommand(argv: readonly string[]): boolean {
   return false;
 }
 
-class ImageUsageError extends Error {}
+const ImageUsageError = CommandUsageError;
 
 /** An answer of the API: its value, or the fault's message (with a hint where one helps). */
 async function call(config: Config, method: string, params: unknown[], timeoutMs: number | null): Promise<unknown> {
@@ -139,15 +139,6 @@ export async function runImage(argv: string[]): Promise<number> {
     command = parsed.positionals[1] ?? '';
     return await run(parsed);
   } catch (error) {
-    if (error instanceof ImageUsageError) {
-      process.stderr.write(`nodemgr: ${error.message}\n\n${IMAGE_USAGE}`);
-      return 2;
-    }
-    if (error instanceof ConfigError) {
-      process.stderr.write(`nodemgr: configuration error: ${error.message}\n`);
-      return 2;
-    }
-    process.stderr.write(`nodemgr: image ${command}: ${describeError(error)}\n`);
-    return 1;
+    return reportCommandFailure(error, IMAGE_USAGE, `image ${command}`);
   }
 }

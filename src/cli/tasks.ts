@@ -2,9 +2,9 @@
 // work through the daemon's API, as the calling user, who owns what it starts.
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig, type Config } from '../config/config.js';
+import { loadConfig, type Config } from '../config/config.js';
 import { describeError } from '../util/errors.js';
-import { ApiCallFault, callApi } from './api-client.js';
+import { callApi, CommandUsageError, reportCommandFailure } from './api-client.js';
 
 export const TASK_USAGE = `usage: nodemgr task <command> [options]
 
@@ -37,7 +37,7 @@ export function taskCommandOf(argv: readonly string[]): 'task' | 'instance' | nu
   return null;
 }
 
-class TaskUsageError extends Error {}
+const TaskUsageError = CommandUsageError;
 
 function parse(argv: string[]) {
   try {
@@ -186,16 +186,6 @@ export async function runTaskCommand(argv: string[], kind: 'task' | 'instance'):
     print(kind, sub, answer, parsed.values.json);
     return 0;
   } catch (error) {
-    if (error instanceof TaskUsageError) {
-      process.stderr.write(`nodemgr: ${error.message}\n\n${TASK_USAGE}`);
-      return 2;
-    }
-    if (error instanceof ConfigError) {
-      process.stderr.write(`nodemgr: configuration error: ${error.message}\n`);
-      return 2;
-    }
-    const fault = error instanceof ApiCallFault ? ` (fault ${error.code})` : '';
-    process.stderr.write(`nodemgr: ${kind} ${command}: ${describeError(error)}${fault}\n`);
-    return 1;
+    return reportCommandFailure(error, TASK_USAGE, `${kind} ${command}`);
   }
 }

@@ -82,7 +82,7 @@ test('add, ls and rm print what the cache holds; errors exit 1 with the reason',
 
   const bad = await nodemgr('image', 'add', uri, '--type', 'image', '--desc', 'x', '--sha256', '0'.repeat(64), '--name', 'other');
   t.is(bad.code, 1);
-  t.regex(bad.stderr, /^nodemgr: image add: image file:.*: cached already as type kernel \(name vmlinuz\), not image\n$/);
+  t.regex(bad.stderr, /^nodemgr: image add: image file:.*: cached already as type kernel \(name vmlinuz\), not image \(fault 102\)\n$/);
 
   const removed = await nodemgr('image', 'rm', 'vmlinuz');
   t.is(removed.code, 0, removed.stderr);
