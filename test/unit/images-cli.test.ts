@@ -89,7 +89,7 @@ test('add, ls and rm print what the cache holds; errors exit 1 with the reason',
   t.is(removed.stdout, `removed vmlinuz (${uri}), 8 B\n`);
   t.is((await nodemgr('image', 'ls')).stdout, 'no cached images\n');
   const again = await nodemgr('image', 'rm', 'vmlinuz');
-  t.deepEqual([again.code, again.stderr], [1, 'nodemgr: image rm: image "vmlinuz": no cached image of that name or URI\n']);
+  t.deepEqual([again.code, again.stderr], [1, 'nodemgr: image rm: image "vmlinuz": no cached image of that name or URI (fault 102)\n']);
 });
 
 test('ls --classad prints the HTCondor CACHED_IMAGES line of every entry, sorted', async (t) => {
