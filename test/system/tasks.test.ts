@@ -244,6 +244,11 @@ serial('instances: three launched with addresses and VNC ports, one powered off 
   t.true(rows.every((r) => IPS.includes(r.address!) && /^127\.0\.0\.1:\d+$/.test(r.vnc!) && r.owner === 'root' && r.size === 'small'));
   const table = (await run(process.execPath, [cli, 'instance', 'ls', '--config', n.box.config])).stdout;
   t.regex(table, /^ID\s+OWNER\s+IMAGE\s+SIZE\s+STATE\s+ADDRESS\s+VNC\s+AGE$/m);
+  // The capacity budget in nodemgr status: what the three hold, each on a line of its own.
+  const status = (await run(process.execPath, [cli, 'status', '--config', n.box.config])).stdout;
+  t.regex(status, /^capacity: \d+ vCPU \/ [\d.]+ \w+ in all, 3 vCPU \/ 1\.5 GiB used, \d+ vCPU \/ [\d.]+ \w+ free$/m);
+  for (const r of rows) t.regex(status, new RegExp(`^  instance ${r.id}\\s+1 vCPU / 512 MiB$`, 'm'));
+  t.regex(status, /^CACHED_IMAGES = "agentless-initrd,test-disk,test-initrd,test-kernel"$/m);
 
   // The key is in the guest, put there through its agent.
   const [first, ...others] = rows;

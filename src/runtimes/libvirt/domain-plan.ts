@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import type { AddressLease } from '../../db/types.js';
 import type { CommonPlan } from './domain-xml.js';
-import type { ExtraDisk, GuestBoot, GuestKind, ResolvedBoot } from './guest-definition.js';
+import type { ExtraDisk, GuestBoot, GuestKind, NetworkInterface, ResolvedBoot } from './guest-definition.js';
 import type { GuestFiles } from './guest-files.js';
 import type { GuestShape } from './shape.js';
 
@@ -13,11 +13,15 @@ export function tapName(sliver: string, iface: number): string {
   return `nmg${createHash('sha256').update(sliver).digest('hex').slice(0, 8)}${iface}`.slice(0, 15);
 }
 
+/** The tap devices of interfaces on libvirt networks are numbered from here. */
+const NETWORK_TAP_BASE = 50;
+
 /** What else of a definition only a new boot can change (guest-definition.ts). */
 export interface BootExtras {
   readonly agent?: boolean;
   readonly kernelArgs?: readonly string[];
   readonly disks?: readonly ExtraDisk[];
+  readonly networks?: readonly NetworkInterface[];
 }
 
 /** The parts of a spec that only a new boot can change: a change of these restarts the guest. */
@@ -27,6 +31,7 @@ export function bootDigest(boot: GuestBoot, shape: GuestShape, kind: GuestKind, 
   if (extras.agent === true) parts.push({ agent: true });
   if (extras.kernelArgs !== undefined && extras.kernelArgs.length > 0) parts.push({ kernelArgs: extras.kernelArgs });
   if (extras.disks !== undefined && extras.disks.length > 0) parts.push({ disks: extras.disks });
+  if (extras.networks !== undefined && extras.networks.length > 0) parts.push({ networks: extras.networks });
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
 }
 
@@ -35,13 +40,17 @@ function netmaskOf(prefix: number): string {
   return [24, 16, 8, 0].map((s) => (bits >>> s) & 255).join('.');
 }
 
-/** The kernel command line of a directly booted guest: its console, its name and its address, then the definition's own words. */
-export function kernelCmdline(name: string, leases: readonly AddressLease[], kernelArgs: readonly string[] = []): string {
+/**
+ * The kernel command line of a directly booted guest: its console, its name and its address, then
+ * the definition's own words. The pool's first address is on eth<firstLeaseDevice> (after the
+ * interfaces on libvirt networks).
+ */
+export function kernelCmdline(name: string, leases: readonly AddressLease[], kernelArgs: readonly string[] = [], firstLeaseDevice = 0): string {
   const words = ['console=ttyS0', `nodemgr.sliver=${name}`];
   const first = leases[0];
   if (first && !first.ip.includes(':')) {
     const mask = first.prefix === null ? '' : netmaskOf(first.prefix);
-    words.push(`ip=${first.ip}:::${mask}:${name}:eth0:off`);
+    words.push(`ip=${first.ip}:::${mask}:${name}:eth${firstLeaseDevice}:off`);
   }
   return [...words, ...kernelArgs].join(' ');
 }
@@ -87,6 +96,10 @@ export function commonDomainPlan(input: GuestDomainInput): CommonPlan {
     uuid: input.uuid,
     marker: { name, runtime: kind, spec: bootDigest(input.boot, input.shape, kind, input.extras), created: input.created, guestDir: input.guestDir },
     shape: input.shape,
-    interfaces: leases.map((l) => ({ mac: l.mac, targetDev: tapName(name, l.iface), bridge: input.bridge })),
+    interfaces: [
+      // Devices numbered past the pool's, which are 0, 1, …: a name is never taken twice.
+      ...(input.extras?.networks ?? []).map((n, i) => ({ mac: n.mac, targetDev: tapName(name, NETWORK_TAP_BASE + i), bridge: null, network: n.network })),
+      ...leases.map((l) => ({ mac: l.mac, targetDev: tapName(name, l.iface), bridge: input.bridge })),
+    ],
   };
 }

@@ -43,6 +43,8 @@ export async function bootAndAwaitReady(boot: BootContext, driver: GuestDriver, 
   const gone = async () => boot.interrupted() || !(await hv.find(name))?.active;
   if (readiness.by === 'agent') {
     await awaitAgent(boot, driver, name, files, readiness.timeoutMs, gone);
+  } else if (readiness.by === 'none') {
+    return;
   } else {
     const timeoutMs = boot.readyTimeoutMs;
     const ready = await watch.wait({ timeoutMs, gone });

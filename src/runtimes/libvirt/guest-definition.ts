@@ -34,6 +34,8 @@ export interface GuestDefinition {
   readonly limits: Rspec;
   /** How many interfaces, each with an address of its own from the node's pool. */
   readonly interfaces: number;
+  /** Interfaces on libvirt networks, before the pool's (eth0, eth1, … in this order). */
+  readonly networkInterfaces?: readonly NetworkInterface[];
   /**
    * Words appended to the kernel command line of a directly booted guest (XSDL's kernel Arguments),
    * after nodemgr's own; each one word (no white space, quotes or control characters).
@@ -58,9 +60,16 @@ export interface GuestDefinition {
 /**
  * `marker`: the guest reports ready as its kind does (a line on the serial console, a file in a
  * container's root); `agent`: its agent answers guest-ping within timeoutMs (a container's: its
- * init runs, so that its namespaces can be entered).
+ * init runs, so that its namespaces can be entered); `none`: started is enough (what waits for the
+ * guest, such as a cluster's boot dependency, waits itself).
  */
-export type GuestReadiness = { readonly by: 'marker' } | { readonly by: 'agent'; readonly timeoutMs: number };
+export type GuestReadiness = { readonly by: 'marker' } | { readonly by: 'agent'; readonly timeoutMs: number } | { readonly by: 'none' };
+
+/** An interface on a libvirt network of the node's own making (a virtual cluster's private one), with its MAC. */
+export interface NetworkInterface {
+  readonly network: string;
+  readonly mac: string;
+}
 
 export interface ExtraDisk {
   readonly path: string;

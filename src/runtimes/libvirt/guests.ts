@@ -218,6 +218,7 @@ function bootExtras(definition: GuestDefinition): BootExtras {
     ...(definition.agent === undefined ? {} : { agent: definition.agent }),
     ...(definition.kernelArgs === undefined ? {} : { kernelArgs: definition.kernelArgs }),
     ...(definition.extraDisks === undefined ? {} : { disks: definition.extraDisks }),
+    ...(definition.networkInterfaces === undefined ? {} : { networks: definition.networkInterfaces }),
   };
 }
 

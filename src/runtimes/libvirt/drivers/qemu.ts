@@ -24,7 +24,7 @@ export function qemuDomainPlan(input: GuestDomainInput, accel: 'kvm' | 'qemu'): 
     ],
     boot: resolved.kernel === null
       ? null
-      : { kernel: resolved.kernel.path, initrd: resolved.initrd?.path ?? null, cmdline: kernelCmdline(input.name, input.leases, input.extras?.kernelArgs) },
+      : { kernel: resolved.kernel.path, initrd: resolved.initrd?.path ?? null, cmdline: kernelCmdline(input.name, input.leases, input.extras?.kernelArgs, input.extras?.networks?.length ?? 0) },
     consoleLog: files.consoleLog,
     vnc: true,
     ...(input.extras?.agent === true ? { agentChannel: true } : {}),
