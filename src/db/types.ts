@@ -206,6 +206,43 @@ export interface TaskRecord {
   readonly terminating: string | null;
 }
 
+/**
+ * A virtual cluster's state: booting (its journal: what the record lists may exist in part; a
+ * restart rolls it back), running, or stopped (every node shut down; clean removes it).
+ */
+export type ClusterState = 'booting' | 'running' | 'stopped';
+
+export interface ClusterNodeRecord {
+  /** The node's name in the cluster ("frontend", "compute-0", …). */
+  readonly name: string;
+  readonly role: 'frontend' | 'compute';
+  /** Its libvirt domain's name. */
+  readonly guest: string;
+  readonly vcpus: number;
+  readonly memory_kib: number;
+  readonly private_ip: string;
+  readonly private_mac: string;
+  /** The frontend's public address, from the node's pool; null for a compute (and before the lease). */
+  readonly public_ip: string | null;
+}
+
+export interface ClusterRecord {
+  /** Unique on the node: what `vc list`, `shutdown` and `clean` take (never matched in part). */
+  readonly name: string;
+  /** "root", "uid:<n>" or "subject:<certificate subject>". */
+  readonly owner: string;
+  /** The repository's image it was booted from, and the cache entry of its disk. */
+  readonly image: string;
+  readonly base_image: string;
+  readonly state: ClusterState;
+  readonly created: string;
+  /** Why a boot failed or what was rolled back; null while all is well. */
+  readonly reason: string | null;
+  /** Its isolated libvirt network, the private subnet (CIDR) and its MTU. */
+  readonly network: { readonly name: string; readonly bridge: string; readonly subnet: string; readonly mtu: number };
+  readonly nodes: readonly ClusterNodeRecord[];
+}
+
 export interface NodeDatabase {
   readonly version: 1;
   readonly records: Readonly<Record<string, NodeRecord>>;
@@ -214,8 +251,10 @@ export interface NodeDatabase {
   readonly addresses: Readonly<Record<string, AddressLease>>;
   /** Tasks and instances by task_id (absent from databases written before them). */
   readonly tasks: Readonly<Record<string, TaskRecord>>;
+  /** Virtual clusters by name (absent from databases written before them). */
+  readonly clusters: Readonly<Record<string, ClusterRecord>>;
 }
 
 export function emptyDatabase(): NodeDatabase {
-  return { version: 1, records: {}, accounts: {}, addresses: {}, tasks: {} };
+  return { version: 1, records: {}, accounts: {}, addresses: {}, tasks: {}, clusters: {} };
 }

@@ -1,10 +1,10 @@
-// Validation of the database's tasks section (TaskRecord), as strictly as the records: a task read
-// back after a restart is what the engine goes on with, so a field of the wrong kind is named here
-// rather than met halfway through a stage-out.
+// Validation of the database's on-demand sections (TaskRecord, ClusterRecord), as strictly as the
+// records: a task or cluster read back after a restart is what the engines go on with, so a field of
+// the wrong kind is named here rather than met halfway through a stage-out or a rollback.
 import type { InstanceSize } from '../slices/types.js';
-import type { TaskKind, TaskRecord, TaskState, TaskTime, TaskTimes } from './types.js';
+import type { ClusterNodeRecord, ClusterRecord, ClusterState, TaskKind, TaskRecord, TaskState, TaskTime, TaskTimes } from './types.js';
 import {
-  dictionary, exactly, field, integer, isoTime, member, name, object, optionalInteger, optionalString, type Fields,
+  array, dictionary, exactly, field, integer, isoTime, member, name, object, optionalInteger, optionalString, string, type Fields,
 } from './validators.js';
 
 const TASK_FIELDS: Fields<TaskRecord> = {
@@ -58,5 +58,39 @@ export function taskRecord(value: unknown, path: string, key: string): TaskRecor
     expires: o.expires === null ? null : isoTime(o.expires, at('expires')),
     job_pid: optionalInteger(o.job_pid, at('job_pid')),
     terminating: optionalString(o.terminating, at('terminating')),
+  };
+}
+
+const CLUSTER_FIELDS: Fields<ClusterRecord> = {
+  name: true, owner: true, image: true, base_image: true, state: true, created: true, reason: true, network: true, nodes: true,
+};
+const CLUSTER_STATES: Record<ClusterState, true> = { booting: true, running: true, stopped: true };
+const NODE_FIELDS: Fields<ClusterNodeRecord> = {
+  name: true, role: true, guest: true, vcpus: true, memory_kib: true, private_ip: true, private_mac: true, public_ip: true,
+};
+const ROLES: Record<ClusterNodeRecord['role'], true> = { frontend: true, compute: true };
+
+function clusterNode(value: unknown, path: string): ClusterNodeRecord {
+  const o = object(value, path, NODE_FIELDS);
+  const at = (k: keyof ClusterNodeRecord) => field(path, k);
+  return {
+    name: name(o.name, at('name')), role: member(o.role, at('role'), ROLES), guest: name(o.guest, at('guest')),
+    vcpus: integer(o.vcpus, at('vcpus')), memory_kib: integer(o.memory_kib, at('memory_kib')),
+    private_ip: string(o.private_ip, at('private_ip')), private_mac: string(o.private_mac, at('private_mac')),
+    public_ip: optionalString(o.public_ip, at('public_ip')),
+  };
+}
+
+export function clusterRecord(value: unknown, path: string, key: string): ClusterRecord {
+  const o = object(value, path, CLUSTER_FIELDS);
+  const at = (k: keyof ClusterRecord) => field(path, k);
+  const network = object(o.network, at('network'), { name: true, bridge: true, subnet: true, mtu: true });
+  const net = (k: string) => field(at('network'), k);
+  return {
+    name: exactly(name(o.name, at('name')), at('name'), key, ' (its key in clusters)'),
+    owner: name(o.owner, at('owner')), image: name(o.image, at('image')), base_image: name(o.base_image, at('base_image')),
+    state: member(o.state, at('state'), CLUSTER_STATES), created: isoTime(o.created, at('created')), reason: optionalString(o.reason, at('reason')),
+    network: { name: name(network.name, net('name')), bridge: name(network.bridge, net('bridge')), subnet: string(network.subnet, net('subnet')), mtu: integer(network.mtu, net('mtu')) },
+    nodes: array(o.nodes, at('nodes'), clusterNode),
   };
 }

@@ -24,7 +24,7 @@ import {
 import type { Loan } from '../rspec/loans.js';
 import { NO_GUEST_ATTRIBUTES, type GuestAttributes, type InstanceSize, type Instantiation, type RuntimeKind } from '../slices/types.js';
 
-import { taskRecord } from './validate-tasks.js';
+import { clusterRecord, taskRecord } from './validate-tasks.js';
 
 export { DatabaseFormatError } from './validators.js';
 
@@ -39,7 +39,7 @@ const SYNC_OUTCOMES: Record<SyncOutcome, true> = {
 };
 const RECORD_TYPES: Record<NodeRecord['type'], true> = { sliver: true, delegate: true, timestamp: true, bwcap: true, adopted: true };
 
-const DATABASE_FIELDS: Fields<NodeDatabase> = { version: true, records: true, accounts: true, addresses: true, tasks: true };
+const DATABASE_FIELDS: Fields<NodeDatabase> = { version: true, records: true, accounts: true, addresses: true, tasks: true, clusters: true };
 const LEASE_FIELDS: Fields<AddressLease> = { mac: true, ip: true, prefix: true, sliver: true, iface: true, since: true };
 const GUEST_FIELDS: Fields<GuestAttributes> = { runtime: true, kernel: true, initrd: true, size: true };
 const RUNTIME_VALUES: Record<RuntimeKind, true> = { unix: true, lxc: true, qemu: true };
@@ -247,5 +247,6 @@ export function validateDatabase(value: unknown): NodeDatabase {
     accounts: dictionary(o.accounts, 'accounts', accountStatus),
     addresses: o.addresses === undefined ? {} : dictionary(o.addresses, 'addresses', addressLease),
     tasks: o.tasks === undefined ? {} : dictionary(o.tasks, 'tasks', taskRecord),
+    clusters: o.clusters === undefined ? {} : dictionary(o.clusters, 'clusters', clusterRecord),
   };
 }

@@ -71,6 +71,16 @@ function sampleDatabase(): NodeDatabase {
         job_pid: 412, terminating: null,
       },
     },
+    clusters: {
+      'vc-one': {
+        name: 'vc-one', owner: 'uid:1000', image: 'centos7', base_image: 'vc-centos7.img', state: 'running', created: '2026-01-01T00:00:00.000Z',
+        reason: null, network: { name: 'nodemgr-vc-one', bridge: 'nmvc1a2b3c4d', subnet: '10.1.0.0/16', mtu: 1500 },
+        nodes: [
+          { name: 'frontend', role: 'frontend', guest: 'vc.vc-one.frontend', vcpus: 1, memory_kib: 1048576, private_ip: '10.1.0.1', private_mac: '52:54:00:aa:00:01', public_ip: '192.0.2.40' },
+          { name: 'compute-0', role: 'compute', guest: 'vc.vc-one.compute-0', vcpus: 2, memory_kib: 1048576, private_ip: '10.1.0.2', private_mac: '52:54:00:aa:00:02', public_ip: null },
+        ],
+      },
+    },
   };
 }
 
