@@ -165,6 +165,7 @@ test('updates made during a write are written next, in order', async (t) => {
   await secondFlush;
   t.deepEqual(await readDatabaseSnapshot(box.path), {
     version: 1, records: { timestamp: sampleDatabase().records['timestamp']! }, accounts: {}, addresses: sampleDatabase().addresses, tasks: sampleDatabase().tasks,
+    clusters: sampleDatabase().clusters,
   });
   t.is(writesIn(logger.lines), 2);
   await store.close();
