@@ -4,6 +4,7 @@
 import type { MethodDef, Param, XmlRpcType } from './method-types.js';
 import { imageMethods } from './image-methods.js';
 import { taskMethods } from './task-methods.js';
+import { clusterMethods } from './cluster-methods.js';
 import { acceptTicket, type NodeApi, type NodeApiDeps } from './node-api.js';
 import type { Caller } from './identity.js';
 
@@ -81,6 +82,8 @@ export function nodeMethodDefs(api: NodeApi, deps: NodeApiDeps): MethodDef[] {
     ...imageMethods(deps.images),
     // On-demand work: XenBEE's tasks and Condor Cloud's instances, owned by their callers.
     ...taskMethods(deps.tasks, deps.images, deps.now),
+    // Virtual clusters: pragma_boot's frontend and computes, owned by their callers.
+    ...clusterMethods(deps.clusters),
     // The original's names, kept for its clients.
     { ...create, name: 'CreateSliver', help: 'The same as Create.' },
     { ...destroy, name: 'DeleteSliver', help: 'The same as Destroy.' },

@@ -7,6 +7,7 @@ import type { DatabaseStore } from '../db/store.js';
 import type { AdoptedRecord, NodeRecord, SliverNodeState } from '../db/types.js';
 import type { RecordWriter } from '../db/record-writer.js';
 import type { TaskEngine } from '../tasks/engine.js';
+import type { ClusterEngine } from '../clusters/engine.js';
 import type { ImageCache } from '../images/cache.js';
 import type { Logger } from '../log.js';
 import { desiredState } from '../reconcile/desired.js';
@@ -54,6 +55,8 @@ export interface NodeApiDeps {
   readonly allowedUsers?: { readonly path?: string; allows(subject: string): Promise<boolean> };
   /** The on-demand tasks and instances; without it their methods answer that they are not served. */
   readonly tasks?: TaskEngine;
+  /** The virtual clusters; without it their methods answer that they are not served. */
+  readonly clusters?: ClusterEngine;
 }
 
 export function nodeApi(deps: NodeApiDeps) {

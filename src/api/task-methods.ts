@@ -22,7 +22,8 @@ const FAULT_OF: Readonly<Record<TaskRequestError['problem'], number>> = {
   owner: FaultCode.permissionDenied,
 };
 
-function fault(error: unknown): ApiFault {
+/** The fault of an on-demand request refused (tasks, instances, clusters), or of a failure of the node. */
+export function onDemandFault(error: unknown): ApiFault {
   if (error instanceof ApiFault) return error;
   if (error instanceof TaskRequestError) return new ApiFault(FAULT_OF[error.problem], error.message);
   return new ApiFault(FaultCode.internal, `tasks: ${describeError(error)}`);
@@ -97,7 +98,7 @@ export function taskMethods(engine: TaskEngine | undefined, images: ImageCache |
       try {
         return await work(requesterOf(caller), args);
       } catch (error) {
-        throw fault(error);
+        throw onDemandFault(error);
       }
     },
   });

@@ -10,7 +10,8 @@ import { runCall } from './call.js';
 import { isImageCommand, runImage } from './image.js';
 import { runPlan } from './plan.js';
 import { runStatus } from './status.js';
-import { runTaskCommand, taskCommandOf } from './tasks.js';
+import { commandOf, runTaskCommand, taskCommandOf } from './tasks.js';
+import { runVc } from './vc.js';
 import { describeError } from '../util/errors.js';
 
 const USAGE = `usage: nodemgr <command> [options]
@@ -32,6 +33,8 @@ commands:
                     XenBEE's tasks: jobs in guests, on demand (nodemgr task help)
   instance launch|ls|terminate
                     Condor Cloud's stateless instances (nodemgr task help)
+  vc repository|boot|list|shutdown|clean
+                    pragma_boot's virtual clusters (nodemgr vc help)
   help              show this text
 
 options for every command:
@@ -99,6 +102,7 @@ async function runDaemon(config: Config, once: boolean): Promise<number> {
 
 export async function main(argv: string[]): Promise<number> {
   if (isImageCommand(argv)) return runImage(argv);
+  if (commandOf(argv) === 'vc') return runVc(argv);
   const onDemand = taskCommandOf(argv);
   if (onDemand !== null) return runTaskCommand(argv, onDemand);
   const { values, positionals } = parse(argv);

@@ -27,14 +27,20 @@ options for every command:
   --config FILE         configuration file (default: $NODEMGR_CONFIG, else built-in defaults)
 `;
 
-/** The command of the command line, when it is `task` or `instance`. */
-export function taskCommandOf(argv: readonly string[]): 'task' | 'instance' | null {
+/** The command of a command line: its first argument that is not an option (or --config's value). */
+export function commandOf(argv: readonly string[]): string | null {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--config') i++;
-    else if (!arg.startsWith('-')) return arg === 'task' || arg === 'instance' ? arg : null;
+    else if (!arg.startsWith('-')) return arg;
   }
   return null;
+}
+
+/** The command of the command line, when it is `task` or `instance`. */
+export function taskCommandOf(argv: readonly string[]): 'task' | 'instance' | null {
+  const command = commandOf(argv);
+  return command === 'task' || command === 'instance' ? command : null;
 }
 
 const TaskUsageError = CommandUsageError;
