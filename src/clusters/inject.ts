@@ -79,7 +79,7 @@ export async function injectIntoOverlay(
     await debugfs(fs, [...(await writeCommands(fs, files, hostFiles)), ...renameCommands(renamed)], true).catch((error: unknown) => {
       throw new InjectError(overlay, `writing into the file system failed (the overlay is left part-written): ${describeError(error)}`);
     });
-    report = { overlay, fileSystem: place, written: files.map((f) => f.path), renamed, durationMs: 0 };
+    report = { overlay, fileSystem: place, written: files.map((f) => f.path), renamed: renamed.map(({ from, to }) => ({ from, to })), durationMs: 0 };
   } catch (error) {
     failure = error;
   } finally {

@@ -38,6 +38,7 @@ const RENAMES = ['/etc/sysconfig/network-scripts/ifcfg-eth*', '/etc/udev/rules.d
 let dir: string;
 let bare: VcDisk;
 let partitioned: VcDisk;
+let gpt: VcDisk;
 
 test.before(async () => {
   if (reason !== null) return;
@@ -45,6 +46,7 @@ test.before(async () => {
   await run('chmod', ['0755', dir]);
   bare = await buildVcDisk(dir, 'bare', { partitioned: false });
   partitioned = await buildVcDisk(dir, 'partitioned', { partitioned: true });
+  gpt = await buildVcDisk(dir, 'gpt', { partitioned: true, gpt: true });
 });
 
 test.after.always(async () => {
@@ -137,6 +139,10 @@ serial('files go into the Linux partition of an overlay over an MBR-partitioned 
   await checkInjected(t, partitioned, 'partitioned-node', 1);
 });
 
+serial('files go into the Linux partition of an overlay over a GPT-partitioned image', async (t) => {
+  await checkInjected(t, gpt, 'gpt-node', 1);
+});
+
 serial('a corrupt overlay fails with an InjectError and leaves no mount, loop device or storage daemon', async (t) => {
   const overlay = join(dir, 'corrupt.qcow2');
   await writeFile(overlay, createHash('sha512').update('not an image').digest().toString('hex').repeat(4096));
@@ -152,6 +158,18 @@ serial('an overlay whose disk holds no file system fails naming it, and cleans u
   const overlay = await overlayOver(empty, 'empty-node');
   const error = await t.throwsAsync(injectIntoOverlay(overlay, [{ path: '/root/vc-out.xml', content: VC_OUT, mode: 0o600 }], RENAMES), { instanceOf: InjectError });
   t.is(error!.message, `injecting into ${overlay}: no Linux file system found in ${overlay} (neither a file system nor a partition table is on the disk)`);
+  t.deepEqual(await leftovers(overlay), []);
+});
+
+serial('a file system whose journal needs recovery is refused: its replay at boot would undo the writes', async (t) => {
+  const raw = join(dir, 'dirty.raw');
+  await run('mkfs.ext4', ['-q', '-F', raw, '16M']);
+  await run('debugfs', ['-w', '-R', 'feature needs_recovery', raw]);
+  const base = join(dir, 'dirty.qcow2');
+  await run('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, base]);
+  const overlay = await overlayOver(base, 'dirty-node');
+  const error = await t.throwsAsync(injectIntoOverlay(overlay, [{ path: '/root/vc-out.xml', content: VC_OUT, mode: 0o600 }], []), { instanceOf: InjectError });
+  t.regex(error!.message, /the ext4 file system: its journal needs recovery/);
   t.deepEqual(await leftovers(overlay), []);
 });
 

@@ -2,7 +2,7 @@
 // test guest (guest.ts shows what it finds in /root/vc-out.xml): an ext2 file system made by
 // mkfs.ext2 -d from a directory holding /root/ and /etc/sysconfig/network-scripts/ifcfg-eth0
 // (and the udev rule pragma_boot's images carry), either bare or in the first partition of an MBR
-// table (sfdisk), as raw and as qcow2 images. Needs e2fsprogs, fdisk and qemu-utils; no root.
+// (or GPT) table made by sfdisk, as raw and as qcow2 images. Needs e2fsprogs, fdisk and qemu-utils; no root.
 import { chmod, mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,7 +32,7 @@ const PARTITION_START_SECTOR = 2048; // 1 MiB, as partitioning tools align
  * Builds the disk in `dir` (made 0755, files 0644 so that QEMU, running as its own user, can read
  * them): `<name>.raw` and `<name>.qcow2`.
  */
-export async function buildVcDisk(dir: string, name: string, opts: { partitioned: boolean }): Promise<VcDisk> {
+export async function buildVcDisk(dir: string, name: string, opts: { partitioned: boolean; gpt?: boolean }): Promise<VcDisk> {
   await mkdir(dir, { recursive: true, mode: 0o755 });
   const tree = await mkdtemp(join(tmpdir(), 'nodemgr-vc-tree-'));
   const raw = join(dir, `${name}.raw`);
@@ -49,7 +49,7 @@ export async function buildVcDisk(dir: string, name: string, opts: { partitioned
     let offset = 0;
     if (opts.partitioned) {
       offset = PARTITION_START_SECTOR * 512;
-      await partitionedDisk(raw, fsImage, offset);
+      await partitionedDisk(raw, fsImage, offset, opts.gpt === true);
       await rm(fsImage, { force: true });
     }
     await runCommand('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
@@ -60,13 +60,16 @@ export async function buildVcDisk(dir: string, name: string, opts: { partitioned
   }
 }
 
-/** An MBR disk whose one Linux partition (type 83) starts at `offset` and holds `fsImage`. */
-async function partitionedDisk(raw: string, fsImage: string, offset: number): Promise<void> {
-  const size = offset + FS_MIB * 1024 * 1024;
+// GPT's Linux filesystem data type; GPT keeps a copy of its table in the disk's last 33 sectors.
+const LINUX_GPT_TYPE = '0FC63DAF-8483-4772-8E79-3D69D8477DE4';
+
+/** A disk whose one Linux partition starts at `offset` and holds `fsImage`. */
+async function partitionedDisk(raw: string, fsImage: string, offset: number, gpt: boolean): Promise<void> {
+  const size = offset + FS_MIB * 1024 * 1024 + (gpt ? 1024 * 1024 : 0);
   await rm(raw, { force: true });
   await writeFile(raw, '');
   await runCommand('truncate', ['-s', String(size), raw]);
-  const script = `label: dos\nunit: sectors\n\nstart=${offset / 512}, size=${(FS_MIB * 1024 * 1024) / 512}, type=83\n`;
+  const script = `label: ${gpt ? 'gpt' : 'dos'}\nunit: sectors\n\nstart=${offset / 512}, size=${(FS_MIB * 1024 * 1024) / 512}, type=${gpt ? LINUX_GPT_TYPE : '83'}\n`;
   await runCommand('sfdisk', ['-q', raw], { input: script });
   const source = await open(fsImage, 'r');
   const target = await open(raw, 'r+');
