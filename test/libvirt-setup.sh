@@ -17,9 +17,11 @@ fi
 # overlays; busybox-static is what the tests' small guest is made of (with a kernel taken out of
 # Debian's package by apt-get download and dpkg-deb, which need nothing installed), and
 # qemu-guest-agent's qemu-ga (with the libraries ldd names) is its agent; e2fsprogs makes the
-# staging disk of the guest agent benchmark
+# staging disk of the guest agent benchmark; a virtual cluster node's files go into its overlay
+# through qemu-storage-daemon (qemu-system-common), blkid and sfdisk (fdisk) find its file system,
+# and debugfs (e2fsprogs) writes them
 packages=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc libvirt-clients
-  qemu-system-x86 qemu-utils busybox-static qemu-guest-agent e2fsprogs)
+  qemu-system-x86 qemu-system-common qemu-utils busybox-static qemu-guest-agent e2fsprogs fdisk)
 missing=()
 for package in "${packages[@]}"; do
   status="$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)"

@@ -1,7 +1,8 @@
 // The small guest that the libvirt system tests boot under QEMU (software emulation is enough):
 // Debian's kernel, taken out of its package without installing it, and an initramfs of
 // busybox-static whose /init prints a line containing `nodemgr-ready` on the console (ttyS0) and
-// then keeps a shell on it. The initramfs also holds QEMU's guest agent (qemu-ga and the libraries
+// then keeps a shell on it (having first shown a virtual cluster node's injected vc-out.xml, when
+// one of its disks holds one). The initramfs also holds QEMU's guest agent (qemu-ga and the libraries
 // it loads, from Debian's package: guest-agent-files.ts), which /init starts when the domain has
 // the agent's channel; a variant leaves the agent out. Built once and kept in a directory named by a hash of what went into it,
 // so that later runs (and other test files) reuse it.
@@ -28,6 +29,9 @@ export interface TestGuest {
 }
 
 export const READY_MARKER = 'nodemgr-ready';
+/** The lines around the /root/vc-out.xml that the guest found on a disk (see GUEST_INIT). */
+export const VC_OUT_BEGIN = 'nodemgr-vc-out-begin';
+export const VC_OUT_END = 'nodemgr-vc-out-end';
 
 /** Where buildTestGuest keeps its builds unless told otherwise. */
 export const DEFAULT_GUEST_CACHE = join(tmpdir(), 'nodemgr-test-guest');
@@ -65,6 +69,8 @@ const AGENT_CHANNEL = 'org.qemu.guest_agent.0';
 // mac: the guest's network interfaces' addresses; disk: its virtio disks with their size in
 // 512-byte sectors; cmdline: the kernel command line, last because it has spaces. With the word
 // nodemgr.silent on the command line, or in the silent initramfs, the line is never printed.
+// Before it, a disk with an ext2/3/4 file system holding /root/vc-out.xml has that file printed
+// between a line starting with VC_OUT_BEGIN (and the device) and a VC_OUT_END line.
 const GUEST_INIT = `#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -102,6 +108,21 @@ done
 disk=
 for block in /sys/block/vd*; do
   [ -e "$block" ] && disk="$disk\${block##*/}:$(cat "$block/size"),"
+done
+# A virtual cluster node's disk: the first ext2/3/4 file system (whole disk or partition) that
+# holds /root/vc-out.xml is shown between marker lines, read-only, and let go before the ready line.
+mkdir -p /mnt/vc
+for dev in /dev/vd[a-z] /dev/vd[a-z][0-9]; do
+  [ -b "$dev" ] || continue
+  mount -t ext4 -o ro "$dev" /mnt/vc 2>/dev/null || continue
+  if [ -f /mnt/vc/root/vc-out.xml ]; then
+    echo "${VC_OUT_BEGIN} $dev"
+    cat /mnt/vc/root/vc-out.xml
+    echo "${VC_OUT_END}"
+    umount /mnt/vc
+    break
+  fi
+  umount /mnt/vc
 done
 if [ -e /etc/nodemgr-silent ] || grep -qw nodemgr.silent /proc/cmdline; then
   echo "guest up; silent, as asked"
