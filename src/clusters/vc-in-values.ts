@@ -5,19 +5,19 @@ import { isIPv4 } from 'node:net';
 import { posix } from 'node:path';
 
 /**
- * A path relative to the description's directory, normalised ("./a//b.img" -> "a/b.img"), or why
+ * A path relative to a directory (by default the description's), normalised ("./a//b.img" -> "a/b.img"), or why
  * it is not one: absolute, a URL, leading out of the directory with "..", or naming no file. The
  * description may come from a URL, so the path is resolved as a URL reference too: no "\", "?",
  * "#" or "%" that would make it mean something else there.
  */
-export function relativeFilePath(text: string): string | { reason: string } {
+export function relativeFilePath(text: string, within = "the description's directory"): string | { reason: string } {
   if (text === '') return { reason: 'the path is empty' };
   if (/[\0-\x1f\x7f]/.test(text)) return { reason: 'the path contains a control character' };
-  if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(text)) return { reason: 'a URL is not accepted; give a path relative to the description' };
-  if (text.startsWith('/')) return { reason: 'an absolute path is not accepted; give a path relative to the description' };
+  if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(text)) return { reason: `a URL is not accepted; give a path relative to ${within}` };
+  if (text.startsWith('/')) return { reason: `an absolute path is not accepted; give a path relative to ${within}` };
   if (/[\\?#%]/.test(text)) return { reason: 'the path contains "\\", "?", "#" or "%", which a URL would read differently' };
   const normal = posix.normalize(text);
-  if (normal === '..' || normal.startsWith('../')) return { reason: 'the path leads out of the description\'s directory ("..")' };
+  if (normal === '..' || normal.startsWith('../')) return { reason: `the path leads out of ${within} ("..")` };
   if (normal === '.' || normal.endsWith('/')) return { reason: 'the path names a directory, not a file' };
   return normal;
 }
