@@ -7,6 +7,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { Config } from '../config/schema.js';
 import { describeFileError } from '../host/file-errors.js';
 import { httpGet, HttpGetError } from '../host/http-get.js';
 import { redactUrl } from '../host/url.js';
@@ -56,6 +57,11 @@ export interface LoadedDescription {
 
 const DEFAULT_MAX_BYTES = 1024 * 1024;
 const DEFAULT_TIMEOUT_MS = 30_000;
+
+/** The configured repository: vc_repository_url when set, else vc_repository_dir. */
+export function configuredRepository(config: Pick<Config, 'vcRepositoryDir' | 'vcRepositoryUrl'>): RepositoryPlace {
+  return config.vcRepositoryUrl === null ? config.vcRepositoryDir : new URL(config.vcRepositoryUrl);
+}
 
 /** The repository's base URL, ending in "/" so that relative paths resolve inside it. */
 export function repositoryBase(place: RepositoryPlace): URL {
