@@ -9,8 +9,9 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { parseConfig } from '../../src/config/config.js';
 import {
-  cachedImageName, fetchImage, imagePartUrls, listRepository, loadDescription, VcRepositoryError, type FetchImageOptions,
+  cachedImageName, configuredRepository, fetchImage, imagePartUrls, listRepository, loadDescription, VcRepositoryError, type FetchImageOptions,
 } from '../../src/clusters/repository.js';
 import { VcInError } from '../../src/clusters/vc-in.js';
 import { parseVcdb, VcdbError } from '../../src/clusters/vcdb.js';
@@ -116,6 +117,15 @@ test('a directory repository: listed, loaded, with its files next to the descrip
   t.regex(broken?.message ?? '', /^virtual cluster broken \(file:.*\/broken\.xml\) line 1 column 1: vc: has no <virtualization>$/);
   const empty = await t.throwsAsync(listRepository(join(dir, 'nothing')), { instanceOf: VcRepositoryError });
   t.regex(empty?.message ?? '', /nothing\/vcdb\.txt: no such file$/);
+});
+
+test('the configured repository: vc_repository_url, a file: URL relative to the configuration, wins over the directory', async (t) => {
+  const dir = await scratch(t);
+  await put(join(dir, 'served'), { 'vcdb.txt': 'c1,c1/c1.xml\n', 'c1/c1.xml': description('fe.qcow2', 'c.img') });
+  const config = parseConfig('vc_repository_dir = unused\nvc_repository_url = file:served', join(dir, 'nodemgr.conf'));
+  const loaded = await loadDescription(configuredRepository(config), 'c1');
+  t.is(loaded.dir, join(dir, 'served', 'c1') + '/');
+  t.is(configuredRepository(parseConfig('vc_repository_dir = repo', join(dir, 'nodemgr.conf'))), join(dir, 'repo'));
 });
 
 test('over HTTP: a gzip image is decompressed into the cache once; the next boot never asks again', async (t) => {
