@@ -40,6 +40,9 @@ const PART_WORDS: DownloadWords = {
   file: 'virtual cluster image part', limit: 'the most the image cache may hold (image_cache_max_bytes)', abandoned: 'abandoned',
 };
 
+/** What the repository's files are (missing, not gzip, too large): asking again gets the same answer. */
+class PartsRefused extends Error {}
+
 /** Assemblies in progress, per cache and entry name: two boots of one cluster share one. */
 const assembling = new WeakMap<ImageCache, Map<string, Promise<ImageEntry>>>();
 
@@ -128,7 +131,7 @@ async function assembleAndAdd(cache: ImageCache, job: Assembly): Promise<ImageEn
     return await cache.add({ uri: pathToFileURL(output).href, type: 'image', name: job.name, description: job.description });
   } catch (error) {
     if (error instanceof ImageError) throw error;
-    throw new ImageError('failed', `virtual cluster image ${job.name}: ${describeError(error)}`);
+    throw new ImageError(error instanceof PartsRefused ? 'refused' : 'failed', `virtual cluster image ${job.name}: ${describeError(error)}`);
   } finally {
     await Promise.all([output, ...downloaded].map((path) => rm(path, { force: true })));
   }
@@ -154,7 +157,7 @@ async function concatenate(sources: readonly string[], output: string, gunzip: b
       try {
         for await (const chunk of createReadStream(source, { highWaterMark: 1024 * 1024 })) yield chunk as Buffer;
       } catch (error) {
-        throw new Error(`part ${source.slice(source.lastIndexOf('/') + 1)}: ${describeFileError(error)}`);
+        throw new PartsRefused(`part ${source.slice(source.lastIndexOf('/') + 1)}: ${describeFileError(error)}`);
       }
     }
   }
@@ -163,7 +166,7 @@ async function concatenate(sources: readonly string[], output: string, gunzip: b
   const bounded = new Transform({
     transform(chunk: Buffer, _encoding, done) {
       bytes += chunk.length;
-      if (bytes > maxBytes) done(new Error(`the image is larger than ${formatBytes(maxBytes)}, the most the image cache may hold (image_cache_max_bytes)`));
+      if (bytes > maxBytes) done(new PartsRefused(`the image is larger than ${formatBytes(maxBytes)}, the most the image cache may hold (image_cache_max_bytes)`));
       else done(null, chunk);
     },
   });
@@ -173,7 +176,7 @@ async function concatenate(sources: readonly string[], output: string, gunzip: b
     else await pipeline(chained(), bounded, written, { signal });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (typeof code === 'string' && code.startsWith('Z_')) throw new Error(`the parts are not one valid gzip stream (${describeError(error)})`);
+    if (typeof code === 'string' && code.startsWith('Z_')) throw new PartsRefused(`the parts are not one valid gzip stream (${describeError(error)})`);
     throw error;
   }
   return bytes;

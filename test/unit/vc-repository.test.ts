@@ -219,21 +219,25 @@ test("pragma's gzip <file> in parts, from a directory: concatenated, then decomp
   t.regex(entry.description, /^virtual cluster split frontend disk fe\.img, from file:.*\/fe\.img\.gz\.aa and 1 more part\(s\)$/);
 });
 
-test('a decompressed image over the bound, or parts that are not gzip, are refused and leave nothing', async (t) => {
+test('a decompressed image over the bound, parts that are not gzip or a missing part are refused and leave nothing', async (t) => {
   const dir = await scratch(t);
   const repo = join(dir, 'repo');
   await put(repo, {
-    'vcdb.txt': 'bomb,bomb.xml\nbad,bad.xml\n',
+    'vcdb.txt': 'bomb,bomb.xml\nbad,bad.xml\ngone,gone.xml\n',
     'bomb.xml': description('zeros.img.gz', 'c.img'),
     'zeros.img.gz': gzipSync(Buffer.alloc(4 << 20)),
     'bad.xml': description('bad.img.gz', 'c.img'),
     'bad.img.gz': 'this is not gzip',
+    'gone.xml': description('gone.img.gz', 'c.img'),
   });
   const cache = await cacheIn(t, dir);
   const bomb = await t.throwsAsync(fetchImage(cache, await loadDescription(repo, 'bomb'), 'frontend', fetchOptions(dir, 1 << 20)), { instanceOf: ImageError });
   t.regex(bomb?.message ?? '', /^virtual cluster image bomb-zeros-[0-9a-f]{12}\.img: the image is larger than 1 MiB/);
   const bad = await t.throwsAsync(fetchImage(cache, await loadDescription(repo, 'bad'), 'frontend', fetchOptions(dir)), { instanceOf: ImageError });
   t.regex(bad?.message ?? '', /the parts are not one valid gzip stream/);
+  const gone = await t.throwsAsync(fetchImage(cache, await loadDescription(repo, 'gone'), 'frontend', fetchOptions(dir)), { instanceOf: ImageError });
+  t.regex(gone?.message ?? '', /^virtual cluster image gone-gone-[0-9a-f]{12}\.img: part gone\.img\.gz: no such file$/);
+  t.deepEqual([bomb?.kind, bad?.kind, gone?.kind], ['refused', 'refused', 'refused']);
   t.deepEqual(cache.list(), []);
   t.deepEqual(await readdir(join(dir, 'work')), []);
 });
