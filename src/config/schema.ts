@@ -8,7 +8,7 @@ import { RUNTIME_KINDS, type RuntimeKind } from '../slices/types.js';
 import { packageRoot } from './package-root.js';
 import {
   authorityUrl, bridgeName, cgroupName, count, factor, interfaceName, ipAddress, kbits, libvirtUri, milliseconds, oneOf,
-  optionalAccountName, optionalPath, path, prefixList, range, readyMarker, seconds, socketPath, type ValueType,
+  optionalAccountName, optionalDirectoryUrl, optionalPath, path, prefixList, range, readyMarker, seconds, socketPath, type ValueType,
 } from './values.js';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
@@ -109,6 +109,12 @@ export interface Config {
   /** The capacity budget: the host's vCPUs and memory times these. */
   cpuOvercommit: number;
   memOvercommit: number;
+  /** The repository of virtual clusters (vcdb.txt, descriptions, images): a directory of this host... */
+  vcRepositoryDir: string;
+  /** ...or, when set, the http:, https: or file: URL it is served at (ending in "/"); null: the directory. */
+  vcRepositoryUrl: string | null;
+  /** The most vCPUs one compute of a virtual cluster gets: a request for more CPUs is met with more computes. */
+  vcMaxComputeCpus: number;
 }
 
 type Field = Exclude<keyof Config, 'configFile'>;
@@ -297,6 +303,12 @@ export const KEYS: readonly KeyDescriptor[] = [
     "The capacity budget's vCPUs are the host's CPUs times this: what libvirt slivers, tasks and instances may hold together."),
   key('mem_overcommit', 'memOvercommit', factor(0.1, 100), 1,
     "The capacity budget's memory is the host's memory times this."),
+  key('vc_repository_dir', 'vcRepositoryDir', path, '/var/lib/nodemgr/vc-repository',
+    "The repository of virtual clusters: vcdb.txt (lines of name,path/to/name.xml), each cluster's description and its images next to it. Used when vc_repository_url is empty."),
+  key('vc_repository_url', 'vcRepositoryUrl', optionalDirectoryUrl, null,
+    'Where the repository of virtual clusters is served instead: an http:, https: or file: URL of the directory that holds vcdb.txt. Images fetched from it are kept in the image cache. Empty: vc_repository_dir.'),
+  key('vc_max_compute_cpus', 'vcMaxComputeCpus', range(1, 1024), 2,
+    'The most vCPUs one compute of a virtual cluster gets: a request for more CPUs is met with more computes.'),
 ];
 
 const BY_KEY: ReadonlyMap<string, KeyDescriptor> = new Map(KEYS.map((d) => [d.key, d]));

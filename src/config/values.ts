@@ -2,6 +2,7 @@
 // throws a ValueError with the reason alone (the loader adds the file, the line and the key).
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { invalidAccountName } from '../host/account-names.js';
 import { AuthorityUrlError, parseAuthorityUrl } from '../host/url.js';
 
@@ -180,3 +181,32 @@ export const readyMarker = textWhere(
   (text) => /^[\x21-\x7e][\x20-\x7e]{0,62}[\x21-\x7e]$/.test(text),
   '2 to 64 printable ASCII characters',
 );
+
+/**
+ * The URL of a directory served over http(s), or of one of this host (file:, relative to the
+ * file's directory), written back with a final "/" so that names resolve inside it. No credentials:
+ * the URLs of what is fetched from it are kept in the image cache's index, which every local user
+ * may list.
+ */
+const directoryUrl: ValueType<string> = {
+  parse(text, baseDir) {
+    const expected = 'an http:, https: or file: URL of a directory';
+    const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(text)?.[1]?.toLowerCase();
+    if (scheme !== 'http' && scheme !== 'https' && scheme !== 'file') throw new ValueError(`expected ${expected}, got ${got(text)}`);
+    let url: URL;
+    try {
+      url = scheme === 'file' ? new URL(text, pathToFileURL(resolve(baseDir) + '/')) : new URL(text);
+    } catch {
+      throw new ValueError(`expected ${expected}, got ${got(text)} (not a valid URL)`);
+    }
+    if (scheme !== 'file' && url.hostname === '') throw new ValueError(`expected ${expected}, got ${got(text)} (no host)`);
+    if (scheme === 'file' && url.host !== '' && url.host !== 'localhost') throw new ValueError(`expected ${expected}, got ${got(text)} (a file: URL names a directory of this host)`);
+    if (url.username !== '' || url.password !== '') throw new ValueError(`expected ${expected} without credentials (the URLs of its files are shown to every local user)`);
+    if (url.search !== '' || url.hash !== '') throw new ValueError(`expected ${expected}, got ${got(text)} (a query or fragment would be lost: names are resolved inside the directory)`);
+    if (!url.pathname.endsWith('/')) url.pathname += '/';
+    return url.href;
+  },
+  show: (value) => value,
+};
+
+export const optionalDirectoryUrl = orNone(directoryUrl, [''], '');

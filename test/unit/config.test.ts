@@ -103,6 +103,9 @@ test('the defaults need no file', (t) => {
     taskDefaultMemoryBytes: 536_870_912,
     cpuOvercommit: 4,
     memOvercommit: 1,
+    vcRepositoryDir: '/var/lib/nodemgr/vc-repository',
+    vcRepositoryUrl: null,
+    vcMaxComputeCpus: 2,
   });
 });
 
@@ -115,6 +118,20 @@ test('the image cache keys: a directory resolved against the file, and a bound i
   t.is(errorOf('cpu_overcommit = 0'), 'etc/nodemgr.conf line 1: cpu_overcommit: expected a number from 0.1 to 100 (such as 1.5), got "0"');
   t.is(parseConfig('mem_overcommit = 1.5', FILE).memOvercommit, 1.5);
   t.is(errorOf('image_cache_dir ='), 'etc/nodemgr.conf line 1: image_cache_dir: expected a path, got an empty value');
+});
+
+test('the virtual cluster keys: a repository directory, or a URL of one that ends in "/", and a bound on a compute\'s CPUs', (t) => {
+  const config = parseConfig('vc_repository_dir = clusters\nvc_repository_url = https://repo.example.org/vc\nvc_max_compute_cpus = 8', '/etc/nodemgr/nodemgr.conf');
+  t.is(config.vcRepositoryDir, '/etc/nodemgr/clusters');
+  t.is(config.vcRepositoryUrl, 'https://repo.example.org/vc/');
+  t.is(config.vcMaxComputeCpus, 8);
+  t.is(parseConfig('vc_repository_url = file:clusters', '/etc/nodemgr/nodemgr.conf').vcRepositoryUrl, 'file:///etc/nodemgr/clusters/');
+  t.is(parseConfig('vc_repository_url =', FILE).vcRepositoryUrl, null);
+  t.is(errorOf('vc_repository_url = ftp://repo.example.org/vc'),
+    'etc/nodemgr.conf line 1: vc_repository_url: expected an http:, https: or file: URL of a directory, got "ftp://repo.example.org/vc"');
+  t.is(errorOf('vc_repository_url = https://me:secret@repo.example.org/vc'),
+    'etc/nodemgr.conf line 1: vc_repository_url: expected an http:, https: or file: URL of a directory without credentials (the URLs of its files are shown to every local user)');
+  t.is(errorOf('vc_max_compute_cpus = 0'), 'etc/nodemgr.conf line 1: vc_max_compute_cpus: expected a whole number from 1 to 1024, got "0"');
 });
 
 test('the TLS keys: off by default; turned on, each of the three files must be named, and the port must be free of the others', (t) => {
