@@ -53,7 +53,7 @@ function readinessOf(wait: BootWait | null, role: 'frontend' | 'compute'): Guest
 export function nodeDefinition(prepared: PreparedImage, record: ClusterRecord, node: ClusterNodeRecord): GuestDefinition {
   return {
     kind: 'qemu',
-    boot: { image: prepared.disk, kernel: prepared.kernel, initrd: prepared.initrd },
+    boot: { image: node.role === 'frontend' ? prepared.frontendDisk : prepared.computeDisk, kernel: prepared.kernel, initrd: prepared.initrd },
     size: 'small',
     limits: { vcpus: node.vcpus, mem_max: node.memory_kib },
     interfaces: node.role === 'frontend' ? 1 : 0,
@@ -77,6 +77,7 @@ async function decide(ctx: ClusterContext, owner: string, request: BootRequest):
   if (!Number.isSafeInteger(request.cpus) || request.cpus < 0) throw new PermanentError(`NUM_CPUS must be a whole number >= 0, got ${request.cpus}`);
   const key = normaliseSshPublicKey(request.key);
   const prepared = await ctx.repository.prepare(request.image);
+  if (request.cpus > 0 && prepared.computeDisk === null) throw new PermanentError(`image ${request.image} describes no compute: boot it with NUM_CPUS 0`);
   const memory = chooseNodeMemory(request.mem, { frontendKiB: prepared.frontendMemoryKiB, computeKiB: prepared.computeMemoryKiB });
   const free = ctx.free();
   const packing = packCluster(
@@ -102,7 +103,7 @@ async function decide(ctx: ClusterContext, owner: string, request: BootRequest):
   ];
   const network = networkOf(name, mtu);
   const record: ClusterRecord = {
-    name, owner, image: request.image, base_image: prepared.disk, state: 'booting', created: ctx.now().toISOString(), reason: null,
+    name, owner, image: request.image, base_image: prepared.frontendDisk, state: 'booting', created: ctx.now().toISOString(), reason: null,
     network: { name: network.name, bridge: network.bridge, subnet: `${privateSubnet.network}/${privateSubnet.prefixLength}`, mtu }, nodes,
   };
   return { record, packing, prepared, addressing };

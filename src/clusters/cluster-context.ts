@@ -45,8 +45,10 @@ export interface BootWait {
 
 /** A repository image made ready to boot: its disk (and kernel) in the image cache, what its description asks. */
 export interface PreparedImage {
-  /** Cache entries: the disk image, and a kernel and initrd when the description boots one directly. */
-  readonly disk: string;
+  /** Cache entries: each role's disk image, and a kernel and initrd when the description boots one directly. */
+  readonly frontendDisk: string;
+  /** null when the description has no compute (a frontend alone is all it can boot). */
+  readonly computeDisk: string | null;
   readonly kernel: string | null;
   readonly initrd: string | null;
   readonly frontendMemoryKiB: number | null;

@@ -39,7 +39,24 @@ export function readNode(element: VcElement, role: NodeRole): VcNodeTemplate {
     vcpus: readVcpus(domain),
     disk: file === null ? imageOfSource(source) : imageOfFile(file, source.path),
     interfaces: readInterfaces(domain, role),
+    ...readDirectBoot(domain),
   };
+}
+
+/** <os><kernel> and <initrd>: files next to the description, fetched into the image cache like the disk. */
+function readDirectBoot(domain: VcElement): { kernel: string | null; initrd: string | null } {
+  const os = onlyChild(domain, 'os');
+  const fileOf = (name: 'kernel' | 'initrd'): string | null => {
+    const element = os === null ? null : onlyChild(os, name);
+    if (element === null) return null;
+    const path = relativeFilePath(textOf(element));
+    if (typeof path !== 'string') refuse(element, `file: ${path.reason}`);
+    return path as string;
+  };
+  const kernel = fileOf('kernel');
+  const initrd = fileOf('initrd');
+  if (initrd !== null && kernel === null) refuse(os!, 'has an <initrd> without a <kernel>');
+  return { kernel, initrd };
 }
 
 function onlyChild(parent: VcElement, name: string): VcElement | null {

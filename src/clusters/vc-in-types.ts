@@ -36,6 +36,12 @@ export interface VcNodeTemplate {
    * `private` and one on `public` (private first in pragma's images), a compute one on `private`.
    */
   readonly interfaces: readonly VcNetworkName[];
+  /**
+   * A kernel and initrd the domain boots directly (<os><kernel>, <initrd>), as paths relative to
+   * the description like the disk; null when it boots its disk.
+   */
+  readonly kernel: string | null;
+  readonly initrd: string | null;
 }
 
 /**

@@ -7,7 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { RUNTIME_KINDS, type RuntimeKind } from '../slices/types.js';
 import { packageRoot } from './package-root.js';
 import {
-  authorityUrl, bridgeName, cgroupName, count, factor, interfaceName, ipAddress, kbits, libvirtUri, milliseconds, oneOf,
+  authorityUrl, bridgeName, cgroupName, count, dnsDomain, factor, globList, interfaceName, ipv4List, ipv4Prefix, optionalIpv4, ipAddress, kbits, libvirtUri, milliseconds, oneOf,
   optionalAccountName, optionalDirectoryUrl, optionalPath, path, prefixList, range, readyMarker, seconds, socketPath, type ValueType,
 } from './values.js';
 
@@ -115,6 +115,13 @@ export interface Config {
   vcRepositoryUrl: string | null;
   /** The most vCPUs one compute of a virtual cluster gets: a request for more CPUs is met with more computes. */
   vcMaxComputeCpus: number;
+  /** The clusters' guests' own files (overlays, console logs). */
+  vcDir: string;
+  vcPrivateSubnet: string;
+  vcRenames: string[];
+  vcPublicGateway: string | null;
+  vcDnsServers: string[];
+  vcDomain: string;
 }
 
 type Field = Exclude<keyof Config, 'configFile'>;
@@ -309,6 +316,19 @@ export const KEYS: readonly KeyDescriptor[] = [
     'Where the repository of virtual clusters is served instead: an http:, https: or file: URL of the directory that holds vcdb.txt. Images fetched from it are kept in the image cache. Empty: vc_repository_dir.'),
   key('vc_max_compute_cpus', 'vcMaxComputeCpus', range(1, 1024), 2,
     'The most vCPUs one compute of a virtual cluster gets: a request for more CPUs is met with more computes.'),
+  key('vc_dir', 'vcDir', path,
+    { derived: (config) => join(config.stateDir, 'clusters'), text: '<state_dir>/clusters' },
+    "Directory of the virtual clusters' nodes' own files (copy-on-write disks, console logs); the hypervisor's user must be able to reach it."),
+  key('vc_private_subnet', 'vcPrivateSubnet', ipv4Prefix, '10.1.0.0/16',
+    "The private subnet of a cluster whose description gives none: the frontend takes its first address, the computes the next ones. Each cluster's network is isolated, so every cluster may use the same subnet."),
+  key('vc_renames', 'vcRenames', globList, ['/etc/sysconfig/network-scripts/ifcfg-eth*', '/etc/udev/rules.d/70-persistent-net.rules'],
+    "Paths in each node's disk renamed out of the way (to <path>.nodemgr-orig) when vc-out.xml is written, as pragma_boot did: the image's own network configuration."),
+  key('vc_public_gateway', 'vcPublicGateway', optionalIpv4, null,
+    "The gateway a frontend's public interface is told in vc-out.xml; empty: the first address of the subnet of its public address (from the address pool)."),
+  key('vc_dns_servers', 'vcDnsServers', ipv4List, [],
+    'Name servers told to the clusters in vc-out.xml; empty: the public gateway.'),
+  key('vc_domain', 'vcDomain', dnsDomain, 'cluster.local',
+    "The DNS domain of the clusters' names: a frontend is <cluster>.<vc_domain>."),
 ];
 
 const BY_KEY: ReadonlyMap<string, KeyDescriptor> = new Map(KEYS.map((d) => [d.key, d]));

@@ -164,6 +164,29 @@ export const prefixList: ValueType<string[]> = {
   show: (value) => value.join(', '),
 };
 
+/** Comma-separated items each checked by `item` (what `expected` names); empty for none. */
+function listOf(item: (text: string) => boolean, expected: string): ValueType<string[]> {
+  return {
+    parse(text) {
+      if (text.trim() === '') return [];
+      return text.split(',').map((part) => {
+        const value = part.trim();
+        if (!item(value)) throw new ValueError(`expected ${expected}, separated by commas, got ${got(value)}`);
+        return value;
+      });
+    },
+    show: (value) => value.join(', '),
+  };
+}
+
+/** "8.8.8.8, 1.1.1.1": IPv4 addresses. */
+export const ipv4List = listOf((text) => isIP(text) === 4, 'IPv4 addresses such as 192.0.2.53');
+/** Absolute paths, a "*" allowed in the last component. */
+export const globList = listOf((text) => /^\/[^\0\s,]*$/.test(text) && !text.split('/').includes('..'), 'absolute paths (a "*" allowed in the last part)');
+export const optionalIpv4 = orNone(textWhere((text) => isIP(text) === 4, 'an IPv4 address'), [''], '');
+export const ipv4Prefix = textWhere((text) => /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(text) && isIP(text.split('/')[0]!) === 4 && Number(text.split('/')[1]) <= 30, 'an IPv4 subnet such as 10.1.0.0/16 (at most /30)');
+export const dnsDomain = textWhere((text) => /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(text), 'a DNS domain such as cluster.local (lower case)');
+
 export const ipAddress = textWhere((text) => isIP(text) !== 0, 'an IPv4 or IPv6 address such as 0.0.0.0 or ::');
 
 export const libvirtUri = textWhere(

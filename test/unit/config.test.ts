@@ -106,6 +106,12 @@ test('the defaults need no file', (t) => {
     vcRepositoryDir: '/var/lib/nodemgr/vc-repository',
     vcRepositoryUrl: null,
     vcMaxComputeCpus: 2,
+    vcDir: '/var/lib/nodemgr/clusters',
+    vcPrivateSubnet: '10.1.0.0/16',
+    vcRenames: ['/etc/sysconfig/network-scripts/ifcfg-eth*', '/etc/udev/rules.d/70-persistent-net.rules'],
+    vcPublicGateway: null,
+    vcDnsServers: [],
+    vcDomain: 'cluster.local',
   });
 });
 
