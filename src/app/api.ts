@@ -15,6 +15,7 @@ import type { RecordWriter } from '../db/record-writer.js';
 import type { DatabaseStore } from '../db/store.js';
 import type { ImageCache } from '../images/cache.js';
 import type { TaskEngine } from '../tasks/engine.js';
+import type { ClusterEngine } from '../clusters/engine.js';
 import type { Logger } from '../log.js';
 import { forwardApiCallsPath, peerCredentials } from '../native/peercred.js';
 import type { LibvirtRuntime } from '../runtimes/libvirt/runtime.js';
@@ -39,6 +40,7 @@ export interface ApiParts {
   /** The TLS listener, from prepareTlsListener; null for none. */
   readonly tls: TlsListener | null;
   readonly tasks: TaskEngine;
+  readonly clusters: ClusterEngine;
 }
 
 export interface TlsListener {
@@ -83,7 +85,7 @@ export async function prepareTlsListener(config: Config, logger: Logger): Promis
 
 /** The API on 127.0.0.1, the Unix socket and TLS, acting through the same converger and supervisors. */
 export async function startApi(config: Config, parts: ApiParts): Promise<{ server: ApiServer; call: ApiServerOptions['call'] }> {
-  const { store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images, tls, tasks } = parts;
+  const { store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images, tls, tasks, clusters } = parts;
   // The certificate is read once: a daemon that starts with a bad one says so at once.
   const certificatePem = config.authorityCertFile === null ? null : await readFile(config.authorityCertFile, 'utf8');
   if (certificatePem !== null) loadCertificate(certificatePem);
@@ -120,6 +122,7 @@ export async function startApi(config: Config, parts: ApiParts): Promise<{ serve
       },
     },
     tasks,
+    clusters,
     async guestStatus(name) {
       const status = await guests.status(name);
       if (!status) return null;

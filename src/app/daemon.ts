@@ -29,7 +29,10 @@ import { describeError } from '../util/errors.js';
 import { prepareDelegateShell, prepareTlsListener, startApi } from './api.js';
 import { createGuestRuntime, createRuntime, createUnixRuntimeOf } from './factories.js';
 import { startGateway } from './gateway.js';
-import { createTasks, createTaskGuests, taskImagesInUse } from './tasks.js';
+import { createTasks, createTaskGuests, sliverUses, taskImagesInUse } from './tasks.js';
+import { clusterImagesInUse, createClusterGuests, createClusters } from './clusters.js';
+import { clusterUses } from '../clusters/engine.js';
+import { taskUses } from '../tasks/engine.js';
 import { isOnDemandGuest } from '../tasks/task-guest.js';
 import { byteCapPath, databasePath, lockPath } from './paths.js';
 import { every, services, type Services } from './services.js';
@@ -94,17 +97,28 @@ async function startParts(config: Config, logger: Logger, all: Services) {
   const records = recordWriter(store, logger);
   const taskGuests = await all.add('task guests', () => createTaskGuests(config, { images, addresses, logger, now }), (g) => g.close());
   const tasks = await all.add('tasks', async () => {
-    const engine = createTasks(config, { store, images, addresses, desired: () => desired(store.data), logger, now }, taskGuests);
+    const engine = createTasks(config, {
+      store, images, addresses, desired: () => desired(store.data), clusterUses: () => clusterUses(Object.values(store.data.clusters)), logger, now,
+    }, taskGuests);
     await engine.start();
     return engine;
   }, (engine) => {
     taskGuests.interrupt();
     return engine.stop();
   });
+  const clusterGuests = await all.add('cluster guests', () => createClusterGuests(config, images, addresses, logger), (g) => g.close());
+  const clusters = await all.add('clusters', async () => {
+    const engine = createClusters(config, {
+      store, images, addresses, logger, now,
+      otherUses: () => [...sliverUses(desired(store.data)), ...taskUses(Object.values(store.data.tasks))],
+    }, clusterGuests);
+    await engine.recover();
+    return engine;
+  }, () => clusterGuests.interrupt());
   const documents = createDocumentSync({ config, store, records, syncStatus, logger, now });
   const converger = createConverger({ store, records, runtime, supervisors, logger, now, desired, afterPass: () => enforcer.refresh() });
   return {
-    now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger, tasks,
+    now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger, tasks, clusters,
   };
 }
 
@@ -135,7 +149,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
   await prepareDirectories(config);
   const all = services(logger);
   const parts = await startParts(config, logger, all);
-  const { now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger, tasks } = parts;
+  const { now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger, tasks, clusters } = parts;
   await startTimers(config, logger, all, parts);
 
   await prepareDelegateShell(config, logger);
@@ -147,7 +161,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     return found.get(name) ?? {};
   };
   const { call } = await all.add('api', () => startApi(config, {
-    store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images, tls, tasks,
+    store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images, tls, tasks, clusters,
   }), ({ server }) => server.close());
   // Without the gateway slivers are still managed and the API still answers locally: logged, not fatal.
   await all.add('ssh gateway', () => startGateway(config, { store, runtime, unix, guests, enforcer, call, logger }).catch((error: unknown) => {
@@ -215,11 +229,13 @@ async function prepareDirectories(config: Config): Promise<void> {
   // The guests' files are under the state directory by default, and the hypervisor's user must
   // reach them: the directory may be searched by others (its files are the owner's alone).
   if (isInside(config.guestDir, config.stateDir)) await chmod(config.stateDir, (await stat(config.stateDir)).mode & 0o777 | 0o001);
-  // The tasks' guests' files are under task_dir, which the hypervisor's user searches too; each
-  // spool in it is the daemon's alone (0700).
-  if (isInside(config.taskDir, config.stateDir)) await chmod(config.stateDir, (await stat(config.stateDir)).mode & 0o777 | 0o001);
-  await mkdir(config.taskDir, { recursive: true, mode: 0o711 });
-  await chmod(config.taskDir, (await stat(config.taskDir)).mode & 0o777 | 0o001);
+  // The tasks' and clusters' guests' files are under task_dir and vc_dir, which the hypervisor's
+  // user searches too; each task's spool in it is the daemon's alone (0700).
+  for (const dir of [config.taskDir, config.vcDir]) {
+    if (isInside(dir, config.stateDir)) await chmod(config.stateDir, (await stat(config.stateDir)).mode & 0o777 | 0o001);
+    await mkdir(dir, { recursive: true, mode: 0o711 });
+    await chmod(dir, (await stat(dir)).mode & 0o777 | 0o001);
+  }
   await mkdir(config.runDir, { recursive: true, mode: 0o755 });
 }
 
@@ -234,6 +250,6 @@ function imagesInUse(db: NodeDatabase): ReadonlySet<string> {
   for (const s of sliverRecords(db)) {
     for (const ref of [s.vref, s.guest.kernel, s.guest.initrd]) if (ref !== null) refs.add(ref);
   }
-  for (const ref of taskImagesInUse(db)) refs.add(ref);
+  for (const ref of [...taskImagesInUse(db), ...clusterImagesInUse(db)]) refs.add(ref);
   return refs;
 }

@@ -74,6 +74,8 @@ export interface TaskParts {
   readonly images: ImageCache;
   readonly addresses: AddressBook;
   readonly desired: () => Desired;
+  /** What virtual clusters hold of the capacity budget. */
+  readonly clusterUses: () => readonly BudgetUse[];
   readonly logger: Logger;
   readonly now: () => Date;
 }
@@ -114,7 +116,7 @@ export function createTasks(config: Config, parts: TaskParts, guests: GuestLifec
     now,
     host: () => ({ vcpus: availableParallelism(), memoryBytes: totalmem() }),
     factors: { cpu: config.cpuOvercommit, memory: config.memOvercommit },
-    sliverUses: () => sliverUses(parts.desired()),
+    sliverUses: () => [...sliverUses(parts.desired()), ...parts.clusterUses()],
     tickMs: TICK_MS,
   });
 }

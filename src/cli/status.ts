@@ -10,6 +10,7 @@ import { sliverUses } from '../app/tasks.js';
 import { desiredState } from '../reconcile/desired.js';
 import { budgetView } from '../tasks/budget.js';
 import { taskUses } from '../tasks/engine.js';
+import { clusterUses } from '../clusters/engine.js';
 import type { GuestStatus } from '../runtimes/types.js';
 import { readDatabaseSnapshot } from '../db/store.js';
 import type { NodeDatabase } from '../db/types.js';
@@ -77,7 +78,7 @@ export async function runStatus(config: Config, options: { json: boolean }): Pro
     guests: await guestsOnHost(config, planned, db),
     ...images,
     capacity: budgetView({ vcpus: availableParallelism(), memoryBytes: totalmem() }, { cpu: config.cpuOvercommit, memory: config.memOvercommit },
-      [...sliverUses(desiredState(db, config.defaultRuntime)), ...taskUses(Object.values(db.tasks))]),
+      [...sliverUses(desiredState(db, config.defaultRuntime)), ...taskUses(Object.values(db.tasks)), ...clusterUses(Object.values(db.clusters))]),
     ...(config.sshPort === 0 ? {} : {
       sshGateway: { address: `${config.sshAddress}:${config.sshPort}`, fingerprint: await savedHostKeyFingerprint(config.stateDir) },
     }),

@@ -114,8 +114,10 @@ function vcOutOf(decided: Decided, lease: AddressLease, gateway: string | null):
   if (lease.prefix === null) throw new PermanentError(`the pool's address ${lease.ip} has no prefix length; a cluster's public address needs one (as 192.0.2.10/24)`);
   const publicGateway = gateway ?? firstAddressOf(lease.ip, lease.prefix);
   const macs = decided.addressing.macs.map((m, i) => (i === 0 ? { ...m, macs: [m.macs[0]!, lease.mac] } : m));
+  // Without name servers of its own, a cluster asks its public gateway.
+  const dns = decided.addressing.dns.servers.length > 0 ? decided.addressing.dns : { ...decided.addressing.dns, servers: [publicGateway] };
   const plan: VcClusterPlan = assembleVcCluster(decided.packing, {
-    ...decided.addressing, macs, publicAddress: { ip: lease.ip, prefixLength: lease.prefix, gateway: publicGateway, mtu: 1500 },
+    ...decided.addressing, dns, macs, publicAddress: { ip: lease.ip, prefixLength: lease.prefix, gateway: publicGateway, mtu: 1500 },
   });
   const files = vcOutFiles(plan);
   return new Map([['frontend', files.frontend], ...files.computes.map((c) => [c.name, c.text] as const)]);

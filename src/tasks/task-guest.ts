@@ -15,9 +15,9 @@ export function guestNameOf(kind: TaskKind, taskId: string): string {
   return `${kind}.${taskId}`;
 }
 
-/** Whether a guest's name is a task's or an instance's (not a sliver's). */
+/** Whether a guest's name is a task's or an instance's (not a sliver's, nor a cluster node's: `vc.`). */
 export function isOnDemandGuest(name: string): boolean {
-  return name.includes('.');
+  return name.startsWith('task.') || name.startsWith('instance.');
 }
 
 /** A new task id: 8 hex digits, not one of `taken`. */
