@@ -96,13 +96,13 @@ test("pragma's README description: sizes, images, interfaces, the wait and the n
       memoryKiB: 1_048_576,
       vcpus: 1,
       disk: { path: 'calit2-119-222.img.gz', format: 'gzip', parts: ['calit2-119-222.img.gz'] },
-      interfaces: ['private', 'public'],
+      interfaces: ['private', 'public'], kernel: null, initrd: null,
     },
     compute: {
       memoryKiB: 2 * 1024 * 1024,
       vcpus: 4,
       disk: { path: 'compute.img', format: 'gzip', parts: ['parts/compute.img.gz.aa', 'parts/compute.img.gz.ab'] },
-      interfaces: ['private'],
+      interfaces: ['private'], kernel: null, initrd: null,
     },
     bootDependency: { parent: 'frontend', wait: { type: 'clock', seconds: 300 } },
     networks: [
@@ -130,6 +130,15 @@ function describe(parts: { frontend?: string; compute?: string; top?: string; ro
 
 const COMPUTE_DOMAIN = `<domain><memory>1024</memory><devices><interface type='bridge'/><disk><source file='c.img'/></disk></devices></domain>`;
 
+test('a domain that boots a kernel directly names it and its initrd next to the description', (t) => {
+  const direct = README_STYLE.replace(/<os>/g, '<os><kernel>boot/vmlinuz</kernel><initrd>boot/initrd.img</initrd>');
+  const vc = parseVcIn(direct, OPTIONS);
+  t.like(vc.frontend, { kernel: 'boot/vmlinuz', initrd: 'boot/initrd.img' });
+  t.like(vc.compute, { kernel: null, initrd: null }, 'a domain without <os> boots its disk');
+  const escaping = README_STYLE.replace('<os>', '<os><kernel>../vmlinuz</kernel>');
+  t.throws(() => parseVcIn(escaping, OPTIONS), { message: /kernel: file: / });
+});
+
 test('a frontend alone, as bytes: no compute, no boot dependency, vcpu 1 by default, qcow2 as it is', (t) => {
   const vc = parseVcIn(Buffer.from(describe()), OPTIONS);
   t.is(vc.compute, null);
@@ -137,6 +146,7 @@ test('a frontend alone, as bytes: no compute, no boot dependency, vcpu 1 by defa
   t.deepEqual(vc.networks, []);
   t.deepEqual(vc.frontend, {
     memoryKiB: 512 * 1024, vcpus: 1, disk: { path: 'fe.qcow2', format: 'qcow2', parts: ['fe.qcow2'] }, interfaces: ['private', 'public'],
+    kernel: null, initrd: null,
   });
 });
 
