@@ -32,6 +32,8 @@ export const READY_MARKER = 'nodemgr-ready';
 /** The lines around the /root/vc-out.xml that the guest found on a disk (see GUEST_INIT). */
 export const VC_OUT_BEGIN = 'nodemgr-vc-out-begin';
 export const VC_OUT_END = 'nodemgr-vc-out-end';
+/** The lines a cluster node writes of its private network: its address, and a compute's ping of the frontend. */
+export const VC_NET_PREFIX = 'nodemgr-vc-net';
 
 /** Where buildTestGuest keeps its builds unless told otherwise. */
 export const DEFAULT_GUEST_CACHE = join(tmpdir(), 'nodemgr-test-guest');
@@ -111,6 +113,25 @@ for block in /sys/block/vd*; do
 done
 # A virtual cluster node's disk: the first ext2/3/4 file system (whole disk or partition) that
 # holds /root/vc-out.xml is shown between marker lines, read-only, and let go before the ready line.
+# The node then takes the private address vc-out.xml gives its first interface's MAC, and a compute
+# pings its gateway (the frontend) and says whether it answered, as pragma's images configure
+# themselves from the file.
+vc_node_network() {
+  mac0=$(cat /sys/class/net/eth0/address)
+  line=$(grep "mac=\\"$mac0\\"" /tmp/vc-out.xml | head -n 1)
+  ip=$(echo "$line" | sed -n 's/.* ip="\\([0-9.]*\\)".*/\\1/p')
+  mask=$(echo "$line" | sed -n 's/.* netmask="\\([0-9.]*\\)".*/\\1/p')
+  [ -n "$ip" ] || return
+  ifconfig eth0 "$ip" netmask "$mask" up
+  echo "${VC_NET_PREFIX} address $ip"
+  gw=$(sed -n -e 's/.*<compute .*gw="\\([0-9.]*\\)".*/\\1/p' -e 's/.*<node .*gw="\\([0-9.]*\\)".*/\\1/p' /tmp/vc-out.xml | head -n 1)
+  [ -n "$gw" ] || return
+  for try in $(seq 60); do
+    if ping -c 1 -W 1 "$gw" >/dev/null 2>&1; then echo "${VC_NET_PREFIX} ping $gw answered"; return; fi
+    sleep 1
+  done
+  echo "${VC_NET_PREFIX} ping $gw unanswered"
+}
 mkdir -p /mnt/vc
 for dev in /dev/vd[a-z] /dev/vd[a-z][0-9]; do
   [ -b "$dev" ] || continue
@@ -119,7 +140,9 @@ for dev in /dev/vd[a-z] /dev/vd[a-z][0-9]; do
     echo "${VC_OUT_BEGIN} $dev"
     cat /mnt/vc/root/vc-out.xml
     echo "${VC_OUT_END}"
+    cp /mnt/vc/root/vc-out.xml /tmp/vc-out.xml
     umount /mnt/vc
+    vc_node_network &
     break
   fi
   umount /mnt/vc
