@@ -5,8 +5,7 @@
 import type { ClusterEngine, ClusterView } from '../clusters/engine.js';
 import { ApiFault, FaultCode, invalidArgument } from './faults.js';
 import type { MethodDef } from './method-types.js';
-import { onDemandFault, requesterOf } from './task-methods.js';
-import type { Requester } from '../tasks/requests.js';
+import { onDemandMethod } from './task-methods.js';
 
 /** A cluster as VcList answers: its record, each node with whether it runs. */
 export function clusterStatusOf(cluster: ClusterView): Record<string, unknown> {
@@ -41,16 +40,7 @@ export function clusterMethods(engine: ClusterEngine | undefined): MethodDef[] {
     if (!engine) throw new ApiFault(FaultCode.internal, 'virtual clusters are not served on this node');
     return engine;
   };
-  const method = (name: string, params: MethodDef['params'], returns: MethodDef['returns'], help: string, work: (who: Requester, args: readonly unknown[]) => unknown): MethodDef => ({
-    name, params, returns, access: 'user', help,
-    async run({ caller, args }) {
-      try {
-        return await work(requesterOf(caller), args);
-      } catch (error) {
-        throw onDemandFault(error);
-      }
-    },
-  });
+  const method = onDemandMethod;
   const CLUSTER = { name: 'cluster', type: 'string' } as const;
   return [
     method('VcRepository', [], 'array', "The virtual cluster images of the node's repository: name and description file.",

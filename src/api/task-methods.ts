@@ -26,7 +26,27 @@ const FAULT_OF: Readonly<Record<TaskRequestError['problem'], number>> = {
 export function onDemandFault(error: unknown): ApiFault {
   if (error instanceof ApiFault) return error;
   if (error instanceof TaskRequestError) return new ApiFault(FAULT_OF[error.problem], error.message);
-  return new ApiFault(FaultCode.internal, `tasks: ${describeError(error)}`);
+  return new ApiFault(FaultCode.internal, describeError(error));
+}
+
+/**
+ * A method of the on-demand work: for every user (access 'user'), run as its owner, its refusals
+ * turned into faults.
+ */
+export function onDemandMethod(
+  name: string, params: MethodDef['params'], returns: MethodDef['returns'], help: string,
+  work: (who: Requester, args: readonly unknown[]) => unknown,
+): MethodDef {
+  return {
+    name, params, returns, access: 'user', help,
+    async run({ caller, args }) {
+      try {
+        return await work(requesterOf(caller), args);
+      } catch (error) {
+        throw onDemandFault(error);
+      }
+    },
+  };
 }
 
 export function requesterOf(caller: Caller): Requester {
@@ -89,19 +109,7 @@ export function taskMethods(engine: TaskEngine | undefined, images: ImageCache |
     if (!engine) throw new ApiFault(FaultCode.internal, 'on-demand tasks are not served on this node');
     return engine;
   };
-  const method = (
-    name: string, params: MethodDef['params'], returns: MethodDef['returns'], help: string,
-    work: (who: Requester, args: readonly unknown[]) => unknown,
-  ): MethodDef => ({
-    name, params, returns, access: 'user', help,
-    async run({ caller, args }) {
-      try {
-        return await work(requesterOf(caller), args);
-      } catch (error) {
-        throw onDemandFault(error);
-      }
-    },
-  });
+  const method = onDemandMethod;
   const TICKET = { name: 'ticket', type: 'string' } as const;
   return [
     method('Reserve', [], 'struct', 'Reserves a task: returns {ticket, task_id}. Confirm the ticket with an XSDL document within task_reservation_ttl.',

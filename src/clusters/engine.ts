@@ -4,7 +4,10 @@
 import type { ClusterRecord } from '../db/types.js';
 import type { BudgetUse } from '../tasks/budget.js';
 import { TaskRequestError, type Requester } from '../tasks/requests.js';
+import { ImageError } from '../images/index.js';
 import { describeError, PermanentError } from '../util/errors.js';
+import { VcRepositoryError } from './repository.js';
+import { VcInError } from './vc-in.js';
 import { bootCluster, removeCluster, type BootRequest } from './boot.js';
 import type { ClusterBook, ClusterContext } from './cluster-context.js';
 
@@ -35,10 +38,18 @@ function owned(book: ClusterBook, who: Requester, name: string): ClusterRecord {
   return cluster;
 }
 
-/** A PermanentError from a boot is the request's fault (capacity, image, name); others are the node's. */
+/**
+ * What the caller can fix is the request's fault: a PermanentError of the boot (capacity, name, an
+ * image that cannot be used), a description that is invalid or missing, an image the cache refuses.
+ * A repository or download that failed is the node's.
+ */
 function asRequestError(error: unknown): unknown {
-  if (!(error instanceof PermanentError)) return error;
-  return new TaskRequestError(/^not enough (capacity|memory)/.test(error.message) ? 'capacity' : 'invalid', error.message);
+  const message = error instanceof Error ? error.message : String(error);
+  if (error instanceof PermanentError) return new TaskRequestError(/^not enough (capacity|memory)/.test(message) ? 'capacity' : 'invalid', message);
+  if (error instanceof VcInError) return new TaskRequestError('invalid', message);
+  if (error instanceof VcRepositoryError && error.kind !== 'failed') return new TaskRequestError(error.kind === 'not-found' ? 'unknown' : 'invalid', message);
+  if (error instanceof ImageError && error.kind !== 'failed') return new TaskRequestError('invalid', message);
+  return error;
 }
 
 export function createClusterEngine(ctx: ClusterContext): ClusterEngine {

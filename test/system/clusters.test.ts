@@ -3,18 +3,13 @@
 // like a cluster node's image), the test guest's kernel and initramfs booted directly; each node's
 // init prints the vc-out.xml found on its disk, takes its private address from it, and a compute
 // pings the frontend. `nodemgr vc` as a user runs it.
-import { createReadStream, createWriteStream } from 'node:fs';
-import { copyFile, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import test, { type ExecutionContext } from 'ava';
 import { buildTestGuest, VC_NET_PREFIX, VC_OUT_BEGIN, VC_OUT_END, type TestGuest } from './support/guest.js';
 import { cli, run, startDaemonProcess, waitFor } from './support/host.js';
 import { guestNode, libvirtUnavailable, virshOn, type GuestNode } from './support/libvirt.js';
-import { buildVcDisk } from './support/vc-disk.js';
+import { serveVcRepository } from './support/vc-repository.js';
 
 const URI = 'qemu:///system';
 const { domainState } = virshOn(URI);
@@ -30,46 +25,6 @@ test.before(async (t) => {
   t.timeout(10 * 60_000, 'building the test guest');
   if (reason === null) guest = await buildTestGuest();
 });
-
-function domain(role: 'frontend' | 'compute', interfaces: string[]): string {
-  return `<domain type='kvm'><name>${role}</name>
-      <os><type>hvm</type><kernel>vmlinuz</kernel><initrd>initrd.cpio</initrd></os>
-      <memory unit='MiB'>256</memory><vcpu>1</vcpu>
-      <devices>
-        ${interfaces.map((n) => `<interface type='network'><source network='${n}'/></interface>`).join('\n        ')}
-        <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='node.img.gz'/></disk>
-      </devices>
-    </domain>`;
-}
-
-/** A repository with the description "testvc" (frontend + computes after a clock wait), served over HTTP. */
-async function repository(t: ExecutionContext, dir: string, corrupt = false): Promise<string> {
-  const root = join(dir, 'repo');
-  await mkdir(join(root, 'testvc'), { recursive: true });
-  await writeFile(join(root, 'vcdb.txt'), '# the test repository\ntestvc,testvc/testvc.xml\n');
-  await writeFile(join(root, 'testvc', 'testvc.xml'), `<vc version='0.1'>
-  <virtualization engine='kvm' type='hvm' arch='x86_64'/>
-  <frontend>${domain('frontend', ['private', 'public'])}</frontend>
-  <compute>
-    <boot_dependency parent='frontend'><wait type='clock' value='${WAIT_SECONDS}'/></boot_dependency>
-    ${domain('compute', ['private'])}
-  </compute>
-  <networks><network name='private' subnet='10.7.0.0' netmask='255.255.255.0' mtu='1500'/></networks>
-</vc>
-`);
-  await copyFile(guest.kernel, join(root, 'testvc', 'vmlinuz'));
-  await copyFile(guest.initrd, join(root, 'testvc', 'initrd.cpio'));
-  const disk = await buildVcDisk(join(dir, 'disk'), 'node', { partitioned: false });
-  if (corrupt) await writeFile(join(root, 'testvc', 'node.img.gz'), (await import('node:zlib')).gzipSync(Buffer.alloc(1 << 20, 0x5a)));
-  else await pipeline(createReadStream(disk.raw), createGzip(), createWriteStream(join(root, 'testvc', 'node.img.gz')));
-  const server = createServer((req, res) => {
-    const file = join(root, decodeURIComponent(new URL(req.url!, 'http://x').pathname));
-    readFile(file).then((body) => res.writeHead(200).end(body), () => res.writeHead(404).end());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => server.close());
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
-}
 
 interface ClusterNode { node: GuestNode; vc(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }>; consoleOf(guest: string): Promise<string> }
 
@@ -87,7 +42,9 @@ async function clusterNode(t: ExecutionContext, corrupt = false): Promise<Cluste
       }
     },
   });
-  const url = await repository(t, node.box.dir, corrupt);
+  const served = await serveVcRepository(guest, node.box.dir, WAIT_SECONDS, corrupt);
+  t.teardown(() => served.close());
+  const url = served.url;
   await writeFile(node.box.config, `${await readFile(node.box.config, 'utf8')}vc_repository_url = ${url}\n`);
   const keyFile = join(node.box.dir, 'id.pub');
   await writeFile(keyFile, `${KEY}\n`);
