@@ -4,7 +4,7 @@
 // with a prefix (a domain's <qemu:commandline>) are kept as written.
 import { SaxesParser, type SaxesTagPlain } from 'saxes';
 import { decodeDocument } from '../slices/decode.js';
-import { DocumentError, locate } from '../slices/errors.js';
+import { DocumentError, elementErrorAt, Refusal as GenericRefusal } from '../slices/errors.js';
 import { describeSyntaxError } from '../slices/syntax-errors.js';
 import { VcInError } from './vc-in-types.js';
 
@@ -19,19 +19,14 @@ export interface VcElement {
 }
 
 /** A refusal at an element, turned into a VcInError with line and column at the top. */
-export class Refusal extends Error {
-  constructor(readonly element: VcElement, readonly why: string) {
-    super(why);
-  }
-}
+export class Refusal extends GenericRefusal<VcElement> {}
 
 export function refuse(element: VcElement, why: string): never {
   throw new Refusal(element, why);
 }
 
 export function errorAt(source: string, text: string, index: number, element: string, why: string): VcInError {
-  const { line, column } = locate(text, index);
-  return new VcInError(`${source} line ${line} column ${column}: ${element}: ${why}`, line, column, element, why);
+  return elementErrorAt(VcInError, source, text, index, element, why);
 }
 
 /** The text of the description, or a VcInError for its size or encoding. */

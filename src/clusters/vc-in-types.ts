@@ -3,6 +3,8 @@
 // frontend, and the networks the description names. Paths are relative to the description's own
 // location (a directory or a URL) and never leave it.
 
+import { ElementError } from '../slices/errors.js';
+
 /** The network an interface of a node is on, in pragma's terms. */
 export type VcNetworkName = 'private' | 'public';
 
@@ -91,20 +93,6 @@ export interface VcInOptions {
 }
 
 /** Why a description was refused: where (line, column, element) and why. */
-export class VcInError extends Error {
+export class VcInError extends ElementError {
   override name = 'VcInError';
-
-  constructor(
-    message: string,
-    /** 1-based line, or null when the fault is not at a place (e.g. the size). */
-    readonly line: number | null,
-    /** 1-based column in UTF-16 code units, or null. */
-    readonly column: number | null,
-    /** The element as written ("memory"), or "document". */
-    readonly element: string,
-    /** The reason alone, without source and place. */
-    readonly reason: string,
-  ) {
-    super(message);
-  }
 }

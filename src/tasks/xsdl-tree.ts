@@ -4,7 +4,7 @@
 // name follow the application), so a tree is simpler than a streaming state machine here.
 import { SaxesParser, type SaxesTagNS } from 'saxes';
 import { decodeDocument } from '../slices/decode.js';
-import { DocumentError, locate } from '../slices/errors.js';
+import { DocumentError, elementErrorAt, Refusal as GenericRefusal } from '../slices/errors.js';
 import { describeSyntaxError } from '../slices/syntax-errors.js';
 import { XsdlError } from './xsdl-types.js';
 
@@ -39,20 +39,15 @@ export interface XmlElement {
   readonly at: number;
 }
 
-/** A refusal at an element, turned into an XsdlError with line and column at the top. */
-export class Refusal extends Error {
-  constructor(readonly element: XmlElement, readonly why: string) {
-    super(why);
-  }
-}
+/** A refusal at an element, turned into a XsdlError with line and column at the top. */
+export class Refusal extends GenericRefusal<XmlElement> {}
 
 export function refuse(element: XmlElement, why: string): never {
   throw new Refusal(element, why);
 }
 
 export function errorAt(source: string, text: string, index: number, element: string, why: string): XsdlError {
-  const { line, column } = locate(text, index);
-  return new XsdlError(`${source} line ${line} column ${column}: ${element}: ${why}`, line, column, element, why);
+  return elementErrorAt(XsdlError, source, text, index, element, why);
 }
 
 /** The decoder's DocumentError (size, encoding) in this module's terms. */

@@ -2,6 +2,8 @@
 // extension) after parsing and validation. Everything the engine acts on is resolved here: guest
 // paths are absolute and normalised, sizes are single numbers, URIs are checked references.
 
+import { ElementError } from '../slices/errors.js';
+
 /** A file's source or destination: a URL the node fetches from (or sends to), or an image-cache entry. */
 export type XsdlUri =
   /** An http:, https: or file: URL, normalised (WHATWG href); never with credentials. */
@@ -129,20 +131,6 @@ export interface XsdlOptions {
 }
 
 /** Why a job description was refused: where (line, column, element) and why. */
-export class XsdlError extends Error {
+export class XsdlError extends ElementError {
   override name = 'XsdlError';
-
-  constructor(
-    message: string,
-    /** 1-based line, or null when the fault is not at a place (e.g. the size). */
-    readonly line: number | null,
-    /** 1-based column in UTF-16 code units, or null. */
-    readonly column: number | null,
-    /** The element as written in the document ("jsdl-posix:Executable"), or "document". */
-    readonly element: string,
-    /** The reason alone, without source and place. */
-    readonly reason: string,
-  ) {
-    super(message);
-  }
 }
