@@ -20,6 +20,8 @@ export interface SupervisorOptions {
   /** An operation that takes longer than this is reported failed and its slot released. */
   readonly opTimeoutMs: number;
   readonly report: (report: AccountReport) => void;
+  /** Told of every operation that ended: its action, whether it succeeded, and its seconds. */
+  readonly observe?: (action: Op['action'], ok: boolean, seconds: number) => void;
 }
 
 export interface Supervisors {
@@ -116,6 +118,7 @@ async function runOne(options: SupervisorOptions, q: AccountQueue, op: Op): Prom
     const extra = HEAVY.has(op.action) ? await options.limiter.run(task) : await task();
     q.attempts = 0;
     report(options, q, q.steady, null, extra);
+    options.observe?.(op.action, true, (Date.now() - started) / 1000);
     options.logger.info('operation done', {
       account: q.name, kind: op.kind, op: op.action, why: op.why, duration_ms: Date.now() - started,
     });
@@ -125,6 +128,7 @@ async function runOne(options: SupervisorOptions, q: AccountQueue, op: Op): Prom
     const permanent = isPermanent(error);
     const reason = `${op.action} failed: ${describeError(error)}${permanent ? ' (not retried until the slice changes)' : ''}`;
     report(options, q, 'failed', reason);
+    options.observe?.(op.action, false, (Date.now() - started) / 1000);
     options.logger.warn(permanent ? 'operation failed; parked until its spec changes' : 'operation failed', {
       account: q.name, kind: op.kind, op: op.action, attempt: q.attempts, error: describeError(error),
       duration_ms: Date.now() - started,

@@ -17,6 +17,8 @@ import type { ImageCache } from '../images/cache.js';
 import type { TaskEngine } from '../tasks/engine.js';
 import type { ClusterEngine } from '../clusters/engine.js';
 import type { Logger } from '../log.js';
+import { measuredCall } from '../metrics/instrument.js';
+import type { NodeMetrics } from '../metrics/registry.js';
 import { forwardApiCallsPath, peerCredentials } from '../native/peercred.js';
 import type { LibvirtRuntime } from '../runtimes/libvirt/runtime.js';
 import type { AccountRuntime } from '../runtimes/types.js';
@@ -41,6 +43,8 @@ export interface ApiParts {
   readonly tls: TlsListener | null;
   readonly tasks: TaskEngine;
   readonly clusters: ClusterEngine;
+  /** Where the calls are counted and timed. */
+  readonly metrics: NodeMetrics;
 }
 
 export interface TlsListener {
@@ -85,7 +89,7 @@ export async function prepareTlsListener(config: Config, logger: Logger): Promis
 
 /** The API on 127.0.0.1, the Unix socket and TLS, acting through the same converger and supervisors. */
 export async function startApi(config: Config, parts: ApiParts): Promise<{ server: ApiServer; call: ApiServerOptions['call'] }> {
-  const { store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images, tls, tasks, clusters } = parts;
+  const { store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images, tls, tasks, clusters, metrics } = parts;
   // The certificate is read once: a daemon that starts with a bad one says so at once.
   const certificatePem = config.authorityCertFile === null ? null : await readFile(config.authorityCertFile, 'utf8');
   if (certificatePem !== null) loadCertificate(certificatePem);
@@ -145,7 +149,7 @@ export async function startApi(config: Config, parts: ApiParts): Promise<{ serve
     const host = await runtime.observe({ readOnly: true });
     return callerOf(uid, (u) => host.owned.find((a) => a.uid === u) ?? null);
   };
-  const call: ApiServerOptions['call'] = (caller, method, params) => methods.call(caller, method, params);
+  const call = measuredCall((caller, method, params) => methods.call(caller, method, params), methods.names, metrics);
   const server = await startApiServer({
     port: config.apiPort === 0 ? null : config.apiPort,
     host: '127.0.0.1',

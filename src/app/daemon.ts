@@ -36,6 +36,10 @@ import { taskUses } from '../tasks/engine.js';
 import { isOnDemandGuest } from '../tasks/task-guest.js';
 import { byteCapPath, databasePath, lockPath } from './paths.js';
 import { every, services, type Services } from './services.js';
+import { countedSyncStatus, timedConverger, timedSync } from '../metrics/instrument.js';
+import { createMetrics } from '../metrics/registry.js';
+import { startMetricsServer } from '../metrics/server.js';
+import { packageVersion } from '../config/package-root.js';
 
 /** An operation taking longer than this is reported as failed (commands have their own timeouts). */
 const OP_TIMEOUT_MS = 10 * 60 * 1000;
@@ -60,6 +64,9 @@ async function startParts(config: Config, logger: Logger, all: Services) {
   const images = await all.add('image cache', () => openImageCache({
     dir: config.imageCacheDir, maxBytes: config.imageCacheMaxBytes, inUse: () => imagesInUse(store.data), logger,
   }), (cache) => cache.close());
+  const metrics = createMetrics({
+    version: await packageVersion(), db: () => store.data, images: () => images.list(), defaultRuntime: config.defaultRuntime, now,
+  });
   const addresses = databaseAddressBook(store, createAddressPoolFile(config.addressPool, logger), now);
   // The slivers' guests and the on-demand guests are two lifecycles: each sees only its own leases.
   const sliverAddresses = scopedAddressBook(addresses, (holder) => !isOnDemandGuest(holder));
@@ -90,6 +97,7 @@ async function startParts(config: Config, logger: Logger, all: Services) {
     retryMaxMs: config.opRetryMaxMs,
     opTimeoutMs: OP_TIMEOUT_MS,
     report: (report) => store.update((db) => recordAccountReport(db, report, now().toISOString())),
+    observe: (action, ok, seconds) => metrics.operation(action, ok, seconds),
   }), (s) => {
     guests.interrupt(); // a guest that is booting is not waited for
     return s.stop();
@@ -115,10 +123,10 @@ async function startParts(config: Config, logger: Logger, all: Services) {
     await engine.recover();
     return engine;
   }, () => clusterGuests.interrupt());
-  const documents = createDocumentSync({ config, store, records, syncStatus, logger, now });
-  const converger = createConverger({ store, records, runtime, supervisors, logger, now, desired, afterPass: () => enforcer.refresh() });
+  const documents = createDocumentSync({ config, store, records, syncStatus: countedSyncStatus(syncStatus, metrics), logger, now });
+  const converger = timedConverger(createConverger({ store, records, runtime, supervisors, logger, now, desired, afterPass: () => enforcer.refresh() }), metrics);
   return {
-    now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger, tasks, clusters,
+    metrics, now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger, tasks, clusters,
   };
 }
 
@@ -149,7 +157,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
   await prepareDirectories(config);
   const all = services(logger);
   const parts = await startParts(config, logger, all);
-  const { now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger, tasks, clusters } = parts;
+  const { metrics, now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger, tasks, clusters } = parts;
   await startTimers(config, logger, all, parts);
 
   await prepareDelegateShell(config, logger);
@@ -161,8 +169,11 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     return found.get(name) ?? {};
   };
   const { call } = await all.add('api', () => startApi(config, {
-    store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images, tls, tasks, clusters,
+    store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images, tls, tasks, clusters, metrics,
   }), ({ server }) => server.close());
+  if (config.metricsPort !== 0) {
+    await all.add('metrics', () => startMetricsServer(metrics, config.metricsAddress, config.metricsPort, logger), (server) => server.close());
+  }
   // Without the gateway slivers are still managed and the API still answers locally: logged, not fatal.
   await all.add('ssh gateway', () => startGateway(config, { store, runtime, unix, guests, enforcer, call, logger }).catch((error: unknown) => {
     logger.error('ssh gateway not started', { address: `${config.sshAddress}:${config.sshPort}`, error: describeError(error) });
@@ -196,7 +207,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     attempt: async () => {
       let fetched = false;
       try {
-        fetched = await documents.fetchAndApply();
+        fetched = await timedSync(metrics, () => documents.fetchAndApply());
       } finally {
         // Converge whatever happened to the fetch: the records in force still hold, and drift
         // on the host (a deleted account, a killed sliver) is repaired on every pass.

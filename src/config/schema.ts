@@ -57,6 +57,9 @@ export interface Config {
   apiTlsCertFile: string | null;
   apiTlsKeyFile: string | null;
   apiTlsCaFile: string | null;
+  /** The Prometheus metrics endpoint (GET /metrics): its address and port; port 0: none. */
+  metricsAddress: string;
+  metricsPort: number;
   /** The certificate subjects that may call over TLS, one per line (XenBEE's allowed-users file). */
   allowedUsersFile: string;
   /** Where the cgroup file systems are mounted, and the daemon's own group under each. */
@@ -233,6 +236,10 @@ export const KEYS: readonly KeyDescriptor[] = [
     "PEM certificates of the CA that signs the clients' certificates: a client must present one it signed. Needed when api_tls_port is not 0."),
   key('allowed_users', 'allowedUsersFile', path, '/etc/nodemgr/allowed-users',
     "The certificate subjects that may call over TLS, one per line in OpenSSL's one-line form (/OU=Persons/CN=test user 1); # starts a comment. Read again when it changes; missing, nobody is allowed."),
+  key('metrics_address', 'metricsAddress', ipAddress, '127.0.0.1',
+    'Address the Prometheus metrics endpoint (GET /metrics) listens on.'),
+  key('metrics_port', 'metricsPort', range(0, 65_535), 9812,
+    'TCP port of the Prometheus metrics endpoint; 0 turns it off.'),
   key('cgroup_root', 'cgroupRoot', path, '/sys/fs/cgroup',
     'Where the cgroup file systems are mounted; cgroup v2 (one unified hierarchy) or v1 (one per controller) is detected there.'),
   key('cgroup_parent', 'cgroupParent', cgroupName, 'nodemgr',

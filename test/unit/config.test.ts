@@ -65,6 +65,8 @@ test('the defaults need no file', (t) => {
     apiTlsCertFile: null,
     apiTlsKeyFile: null,
     apiTlsCaFile: null,
+    metricsAddress: '127.0.0.1',
+    metricsPort: 9812,
     allowedUsersFile: '/etc/nodemgr/allowed-users',
     cgroupRoot: '/sys/fs/cgroup',
     cgroupParent: 'nodemgr',

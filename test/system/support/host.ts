@@ -194,6 +194,8 @@ export async function sandbox(settings: Record<string, string | number>, options
     shaping_device: 'none',
     // No fixed ssh port either: a test that wants the gateway gives it a free one.
     ssh_port: 0,
+    // Nor for the metrics: a test that scrapes gives it a free one.
+    metrics_port: 0,
     // A daemon destroys the marked accounts of its uid range that it does not want: every
     // daemon's range is leased, and no other test holds it while the lease lasts.
     sliver_uid_min: uids.min,
