@@ -24,6 +24,7 @@ declare -A NEEDED=(
   [quota]=setquota          # disk_max as user quotas
   [e2fsprogs]=mkfs.ext4     # the disk tests make a small quota-enabled file system
   [bzip2]=bzip2             # tasks stage in bzip2-compressed files (XSDL Compression)
+  [prometheus]=promtool     # a real Prometheus scrapes the metrics endpoint; promtool checks a scrape
 )
 
 missing=()
