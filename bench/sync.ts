@@ -108,7 +108,7 @@ async function twoHundredSlivers(): Promise<string> {
   writeFileSync(doc, unexpiring(generateSlicesXml({ slices: 200, nodeId: 1, onNodeFraction: 1, seed: 11 })).replace(/ name="/g, ' name="nb_'));
   const config = {
     ...defaultConfig(), nodeId: 1, authorityUrl: new URL(`file://${doc}`).href, stateDir: join(dir, 'state'),
-    runDir: join(dir, 'run'), logDir: join(dir, 'log'), sliverUidMin: 76000, sliverUidMax: 76999, apiPort: 0,
+    runDir: join(dir, 'run'), logDir: join(dir, 'log'), sliverUidMin: 76000, sliverUidMax: 76999, apiPort: 0, metricsPort: 0,
   };
   const logger = process.env.BENCH_LOG ? createLogger({ console: false, file: process.env.BENCH_LOG }) : createLogger({ console: false });
   const start = Date.now();

@@ -171,8 +171,12 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
   const { call } = await all.add('api', () => startApi(config, {
     store, records, runtime, supervisors, converger, documents, logger, now, limitsInForce, guests, images, tls, tasks, clusters, metrics,
   }), ({ server }) => server.close());
+  // Without the metrics endpoint (its port taken, say) the node is still managed: logged, not fatal.
   if (config.metricsPort !== 0) {
-    await all.add('metrics', () => startMetricsServer(metrics, config.metricsAddress, config.metricsPort, logger), (server) => server.close());
+    await all.add('metrics', () => startMetricsServer(metrics, config.metricsAddress, config.metricsPort, logger).catch((error: unknown) => {
+      logger.error('metrics endpoint not started', { address: `${config.metricsAddress}:${config.metricsPort}`, error: describeError(error) });
+      return null;
+    }), (server) => server?.close());
   }
   // Without the gateway slivers are still managed and the API still answers locally: logged, not fatal.
   await all.add('ssh gateway', () => startGateway(config, { store, runtime, unix, guests, enforcer, call, logger }).catch((error: unknown) => {

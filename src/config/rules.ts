@@ -72,6 +72,18 @@ export const CROSS_RULES: readonly CrossRule[] = [
     },
   },
   {
+    // The metrics endpoint cannot share a port with another listener on an address it overlaps.
+    keys: ['metrics_port', 'metrics_address', 'api_port', 'ssh_port', 'ssh_address', 'api_tls_address', 'api_tls_port'],
+    check: (c, from) => {
+      if (c.metricsPort === 0) return null;
+      const other = c.metricsPort === c.apiPort && overlap(c.metricsAddress, '127.0.0.1') ? 'api_port'
+        : c.metricsPort === c.sshPort && overlap(c.metricsAddress, c.sshAddress) ? 'ssh_port'
+          : c.metricsPort === c.apiTlsPort && overlap(c.metricsAddress, c.apiTlsAddress) ? 'api_tls_port' : null;
+      return other === null ? null
+        : `metrics_port must differ from ${other}, got ${from('metrics_port', c.metricsPort)} and ${from(other, c.metricsPort)}`;
+    },
+  },
+  {
     // The socket's default follows run_dir, so a long run_dir can make it unusable.
     keys: ['run_dir', 'api_socket'],
     check: (c) => {
