@@ -171,22 +171,6 @@ test('the TLS keys: off by default; turned on, each of the three files must be n
   t.regex(errorOf('allowed_users ='), /allowed_users: expected a path, got an empty value/);
 });
 
-test('the metrics keys: an address and a port, 0 for none, never another listener\'s', (t) => {
-  const config = parseConfig('metrics_address = 0.0.0.0\nmetrics_port = 9100', FILE);
-  t.is(config.metricsAddress, '0.0.0.0');
-  t.is(config.metricsPort, 9100);
-  t.is(parseConfig('metrics_port = 0', FILE).metricsPort, 0);
-  t.is(
-    errorOf('metrics_port = 812'),
-    'etc/nodemgr.conf line 1: metrics_port: metrics_port must differ from api_port, got metrics_port = 812 (line 1) and api_port = 812 (default)',
-  );
-  t.regex(errorOf('metrics_port = 2222'), /metrics_port must differ from ssh_port/);
-  // The API's TCP listener is on loopback only: elsewhere its port is free.
-  t.is(parseConfig('metrics_port = 812\nmetrics_address = 192.0.2.1', FILE).metricsPort, 812);
-  t.regex(errorOf('metrics_port = 70000'), /metrics_port: expected a whole number from 0 to 65535/);
-  t.regex(errorOf('metrics_address = localhost'), /metrics_address: expected an IPv4 or IPv6 address/);
-});
-
 test('the libvirt keys: runtime, URIs, bridge and ready marker are checked', (t) => {
   const config = parseConfig('default_runtime = qemu\nstate_dir = /srv/nm\nguest_bridge = br0\nguest_ready_timeout = 90', FILE);
   t.is(config.defaultRuntime, 'qemu');

@@ -2,6 +2,7 @@ import test from 'ava';
 import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ApiFault, FaultCode } from '../../src/api/faults.js';
+import { ConfigError, parseConfig } from '../../src/config/config.js';
 import { emptyDatabase, type AccountStatus, type ClusterRecord, type NodeDatabase, type TaskRecord } from '../../src/db/types.js';
 import { createLogger } from '../../src/log.js';
 import { countedSyncStatus, measuredCall, timedConverger } from '../../src/metrics/instrument.js';
@@ -139,4 +140,32 @@ test('the endpoint answers GET /metrics with the exposition, anything else with 
   t.is((await get(server.port, '/')).status, 404);
   t.is((await get(server.port, '/metrics/x')).status, 404);
   t.is((await get(server.port, '/metrics', 'POST')).status, 404);
+});
+
+const FILE = 'etc/nodemgr.conf';
+
+function errorOf(text: string): string {
+  try {
+    parseConfig(text, FILE);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.message;
+    throw error;
+  }
+  throw new Error('no error');
+}
+
+test('the metrics keys: an address and a port, 0 for none, never another listener\'s', (t) => {
+  const config = parseConfig('metrics_address = 0.0.0.0\nmetrics_port = 9100', FILE);
+  t.is(config.metricsAddress, '0.0.0.0');
+  t.is(config.metricsPort, 9100);
+  t.is(parseConfig('metrics_port = 0', FILE).metricsPort, 0);
+  t.is(
+    errorOf('metrics_port = 812'),
+    'etc/nodemgr.conf line 1: metrics_port: metrics_port must differ from api_port, got metrics_port = 812 (line 1) and api_port = 812 (default)',
+  );
+  t.regex(errorOf('metrics_port = 2222'), /metrics_port must differ from ssh_port/);
+  // The API's TCP listener is on loopback only: elsewhere its port is free.
+  t.is(parseConfig('metrics_port = 812\nmetrics_address = 192.0.2.1', FILE).metricsPort, 812);
+  t.regex(errorOf('metrics_port = 70000'), /metrics_port: expected a whole number from 0 to 65535/);
+  t.regex(errorOf('metrics_address = localhost'), /metrics_address: expected an IPv4 or IPv6 address/);
 });
