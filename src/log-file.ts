@@ -3,7 +3,8 @@
 // a reopen swaps descriptors between two lines: a line goes either to the renamed file or to the
 // new one, never to both and never to neither. Synchronous writes also keep the last lines before
 // process.exit (an uncaught exception) in the file.
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import TransportStream from 'winston-transport';
 import type winston from 'winston';
 
@@ -17,7 +18,9 @@ export class ReopenableFileTransport extends TransportStream {
     this.fd = ReopenableFileTransport.open(filename);
   }
 
+  /** Opens for appending, making the directory first (log_dir need not exist, as with winston's own). */
   private static open(filename: string): number {
+    mkdirSync(dirname(filename), { recursive: true });
     return openSync(filename, 'a', 0o640);
   }
 

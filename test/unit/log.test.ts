@@ -103,7 +103,8 @@ test('systemd is recognised by JOURNAL_STREAM on our stdout or stderr, or by INV
 test('the log file across a logrotate rename and reopen: earlier lines in the renamed file, later ones in the new, none lost or twice', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'nodemgr-log-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const file = join(dir, 'nodemgr.log');
+  // log_dir need not exist yet: the logger makes it.
+  const file = join(dir, 'log', 'nodemgr.log');
   const logger = createLogger({ console: false, file, format: 'json' });
   t.teardown(() => logger.close());
   for (let i = 0; i < 500; i++) logger.info('line', { n: i });
