@@ -2,11 +2,13 @@
 // SIGUSR1 (every line in exactly one of the two files), and the journald form under systemd. As
 // root, with a real daemon process.
 import test from 'ava';
-import { readFile, rename } from 'node:fs/promises';
+import { readFile, readdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isRoot, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor, type DaemonProcess } from './support/host.js';
+import { isRoot, projectRoot, run, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor, type DaemonProcess } from './support/host.js';
 import { slicesXml } from './support/slices.js';
 
+// logrotate(8) is looked for once, before any test is declared (a host without it skips that test).
+const logrotate = (await run('sh', ['-c', 'command -v logrotate || true'])).stdout.trim();
 const serial = isRoot ? test.serial : test.skip;
 if (!isRoot) test.skip('the daemon log: needs root (a real daemon)', () => undefined);
 
@@ -79,4 +81,46 @@ serial('under systemd the console lines carry a syslog priority and no time; the
   t.true(console.includes('<6>daemon stopped'));
   t.true(console.some((l) => l.startsWith('<6>document applied')));
   for (const line of await linesOf(file)) t.regex(line, /^\d{4}-\d\d-\d\dT\S+Z (error|warn|info|debug) /);
+});
+
+// The shipped etc/logrotate.d/nodemgr, run for real by logrotate(8) on a test daemon's file: only the
+// path and the postrotate command (kill -USR1 of the test daemon instead of systemctl) differ.
+(isRoot && logrotate ? test.serial : test.skip)('logrotate with the shipped configuration: rotated twice, the old file compressed a day late, every line kept once', async (t) => {
+  const { box, daemon, file } = await node({});
+  const pid = daemon.child.pid!;
+  const shipped = await readFile(join(projectRoot, 'etc', 'logrotate.d', 'nodemgr'), 'utf8');
+  const config = shipped
+    .replace(/^\/var\/log\/nodemgr\/nodemgr\.log \{$/m, `${file} {`)
+    .replace(/^(\s*)systemctl kill .*$/m, `$1kill -USR1 ${pid}`);
+  t.not(config, shipped);
+  const conf = join(box.dir, 'logrotate.conf');
+  await writeFile(conf, config);
+  const rotate = async () => {
+    // Fails (and so the test) if logrotate exits non-zero.
+    await run(logrotate, ['-f', '-s', join(box.dir, 'logrotate.state'), conf]);
+  };
+  const marks = (lines: string[]) => lines.filter((l) => l.includes(' signal received, syncing now')).length;
+  await waitFor('the first document applied', async () => (await linesOf(file)).some((l) => l.includes(' document applied')));
+  process.kill(pid, 'SIGHUP');
+  await waitFor('a sync request logged', async () => marks(await linesOf(file)) === 1);
+  await rotate();
+  await waitFor('the reopened file', async () => (await linesOf(file)).some((l) => l.includes(' log file reopened')));
+  process.kill(pid, 'SIGHUP');
+  await waitFor('a sync request in the new file', async () => marks(await linesOf(file)) === 1);
+  await rotate();
+  await waitFor('the file reopened again', async () => (await linesOf(file)).some((l) => l.includes(' log file reopened')));
+  t.is(await stopDaemonProcess(daemon, 'SIGTERM'), 0);
+  const names = (await readdir(join(box.dir, 'log'))).sort();
+  t.deepEqual(names, ['nodemgr.log', 'nodemgr.log.1', 'nodemgr.log.2.gz']);
+  const oldest = (await run('gzip', ['-dc', `${file}.2.gz`])).stdout.split('\n').filter((l) => l !== '');
+  const middle = await linesOf(`${file}.1`);
+  const newest = await linesOf(file);
+  t.is(marks(oldest), 1);
+  t.is(marks(middle), 1);
+  t.true(oldest.some((l) => l.includes(' daemon starting')));
+  t.true(newest.at(-1)!.includes(' daemon stopped'));
+  const all = [...oldest, ...middle, ...newest];
+  t.is(new Set(all).size, all.length);
+  const times = all.map((l) => l.split(' ')[0]!);
+  t.deepEqual(times, [...times].sort());
 });

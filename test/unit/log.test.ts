@@ -5,6 +5,8 @@ import { mkdtemp, readFile, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { defaultConfig } from '../../src/config/config.js';
+import { packageRoot } from '../../src/config/package-root.js';
 import { createLogger } from '../../src/log.js';
 import { jsonLine, journalLine, SYSLOG_PRIORITY, textLine, underSystemd } from '../../src/log-lines.js';
 
@@ -119,4 +121,16 @@ test('the log file across a logrotate rename and reopen: earlier lines in the re
   const after = await numbers(file);
   t.deepEqual(before, Array.from({ length: 600 }, (_, i) => i));
   t.deepEqual(after, Array.from({ length: 400 }, (_, i) => 600 + i));
+});
+
+test('the shipped logrotate configuration rotates the default log file daily, 14 kept, and signals only the main process', async (t) => {
+  const text = await readFile(join(packageRoot(), 'etc', 'logrotate.d', 'nodemgr'), 'utf8');
+  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  t.is(lines[0], `${join(defaultConfig().logDir, 'nodemgr.log')} {`);
+  for (const directive of ['daily', 'rotate 14', 'compress', 'delaycompress', 'missingok', 'notifempty', 'postrotate', 'endscript']) {
+    t.true(lines.includes(directive), directive);
+  }
+  const script = lines.slice(lines.indexOf('postrotate') + 1, lines.indexOf('endscript'));
+  t.is(script.length, 1);
+  t.regex(script[0]!, /^systemctl kill --kill-whom=main --signal=USR1 nodemgr\.service\b/);
 });
