@@ -65,7 +65,8 @@ function parse(args: string[]) {
 async function runDaemon(config: Config, once: boolean): Promise<number> {
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, file: join(config.logDir, 'nodemgr.log') });
   // SIGUSR1 reopens the log file (logrotate's postrotate, etc/logrotate.d/nodemgr): lines up to the
-  // signal are in the renamed file, every later one in the new file.
+  // signal are in the renamed file, every later one in the new file. A listener also replaces
+  // Node's own use of SIGUSR1 (starting the inspector), which a root daemon must not offer anyway.
   process.on('SIGUSR1', () => {
     try {
       logger.reopen();
