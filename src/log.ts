@@ -1,7 +1,11 @@
-// One log line per event: time, level, message, then key=value context.
+// One log line per event: time, level, message, then key=value context (or one JSON object). Under
+// systemd, lines go to stdout with a syslog priority prefix and no timestamp of our own.
+import type { Writable } from 'node:stream';
 import winston from 'winston';
+import { ReopenableFileTransport } from './log-file.js';
+import { formatContext, formatLine, journalLine, underSystemd, type LogContext, type LogEvent, type LogFormat } from './log-lines.js';
 
-export type LogContext = Record<string, string | number | boolean | null | undefined>;
+export { formatContext, type LogContext, type LogFormat } from './log-lines.js';
 
 export interface Logger {
   debug(message: string, context?: LogContext): void;
@@ -10,52 +14,52 @@ export interface Logger {
   error(message: string, context?: LogContext): void;
 }
 
-/** Renders a context value so that a line stays one line and splits unambiguously on spaces. */
-function renderValue(value: string | number | boolean | null | undefined): string {
-  if (value === null || value === undefined) return '-';
-  const text = String(value);
-  // Control characters (from a document or a request) are escaped, never written raw.
-  // eslint-disable-next-line no-control-regex
-  if (/^[^\s"=\u0000-\u001f\u007f-\u009f]+$/.test(text)) return text;
-  // JSON escapes C0 controls itself; DEL and the C1 controls too, here.
-  return JSON.stringify(text).replace(/[\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+/** The daemon's logger: a Logger whose file can be reopened after a rotation, and closed. */
+export interface DaemonLogger extends Logger {
+  /** Reopens the log file by its name (after logrotate renamed it); nothing without a file. */
+  reopen(): void;
+  close(): void;
 }
-
-export function formatContext(context: LogContext): string {
-  return Object.entries(context)
-    .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${k}=${renderValue(v)}`)
-    .join(' ');
-}
-
-const lineFormat = winston.format.printf((info) => {
-  const { level, message, timestamp, context } = info as {
-    level: string;
-    message: string;
-    timestamp: string;
-    context?: LogContext;
-  };
-  const rest = context ? formatContext(context) : '';
-  return `${timestamp} ${level} ${message}${rest ? ' ' + rest : ''}`;
-});
 
 export interface LoggerOptions {
   level?: string;
   /** Also append to this file. */
   file?: string | null;
-  /** Write to stderr (the default); tests and the CLI may turn it off. */
+  /** Write to the console (the default); tests and the CLI may turn it off. */
   console?: boolean;
+  /** text (the default) or json, for the file and the console alike. */
+  format?: LogFormat;
+  /** The journald form on the console: true, false, or (the default) whether we run under systemd. */
+  journal?: boolean;
+  /** Where the console lines go; default stdout under journald, else stderr. For tests. */
+  stream?: Writable;
 }
 
-export function createLogger(options: LoggerOptions = {}): Logger {
+function eventOf(info: winston.Logform.TransformableInfo): LogEvent {
+  const { level, message, timestamp, context } = info as { level: string; message: string; timestamp?: string; context?: LogContext };
+  return { time: timestamp, level, message: String(message), context };
+}
+
+export function createLogger(options: LoggerOptions = {}): DaemonLogger {
+  const format = options.format ?? 'text';
+  const journal = options.journal ?? underSystemd();
   const transports: winston.transport[] = [];
   if (options.console !== false) {
-    transports.push(new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'debug'] }));
+    const stream = options.stream ?? (journal ? process.stdout : process.stderr);
+    const lineFormat = journal
+      ? winston.format.printf((info) => journalLine(format, eventOf(info)))
+      : winston.format.printf((info) => formatLine(format, eventOf(info)));
+    transports.push(new winston.transports.Stream({ stream, format: lineFormat, eol: '\n' }));
   }
-  if (options.file) transports.push(new winston.transports.File({ filename: options.file }));
+  // Under systemd the file is written too: it is the complete record, with our own timestamps,
+  // rotated by the shipped logrotate configuration, where the journal may be volatile (no
+  // /var/log/journal) and drops lines beyond its rate limit (RateLimitBurst) during a busy sync.
+  // The journal copy is what `systemctl status` and `journalctl -u nodemgr -p warn` show.
+  const file = options.file ? new ReopenableFileTransport(options.file, winston.format.printf((info) => formatLine(format, eventOf(info)))) : null;
+  if (file) transports.push(file);
   const w = winston.createLogger({
     level: options.level ?? 'info',
-    format: winston.format.combine(winston.format.timestamp(), lineFormat),
+    format: winston.format.timestamp(),
     transports,
     silent: transports.length === 0,
   });
@@ -64,7 +68,11 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     if (!w.isLevelEnabled(level)) return;
     w.log(level, message, context ? { context } : {});
   };
-  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+  return {
+    debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'),
+    reopen: () => file?.reopen(),
+    close: () => file?.close(),
+  };
 }
 
 /** A logger that keeps lines in memory, for tests that assert what an operator would read. */

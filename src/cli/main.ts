@@ -63,7 +63,18 @@ function parse(args: string[]) {
 }
 
 async function runDaemon(config: Config, once: boolean): Promise<number> {
-  const logger = createLogger({ level: config.logLevel, file: join(config.logDir, 'nodemgr.log') });
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat, file: join(config.logDir, 'nodemgr.log') });
+  // SIGUSR1 reopens the log file (logrotate's postrotate, etc/logrotate.d/nodemgr): lines up to the
+  // signal are in the renamed file, every later one in the new file. A listener also replaces
+  // Node's own use of SIGUSR1 (starting the inspector), which a root daemon must not offer anyway.
+  process.on('SIGUSR1', () => {
+    try {
+      logger.reopen();
+      logger.info('log file reopened', { signal: 'SIGUSR1' });
+    } catch (error) {
+      logger.error('log file reopen failed; still writing to the previous file', { error: describeError(error) });
+    }
+  });
   process.on('uncaughtException', (error) => {
     logger.error('uncaught exception; exiting so the service manager restarts the daemon', { error: error.stack ?? String(error) });
     process.exit(70);

@@ -12,6 +12,7 @@ import {
 } from './values.js';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+export type LogFormat = 'text' | 'json';
 
 export interface Config {
   /** Absolute path of the file read, null when the defaults alone apply. */
@@ -31,6 +32,7 @@ export interface Config {
   runDir: string;
   logDir: string;
   logLevel: LogLevel;
+  logFormat: LogFormat;
   sliverUidMin: number;
   sliverUidMax: number;
   homeBase: string;
@@ -193,6 +195,8 @@ export const KEYS: readonly KeyDescriptor[] = [
     "Directory of the daemon's log file, nodemgr.log."),
   key('log_level', 'logLevel', oneOf<LogLevel>('error', 'warn', 'info', 'debug'), 'info',
     'Least severe level logged: error, warn, info or debug.'),
+  key('log_format', 'logFormat', oneOf<LogFormat>('text', 'json'), 'text',
+    'Form of each log line: text (time level message key=value...) or json (one object a line).'),
   key('sliver_uid_min', 'sliverUidMin', range(1000, 4_294_967_294), 70_000,
     'Lowest uid of the accounts the daemon creates (slivers and delegates); it never manages an account outside the range.'),
   key('sliver_uid_max', 'sliverUidMax', range(1000, 4_294_967_294), 79_999,

@@ -45,6 +45,7 @@ test('the defaults need no file', (t) => {
     runDir: '/run/nodemgr',
     logDir: '/var/log/nodemgr',
     logLevel: 'info',
+    logFormat: 'text',
     sliverUidMin: 70_000,
     sliverUidMax: 79_999,
     homeBase: '/home',
@@ -371,6 +372,11 @@ test('an empty authority_ca_file means the system roots', (t) => {
 
 test('log_level takes one of four levels', (t) => {
   t.is(errorOf('log_level = verbose'), 'etc/nodemgr.conf line 1: log_level: expected one of error, warn, info, debug, got "verbose"');
+});
+
+test('log_format is text or json', (t) => {
+  t.is(parseConfig('log_format = json', FILE).logFormat, 'json');
+  t.is(errorOf('log_format = xml'), 'etc/nodemgr.conf line 1: log_format: expected one of text, json, got "xml"');
 });
 
 test('the api socket follows run_dir unless set, and must fit a Unix socket path', (t) => {

@@ -243,9 +243,15 @@ export interface DaemonProcess {
   exited: Promise<number | null>;
 }
 
-export function startDaemonProcess(config: string, extraArgs: string[] = []): DaemonProcess {
+/**
+ * Starts `nodemgr daemon` on a sandbox's configuration. The variables by which the daemon knows it
+ * runs under systemd are left out (a test runner started by systemd has them), unless `env` gives them.
+ */
+export function startDaemonProcess(config: string, extraArgs: string[] = [], env: Record<string, string> = {}): DaemonProcess {
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'INVOCATION_ID' && k !== 'JOURNAL_STREAM'));
   const child = spawn(process.execPath, [cli, 'daemon', '--config', config, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...inherited, ...env },
   });
   // The range stays leased while the daemon runs, even if this test process dies first.
   if (child.pid !== undefined) {
