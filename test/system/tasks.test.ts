@@ -209,6 +209,9 @@ serial('kill -9 of the daemon while a job runs: after a restart the task still f
     executable: '/bin/sh', args: ['-c', 'sleep 20; echo survived'], output: 'out.txt', stageOut: [{ name: 'out.txt', uri: fileUri(target) }],
   });
   await waitForState(n, ticket, ['Running:Executing']);
+  // Killed once the job's pid is on record: before that, a restart fails the task "interrupted by a
+  // restart" (the job may have started; it is never started twice).
+  await waitFor('the job to be recorded as started', async () => Object.values((await n.db()).tasks).some((task) => task.job_pid !== null), 60_000);
   n.daemon!.child.kill('SIGKILL');
   await n.daemon!.exited;
   n.daemon = startDaemonProcess(n.box.config);
