@@ -57,3 +57,13 @@ export function reportCommandFailure(error: unknown, usage: string, what: string
   process.stderr.write(`nodemgr: ${what}: ${describeError(error)}${fault}\n`);
   return 1;
 }
+
+/** The command of a command line: its first argument that is not an option (or --config's value). */
+export function commandOf(argv: readonly string[]): string | null {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--config') i++;
+    else if (!arg.startsWith('-')) return arg;
+  }
+  return null;
+}

@@ -6,7 +6,7 @@ import { IMAGE_TYPES, type ImageEntry } from '../images/index.js';
 import { cachedImagesClassad } from '../images/classad.js';
 import { formatImageTable } from '../images/table.js';
 import { describeError } from '../util/errors.js';
-import { ApiCallFault, callApi, CommandUsageError, reportCommandFailure } from './api-client.js';
+import { ApiCallFault, callApi, commandOf, CommandUsageError, reportCommandFailure } from './api-client.js';
 import { formatBytes } from '../util/text.js';
 
 export const IMAGE_USAGE = `usage: nodemgr image <command> [options]
@@ -26,12 +26,7 @@ options for every command:
 
 /** True when the command line's command (its first argument that is not an option) is `image`. */
 export function isImageCommand(argv: readonly string[]): boolean {
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--config') i++;
-    else if (!arg.startsWith('-')) return arg === 'image';
-  }
-  return false;
+  return commandOf(argv) === 'image';
 }
 
 const ImageUsageError = CommandUsageError;

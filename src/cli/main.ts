@@ -10,7 +10,8 @@ import { runCall } from './call.js';
 import { isImageCommand, runImage } from './image.js';
 import { runPlan } from './plan.js';
 import { runStatus } from './status.js';
-import { commandOf, runTaskCommand, taskCommandOf } from './tasks.js';
+import { runTaskCommand, taskCommandOf } from './tasks.js';
+import { commandOf } from './api-client.js';
 import { runVc } from './vc.js';
 import { describeError } from '../util/errors.js';
 

@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from '../config/config.js';
 import { describeError } from '../util/errors.js';
-import { callApi, CommandUsageError, reportCommandFailure } from './api-client.js';
+import { callApi, commandOf, CommandUsageError, reportCommandFailure } from './api-client.js';
 
 export const TASK_USAGE = `usage: nodemgr task <command> [options]
 
@@ -26,16 +26,6 @@ options for every command:
   --json                print what the API answered, as JSON
   --config FILE         configuration file (default: $NODEMGR_CONFIG, else built-in defaults)
 `;
-
-/** The command of a command line: its first argument that is not an option (or --config's value). */
-export function commandOf(argv: readonly string[]): string | null {
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--config') i++;
-    else if (!arg.startsWith('-')) return arg;
-  }
-  return null;
-}
 
 /** The command of the command line, when it is `task` or `instance`. */
 export function taskCommandOf(argv: readonly string[]): 'task' | 'instance' | null {
