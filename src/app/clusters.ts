@@ -3,21 +3,21 @@
 // in the node's image cache, and injection into the nodes' overlays.
 import { availableParallelism, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { scopedAddressBook, type AddressBook } from '../addresses/address-book.js';
+import type { AddressBook } from '../addresses/address-book.js';
 import { clusterUses, createClusterEngine, type ClusterEngine } from '../clusters/engine.js';
 import type { ClusterBook, ClusterContext, ClusterRepository, PreparedImage } from '../clusters/cluster-context.js';
 import { injectIntoOverlay } from '../clusters/inject.js';
 import { configuredRepository, listRepository, loadDescription } from '../clusters/repository.js';
 import { fetchImage } from '../clusters/vc-images.js';
 import type { Config } from '../config/config.js';
+import { recordSection } from '../db/record-section.js';
 import type { DatabaseStore } from '../db/store.js';
 import type { ClusterRecord, NodeDatabase } from '../db/types.js';
 import type { ImageCache } from '../images/cache.js';
 import type { Logger } from '../log.js';
-import { GUEST_DRIVERS, GUEST_KINDS } from '../runtimes/libvirt/drivers/index.js';
 import { guestFiles } from '../runtimes/libvirt/guest-files.js';
-import { createGuestLifecycle, type GuestLifecycle } from '../runtimes/libvirt/guests.js';
-import { libvirtHypervisor } from '../runtimes/libvirt/hypervisor.js';
+import type { GuestLifecycle } from '../runtimes/libvirt/guests.js';
+import { createOnDemandGuests } from './factories.js';
 import { privateNetworks } from '../runtimes/libvirt/private-networks.js';
 import { budgetView, type BudgetUse } from '../tasks/budget.js';
 
@@ -25,23 +25,7 @@ import { budgetView, type BudgetUse } from '../tasks/budget.js';
 export const isClusterGuest = (name: string) => name.startsWith('vc.');
 
 export function clusterBook(store: DatabaseStore): ClusterBook {
-  const clusters = () => store.data.clusters;
-  return {
-    get: (name) => (Object.prototype.hasOwnProperty.call(clusters(), name) ? clusters()[name]! : null),
-    all: () => Object.values(clusters()),
-    async put(record) {
-      store.update((db) => ({ ...db, clusters: { ...db.clusters, [record.name]: record } }));
-      await store.flush();
-    },
-    async remove(name) {
-      store.update((db) => {
-        if (!Object.prototype.hasOwnProperty.call(db.clusters, name)) return db;
-        const { [name]: _removed, ...rest } = db.clusters;
-        return { ...db, clusters: rest };
-      });
-      await store.flush();
-    },
-  };
+  return recordSection(store, 'clusters', (cluster) => cluster.name);
 }
 
 /** The cache entries the clusters boot from (the cache keeps them). */
@@ -50,14 +34,9 @@ export function clusterImagesInUse(db: NodeDatabase): string[] {
 }
 
 export function createClusterGuests(config: Config, images: ImageCache, addresses: AddressBook, logger: Logger): GuestLifecycle {
-  const guestDir = join(config.vcDir, 'guests');
-  const drivers = GUEST_KINDS.map((kind) => GUEST_DRIVERS[kind]({
-    hypervisor: libvirtHypervisor(kind === 'qemu' ? config.libvirtQemuUri : config.libvirtLxcUri, logger), guestDir, accel: config.guestAccel, logger,
-  }));
-  return createGuestLifecycle({
-    drivers, guestDir, bridge: config.guestBridge, readyMarker: config.guestReadyMarker, readyTimeoutMs: config.guestReadyTimeoutMs,
-    images, addresses: scopedAddressBook(addresses, isClusterGuest), now: () => new Date(),
-  }, logger);
+  return createOnDemandGuests(config, logger, {
+    guestDir: join(config.vcDir, 'guests'), readyTimeoutMs: config.guestReadyTimeoutMs, images, addresses, owns: isClusterGuest, now: () => new Date(),
+  });
 }
 
 function repositoryOf(config: Config, images: ImageCache, logger: Logger): ClusterRepository {

@@ -1,10 +1,12 @@
 // The host's runtimes made from the configuration: the daemon's, and the read-only ones that
 // `nodemgr status` and `nodemgr plan` look at the host with.
-import { readOnlyAddressBook, type AddressBook } from '../addresses/address-book.js';
+import { readOnlyAddressBook, scopedAddressBook, type AddressBook } from '../addresses/address-book.js';
 import type { Config } from '../config/config.js';
 import { emptyDatabase } from '../db/types.js';
 import type { Logger } from '../log.js';
 import { dispatchRuntime } from '../runtimes/dispatch.js';
+import { GUEST_DRIVERS, GUEST_KINDS } from '../runtimes/libvirt/drivers/index.js';
+import { createGuestLifecycle, type GuestLifecycle } from '../runtimes/libvirt/guests.js';
 import { libvirtHypervisor } from '../runtimes/libvirt/hypervisor.js';
 import { createLibvirtRuntime, type ImageSource, type LibvirtRuntime } from '../runtimes/libvirt/runtime.js';
 import type { AccountRuntime } from '../runtimes/types.js';
@@ -51,4 +53,26 @@ export function createUnixRuntimeOf(config: Config, logger: Logger): UnixRuntime
 /** The host's runtimes behind one: unix accounts, and libvirt guests. */
 export function createRuntime(config: Config, logger: Logger, parts: { unix?: UnixRuntime; guests?: LibvirtRuntime } = {}): AccountRuntime {
   return dispatchRuntime(parts.unix ?? createUnixRuntimeOf(config, logger), parts.guests ?? createGuestRuntime(config, logger));
+}
+
+/**
+ * A guest lifecycle beside the slivers' (tasks and instances, virtual clusters): its own guest
+ * directory, libvirt connections and leases (the holders `owns` names), the node's drivers.
+ */
+export function createOnDemandGuests(config: Config, logger: Logger, options: {
+  readonly guestDir: string;
+  readonly readyTimeoutMs: number;
+  readonly images: ImageSource;
+  readonly addresses: AddressBook;
+  readonly owns: (holder: string) => boolean;
+  readonly now: () => Date;
+}): GuestLifecycle {
+  const { guestDir } = options;
+  const drivers = GUEST_KINDS.map((kind) => GUEST_DRIVERS[kind]({
+    hypervisor: libvirtHypervisor(kind === 'qemu' ? config.libvirtQemuUri : config.libvirtLxcUri, logger), guestDir, accel: config.guestAccel, logger,
+  }));
+  return createGuestLifecycle({
+    drivers, guestDir, bridge: config.guestBridge, readyMarker: config.guestReadyMarker, readyTimeoutMs: options.readyTimeoutMs,
+    images: options.images, addresses: scopedAddressBook(options.addresses, options.owns), now: options.now,
+  }, logger);
 }

@@ -3,17 +3,16 @@
 // the tasks' records, and what the capacity budget counts of the slivers.
 import { availableParallelism, totalmem } from 'node:os';
 import { basename, join } from 'node:path';
-import { scopedAddressBook, type AddressBook } from '../addresses/address-book.js';
+import type { AddressBook } from '../addresses/address-book.js';
 import type { Config } from '../config/config.js';
 import type { DatabaseStore } from '../db/store.js';
 import type { NodeDatabase } from '../db/types.js';
 import type { ImageCache } from '../images/cache.js';
 import type { Logger } from '../log.js';
 import type { Desired } from '../reconcile/desired.js';
-import { GUEST_DRIVERS, GUEST_KINDS } from '../runtimes/libvirt/drivers/index.js';
 import type { ImageSource } from '../runtimes/libvirt/guest-definition.js';
-import { createGuestLifecycle, type GuestLifecycle } from '../runtimes/libvirt/guests.js';
-import { libvirtHypervisor } from '../runtimes/libvirt/hypervisor.js';
+import type { GuestLifecycle } from '../runtimes/libvirt/guests.js';
+import { createOnDemandGuests } from './factories.js';
 import { guestShape } from '../runtimes/libvirt/shape.js';
 import type { BudgetUse } from '../tasks/budget.js';
 import { createTaskEngine, type TaskEngine } from '../tasks/engine.js';
@@ -81,16 +80,10 @@ export interface TaskParts {
 }
 
 export function createTaskGuests(config: Config, parts: Pick<TaskParts, 'images' | 'addresses' | 'logger' | 'now'>): GuestLifecycle {
-  const guestDir = tasksGuestDir(config);
-  const { logger } = parts;
-  const drivers = GUEST_KINDS.map((kind) => GUEST_DRIVERS[kind]({
-    hypervisor: libvirtHypervisor(kind === 'qemu' ? config.libvirtQemuUri : config.libvirtLxcUri, logger), guestDir, accel: config.guestAccel, logger,
-  }));
-  return createGuestLifecycle({
-    drivers, guestDir, bridge: config.guestBridge, readyMarker: config.guestReadyMarker, readyTimeoutMs: config.taskStartTimeoutMs,
-    images: taskImageSource(parts.images, join(config.taskDir, 'spool')),
-    addresses: scopedAddressBook(parts.addresses, isOnDemandGuest), now: parts.now,
-  }, logger);
+  return createOnDemandGuests(config, parts.logger, {
+    guestDir: tasksGuestDir(config), readyTimeoutMs: config.taskStartTimeoutMs, images: taskImageSource(parts.images, join(config.taskDir, 'spool')),
+    addresses: parts.addresses, owns: isOnDemandGuest, now: parts.now,
+  });
 }
 
 export function createTasks(config: Config, parts: TaskParts, guests: GuestLifecycle): TaskEngine {

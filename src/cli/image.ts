@@ -1,7 +1,7 @@
 // `nodemgr image add|ls|rm`: the node's image cache, through the daemon's API on its Unix socket
 // (the daemon is the cache's only writer; adding and removing need root).
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig, type Config } from '../config/config.js';
+import { loadConfig, type Config } from '../config/config.js';
 import { IMAGE_TYPES, type ImageEntry } from '../images/index.js';
 import { cachedImagesClassad } from '../images/classad.js';
 import { formatImageTable } from '../images/table.js';

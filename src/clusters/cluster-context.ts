@@ -3,30 +3,18 @@
 // injection of files into a node's disk. Each is a port, so the engine's order of steps and its
 // rollback are tested on their own and the adapters against the host.
 import type { AddressBook } from '../addresses/address-book.js';
+import type { RecordSection } from '../db/record-section.js';
 import type { ClusterRecord } from '../db/types.js';
 import type { Logger } from '../log.js';
-import type { GuestDefinition, GuestKind } from '../runtimes/libvirt/guest-definition.js';
-import type { GuestAgent } from '../runtimes/libvirt/guest-agent.js';
 import type { PrivateNetwork } from '../runtimes/libvirt/private-networks.js';
-import type { GuestStatus } from '../runtimes/types.js';
 import type { Need } from '../tasks/budget.js';
+import type { TaskGuests } from '../tasks/task-context.js';
 
-export interface ClusterBook {
-  get(name: string): ClusterRecord | null;
-  all(): ClusterRecord[];
-  /** In memory at once, durable when the promise resolves. */
-  put(record: ClusterRecord): Promise<void>;
-  remove(name: string): Promise<void>;
-}
+/** The clusters' records by name (db/record-section.ts). */
+export type ClusterBook = RecordSection<ClusterRecord>;
 
-export interface ClusterGuests {
-  list(options?: { readOnly?: boolean }): Promise<{ owned: { name: string; kind: GuestKind; active: boolean }[] }>;
-  create(name: string, definition: GuestDefinition): Promise<void>;
-  start(name: string, definition: GuestDefinition): Promise<void>;
-  stop(name: string, kind: GuestKind): Promise<void>;
-  destroy(name: string, kind: GuestKind): Promise<void>;
-  status(name: string): Promise<GuestStatus | null>;
-  agentFor(name: string): Promise<GuestAgent | null>;
+/** What the engine asks of the clusters' guest lifecycle: the tasks' (guests.ts serves both), and each node's disk. */
+export interface ClusterGuests extends Omit<TaskGuests, 'check'> {
   /** The path of the guest's copy-on-write disk (its overlay over the base image). */
   overlayOf(name: string): string;
 }
