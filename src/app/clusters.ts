@@ -9,6 +9,7 @@ import type { ClusterBook, ClusterContext, ClusterRepository, PreparedImage } fr
 import { injectIntoOverlay } from '../clusters/inject.js';
 import { configuredRepository, listRepository, loadDescription } from '../clusters/repository.js';
 import { fetchImage } from '../clusters/vc-images.js';
+import { describeSubnet, subnetFromNetmask } from '../clusters/subnet.js';
 import type { Config } from '../config/config.js';
 import { recordSection } from '../db/record-section.js';
 import type { DatabaseStore } from '../db/store.js';
@@ -56,15 +57,11 @@ function repositoryOf(config: Config, images: ImageCache, logger: Logger): Clust
         frontendDisk, computeDisk, kernel: await direct(frontend.kernel, 'kernel'), initrd: await direct(frontend.initrd, 'initrd'),
         frontendMemoryKiB: frontend.memoryKiB, computeMemoryKiB: compute?.memoryKiB ?? null, frontendVcpus: frontend.vcpus,
         wait: bootDependency?.wait ?? null,
-        privateSubnet: privateNetwork?.subnet && privateNetwork.netmask ? `${privateNetwork.subnet}/${prefixOf(privateNetwork.netmask)}` : null,
+        privateSubnet: privateNetwork?.subnet && privateNetwork.netmask ? describeSubnet(subnetFromNetmask(privateNetwork.subnet, privateNetwork.netmask, 'private network')) : null,
         privateMtu: privateNetwork?.mtu ?? null,
       };
     },
   };
-}
-
-function prefixOf(netmask: string): number {
-  return netmask.split('.').reduce((bits, part) => bits + Number(part).toString(2).replace(/0/g, '').length, 0);
 }
 
 export interface ClusterParts {

@@ -5,6 +5,7 @@
 // turn; any failure removes everything the record lists and says what failed, and a restart that
 // finds a record still `booting` does the same (engine.ts). pragma_boot had no rollback at all.
 import { createHash, randomBytes } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { AddressLease, ClusterNodeRecord, ClusterRecord } from '../db/types.js';
 import type { GuestDefinition, GuestReadiness } from '../runtimes/libvirt/guest-definition.js';
 import { PRIVATE_NETWORK_PREFIX, type PrivateNetwork } from '../runtimes/libvirt/private-networks.js';
@@ -12,7 +13,7 @@ import { describeError, PermanentError } from '../util/errors.js';
 import type { BootWait, ClusterContext, PreparedImage } from './cluster-context.js';
 import { clusterMacs } from './macs.js';
 import { chooseNodeMemory, packCluster, type ClusterPacking } from './packing.js';
-import { computeAddress, frontendAddress, parseCidr, requireRoom } from './subnet.js';
+import { computeAddress, describeSubnet, frontendAddress, parseCidr, requireRoom, subnetOfHost, usableAddress } from './subnet.js';
 import { assembleVcCluster, macRequest } from './vc-plan.js';
 import { normaliseSshPublicKey, vcOutFiles, type VcClusterPlan } from './vc-out.js';
 
@@ -104,7 +105,7 @@ async function decide(ctx: ClusterContext, owner: string, request: BootRequest):
   const network = networkOf(name, mtu);
   const record: ClusterRecord = {
     name, owner, image: request.image, base_image: prepared.frontendDisk, state: 'booting', created: ctx.now().toISOString(), reason: null,
-    network: { name: network.name, bridge: network.bridge, subnet: `${privateSubnet.network}/${privateSubnet.prefixLength}`, mtu }, nodes,
+    network: { name: network.name, bridge: network.bridge, subnet: describeSubnet(privateSubnet), mtu }, nodes,
   };
   return { record, packing, prepared, addressing };
 }
@@ -112,7 +113,7 @@ async function decide(ctx: ClusterContext, owner: string, request: BootRequest):
 /** The vc-out.xml of each node, with the frontend's public side from its lease. */
 function vcOutOf(decided: Decided, lease: AddressLease, gateway: string | null): Map<string, string> {
   if (lease.prefix === null) throw new PermanentError(`the pool's address ${lease.ip} has no prefix length; a cluster's public address needs one (as 192.0.2.10/24)`);
-  const publicGateway = gateway ?? firstAddressOf(lease.ip, lease.prefix);
+  const publicGateway = gateway ?? usableAddress(subnetOfHost(lease.ip, lease.prefix, 'public address'), 0);
   const macs = decided.addressing.macs.map((m, i) => (i === 0 ? { ...m, macs: [m.macs[0]!, lease.mac] } : m));
   // Without name servers of its own, a cluster asks its public gateway.
   const dns = decided.addressing.dns.servers.length > 0 ? decided.addressing.dns : { ...decided.addressing.dns, servers: [publicGateway] };
@@ -122,15 +123,6 @@ function vcOutOf(decided: Decided, lease: AddressLease, gateway: string | null):
   const files = vcOutFiles(plan);
   return new Map([['frontend', files.frontend], ...files.computes.map((c) => [c.name, c.text] as const)]);
 }
-
-function firstAddressOf(ip: string, prefix: number): string {
-  const value = ip.split('.').reduce((n, part) => n * 256 + Number(part), 0);
-  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  const first = ((value & mask) >>> 0) + 1;
-  return [24, 16, 8, 0].map((shift) => (first >>> shift) & 255).join('.');
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Boots the cluster; on any failure removes all it made and throws saying what failed. */
 export async function bootCluster(ctx: ClusterContext, owner: string, request: BootRequest): Promise<ClusterRecord> {
@@ -159,7 +151,7 @@ export async function bootCluster(ctx: ClusterContext, owner: string, request: B
     const started = Date.now();
     await ctx.guests.start(frontend.guest, nodeDefinition(decided.prepared, record, frontend));
     const wait = decided.prepared.wait;
-    if (wait?.type === 'clock') await sleep(Math.max(0, started + wait.seconds * 1000 - Date.now()));
+    if (wait?.type === 'clock') await delay(Math.max(0, started + wait.seconds * 1000 - Date.now()));
     step = 'starting the computes';
     await Promise.all(record.nodes.filter((n) => n.role === 'compute').map((n) => ctx.guests.start(n.guest, nodeDefinition(decided.prepared, record, n))));
     await save({ state: 'running' });

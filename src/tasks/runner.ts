@@ -3,6 +3,7 @@
 // in steps.ts; here are the order, the record written at each step, the watch over a running job,
 // and the one way every task ends badly: its guest stopped in Running:Instance-Stopping, then
 // Failed or Terminated with the reason.
+import { setTimeout as delay } from 'node:timers/promises';
 import type { TaskRecord, TaskState } from '../db/types.js';
 import { killRequest } from '../runtimes/libvirt/guest-agent.js';
 import { describeError, PermanentError } from '../util/errors.js';
@@ -151,24 +152,6 @@ async function stopAfterWork(ctx: TaskContext, task: TaskRecord, job: XsdlJob | 
   if (outputs !== null) await readOutputs(ctx, task, outputs);
 }
 
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve, reject) => {
-    // Aborted while it was asking the agent: the abort's event has passed already.
-    if (signal.aborted) {
-      reject(signal.reason as Error);
-      return;
-    }
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason as Error);
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-
 /**
  * Running:Executing: the job started (its pid kept), then watched until it ends: its exit code or
  * signal, or the wall-time limit, a silent agent or a guest that stopped under it. A guest with no
@@ -189,7 +172,7 @@ async function execute(
   const wallMs = posix?.wallTimeSeconds != null ? posix.wallTimeSeconds * 1000 : ctx.settings.wallTimeLimitMs;
   let lastHeard = ctx.now().getTime();
   for (;;) {
-    await sleep(ctx.settings.pollMs, signal);
+    await delay(ctx.settings.pollMs, undefined, { signal });
     const guest = await ctx.guests.status(task.guest);
     if (guest?.state !== 'running') {
       if (pid === null) return { outcome: {}, note: 'the guest powered off from inside' };

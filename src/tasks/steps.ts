@@ -2,6 +2,7 @@
 // after a restart (a fetch is redone, a guest half made is removed first), and each leaves what it
 // did in the task's record before the next state is entered (runner.ts).
 import { open, writeFile } from 'node:fs/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import { join } from 'node:path';
 import { formatOfHeader } from '../images/index.js';
 import type { TaskRecord } from '../db/types.js';
@@ -86,7 +87,7 @@ export async function runInGuest(agent: GuestAgent, request: ExecRequest, pollMs
   for (;;) {
     const state = await agent.execStatus(pid);
     if (state.exited) return state.exitCode ?? -1;
-    await new Promise((resolve) => setTimeout(resolve, Math.min(pollMs, 200)));
+    await delay(Math.min(pollMs, 200));
   }
 }
 
