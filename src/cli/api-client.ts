@@ -2,6 +2,7 @@
 // `xmlrpc` package's client, as the calling user (the daemon sees this process's uid). A fault
 // comes back as an Error with its code and message; a daemon that is not there is said so.
 import { createRequire } from 'node:module';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, type Config } from '../config/config.js';
 import { describeError } from '../util/errors.js';
 
@@ -66,4 +67,15 @@ export function commandOf(argv: readonly string[]): string | null {
     else if (!arg.startsWith('-')) return arg;
   }
   return null;
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** A subcommand's command line, parsed by node's parseArgs; what it cannot parse is a usage error. */
+export function parseCommandLine<O extends Options>(argv: string[], options: O) {
+  try {
+    return parseArgs({ args: argv, allowPositionals: true, options });
+  } catch (error) {
+    throw new CommandUsageError(describeError(error));
+  }
 }

@@ -1,12 +1,10 @@
 // `nodemgr image add|ls|rm`: the node's image cache, through the daemon's API on its Unix socket
 // (the daemon is the cache's only writer; adding and removing need root).
-import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from '../config/config.js';
 import { IMAGE_TYPES, type ImageEntry } from '../images/index.js';
 import { cachedImagesClassad } from '../images/classad.js';
 import { formatImageTable } from '../images/table.js';
-import { describeError } from '../util/errors.js';
-import { ApiCallFault, callApi, commandOf, CommandUsageError, reportCommandFailure } from './api-client.js';
+import { ApiCallFault, callApi, commandOf, CommandUsageError, parseCommandLine, reportCommandFailure } from './api-client.js';
 import { formatBytes } from '../util/text.js';
 
 export const IMAGE_USAGE = `usage: nodemgr image <command> [options]
@@ -48,24 +46,16 @@ function entryOf(value: unknown): ImageEntry {
 }
 
 function parse(argv: string[]) {
-  try {
-    return parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        config: { type: 'string' },
-        type: { type: 'string' },
-        desc: { type: 'string' },
-        sha256: { type: 'string' },
-        name: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        classad: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (error) {
-    throw new ImageUsageError(describeError(error));
-  }
+  return parseCommandLine(argv, {
+    config: { type: 'string' },
+    type: { type: 'string' },
+    desc: { type: 'string' },
+    sha256: { type: 'string' },
+    name: { type: 'string' },
+    json: { type: 'boolean', default: false },
+    classad: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  });
 }
 
 async function run({ values, positionals }: ReturnType<typeof parse>): Promise<number> {

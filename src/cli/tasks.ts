@@ -1,10 +1,8 @@
 // `nodemgr task …` (XenBEE's xbe client) and `nodemgr instance …` (Condor Cloud's): the on-demand
 // work through the daemon's API, as the calling user, who owns what it starts.
 import { readFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from '../config/config.js';
-import { describeError } from '../util/errors.js';
-import { callApi, commandOf, CommandUsageError, reportCommandFailure } from './api-client.js';
+import { callApi, commandOf, CommandUsageError, parseCommandLine, reportCommandFailure } from './api-client.js';
 
 export const TASK_USAGE = `usage: nodemgr task <command> [options]
 
@@ -36,27 +34,19 @@ export function taskCommandOf(argv: readonly string[]): 'task' | 'instance' | nu
 const TaskUsageError = CommandUsageError;
 
 function parse(argv: string[]) {
-  try {
-    return parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        config: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        remove: { type: 'boolean', short: 'r', default: false },
-        reason: { type: 'string' },
-        size: { type: 'string' },
-        count: { type: 'string' },
-        key: { type: 'string' },
-        runtime: { type: 'string' },
-        kernel: { type: 'string' },
-        initrd: { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (error) {
-    throw new TaskUsageError(describeError(error));
-  }
+  return parseCommandLine(argv, {
+    config: { type: 'string' },
+    json: { type: 'boolean', default: false },
+    remove: { type: 'boolean', short: 'r', default: false },
+    reason: { type: 'string' },
+    size: { type: 'string' },
+    count: { type: 'string' },
+    key: { type: 'string' },
+    runtime: { type: 'string' },
+    kernel: { type: 'string' },
+    initrd: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  });
 }
 
 type Parsed = ReturnType<typeof parse>;

@@ -4,10 +4,9 @@
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config/config.js';
 import { describeError } from '../util/errors.js';
-import { ApiCallFault, callApi } from './api-client.js';
+import { ApiCallFault, callApi, CommandUsageError, parseCommandLine } from './api-client.js';
 import { formatColumns } from './tasks.js';
 
 export const VC_USAGE = `usage: nodemgr vc <command> [options]
@@ -27,20 +26,13 @@ commands:
 options: --json (what the API answered), --config FILE
 `;
 
-class VcUsageError extends Error {}
+const VcUsageError = CommandUsageError;
 
 function parse(argv: string[]) {
-  try {
-    return parseArgs({
-      args: argv, allowPositionals: true,
-      options: {
-        config: { type: 'string' }, json: { type: 'boolean', default: false }, name: { type: 'string' }, key: { type: 'string' },
-        mem: { type: 'string' }, help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (error) {
-    throw new VcUsageError(describeError(error));
-  }
+  return parseCommandLine(argv, {
+    config: { type: 'string' }, json: { type: 'boolean', default: false }, name: { type: 'string' }, key: { type: 'string' },
+    mem: { type: 'string' }, help: { type: 'boolean', short: 'h', default: false },
+  });
 }
 
 async function defaultKey(): Promise<string> {
