@@ -82,6 +82,11 @@ function destroyOf(found: ObservedAccount, why: string): Op {
   return { account: found.name, kind: found.kind, action: 'destroy', runtime: found.runtime, spec: null, why };
 }
 
+/** An account the node made (or was making) before: not one it never got to, nor one whose create failed. */
+function isKnown(account: AccountStatus | undefined): boolean {
+  return account !== undefined && account.state !== 'absent' && !(account.state === 'failed' && account.uid === null && account.appliedHash === null);
+}
+
 export function planReconcile(input: PlanInput): Plan {
   const { desired } = input;
   const ops: Op[] = [];
@@ -100,6 +105,11 @@ export function planReconcile(input: PlanInput): Plan {
         kind: spec.kind,
         reason: `an account named "${spec.name}" exists on this host and is not managed by nodemgr`,
       });
+      continue;
+    }
+    if (!found && input.host.unseen?.has(spec.runtime) && isKnown(input.accounts[spec.name])) {
+      // Its runtime could not be listed: the account it had may well be there. Making it again
+      // would report a running guest stopped while the create and configure go over it.
       continue;
     }
     const remake = found && (found.kind !== spec.kind || found.runtime !== spec.runtime);

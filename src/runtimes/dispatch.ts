@@ -17,6 +17,7 @@ export function dispatchRuntime(unix: AccountRuntime, guests: LibvirtRuntime): A
       const snapshot: HostSnapshot = {
         owned: [...u.owned, ...g.owned.filter((o) => !names.has(o.name))],
         foreign: new Set([...u.foreign, ...g.foreign]),
+        unseen: new Set([...(u.unseen ?? []), ...(g.unseen ?? [])]),
       };
       merged = { unix: u, guests: g, snapshot };
       return snapshot;

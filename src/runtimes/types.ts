@@ -52,6 +52,11 @@ export interface HostSnapshot {
   readonly owned: readonly ObservedAccount[];
   /** Every other account name on the host: never to be managed. */
   readonly foreign: ReadonlySet<string>;
+  /**
+   * Runtimes whose accounts could not be listed (libvirt not answering): an account of theirs that
+   * is missing from `owned` may well exist, so nothing is planned on its absence. None when absent.
+   */
+  readonly unseen?: ReadonlySet<RuntimeKind>;
 }
 
 /** What the supervisor's hooks give a start (see accounts/hooks.ts). */

@@ -128,6 +128,18 @@ test('a sliver whose runtime changes is destroyed and made again on the new one'
   t.regex(plan.ops[0]!.why, /runs on unix, must run on qemu/);
 });
 
+test('while a runtime cannot be listed, its guests the node made are left alone; one never made is tried', (t) => {
+  const guest = { runtime: 'qemu' as const, kernel: 'vmlinuz', initrd: null, size: null };
+  const desired = desiredOf([record('a_made', { guest, vref: 'base.qcow2' }), record('a_new', { guest, vref: 'base.qcow2' })], []);
+  const made: AccountStatus = { name: 'a_made', kind: 'sliver', state: 'running', reason: null, since: '', appliedHash: 'h', uid: null, attempts: 0 };
+  const unseen = planReconcile({ desired, host: { owned: [], foreign: new Set(), unseen: new Set(['qemu' as const]) }, accounts: { a_made: made } });
+  // a_made's guest may be running: no create and configure go over it (they report it stopped meanwhile).
+  t.deepEqual(summary(unseen.ops), ['create a_new', 'configure a_new', 'start a_new']);
+  // Once libvirt answers, what is missing is missing.
+  const seen = planReconcile({ desired, host: { owned: [], foreign: new Set() }, accounts: { a_made: made } });
+  t.deepEqual(summary(seen.ops).filter((o) => o.endsWith('a_made')), ['create a_made', 'configure a_made', 'start a_made']);
+});
+
 test('a slice that names no runtime gets the node default', (t) => {
   t.is(desiredOf([record('a_one')], [], { defaultRuntime: 'lxc' }).specs[0]!.runtime, 'lxc');
   t.is(desiredOf([record('a_one')], []).specs[0]!.runtime, 'unix');

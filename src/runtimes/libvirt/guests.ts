@@ -50,11 +50,19 @@ export interface OwnedGuest {
 
 export type GuestSession = { readonly launch: SessionLaunch | { refused: string }; readonly started: boolean };
 
+/** One look at libvirt: our guests, every other domain's name, and the kinds whose libvirt did not answer. */
+export interface GuestListing {
+  readonly owned: OwnedGuest[];
+  readonly foreign: ReadonlySet<string>;
+  /** Kinds whose guests could not be listed: their absence from `owned` says nothing. */
+  readonly unreached: ReadonlySet<GuestKind>;
+}
+
 export interface GuestLifecycle {
   /** Throws a PermanentError, worded for `words`, when no guest of its kind can boot what the definition gives. Pure. */
   check(definition: GuestDefinition, words?: GuestWords): void;
   /** Our guests, and every other domain's name; unless `readOnly`, it also removes what a crash left (guest-recovery.ts). */
-  list(options?: { readOnly?: boolean }): Promise<{ owned: OwnedGuest[]; foreign: ReadonlySet<string> }>;
+  list(options?: { readOnly?: boolean }): Promise<GuestListing>;
   /** Leases its addresses, makes its directory and root, defines its domain; succeeds if our guest exists already. */
   create(name: string, definition: GuestDefinition): Promise<void>;
   /** Defines it again from the definition: live where the kind can, with a new boot (powered off here) where it must. */
@@ -125,7 +133,8 @@ export function createGuestLifecycle(options: GuestLifecycleOptions, logger: Log
       if (!listOptions.readOnly) {
         await recovery.recover(found.seen).catch((error: unknown) => logger.warn('guest recovery incomplete', { error: describeError(error) }));
       }
-      return { owned: found.owned, foreign: found.foreign };
+      const unreached = new Set(drivers.map((d) => d.kind).filter((kind) => !found.seen.reached.has(kind)));
+      return { owned: found.owned, foreign: found.foreign, unreached };
     },
     create: (name, definition) => createGuest(lc, name, definition),
     configure: (name, definition) => configureGuest(lc, name, definition),

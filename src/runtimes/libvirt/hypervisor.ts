@@ -108,7 +108,13 @@ export function libvirtHypervisor(uri: string, logger: Logger): Hypervisor {
     uri,
     list: () => withConnection('list', async (h) => {
       const domains = await h.connectListAllDomains();
-      return Promise.all(domains.map((d) => summary(h, d)));
+      // A domain undefined between the listing and the look at it (a destroy running beside the
+      // listing) is simply gone: it must not make the whole connection look unreachable.
+      const summaries = await Promise.all(domains.map((d) => summary(h, d).catch((error: unknown) => {
+        if (isNoDomain(error)) return null;
+        throw error;
+      })));
+      return summaries.filter((d): d is DomainSummary => d !== null);
     }),
     find: (name) => withConnection(`lookup of ${name}`, async (h) => {
       const domain = await lookup(h, name);

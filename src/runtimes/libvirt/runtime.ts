@@ -68,14 +68,15 @@ export function createLibvirtRuntime(options: LibvirtRuntimeOptions, logger: Log
 
   return {
     async observe(observeOptions = {}) {
-      const { owned: found, foreign } = await guests.list(observeOptions);
+      const { owned: found, foreign, unreached } = await guests.list(observeOptions);
       const owned: ObservedAccount[] = found.map((g) => ({
         name: g.name, kind: 'sliver', runtime: g.kind, uid: null, loginEnabled: g.active, started: g.active,
       }));
       owned.sort((a, b) => (a.name < b.name ? -1 : 1));
       // The same object while nothing changed, so that an idle converge pass plans nothing new.
-      const key = JSON.stringify([owned, [...foreign].sort()]);
-      if (lastSnapshot?.key !== key) lastSnapshot = { key, snapshot: { owned, foreign } };
+      const unseen: ReadonlySet<RuntimeKind> = unreached;
+      const key = JSON.stringify([owned, [...foreign].sort(), [...unseen].sort()]);
+      if (lastSnapshot?.key !== key) lastSnapshot = { key, snapshot: { owned, foreign, unseen } };
       return lastSnapshot.snapshot;
     },
 
