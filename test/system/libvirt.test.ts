@@ -163,7 +163,8 @@ serial('a slice becomes a running domain with its overlay, address and limits; a
 
 serial('a guest that never reports ready is powered off, reported failed with the reason, and retried', async (t) => {
   t.timeout(10 * 60_000, 'boots under software emulation');
-  const n = await node(t, { guest_ready_timeout: 20, op_retry_initial: 5, op_retry_max: 600 });
+  // Long enough for the guest to reach its init (and say so on its console) on a loaded host.
+  const n = await node(t, { guest_ready_timeout: 60, op_retry_initial: 5, op_retry_max: 600 });
   const name = `${prefix}silent`;
   n.setDocument([vmSlice(name, { initrd: fileUri(guest.silentInitrd) })]);
   n.start();
@@ -171,7 +172,7 @@ serial('a guest that never reports ready is powered off, reported failed with th
     const s = await stateOf(n, name);
     return s?.state === 'failed' ? s : null;
   }, 240_000);
-  t.regex(failed.reason ?? '', /guest did not report ready \("nodemgr-ready" on its serial console\) within 20 s/);
+  t.regex(failed.reason ?? '', /guest did not report ready \("nodemgr-ready" on its serial console\) within 60 s/);
   t.is(await domainState(name), 'shut off', 'torn down');
   t.regex(await readFile(join(n.box.dir, 'guests', name, 'console.log'), 'utf8'), /guest up; silent, as asked/);
   // The supervisor starts it again after its backoff, and reports the attempts.
