@@ -140,6 +140,8 @@ async function rehearse(o: Options, dir: string, undo: ReturnType<typeof createU
   printScaling(o, unchangedGzip, sizes);
 }
 
+// A reader that goes away (`| head`) must not cut the cleanup short.
+process.stdout.on('error', () => undefined);
 const options = parseOptions(process.argv.slice(2));
 console.log(`machine: ${cpus()[0]?.model ?? 'unknown cpu'}, ${cpus().length} cores, ${bytesText(totalmem())} memory, node ${process.version}`);
 const missing = missingPrerequisite();

@@ -1,9 +1,9 @@
 // One node of the fleet: a real `nodemgr daemon` (the compiled one in dist/) in a network
 // namespace of its own (fleet-net.ts) and a mount namespace of its own, where /etc is an overlay
-// whose upper layer starts with copies of the host's account files, so that the node's useradd and
-// userdel change only its own passwd, shadow, group and gshadow (shadow-utils replaces those files
-// by rename, which a bind-mounted single file refuses with EBUSY), and where /home is a directory
-// of its own. Its state, run and log directories, cgroup parent and uid range are its own too.
+// whose upper layer starts with copies of the host's account files (and hides the host's lock
+// files), so that the node's useradd and userdel change only its own passwd, shadow, group and
+// gshadow (shadow-utils replaces those files by rename, which a bind-mounted single file refuses
+// with EBUSY), and where /home is a directory of its own. Its state, run and log directories, cgroup parent and uid range are its own too.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -19,6 +19,9 @@ const cli = join(projectRoot, 'dist/src/cli/main.js');
 /** Each node's uids: a block of its own, far above the ranges the tests lease (60000-79999). */
 export const UID_BASE = 200_000;
 export const UIDS_PER_NODE = 100;
+
+/** The lock files shadow-utils takes beside the account files (and lckpwdf's). */
+const LOCK_FILES = ['passwd.lock', 'shadow.lock', 'group.lock', 'gshadow.lock', 'subuid.lock', 'subgid.lock', '.pwd.lock'];
 
 export interface NodeSettings {
   readonly id: number;
@@ -67,6 +70,10 @@ export async function prepareNode(s: NodeSettings): Promise<void> {
   }
   // cp -p keeps shadow's and gshadow's owner group and mode.
   await run('cp', ['-p', '/etc/passwd', '/etc/shadow', '/etc/group', '/etc/gshadow', join(s.dir, 'etc')]);
+  // The lock files beside them must be the node's too: through the overlay, a host's useradd's
+  // lock would hold up every node. A whiteout (a 0/0 character device in the upper layer) hides
+  // the host's, so each node's tools lock among themselves only.
+  for (const lock of LOCK_FILES) await run('mknod', [join(s.dir, 'etc', lock), 'c', '0', '0']);
   await writeFile(join(s.dir, 'nodemgr.conf'), nodeConfig(s));
 }
 
