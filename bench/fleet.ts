@@ -129,6 +129,9 @@ async function rehearse(o: Options, dir: string, undo: ReturnType<typeof createU
   console.log(`\nidle node daemons over ${idle.seconds.toFixed(0)} s (no change; their polls answered 304), per daemon:`);
   console.log(`  CPU: p50 ${idle.cpuPercent.p50.toFixed(2)}%, p95 ${idle.cpuPercent.p95.toFixed(2)}%, max ${idle.cpuPercent.max.toFixed(2)}% of one core`);
   console.log(`  RSS: p50 ${bytesText(idle.rssBytes.p50)}, max ${bytesText(idle.rssBytes.max)}; all ${o.nodes}: ${bytesText(idle.totalRssBytes)}`);
+  if (idle.libvirtdPercent !== null) {
+    console.log(`  the host's libvirtd, which every daemon here asks for its domains at each pass: ${idle.libvirtdPercent.toFixed(2)}% of one core (${(idle.libvirtdPercent / o.nodes).toFixed(3)}% a node)`);
+  }
 
   const push = await measurePush(fleet, 4, { authorityKey: keys.keyPath, delegateIdentity: delegateKey.identity }, o.pushParallel);
   console.log(`\na changed document in force on all ${o.nodes} nodes BY SIGNED PUSH (ssh to each node's gateway as ${document.delegate.name}, DeliverSlices, ${o.pushParallel} at a time):`);

@@ -1,8 +1,10 @@
 // The measurements of the fleet rehearsal, each over the running fleet: a poll cycle read from the
 // authority's access log, the time for a version to be in force on every node (by polling or by
 // push), and the daemons' idle CPU and memory.
+import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { signDetached } from '../../test/support/authority-keys.js';
 import { fleetDocument, timestampOf, type FleetDocumentOptions } from './fleet-document.js';
 import { parseAccessLog, pollCycle, spreadOf, type PollCycle, type Spread } from './fleet-figures.js';
@@ -11,6 +13,7 @@ import { fetchOnce, processCpuSeconds, type Authority } from './fleet-nginx.js';
 import { residentBytes, viewNode, type RunningNode } from './fleet-nodes.js';
 import { deliverSlicesRequest, inParallel, pushOverSsh, type PushResult } from './fleet-push.js';
 
+const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface Fleet {
@@ -63,14 +66,13 @@ export interface CycleFigures {
 export async function measureCycle(fleet: Fleet, gzip: boolean, newVersion: number | null): Promise<CycleFigures> {
   await fleet.authority.setGzip(gzip);
   const cpuBefore = await fleet.authority.cpuSeconds();
-  const since = Date.now() / 1000;
   const started = performance.now();
   const timeoutMs = (fleet.pollPeriod + fleet.pollJitter + 60) * 1000;
-  let inForce: Spread | null = null;
-  if (newVersion !== null) {
-    await fleet.authority.publish('slices.xml', fleetDocument({ ...fleet.document, version: newVersion }));
-    inForce = spreadOf(await inForceEverywhere(fleet, newVersion, started, timeoutMs));
-  }
+  if (newVersion !== null) await fleet.authority.publish('slices.xml', fleetDocument({ ...fleet.document, version: newVersion }));
+  // The cycle starts once the new version is in place: a request already under way is the last
+  // cycle's.
+  const since = Date.now() / 1000;
+  const inForce = newVersion === null ? null : spreadOf(await inForceEverywhere(fleet, newVersion, started, timeoutMs));
   for (;;) {
     const cycle = pollCycle(parseAccessLog(await readFile(fleet.authority.accessLog, 'utf8')), '/slices.xml', since);
     if (cycle.requests >= fleet.nodes.length) {
@@ -125,20 +127,36 @@ export interface IdleFigures {
   readonly cpuPercent: Spread;
   readonly rssBytes: Spread;
   readonly totalRssBytes: number;
+  /**
+   * The host's libvirtd over the same time (null: none runs), percent of one core: every daemon
+   * lists the domains at its libvirt URIs on each pass, and here all of them ask the one libvirtd
+   * that a fleet would have on every node.
+   */
+  readonly libvirtdPercent: number | null;
+}
+
+async function libvirtdPid(): Promise<number | null> {
+  const { stdout } = await run('pgrep', ['-o', '-x', 'libvirtd']).catch(() => ({ stdout: '' }));
+  return stdout.trim() === '' ? null : Number(stdout.trim());
 }
 
 /** The daemons' CPU over `seconds` of no change (their polls answered 304) and their memory after it. */
 export async function measureIdle(fleet: Fleet, seconds: number): Promise<IdleFigures> {
-  const cpu = async () => Promise.all(fleet.nodes.map(async (n) => (await processCpuSeconds(n.pid)) ?? Number.NaN));
+  const libvirtd = await libvirtdPid();
+  const cpu = async () => Promise.all([...fleet.nodes.map((n) => n.pid), libvirtd ?? -1].map(async (pid) => (await processCpuSeconds(pid)) ?? Number.NaN));
   const before = await cpu();
   const started = performance.now();
   await sleep(seconds * 1000);
   const after = await cpu();
   const elapsed = (performance.now() - started) / 1000;
   const percent = after.map((a, i) => (100 * (a - before[i]!)) / elapsed);
+  const libvirtdPercent = percent.pop()!;
   if (percent.some(Number.isNaN)) throw new Error('a node daemon ended during the idle measurement');
   const rss = await Promise.all(fleet.nodes.map(async (n) => (await residentBytes(n.pid)) ?? 0));
-  return { seconds: elapsed, cpuPercent: spreadOf(percent), rssBytes: spreadOf(rss), totalRssBytes: rss.reduce((a, b) => a + b, 0) };
+  return {
+    seconds: elapsed, cpuPercent: spreadOf(percent), rssBytes: spreadOf(rss), totalRssBytes: rss.reduce((a, b) => a + b, 0),
+    libvirtdPercent: Number.isNaN(libvirtdPercent) ? null : libvirtdPercent,
+  };
 }
 
 export interface DocumentSize {
