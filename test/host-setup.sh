@@ -25,6 +25,7 @@ declare -A NEEDED=(
   [e2fsprogs]=mkfs.ext4     # the disk tests make a small quota-enabled file system
   [bzip2]=bzip2             # tasks stage in bzip2-compressed files (XSDL Compression)
   [prometheus]=promtool     # a real Prometheus scrapes the metrics endpoint; promtool checks a scrape
+  [nginx-light]=nginx       # bench/fleet.ts serves the authority document to its nodes with nginx
 )
 
 missing=()
