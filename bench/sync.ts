@@ -4,7 +4,7 @@
 //   node --import tsx bench/sync.ts [nochange] [slivers] [rss]   (as root for the 200-sliver figure;
 //   BENCH_LOG=file keeps the daemon's log of it)
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -130,12 +130,23 @@ async function twoHundredSlivers(): Promise<string> {
   return `${(elapsed / 1000).toFixed(2)} s for ${states.length} slivers (${running} running); a document without them -> all 200 destroyed: ${(destroyed / 1000).toFixed(2)} s`;
 }
 
+/** The V8 flags the daemon runs with: those of the command's #! line. */
+function daemonFlags(): string[] {
+  const shebang = readFileSync(join(here, '..', 'src', 'cli', 'main.ts'), 'utf8').split('\n', 1)[0]!;
+  return shebang.split(/\s+/).filter((word) => word.startsWith('--'));
+}
+
 function daemonRss(): string {
   execFileSync('npx', ['tsc', '-p', join(here, '..', 'tsconfig.json')], { stdio: 'ignore' });
   const probe = join(here, '..', 'dist', 'bench', 'lib', 'rss-probe.js');
-  const withRecords = execFileSync(process.execPath, ['--expose-gc', probe, '10000'], { encoding: 'utf8' }).trim();
-  const empty = execFileSync(process.execPath, ['--expose-gc', probe, '0'], { encoding: 'utf8' }).trim();
-  return `${withRecords} MB with 10,000 records (${empty} MB with none: Node's own floor)`;
+  // Each line: RSS, heap used, heap committed (MB).
+  const measure = (flags: string[], count: number) => {
+    const [rss, used, committed] = execFileSync(process.execPath, ['--expose-gc', ...flags, probe, String(count)], { encoding: 'utf8' }).trim().split(' ');
+    return `${rss} MB (heap ${used} MB used of ${committed} MB)`;
+  };
+  const flags = daemonFlags();
+  return `with 10,000 records ${measure(flags, 10_000)}; with none ${measure(flags, 0)}: Node's own floor\n` +
+    `  the same without the daemon's V8 flags (${flags.join(' ') || 'none'}): with 10,000 records ${measure([], 10_000)}; with none ${measure([], 0)}`;
 }
 
 // Parts to run: any of nochange, slivers, rss (all when none is named).
@@ -151,4 +162,4 @@ if (parts.has('nochange')) {
   console.log(`  (the original node manager has no comparable figure: it re-ran every account's setup each sync)`);
 }
 if (parts.has('slivers')) console.log(`\nnew document -> 200 new Unix slivers all running: ${await twoHundredSlivers()}`);
-if (parts.has('rss')) console.log(`\ndaemon RSS (compiled code, records loaded, host observed and planned, after GC): ${daemonRss()}`);
+if (parts.has('rss')) console.log(`\ndaemon RSS (compiled code, database opened from disk, host observed and planned, after GC):\n  ${daemonRss()}`);

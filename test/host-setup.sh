@@ -16,6 +16,7 @@ declare -A NEEDED=(
   [python3]=python3         # the baseline benchmarks run the original node manager's approach
   [systemd]=systemd-analyze # the unit file is checked with systemd-analyze verify
   [openssh-client]=ssh-keygen # tests make real key pairs for authorized_keys
+  [openssh-server]=sshd     # bench/ssh.ts runs OpenSSH's sshd (its own, on loopback) beside the gateway
   [xmlsec1]=xmlsec1         # tests sign tickets with XML-DSig as the authority does
   [iproute2]=tc             # bandwidth shaping (tc, HTB) and the tests' network namespaces
   [nftables]=nft            # the uid -> traffic class classifier
@@ -43,4 +44,18 @@ fi
 echo "host-setup: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# Nothing installed here may start as a service: sshd would listen on port 22 for the whole
+# host. A policy-rc.d that refuses every start (101) holds while installing, unless the host
+# has its own; and the units of an sshd installed here are left disabled for the next boot.
+own_policy=/usr/sbin/policy-rc.d
+held_policy=""
+if [ ! -e "$own_policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' >"$own_policy"
+  chmod 755 "$own_policy"
+  held_policy="$own_policy"
+  trap 'rm -f "$held_policy"' EXIT
+fi
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+fi

@@ -59,13 +59,17 @@ export function nodeOfRecords(slices: number): NodeOfRecords {
   writeFileSync(join(dir, 'passwd'), passwd.join('\n') + '\n');
   writeFileSync(join(dir, 'shadow'), shadow.join('\n') + '\n');
   writeFileSync(join(dir, 'group'), group.join('\n') + '\n');
-  const runtime = createUnixRuntime(
+  return { dir, xml, database: { ...outcome.database, accounts }, runtime: runtimeOfNode(dir, config), config };
+}
+
+/** The Unix runtime over the account files that nodeOfRecords wrote in `dir`. */
+export function runtimeOfNode(dir: string, config: Config): AccountRuntime {
+  return createUnixRuntime(
     {
       uidMin: config.sliverUidMin, uidMax: config.sliverUidMax, homeBase: join(dir, 'home'),
-      sliverShell: '/bin/bash', delegateShell: config.delegateShell, disabledShell: config.disabledShell, runDir,
+      sliverShell: '/bin/bash', delegateShell: config.delegateShell, disabledShell: config.disabledShell, runDir: join(dir, 'run'),
       passwdFile: join(dir, 'passwd'), shadowFile: join(dir, 'shadow'), groupFile: join(dir, 'group'),
     },
     createLogger({ console: false }),
   );
-  return { dir, xml, database: { ...outcome.database, accounts }, runtime, config };
 }

@@ -83,6 +83,37 @@ function describeXmlError(text: string, message: string, position: number): stri
   return `${line ? `line ${line}, column ${column}: ` : ''}${what}${shown}`;
 }
 
+// The call most clients send most of the time, read with one expression instead of a parser: an
+// optional declaration, a method name, and parameters that are each a <string> of plain ASCII text
+// (no reference, no "<", no carriage return), an <int>/<i4> of at most 15 digits or a <boolean>.
+// Such a document is well-formed and means what the parser would make of it; anything else (other
+// types, references, CDATA, comments, attributes, faults of every kind) is read by the parser.
+const SPACE = '[ \\t\\n]*';
+const PLAIN_TEXT = '[\\t\\n\\x20-\\x25\\x27-\\x3b\\x3d-\\x7e]*';
+const PLAIN_PARAM = `<param>${SPACE}<value>(?:<string>(${PLAIN_TEXT})</string>|<int>([+-]?[0-9]{1,15})</int>|<i4>([+-]?[0-9]{1,15})</i4>|<boolean>([01])</boolean>)</value>${SPACE}</param>`;
+const PLAIN_CALL = new RegExp(
+  `^(?:<\\?xml version=(["'])1\\.0\\1(?: encoding=(["'])(?:utf-8|UTF-8)\\2)?\\?>)?${SPACE}<methodCall>${SPACE}` +
+    `<methodName>([A-Za-z_][\\w.]*)</methodName>${SPACE}(?:<params>${SPACE}((?:${PLAIN_PARAM.replace(/\((?!\?)/g, '(?:')}${SPACE})*)</params>${SPACE})?` +
+    `</methodCall>${SPACE}$`,
+);
+const EVERY_PLAIN_PARAM = new RegExp(PLAIN_PARAM, 'g');
+
+/** The call when `text` is in the plain form above, else null. (Exported for its tests.) */
+export function plainCall(text: string): MethodCall | null {
+  const m = PLAIN_CALL.exec(text);
+  if (m === null || text.includes(']]>')) return null;
+  const params: unknown[] = [];
+  const list = m[4];
+  if (list) {
+    EVERY_PLAIN_PARAM.lastIndex = 0;
+    for (let p = EVERY_PLAIN_PARAM.exec(list); p !== null; p = EVERY_PLAIN_PARAM.exec(list)) {
+      const [, string, int, i4, boolean] = p;
+      params.push(string ?? (boolean !== undefined ? boolean === '1' : Number(int ?? i4)));
+    }
+  }
+  return { method: m[3]!, params };
+}
+
 /** Decodes one XML-RPC method call; throws a fault that says what is wrong with it. */
 export function decodeCall(body: Uint8Array): MethodCall {
   let text: string;
@@ -91,6 +122,8 @@ export function decodeCall(body: Uint8Array): MethodCall {
   } catch {
     throw notWellFormed('the body is not UTF-8');
   }
+  const plain = plainCall(text);
+  if (plain !== null) return plain;
   const declared = /^\s*<\?xml[^>]*\bencoding\s*=\s*["']([^"']+)["']/.exec(text)?.[1];
   if (declared && !/^(utf-?8|us-ascii|ascii)$/i.test(declared)) {
     throw new ApiFault(FaultCode.unsupportedEncoding, `unsupported encoding ${JSON.stringify(declared)}: requests are read as UTF-8`);

@@ -102,15 +102,22 @@ export async function answerCall(
   }
 }
 
-/** The limits every listener keeps: keep-alive, request and idle timeouts, header count, bad requests. */
-function configure<S extends Server | TlsServer>(server: S): S {
+/**
+ * The limits every listener keeps: keep-alive, request and idle timeouts, header count, bad
+ * requests. A connection is cut when idle unless one of its calls is being answered (`answering`):
+ * a call may take long (AddImage downloads), and the idle cut is for stalled peers, not for us.
+ */
+function configure<S extends Server | TlsServer>(server: S, answering: WeakSet<Socket>): S {
   server.keepAliveTimeout = KEEP_ALIVE_MS;
   server.headersTimeout = REQUEST_TIMEOUT_MS;
   server.requestTimeout = REQUEST_TIMEOUT_MS;
   server.maxHeadersCount = 50;
   // A connection that stops in the middle of anything is cut rather than held. Over TLS the
   // timer is the TLS socket's (the one requests see), and the handshake has its own limit.
-  const cutWhenIdle = (socket: Socket) => socket.setTimeout(IDLE_CUT_MS, () => socket.destroy());
+  // The timer is re-armed by the answer's write; none is set or cleared per call.
+  const cutWhenIdle = (socket: Socket) => socket.setTimeout(IDLE_CUT_MS, () => {
+    if (!answering.has(socket)) socket.destroy();
+  });
   if (server instanceof TlsServer) server.on('secureConnection', cutWhenIdle);
   else server.on('connection', cutWhenIdle);
   server.on('clientError', (_error, socket: Socket) => {
@@ -123,6 +130,9 @@ function configure<S extends Server | TlsServer>(server: S): S {
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const { logger } = options;
   const callers = new WeakMap<Socket, Promise<Caller>>();
+  /** Callers once identified: a keep-alive connection's later calls need not wait on a promise. */
+  const known = new WeakMap<Socket, Caller>();
+  const answering = new WeakSet<Socket>();
 
   const handler = (transport: Transport) => (req: IncomingMessage, res: ServerResponse) => {
     const answer = (status: number, body: string) => {
@@ -163,27 +173,38 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     req.on('error', () => undefined); // an aborted request has no one left to answer
     req.on('end', () => {
       if (tooLarge) return;
-      let identity = callers.get(req.socket);
-      if (!identity) {
-        identity = options.identify(req.socket, transport);
-        callers.set(req.socket, identity);
+      const socket = req.socket;
+      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+      const caller = known.get(socket);
+      if (caller) {
+        void respond(socket, body, caller, answer);
+        return;
       }
-      void (async () => {
-        let caller: Caller | null = null;
-        try {
-          caller = await identity;
-        } catch (error) {
+      let identity = callers.get(socket);
+      if (!identity) {
+        identity = options.identify(socket, transport);
+        callers.set(socket, identity);
+      }
+      identity.then(
+        (identified) => {
+          known.set(socket, identified);
+          void respond(socket, body, identified, answer);
+        },
+        (error: unknown) => {
           logger.error('api caller not identified', { error: describeError(error) });
           answer(200, encodeFault(FaultCode.internal, `internal error: the caller could not be identified: ${describeError(error)}`));
-          return;
-        }
-        // A call may take long (AddImage downloads): the idle cut is for stalled peers, not for us.
-        req.socket.setTimeout(0);
-        const body = await answerCall(Buffer.concat(chunks, size), caller, options.call, logger);
-        req.socket.setTimeout(IDLE_CUT_MS);
-        answer(200, body);
-      })();
+        },
+      );
     });
+  };
+
+  const respond = async (socket: Socket, body: Buffer, caller: Caller, answer: (status: number, body: string) => void) => {
+    answering.add(socket);
+    try {
+      answer(200, await answerCall(body, caller, options.call, logger));
+    } finally {
+      answering.delete(socket);
+    }
   };
 
   const servers: Array<Server | TlsServer> = [];
@@ -197,10 +218,10 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       const address = server.address();
       return typeof address === 'object' && address ? address.port : target.port;
     };
-    if (options.port !== null) port = await onPort(configure(createServer(handler('tcp'))), { port: options.port, host: options.host });
-    if (options.tls) tlsPort = await onPort(configure(createTlsListener(options.tls, handler('tls'), logger)), options.tls);
+    if (options.port !== null) port = await onPort(configure(createServer(handler('tcp')), answering), { port: options.port, host: options.host });
+    if (options.tls) tlsPort = await onPort(configure(createTlsListener(options.tls, handler('tls'), logger), answering), options.tls);
     await removeStaleSocket(options.socketPath);
-    const unix = configure(createServer(handler('unix')));
+    const unix = configure(createServer(handler('unix')), answering);
     await listen(unix, { path: options.socketPath });
     servers.push(unix);
     // Every local user may connect (the caller's uid decides what it may do); the directory

@@ -1,8 +1,8 @@
-// The state machine that reads an authority document from saxes's events: where in the document
-// the reader is, and what each element means at its place. Elements that mean nothing at their
+// The state machine that reads an authority document from a tokenizer's events (saxes's, or the
+// plain-subset scanner's: scanner.ts): where in the document the reader is, and what each element
+// means at its place. Elements that mean nothing at their
 // place are skipped with their subtree. A slice is gathered as raw attribute text (gathered.ts), so
 // that a slice of another node costs a few string comparisons and no allocation of ours.
-import type { SaxesParser, SaxesTagPlain } from 'saxes';
 import type { RawDelegate } from './build.js';
 import { documentErrorAt, locate } from './errors.js';
 import {
@@ -21,7 +21,19 @@ const IN_DELEGATE = 5;
 const AFTER_ROOT = 6;
 type Position = typeof BEFORE_ROOT | typeof IN_ROOT | typeof IN_SLICE | typeof IN_RESOURCE | typeof IN_VALUE | typeof IN_DELEGATE | typeof AFTER_ROOT;
 
-export type DocumentParser = SaxesParser<{ xmlns: false; position: false }>;
+/** What the reader needs of the tokenizer that feeds it. */
+export interface EventSource {
+  /** Offset in the text just past the tag whose event is being handled. */
+  readonly position: number;
+  /** Text events are wanted (inside a <value>, with `readText`) or no longer wanted. */
+  wantText(wanted: boolean): void;
+}
+
+/** An element as opened: its name and its attributes (values as the XML rules normalise them). */
+export interface OpenTag {
+  readonly name: string;
+  readonly attributes: Record<string, string>;
+}
 
 /** The <resource> being read, and its <value> text so far. */
 interface ResourceInProgress {
@@ -37,7 +49,7 @@ export interface ReaderState {
   readonly source: string;
   readonly nodeId: number;
   readonly nodeIdText: string;
-  readonly parser: DocumentParser;
+  readonly events: EventSource;
   where: Position;
   depth: number;
   /** Depth of the element being skipped with its subtree, 0 when none. */
@@ -47,22 +59,22 @@ export interface ReaderState {
   readonly slice: SliceInProgress;
   delegate: RawDelegate | null;
   readonly resource: ResourceInProgress;
-  /** Handler of saxes's text events, attached only inside a <value>. */
-  readonly onValueText: (chunk: string) => void;
   readonly gathered: Gathered;
 }
 
-export function newReaderState(text: string, source: string, nodeId: number, parser: DocumentParser): ReaderState {
+export function newReaderState(text: string, source: string, nodeId: number, events: EventSource): ReaderState {
   const resource: ResourceInProgress = { name: undefined, text: '', valueCount: 0, hasMarkup: false };
   return {
-    text, source, nodeId, nodeIdText: String(nodeId), parser,
+    text, source, nodeId, nodeIdText: String(nodeId), events,
     where: BEFORE_ROOT, depth: 0, skipDepth: 0, lastClosed: '',
     slice: newSliceInProgress(), delegate: null, resource,
-    onValueText: (chunk) => {
-      resource.text += chunk;
-    },
     gathered: newGathered(),
   };
+}
+
+/** Text inside a <value> (the only text the reader asks for). */
+export function readText(r: ReaderState, chunk: string): void {
+  r.resource.text += chunk;
 }
 
 /** Throws the DocumentError for offset `index` of the document. */
@@ -71,9 +83,9 @@ export function fail(r: ReaderState, index: number, why: string): never {
 }
 
 /** Where the element just opened starts: the handlers run once its ">" has been read. */
-const tagStart = (r: ReaderState): number => r.text.lastIndexOf('<', r.parser.position - 1);
+const tagStart = (r: ReaderState): number => r.text.lastIndexOf('<', r.events.position - 1);
 
-export function openElement(r: ReaderState, tag: SaxesTagPlain): void {
+export function openElement(r: ReaderState, tag: OpenTag): void {
   r.depth++;
   if (r.skipDepth !== 0) return;
   const name = tag.name;
@@ -87,7 +99,7 @@ export function openElement(r: ReaderState, tag: SaxesTagPlain): void {
       if (name === 'value') {
         r.resource.valueCount++;
         r.where = IN_VALUE;
-        r.parser.on('text', r.onValueText);
+        r.events.wantText(true);
         entered = true;
       }
       break;
@@ -118,12 +130,12 @@ function documentTimestamp(r: ReaderState, value: string | undefined): void {
 /** An element directly inside <slices>; true when its content is read. */
 function openInRoot(r: ReaderState, name: string, a: Record<string, string>): boolean {
   if (name === 'slice') {
-    restartSlice(r.slice, a, r.parser.position);
+    restartSlice(r.slice, a, r.events.position);
     r.where = IN_SLICE;
     return true;
   }
   if (name === 'delegate') {
-    const start = r.parser.position;
+    const start = r.events.position;
     const text = r.text;
     r.delegate = { name: a.name, expiry: a.expiry, timestamp: undefined, timestampCount: 0, keys: [], line: () => locate(text, start).line };
     r.where = IN_DELEGATE;
@@ -187,7 +199,7 @@ export function closeElement(r: ReaderState, name: string): void {
   r.depth--;
   switch (r.where) {
     case IN_VALUE:
-      r.parser.off('text');
+      r.events.wantText(false);
       r.where = IN_RESOURCE;
       return;
     case IN_RESOURCE:
