@@ -1,17 +1,25 @@
-// The Unix runtime: a sliver or a delegate is a real Unix account made with shadow-utils, marked
-// as this daemon's (host-accounts.ts). This module puts together what the runtime is: the host as
+// The Unix runtime: a sliver or a delegate is a real Unix account, made and removed in batches of
+// one locked write of the account files (account-batcher.ts), marked as this daemon's (host-accounts.ts). This module puts together what the runtime is: the host as
 // observed (cheaply, while the account files are unchanged), the operations on one account
 // (operations.ts), and the tidying of what an interrupted operation left (leftovers.ts).
 import { readdir, stat } from 'node:fs/promises';
 import { invalidAccountName } from '../../host/account-names.js';
+import { sharedProcessScan } from '../../host/process-scan.js';
 import type { AccountKind } from '../../db/types.js';
 import type { Logger } from '../../log.js';
 import { describeError } from '../../util/errors.js';
 import type { AccountRuntime, AccountSpec, HostSnapshot, ObservedAccount } from '../types.js';
+import { commitAccountBatch, HOST_ACCOUNT_FILES, type AccountFilePaths } from '../../host/account-files/commit.js';
+import { accountBatcher } from './account-batcher.js';
 import { hostAccounts } from './host-accounts.js';
 import { initscriptDir } from './initscript.js';
 import { leftovers } from './leftovers.js';
 import { configureAccount, createAccount, destroyAccount, loginEnabled, startAccount, stopAccount, type UnixContext } from './operations.js';
+
+// A converge pass hands its creates (or destroys) to the supervisors in one go; the supervisors
+// reach the runtime within a few event-loop turns of one another. A few milliseconds gathers them
+// without keeping a lone change waiting for anything noticeable.
+const BATCH_GATHER_MS = 5;
 
 export interface UnixRuntimeOptions {
   uidMin: number;
@@ -26,7 +34,9 @@ export interface UnixRuntimeOptions {
   disabledShell: string;
   /** Per-run state (initscripts and what was started), e.g. /run/nodemgr. */
   runDir: string;
-  /** The account databases, read only (commands always change the real ones). */
+  /** The account files that creations and removals write (and lock); default the host's, in /etc. */
+  accountFilePaths?: AccountFilePaths;
+  /** The account databases, read only (default the host's). */
   passwdFile?: string;
   shadowFile?: string;
   groupFile?: string;
@@ -58,8 +68,13 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
     groupFile: options.groupFile ?? '/etc/group',
   };
   const accounts = hostAccounts(files, { uidMin, uidMax }, logger);
+  const batcher = accountBatcher((requests) => commitAccountBatch(requests, {
+    paths: options.accountFilePaths ?? HOST_ACCOUNT_FILES,
+    rules: { uidMin, uidMax, owns: (entry) => accounts.ownership({ ...entry, shadow: null }).owned },
+    logger,
+  }), { gatherMs: BATCH_GATHER_MS });
   const context: UnixContext = {
-    accounts, leftovers: leftovers(accounts, { homeBase, runDir }, logger), logger, uidMin, uidMax, homeBase, runDir, disabledShell,
+    accounts, leftovers: leftovers(accounts, { homeBase, runDir }, logger), batcher, processScan: sharedProcessScan(), logger, uidMin, uidMax, homeBase, runDir, disabledShell,
     shellOf: (kind) => (kind === 'sliver' ? options.sliverShell : options.delegateShell),
   };
   const observed = hostObserver(context);
