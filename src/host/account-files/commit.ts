@@ -91,6 +91,13 @@ function checkPlan(plan: BatchPlan, original: AccountFilesText): void {
   }
 }
 
+/** The four files as they are now, read without the lock (for a look, never for a write). */
+export async function readAccountFiles(paths: AccountFilePaths): Promise<AccountFilesText> {
+  const [passwd, shadow, group, gshadow] = await Promise.all(ACCOUNT_FILE_NAMES.map((f) => readOptional(paths[f])));
+  if (passwd == null || group == null) throw new Error(`${passwd == null ? paths.passwd : paths.group} is missing`);
+  return { passwd, shadow: shadow ?? null, group, gshadow: gshadow ?? null };
+}
+
 /**
  * Applies the batch: each account's outcome, or a throw (the files unchanged) when the batch as a
  * whole could not be done (a lock held too long, a file unreadable, a write error).
@@ -105,9 +112,7 @@ export async function commitAccountBatch(requests: BatchRequests, options: Commi
   });
   let plan: BatchPlan;
   try {
-    const [passwd, shadow, group, gshadow] = await Promise.all(ACCOUNT_FILE_NAMES.map((f) => readOptional(paths[f])));
-    if (passwd == null || group == null) throw new Error(`${passwd == null ? paths.passwd : paths.group} is missing`);
-    const original: AccountFilesText = { passwd, shadow: shadow ?? null, group, gshadow: gshadow ?? null };
+    const original = await readAccountFiles(paths);
     plan = planBatch(original, requests, { ...options.rules, today: Math.floor(Date.now() / DAY_MS) });
     if (plan.steps.length > 0) {
       checkPlan(plan, original);

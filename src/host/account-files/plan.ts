@@ -143,7 +143,7 @@ export function planBatch(files: AccountFilesText, requests: BatchRequests, rule
   for (const name of requests.removes) {
     const bad = invalidAccountName(name);
     if (bad !== null) refuse(name, bad, true);
-    else if (outcomes.has(name)) refuse(name, 'it is named twice in one batch');
+    else if (outcomes.has(name)) continue; // asked twice: one outcome answers both
     else if (duplicated.has(name)) refuse(name, 'the account files hold more than one entry of that name');
     else {
       const entry = byName.get(name);
@@ -171,7 +171,10 @@ export function planBatch(files: AccountFilesText, requests: BatchRequests, rule
   for (const a of requests.creates) {
     const bad = refusalOfNew(a);
     if (bad !== null) refuse(a.name, `refusing account ${JSON.stringify(a.name)}: ${bad}`, true);
-    else if (outcomes.has(a.name)) refuse(a.name, 'it is named twice in one batch');
+    else if (outcomes.has(a.name)) {
+      // Removed in this batch, or asked twice: a name's outcome is decided once per batch.
+      if (outcomes.get(a.name)!.kind !== 'created') refuse(a.name, 'it is both created and removed in one batch');
+    }
     else if (duplicated.has(a.name)) refuse(a.name, 'the account files hold more than one entry of that name');
     else if (byName.has(a.name)) outcomes.set(a.name, { kind: 'exists', entry: byName.get(a.name)! });
     else if (groupByName.has(a.name) && !orphans.has(a.name)) refuse(a.name, `a group named "${a.name}" exists and is not an account's of nodemgr`);

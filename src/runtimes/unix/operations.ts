@@ -29,6 +29,8 @@ export interface UnixContext {
   readonly accounts: HostAccounts;
   readonly leftovers: Leftovers;
   readonly batcher: AccountBatcher;
+  /** Removes what an account batch killed half-way left in the account files. */
+  tidyAccountFiles(): Promise<void>;
   /** Which uids have processes (one /proc scan for the destroys of a batch). */
   readonly processScan: ProcessScan;
   readonly logger: Logger;

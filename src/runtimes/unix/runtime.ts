@@ -9,8 +9,11 @@ import type { AccountKind } from '../../db/types.js';
 import type { Logger } from '../../log.js';
 import { describeError } from '../../util/errors.js';
 import type { AccountRuntime, AccountSpec, HostSnapshot, ObservedAccount } from '../types.js';
-import { commitAccountBatch, HOST_ACCOUNT_FILES, type AccountFilePaths } from '../../host/account-files/commit.js';
+import { commitAccountBatch, HOST_ACCOUNT_FILES, readAccountFiles, type AccountFilePaths } from '../../host/account-files/commit.js';
+import { orphanGroups, type BatchRequests } from '../../host/account-files/plan.js';
+import type { PasswdEntry } from '../../host/passwd.js';
 import { accountBatcher } from './account-batcher.js';
+import { exclusive } from './shadow-utils.js';
 import { hostAccounts } from './host-accounts.js';
 import { initscriptDir } from './initscript.js';
 import { leftovers } from './leftovers.js';
@@ -68,13 +71,19 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
     groupFile: options.groupFile ?? '/etc/group',
   };
   const accounts = hostAccounts(files, { uidMin, uidMax }, logger);
-  const batcher = accountBatcher((requests) => commitAccountBatch(requests, {
-    paths: options.accountFilePaths ?? HOST_ACCOUNT_FILES,
-    rules: { uidMin, uidMax, owns: (entry) => accounts.ownership({ ...entry, shadow: null }).owned },
-    logger,
-  }), { gatherMs: BATCH_GATHER_MS });
+  const paths = options.accountFilePaths ?? HOST_ACCOUNT_FILES;
+  const rules = { uidMin, uidMax, owns: (entry: PasswdEntry) => accounts.ownership({ ...entry, shadow: null }).owned };
+  const commit = (requests: BatchRequests) => commitAccountBatch(requests, { paths, rules, logger });
+  const batcher = accountBatcher(commit, { gatherMs: BATCH_GATHER_MS });
+  // What a batch killed between two renames left (see account-files/plan.ts): looked for without
+  // the lock, removed by an empty batch, which looks again under the lock.
+  const tidyAccountFiles = async () => {
+    if (orphanGroups(await readAccountFiles(paths), { ...rules, today: 0 }).size === 0) return;
+    await exclusive(() => commit({ creates: [], removes: [] }));
+    logger.info('groups left by an interrupted account batch removed');
+  };
   const context: UnixContext = {
-    accounts, leftovers: leftovers(accounts, { homeBase, runDir }, logger), batcher, processScan: sharedProcessScan(), logger, uidMin, uidMax, homeBase, runDir, disabledShell,
+    accounts, leftovers: leftovers(accounts, { homeBase, runDir }, logger), tidyAccountFiles, batcher, processScan: sharedProcessScan(), logger, uidMin, uidMax, homeBase, runDir, disabledShell,
     shellOf: (kind) => (kind === 'sliver' ? options.sliverShell : options.delegateShell),
   };
   const observed = hostObserver(context);
@@ -166,6 +175,10 @@ function hostObserver(c: UnixContext) {
         await c.leftovers.sweepHomes().catch((err) => {
           sweptAt = null;
           logger.warn('orphaned homes not removed', { error: describeError(err) });
+        });
+        await c.tidyAccountFiles().catch((err) => {
+          sweptAt = null;
+          logger.warn('account files not tidied', { error: describeError(err) });
         });
         await c.leftovers.sweepRunDir().catch((err) => {
           sweptAt = null;
