@@ -4,10 +4,11 @@
 // Both take the same locks (lckpwdf's fcntl lock and the per-file locks), so afterwards each set is
 // exactly as intended, no entry is duplicated or lost, and pwck/grpck find nothing about either.
 import test from 'ava';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readDatabaseSnapshot } from '../../src/db/store.js';
 import { entryName } from '../../src/host/account-files/entries.js';
+import { lockAccountFiles } from '../../src/host/account-files/lock.js';
 import {
   accountPrefix, isRoot, leaseTestUids, run, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor,
   type DaemonProcess, type UidLease,
@@ -100,6 +101,11 @@ serial('hundreds of slivers made and removed in batches beside useradd/userdel: 
   await mkdir(adminHomes);
   cleanups.push(() => server.close(), () => box.cleanup());
   const dbFile = join(box.stateDir, 'nodemgr.json');
+  const ownership = async () => Promise.all(FILES.map(async (f) => {
+    const st = await stat(f);
+    return `${f} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid}`;
+  }));
+  const ownershipBefore = await ownership();
   const states = async () => Object.values((await readDatabaseSnapshot(dbFile).catch(() => null))?.accounts ?? {});
 
   let phase: 'creating' | 'removing' | 'done' = 'creating';
@@ -128,10 +134,28 @@ serial('hundreds of slivers made and removed in batches beside useradd/userdel: 
     t.is(new Set(all).size, all.length, `no entry of ${file} duplicated`);
   }
   for (const name of deleted) t.false(kept.has(name));
+  t.deepEqual(await ownership(), ownershipBefore, 'each file keeps its mode and owner (/etc/shadow stays unreadable to others)');
+  for (const file of FILES) t.true((await stat(`${file}-`)).isFile(), `the backup ${file}- is kept`);
   const check = `${await checkOutput('pwck', ['-r'])}\n${await checkOutput('grpck', ['-r'])}`;
   const ours = check.split('\n').filter((line) => line.includes(sliverPrefix) || line.includes(adminPrefix) || /duplicate/i.test(line));
   t.deepEqual(ours, [], 'pwck and grpck find nothing about either set, and no duplicate');
 
   await stopDaemonProcess(daemon);
   await rm(adminHomes, { recursive: true, force: true });
+});
+
+serial("useradd waits for the daemon's lock of the account files (the fcntl lock of lckpwdf, not a flock)", async (t) => {
+  const name = `${adminPrefix}w`;
+  const lock = await lockAccountFiles({ lockFile: '/etc/.pwd.lock', files: FILES, timeoutMs: 15_000 });
+  const started = Date.now();
+  let finished = 0;
+  const useradd = run('useradd', ['-M', '-c', 'an administrator account', '-U', name]).then(() => (finished = Date.now()));
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  t.is(finished, 0, 'useradd is still waiting while the lock is held');
+  t.deepEqual(await namesIn('/etc/passwd', name), []);
+  await lock.release();
+  await useradd;
+  t.true(finished - started >= 1500, 'useradd went on once the lock was released');
+  t.deepEqual(await namesIn('/etc/passwd', name), [name]);
+  await run('userdel', [name]);
 });

@@ -104,7 +104,8 @@ export async function readAccountFiles(paths: AccountFilePaths): Promise<Account
  */
 export async function commitAccountBatch(requests: BatchRequests, options: CommitOptions): Promise<ReadonlyMap<string, AccountOutcome>> {
   const { paths, logger } = options;
-  const present = await Promise.all(ACCOUNT_FILE_NAMES.map(async (f) => ((await readOptional(paths[f])) === null ? null : f)));
+  // The files the host has are the files to lock (a host without gshadow has no gshadow.lock either).
+  const present = await Promise.all(ACCOUNT_FILE_NAMES.map((f) => stat(paths[f]).then(() => f, () => null)));
   const lock = await lockAccountFiles({
     lockFile: paths.lockFile,
     files: present.filter((f): f is AccountFileName => f !== null).map((f) => paths[f]),
