@@ -31,7 +31,7 @@ async function copySkeleton(from: string, to: string, owner: Owner): Promise<voi
       await chown(target, owner.uid, owner.gid);
       await chmod(target, st.mode & 0o777);
     }
-    // Devices, fifos and sockets in a skeleton are skipped, as useradd skips what it cannot copy.
+    // Devices, fifos and sockets in a skeleton are not copied: a home needs none of them.
   }
 }
 
