@@ -1,8 +1,10 @@
-// Syncing: a no-change sync of 10,000 records, a new document to 200 new Unix slivers all
-// running, and the daemon's memory with 10,000 records. Prints figures only; no thresholds.
+// Syncing: a no-change sync of 10,000 records, a new document to 200 and 1,000 new Unix slivers
+// all running and a document without them to all removed (beside serial useradd/userdel for 200
+// accounts, measured in the same run), and the daemon's memory with 10,000 records. Prints
+// figures only; no thresholds.
 //
-//   node --import tsx bench/sync.ts [nochange] [slivers] [rss]   (as root for the 200-sliver figure;
-//   BENCH_LOG=file keeps the daemon's log of it)
+//   node --import tsx bench/sync.ts [nochange] [slivers] [rss]   (as root for the slivers' figures;
+//   BENCH_LOG=file keeps the daemon's log of it; BENCH_SLIVERS=200 runs fewer sizes, BENCH_NO_PEER=1 skips useradd)
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -23,6 +25,7 @@ import { generateSlicesXml } from './lib/generate-slices.js';
 import { nodeOfRecords, unexpiring } from './lib/node-of-records.js';
 import { desiredOfRecords } from '../src/reconcile/desired.js';
 import { recordWriter } from '../src/db/record-writer.js';
+import { runCommand } from '../src/host/exec.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -100,21 +103,33 @@ async function noChangeSync() {
   return { notModified, refetched, convergeOnly, writeMs, bytes: node.xml.length };
 }
 
-async function twoHundredSlivers(): Promise<string> {
-  if (process.getuid?.() !== 0) return 'skipped (needs root: it creates 200 real accounts)';
+interface SliverFigures {
+  readonly createMs: number;
+  readonly running: number;
+  readonly records: number;
+  readonly destroyMs: number;
+}
+
+/**
+ * The daemon's own path from a new document with `count` Unix slivers to all of them running, and
+ * from a document without them to all of them gone (accounts, homes, operations done).
+ */
+async function sliversFromDocument(count: number): Promise<SliverFigures> {
   const dir = mkdtempSync(join(tmpdir(), 'nodemgr-bench-'));
   chmodSync(dir, 0o755);
   const doc = join(dir, 'slices.xml');
-  writeFileSync(doc, unexpiring(generateSlicesXml({ slices: 200, nodeId: 1, onNodeFraction: 1, seed: 11 })).replace(/ name="/g, ' name="nb_'));
+  writeFileSync(doc, unexpiring(generateSlicesXml({ slices: count, nodeId: 1, onNodeFraction: 1, seed: 11 })).replace(/ name="/g, ' name="nb_'));
   const config = {
     ...defaultConfig(), nodeId: 1, authorityUrl: new URL(`file://${doc}`).href, stateDir: join(dir, 'state'),
-    runDir: join(dir, 'run'), logDir: join(dir, 'log'), sliverUidMin: 76000, sliverUidMax: 76999, apiPort: 0, metricsPort: 0,
+    runDir: join(dir, 'run'), logDir: join(dir, 'log'), homeBase: join(dir, 'home'), apiSocket: join(dir, 'run', 'api.sock'),
+    sliverUidMin: SLIVER_UIDS.min, sliverUidMax: SLIVER_UIDS.max, apiPort: 0, metricsPort: 0,
   };
+  mkdirSync(config.homeBase, { mode: 0o755 });
   const logger = process.env.BENCH_LOG ? createLogger({ console: false, file: process.env.BENCH_LOG }) : createLogger({ console: false });
   const start = Date.now();
   const daemon = await startDaemon(config, logger);
   await daemon.settled();
-  const elapsed = Date.now() - start;
+  const createMs = Date.now() - start;
   const states = Object.values(daemon.store.data.accounts);
   const running = states.filter((a) => a.state === 'running').length;
   // The authority drops them all: the same daemon destroys them, as it would in service.
@@ -123,11 +138,55 @@ async function twoHundredSlivers(): Promise<string> {
   writeFileSync(doc, `<slices timestamp="${Math.floor(Date.now() / 1000)}"></slices>\n`);
   const destroyStart = Date.now();
   daemon.syncNow();
-  while ((await remaining()) > 0) await new Promise((resolve) => setTimeout(resolve, 20));
-  const destroyed = Date.now() - destroyStart;
+  // Gone from the account files, and every destroy done (homes and run files removed too).
+  while ((await remaining()) > 0 || Object.keys(daemon.store.data.accounts).length > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+  await daemon.settled();
+  const destroyMs = Date.now() - destroyStart;
   await daemon.stop();
   rmSync(dir, { recursive: true, force: true });
-  return `${(elapsed / 1000).toFixed(2)} s for ${states.length} slivers (${running} running); a document without them -> all 200 destroyed: ${(destroyed / 1000).toFixed(2)} s`;
+  return { createMs, running, records: states.length, destroyMs };
+}
+
+/** The peer: what shadow-utils' own tools take for the same accounts, one call each, in a row. */
+async function serialShadowUtils(count: number): Promise<{ createMs: number; destroyMs: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'nodemgr-bench-'));
+  chmodSync(dir, 0o755);
+  const names = Array.from({ length: count }, (_, i) => `nbp_${i}`);
+  const range = ['-K', `UID_MIN=${PEER_UIDS.min}`, '-K', `UID_MAX=${PEER_UIDS.max}`, '-K', `GID_MIN=${PEER_UIDS.min}`, '-K', `GID_MAX=${PEER_UIDS.max}`];
+  let start = Date.now();
+  for (const name of names) {
+    await runCommand('useradd', ['-m', '-d', join(dir, name), '-c', 'nodemgr bench peer', '-s', '/bin/bash', '-p', '*', '-U', ...range, '-l', name]);
+  }
+  const createMs = Date.now() - start;
+  start = Date.now();
+  for (const name of names) await runCommand('userdel', ['-r', name]);
+  const destroyMs = Date.now() - start;
+  rmSync(dir, { recursive: true, force: true });
+  return { createMs, destroyMs };
+}
+
+// BENCH_SLIVERS=200 (a comma-separated list) measures fewer.
+const SLIVER_COUNTS = (process.env.BENCH_SLIVERS ?? '200,1000').split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0 && n <= 1500);
+
+// Fixed ranges outside the tests' uid pool (test/system/support/uid-leases.ts).
+const SLIVER_UIDS = { min: 76_000, max: 77_499 };
+const PEER_UIDS = { min: 77_500, max: 77_999 };
+
+async function sliverFigures(): Promise<string[]> {
+  if (process.getuid?.() !== 0) return ['  skipped (needs root: it creates real accounts)'];
+  const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+  const lines: string[] = [];
+  const peer = process.env.BENCH_NO_PEER ? null : await serialShadowUtils(200);
+  for (const count of SLIVER_COUNTS) {
+    const f = await sliversFromDocument(count);
+    lines.push(`  ${String(count).padStart(5)} slivers: new document -> all running ${s(f.createMs)} (${f.running} of ${f.records} running); ` +
+      `document without them -> all removed ${s(f.destroyMs)}`);
+  }
+  if (peer) {
+    lines.push(`  peer, serial useradd / userdel for 200 accounts: ${s(peer.createMs)} / ${s(peer.destroyMs)} ` +
+      `(${(peer.createMs / 200).toFixed(1)} / ${(peer.destroyMs / 200).toFixed(1)} ms per account)`);
+  }
+  return lines;
 }
 
 /** The V8 flags the daemon runs with: those of the command's #! line. */
@@ -161,5 +220,5 @@ if (parts.has('nochange')) {
   console.log(`  one durable database write of the 10,000 records (when one is due): ${sync.writeMs.toFixed(1)} ms`);
   console.log(`  (the original node manager has no comparable figure: it re-ran every account's setup each sync)`);
 }
-if (parts.has('slivers')) console.log(`\nnew document -> 200 new Unix slivers all running: ${await twoHundredSlivers()}`);
+if (parts.has('slivers')) console.log(`\nUnix slivers from a new document (the daemon, batched account files) beside shadow-utils' tools:\n${(await sliverFigures()).join('\n')}`);
 if (parts.has('rss')) console.log(`\ndaemon RSS (compiled code, database opened from disk, host observed and planned, after GC):\n  ${daemonRss()}`);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the C parts into native/build/: peercred.node (the SO_PEERCRED addon) and
+# Builds the C parts into native/build/: peercred.node (the SO_PEERCRED addon), fcntl_lock.node
+# (fcntl record locks, for the account files' lock) and
 # forward_api_calls (the delegate login shell). Run by `npm install` (prepare) and `npm test`
 # (pretest); `npm run build:native` by hand. A target newer than its source is left alone.
 #
@@ -65,6 +66,8 @@ if [ -n "${API_SOCKET_PATH:-}" ]; then defines+=("-DAPI_SOCKET_PATH=\"$API_SOCKE
 
 build "$out/peercred.node" "$native_dir/peercred.c" \
   "$cc" "${common[@]}" -shared -fPIC -I "$include_dir" "${extra[@]}" "$native_dir/peercred.c" -o "$out/peercred.node.tmp"
+build "$out/fcntl_lock.node" "$native_dir/fcntl_lock.c" \
+  "$cc" "${common[@]}" -shared -fPIC -I "$include_dir" "${extra[@]}" "$native_dir/fcntl_lock.c" -o "$out/fcntl_lock.node.tmp"
 build "$out/forward_api_calls" "$native_dir/forward_api_calls.c" \
   "$cc" "${common[@]}" "${defines[@]}" "${extra[@]}" "$native_dir/forward_api_calls.c" -o "$out/forward_api_calls.tmp"
 

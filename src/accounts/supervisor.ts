@@ -13,7 +13,13 @@ export interface SupervisorOptions {
   readonly runtime: AccountRuntime;
   /** Run around the runtime's calls, in order (see hooks.ts). */
   readonly hooks: readonly LifecycleHook[];
+  /** Bounds the creations and destructions of guests (and of Unix accounts without `unixLimiter`). */
   readonly limiter: Limiter;
+  /**
+   * Bounds the creations and destructions of Unix accounts: these are batched into one write of
+   * the account files, so they want many at once where a guest's disk copy wants few.
+   */
+  readonly unixLimiter?: Limiter;
   readonly logger: Logger;
   readonly retryInitialMs: number;
   readonly retryMaxMs: number;
@@ -115,7 +121,8 @@ async function runOne(options: SupervisorOptions, q: AccountQueue, op: Op): Prom
   q.kind = op.kind;
   try {
     const task = () => withTimeout(perform(options, q, op), options.opTimeoutMs, op.action);
-    const extra = HEAVY.has(op.action) ? await options.limiter.run(task) : await task();
+    const limiter = op.runtime === 'unix' ? (options.unixLimiter ?? options.limiter) : options.limiter;
+    const extra = HEAVY.has(op.action) ? await limiter.run(task) : await task();
     q.attempts = 0;
     report(options, q, q.steady, null, extra);
     options.observe?.(op.action, true, (Date.now() - started) / 1000);

@@ -92,6 +92,7 @@ async function startParts(config: Config, logger: Logger, all: Services) {
     runtime,
     hooks: [limitsHook(enforcer)],
     limiter: createLimiter(config.maxParallelAccountOps),
+    unixLimiter: createLimiter(config.maxParallelUnixAccountOps),
     logger,
     retryInitialMs: config.opRetryInitialMs,
     retryMaxMs: config.opRetryMaxMs,

@@ -40,6 +40,7 @@ export interface Config {
   delegateShell: string;
   disabledShell: string;
   maxParallelAccountOps: number;
+  maxParallelUnixAccountOps: number;
   opRetryInitialMs: number;
   opRetryMaxMs: number;
   dbCoalesceMs: number;
@@ -210,7 +211,9 @@ export const KEYS: readonly KeyDescriptor[] = [
   key('disabled_shell', 'disabledShell', path, '/usr/sbin/nologin',
     'Shell of an account whose login is disabled (not started yet, or enabled=0).'),
   key('max_parallel_account_ops', 'maxParallelAccountOps', range(1, 1024), 4,
-    'At most this many account creations and destructions run at once across the node.'),
+    'At most this many creations and destructions of libvirt slivers (lxc, qemu) run at once across the node.'),
+  key('max_parallel_unix_account_ops', 'maxParallelUnixAccountOps', range(1, 4096), 256,
+    'At most this many creations and destructions of Unix accounts run at once; those in flight together change the account files in one locked write, so more at once means fewer writes.'),
   key('op_retry_initial', 'opRetryInitialMs', seconds(1), 2_000,
     'Seconds before a failed account operation is retried; the wait doubles with every further failure.'),
   key('op_retry_max', 'opRetryMaxMs', seconds(1), 300_000,

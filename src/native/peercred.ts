@@ -45,7 +45,8 @@ function packageName(manifest: string): unknown {
   }
 }
 
-function nativeBuildDir(): string {
+/** Where native/build.sh puts what it builds. */
+export function nativeBuildDir(): string {
   return join(packageRoot(), 'native', 'build');
 }
 

@@ -63,7 +63,7 @@ serial(`kill -9 while an lxc guest is defined and booted: after each restart one
     daemon = startDaemonProcess(box.config);
     await waitFor('the daemon to start', async () => daemon!.output().includes('daemon starting'));
   };
-  const none: Inventory = { accounts: [], homes: [], runFiles: [], cgroups: [], trafficClassUids: [], strayTrafficClasses: [], classifiedUids: [], addressLeases: [], domains: [], guestDirs: [], lxcMounts: [], lxcBases: [] };
+  const none: Inventory = { accounts: [], groups: [], shadowLines: [], homes: [], runFiles: [], cgroups: [], trafficClassUids: [], strayTrafficClasses: [], classifiedUids: [], addressLeases: [], domains: [], guestDirs: [], lxcMounts: [], lxcBases: [] };
   const one: Inventory = { ...none, addressLeases: [guest], domains: [guest], guestDirs: [guest], lxcMounts: [join(guests, guest, 'rootfs')] };
   /** Waits for the node to hold `expected` (and `bases` unpacked roots); what still differs then. */
   const settle = async (expected: Inventory, bases: number, running: boolean) => {

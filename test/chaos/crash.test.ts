@@ -144,7 +144,8 @@ async function expectedInventory(node: CrashNode, count: number): Promise<Invent
   const uids = await uidsOf(node.layout);
   const uidList = names.map((n) => String(uids.get(n) ?? `uid of ${n}`)).sort();
   return {
-    accounts: names, homes: names, runFiles: names, cgroups: names, trafficClassUids: uidList, strayTrafficClasses: [],
+    accounts: names, groups: names, shadowLines: [...names.map((n) => `${n} (/etc/shadow)`), ...names.map((n) => `${n} (/etc/gshadow)`)].sort(),
+    homes: names, runFiles: names, cgroups: names, trafficClassUids: uidList, strayTrafficClasses: [],
     classifiedUids: uidList, addressLeases: [],
   };
 }

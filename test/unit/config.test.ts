@@ -53,6 +53,7 @@ test('the defaults need no file', (t) => {
     delegateShell: '/usr/local/libexec/nodemgr/forward_api_calls',
     disabledShell: '/usr/sbin/nologin',
     maxParallelAccountOps: 4,
+    maxParallelUnixAccountOps: 256,
     opRetryInitialMs: 2_000,
     opRetryMaxMs: 300_000,
     dbCoalesceMs: 50,

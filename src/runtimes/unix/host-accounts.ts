@@ -5,7 +5,7 @@
 // people's accounts, an account with the marker but outside the range) is foreign and is never
 // changed, stopped or removed. The marker also says the kind, so recovery after a restart needs
 // nothing but /etc/passwd.
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { invalidAccountName } from '../../host/account-names.js';
 import type { AccountKind } from '../../db/types.js';
 import { parsePasswd, parseShadow, type PasswdEntry, type ShadowEntry } from '../../host/passwd.js';
@@ -57,7 +57,25 @@ export function hostAccounts(files: AccountFiles, range: { uidMin: number; uidMa
   const { uidMin, uidMax } = range;
   const inRange = (uid: number) => uid >= uidMin && uid <= uidMax;
 
-  const readAll = async (): Promise<HostAccount[]> => {
+  // Every operation of every account looks its account up: with a thousand accounts in a batch,
+  // reading and parsing both files each time is most of the work. The files are replaced by rename
+  // (by this daemon and by shadow-utils alike), so the same inode, size and times mean the same text.
+  let cached: { key: string; accounts: HostAccount[]; byName: Map<string, HostAccount> } | null = null;
+  const filesKey = async () => (await Promise.all([files.passwdFile, files.shadowFile].map((f) =>
+    stat(f, { bigint: true }).then((st) => `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`, () => 'none')))).join('|');
+
+  const readAll = async (): Promise<HostAccount[]> => (await current()).accounts;
+  const current = async () => {
+    const key = await filesKey();
+    if (cached?.key === key) return cached;
+    const accounts = await readFiles();
+    const byName = new Map<string, HostAccount>();
+    for (const a of accounts) if (!byName.has(a.name)) byName.set(a.name, a); // the first entry is the one that counts
+    cached = { key, accounts, byName };
+    return cached;
+  };
+
+  const readFiles = async (): Promise<HostAccount[]> => {
     const passwd = parsePasswd(await readFile(files.passwdFile, 'utf8'));
     let shadow: Map<string, ShadowEntry> | null = null;
     try {
@@ -67,7 +85,7 @@ export function hostAccounts(files: AccountFiles, range: { uidMin: number; uidMa
     }
     return passwd.map((p) => ({ ...p, shadow: shadow ? (shadow.get(p.name) ?? null) : null }));
   };
-  const find = async (name: string) => (await readAll()).find((a) => a.name === name) ?? null;
+  const find = async (name: string) => (await current()).byName.get(name) ?? null;
 
   const ownership = (account: HostAccount): Ownership => {
     const kind = kindFromMarker(account.gecos);

@@ -1,15 +1,18 @@
 // What an interrupted create or destroy can leave of a unix account, and how it is found and
-// removed safely: a home without an account, initscripts of an account that is gone, a private
-// group, a home that userdel could not finish.
-import { chmod, chown, lstat, mkdir, readdir, readFile, rm } from 'node:fs/promises';
+// removed safely: a home without an account, initscripts of an account that is gone, the home and
+// mail of an account whose entry was removed.
+import { chmod, lstat, readdir, readFile, rm } from 'node:fs/promises';
 import { basename, isAbsolute, join } from 'node:path';
 import { invalidAccountName } from '../../host/account-names.js';
-import { parseGroup, parsePasswd } from '../../host/passwd.js';
+import { parsePasswd } from '../../host/passwd.js';
 import { killProcessesOf } from '../../host/processes.js';
 import type { Logger } from '../../log.js';
 import type { HostAccount, HostAccounts } from './host-accounts.js';
 import { initscriptDir, removeInitscriptFiles } from './initscript.js';
-import { exclusive, runShadowUtil } from './shadow-utils.js';
+import { HOME_MODE, makeHome } from './home.js';
+import { exclusive } from './shadow-utils.js';
+
+const MAIL_DIR = '/var/mail';
 
 export interface Leftovers {
   /** Homes in the home base whose uid is ours and has no account (an interrupted destroy or create). */
@@ -20,15 +23,15 @@ export interface Leftovers {
   claimHomePath(home: string): Promise<void>;
   /** A missing home (a create cut short after the entry was written) is made again, empty. */
   ensureHome(account: HostAccount): Promise<void>;
-  /** The account's private group, when it is the one useradd -U made and nobody uses it. */
-  removePrivateGroup(account: HostAccount): Promise<void>;
-  /** A home userdel left (killed half-way, or stopped at an error). */
-  removeLeftoverHome(account: HostAccount): Promise<void>;
+  /** The mail spool of an account that is gone, when it is still the account's. */
+  removeMailSpool(account: HostAccount): Promise<void>;
+  /** The home of an account that is gone (its entry removed, its processes killed), when it is still the account's. */
+  removeHome(account: HostAccount): Promise<void>;
 }
 
 export function leftovers(accounts: HostAccounts, options: { homeBase: string; runDir: string }, logger: Logger): Leftovers {
   const { homeBase, runDir } = options;
-  const { passwdFile, groupFile } = accounts.files;
+  const { passwdFile } = accounts.files;
 
   /**
    * Removes a home directory that no account owns any more. Safe because it is taken only when its
@@ -88,8 +91,7 @@ export function leftovers(accounts: HostAccounts, options: { homeBase: string; r
       }
     },
 
-    // useradd -m adopts a directory that is already there without changing its owner, so a new
-    // account would get someone else's files as its home.
+    // A new account must not get a directory that is already there (someone else's files) as its home.
     async claimHomePath(home) {
       const st = await lstat(home).catch(() => null);
       if (!st) return;
@@ -104,34 +106,32 @@ export function leftovers(accounts: HostAccounts, options: { homeBase: string; r
     async ensureHome(account) {
       const st = await lstat(account.home).catch(() => null);
       if (st) {
-        // A useradd that does not know HOME_MODE leaves the umask's 0755. The home's own name sits
-        // in homeBase, which only root can change, so chmod by path cannot be sent elsewhere.
-        if (st.isDirectory() && st.uid === account.uid && (st.mode & 0o777) !== 0o750 && (st.mode & 0o027) !== 0) {
-          await chmod(account.home, 0o750);
+        // A home made by an older useradd that does not know HOME_MODE has the umask's 0755. The
+        // home's own name sits in homeBase, which only root can change, so chmod by path cannot be
+        // sent elsewhere.
+        if (st.isDirectory() && st.uid === account.uid && (st.mode & 0o777) !== HOME_MODE && (st.mode & 0o027) !== 0) {
+          await chmod(account.home, HOME_MODE);
         }
         return;
       }
-      await mkdir(account.home, { mode: 0o750 });
-      await chown(account.home, account.uid, account.gid);
-      await chmod(account.home, 0o750);
-      logger.warn('account home was missing; made again', { account: account.name, home: account.home });
+      // The entry is written before the home is made, so a create cut short in between leaves this.
+      await makeHome(account.home, account);
+      logger.info('account home was missing; made', { account: account.name, home: account.home });
     },
 
-    async removePrivateGroup(account) {
-      const groups = parseGroup(await readFile(groupFile, 'utf8').catch(() => ''));
-      const group = groups.find((g) => g.name === account.name);
-      // Only the group that useradd -U made for this account: same name, its gid, no members.
-      if (!group || group.gid !== account.gid || !accounts.inRange(group.gid) || group.members.length > 0) return;
-      if ((await accounts.readAll()).some((a) => a.gid === group.gid)) return;
-      await runShadowUtil('groupdel', [account.name], logger);
+    async removeMailSpool(account) {
+      const spool = join(MAIL_DIR, account.name);
+      const st = await lstat(spool).catch(() => null);
+      if (st && !st.isDirectory() && st.uid === account.uid) await rm(spool, { force: true });
     },
 
-    async removeLeftoverHome(account) {
+    async removeHome(account) {
       const home = account.home;
       if (!isAbsolute(home) || basename(home) !== account.name) return;
       const st = await lstat(home).catch(() => null);
       if (!st || !st.isDirectory() || st.uid !== account.uid) return;
-      await removeOrphanHome(home, account.uid, account.gid, 'left by userdel');
+      // The caller killed the uid's processes after removing its entry: nothing can race the walk.
+      await rm(home, { recursive: true, force: true });
     },
   };
 }

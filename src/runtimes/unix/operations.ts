@@ -1,11 +1,14 @@
 // What the unix runtime does to one account: create, configure, start, stop and destroy, each
-// idempotent, with shadow-utils for the account files.
-import { mkdir } from 'node:fs/promises';
+// idempotent. Creations and removals change the account files in batches (account-batcher.ts);
+// the single changes of configure, start and stop use shadow-utils' usermod.
+import { lstat, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AccountKind } from '../../db/types.js';
+import { type ProcessScan } from '../../host/process-scan.js';
 import { killProcessesOf } from '../../host/processes.js';
 import type { Logger } from '../../log.js';
-import { describeError } from '../../util/errors.js';
+import type { AccountOutcome } from '../../host/account-files/plan.js';
+import { PermanentError } from '../../util/errors.js';
 import type { AccountSpec, StartContext } from '../types.js';
 import { writeAuthorizedKeys } from './authorized-keys.js';
 import { ownershipMarker, type HostAccount, type HostAccounts } from './host-accounts.js';
@@ -13,6 +16,8 @@ import {
   forgetStarted, initscriptDir, initscriptHash, launchInitscript, recordStarted, removeInitscriptFiles, startedHash,
   writeInitscript,
 } from './initscript.js';
+import type { AccountBatcher } from './account-batcher.js';
+import { makeHome } from './home.js';
 import type { Leftovers } from './leftovers.js';
 import { runShadowUtil } from './shadow-utils.js';
 
@@ -23,6 +28,11 @@ const NO_PASSWORD = '*';
 export interface UnixContext {
   readonly accounts: HostAccounts;
   readonly leftovers: Leftovers;
+  readonly batcher: AccountBatcher;
+  /** Removes what an account batch killed half-way left in the account files. */
+  tidyAccountFiles(): Promise<void>;
+  /** Which uids have processes (one /proc scan for the destroys of a batch). */
+  readonly processScan: ProcessScan;
   readonly logger: Logger;
   readonly uidMin: number;
   readonly uidMax: number;
@@ -38,44 +48,51 @@ const shadowUtil = (c: UnixContext, file: string, args: string[]) => runShadowUt
 export const isLocked = (account: HostAccount) => account.shadow?.locked ?? false;
 export const loginEnabled = (c: UnixContext, account: HostAccount) => account.shell !== c.disabledShell && !isLocked(account);
 
+/** The outcome's error for a refused account; permanent when the request itself can never be done. */
+function refusal(outcome: AccountOutcome & { kind: 'refused' }, name: string, op: string): Error {
+  const message = `cannot ${op} account "${name}": ${outcome.reason}`;
+  return outcome.permanent ? new PermanentError(message) : new Error(message);
+}
+
 export async function createAccount(c: UnixContext, spec: AccountSpec): Promise<{ uid: number }> {
   if (spec.kind !== 'sliver' && spec.kind !== 'delegate') throw new Error(`unknown account kind ${JSON.stringify(spec.kind)}`);
-  const existing = await c.accounts.owned(spec.name, 'create');
-  if (existing) {
-    // Created before (a retry, or a restart after a kill): never a second account.
-    if (existing.kind !== spec.kind) {
-      throw new Error(`cannot create ${spec.kind} "${spec.name}": a ${existing.kind} of that name exists`);
-    }
-    await c.leftovers.ensureHome(existing);
-    return { uid: existing.uid };
-  }
   const home = join(c.homeBase, spec.name);
-  await c.leftovers.claimHomePath(home);
+  // Something at the home's path is an orphan of ours to remove, or a reason to refuse; unless it
+  // is the home of the account itself (a create retried, or redone after a restart).
+  if (await lstat(home).then(() => true, () => false)) {
+    if (!(await c.accounts.owned(spec.name, 'create'))) await c.leftovers.claimHomePath(home);
+  }
   const started = Date.now();
-  const range = (key: string) => ['-K', `${key}_MIN=${c.uidMin}`, '-K', `${key}_MAX=${c.uidMax}`];
-  // An enabled account is made with the login state start() would give it, which saves a
-  // usermod (a lock on the account files) per account. That is safe: logins are by key only,
-  // "*" matches no password, and no key is written before configure. A disabled one is made
-  // locked, with no login shell.
-  await shadowUtil(c, 'useradd', [
-    '-m', '-d', home,
-    '-c', ownershipMarker(spec.kind),
-    '-s', spec.enabled ? c.shellOf(spec.kind) : c.disabledShell,
-    '-p', spec.enabled ? NO_PASSWORD : '!',
-    '-U', ...range('UID'), ...range('GID'),
-    // 0750 with the account's private group, of which it is the only member: nobody else can
-    // read the home, as with 0700, while the group bit leaves room to share it deliberately.
-    '-K', 'HOME_MODE=0750',
-    // Slivers get no subordinate id ranges (they run no user namespaces of their own), and
-    // lastlog/faillog need no sparse entries for high uids.
-    '-K', 'SUB_UID_COUNT=0', '-K', 'SUB_GID_COUNT=0', '-l',
-    spec.name,
-  ]);
-  const made = await c.accounts.owned(spec.name, 'create');
-  if (!made) throw new Error(`useradd reported success but "${spec.name}" is not in ${c.accounts.files.passwdFile}`);
-  await c.leftovers.ensureHome(made);
-  c.logger.info('account created', { account: spec.name, kind: spec.kind, uid: made.uid, duration_ms: Date.now() - started });
-  return { uid: made.uid };
+  // An enabled account is made with the login state start() would give it, which saves a change
+  // of the account files per account. That is safe: logins are by key only, "*" matches no
+  // password, and no key is written before configure. A disabled one is made locked, with no
+  // login shell.
+  const outcome = await c.batcher.create({
+    name: spec.name,
+    gecos: ownershipMarker(spec.kind),
+    home,
+    shell: spec.enabled ? c.shellOf(spec.kind) : c.disabledShell,
+    password: spec.enabled ? NO_PASSWORD : '!',
+  });
+  switch (outcome.kind) {
+    case 'created': {
+      await makeHome(home, outcome);
+      c.logger.info('account created', { account: spec.name, kind: spec.kind, uid: outcome.uid, duration_ms: Date.now() - started });
+      return { uid: outcome.uid };
+    }
+    case 'exists': {
+      // Created before (a retry, or a restart after a kill): never a second account.
+      const existing = await c.accounts.owned(spec.name, 'create');
+      if (!existing) throw new Error(`cannot create account "${spec.name}": it was removed while being created; retrying`);
+      if (existing.kind !== spec.kind) throw new Error(`cannot create ${spec.kind} "${spec.name}": a ${existing.kind} of that name exists`);
+      await c.leftovers.ensureHome(existing);
+      return { uid: existing.uid };
+    }
+    case 'refused':
+      throw refusal(outcome, spec.name, 'create');
+    default:
+      throw new Error(`cannot create account "${spec.name}": the account batch answered ${outcome.kind}`);
+  }
 }
 
 export async function configureAccount(c: UnixContext, spec: AccountSpec): Promise<void> {
@@ -155,24 +172,17 @@ export async function destroyAccount(c: UnixContext, name: string): Promise<void
     return;
   }
   const started = Date.now();
-  await stopHostAccount(c, account);
-  try {
-    // -r removes the home and mail spool; with USERGROUPS_ENAB (Debian's default) userdel also
-    // removes the private group. No -f: that would remove a home or group that is not the
-    // account's own.
-    await shadowUtil(c, 'userdel', ['-r', name]);
-  } catch (err) {
-    // userdel removes the entry first and the home after; if the entry is gone, what it could
-    // not finish is done below.
-    if (await c.accounts.find(name)) throw err;
-    c.logger.warn('userdel failed after removing the account; finishing', { account: name, error: describeError(err) });
-  }
-  await c.leftovers.removePrivateGroup(account);
-  // Still there when userdel was killed between removing the entry and the home, or when it
-  // could not remove all of it (it stops at the first error). The account is gone and its
-  // processes are dead, so nothing can race the removal; only a directory owned by its uid is
-  // taken.
-  await c.leftovers.removeLeftoverHome(account);
+  await forgetStarted(c.runDir, name);
+  // The entry goes first (with its shadow line and private group, in the batch): from then on
+  // nobody can log in as the account, so what is killed below cannot be replaced.
+  const outcome = await c.batcher.remove(name);
+  if (outcome.kind === 'refused') throw refusal(outcome, name, 'destroy');
+  // Whatever of the uid still runs (the supervisor's hooks emptied the sliver's groups), then its
+  // home and mail, found by owner: the uid is no one's now, and its processes are dead, so nothing
+  // can race the removal.
+  const killed = (await c.processScan.uidsWithProcesses()).has(account.uid) ? await killProcessesOf(account.uid, account.gid) : 0;
+  await c.leftovers.removeHome(account);
+  await c.leftovers.removeMailSpool(account);
   await removeInitscriptFiles(c.runDir, name);
-  c.logger.info('account destroyed', { account: name, uid: account.uid, duration_ms: Date.now() - started });
+  c.logger.info('account destroyed', { account: name, uid: account.uid, killed, duration_ms: Date.now() - started });
 }

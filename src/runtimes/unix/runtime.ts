@@ -1,17 +1,28 @@
-// The Unix runtime: a sliver or a delegate is a real Unix account made with shadow-utils, marked
-// as this daemon's (host-accounts.ts). This module puts together what the runtime is: the host as
+// The Unix runtime: a sliver or a delegate is a real Unix account, made and removed in batches of
+// one locked write of the account files (account-batcher.ts), marked as this daemon's (host-accounts.ts). This module puts together what the runtime is: the host as
 // observed (cheaply, while the account files are unchanged), the operations on one account
 // (operations.ts), and the tidying of what an interrupted operation left (leftovers.ts).
 import { readdir, stat } from 'node:fs/promises';
 import { invalidAccountName } from '../../host/account-names.js';
+import { sharedProcessScan } from '../../host/process-scan.js';
 import type { AccountKind } from '../../db/types.js';
 import type { Logger } from '../../log.js';
 import { describeError } from '../../util/errors.js';
 import type { AccountRuntime, AccountSpec, HostSnapshot, ObservedAccount } from '../types.js';
+import { commitAccountBatch, HOST_ACCOUNT_FILES, readAccountFiles, type AccountFilePaths } from '../../host/account-files/commit.js';
+import { orphanGroups, type BatchRequests } from '../../host/account-files/plan.js';
+import type { PasswdEntry } from '../../host/passwd.js';
+import { accountBatcher } from './account-batcher.js';
+import { exclusive } from './shadow-utils.js';
 import { hostAccounts } from './host-accounts.js';
 import { initscriptDir } from './initscript.js';
 import { leftovers } from './leftovers.js';
 import { configureAccount, createAccount, destroyAccount, loginEnabled, startAccount, stopAccount, type UnixContext } from './operations.js';
+
+// A converge pass hands its creates (or destroys) to the supervisors in one go; the supervisors
+// reach the runtime within a few event-loop turns of one another. A few milliseconds gathers them
+// without keeping a lone change waiting for anything noticeable.
+const BATCH_GATHER_MS = 5;
 
 export interface UnixRuntimeOptions {
   uidMin: number;
@@ -26,7 +37,9 @@ export interface UnixRuntimeOptions {
   disabledShell: string;
   /** Per-run state (initscripts and what was started), e.g. /run/nodemgr. */
   runDir: string;
-  /** The account databases, read only (commands always change the real ones). */
+  /** The account files that creations and removals write (and lock); default the host's, in /etc. */
+  accountFilePaths?: AccountFilePaths;
+  /** The account databases, read only (default the host's). */
   passwdFile?: string;
   shadowFile?: string;
   groupFile?: string;
@@ -58,8 +71,19 @@ export function createUnixRuntime(options: UnixRuntimeOptions, logger: Logger): 
     groupFile: options.groupFile ?? '/etc/group',
   };
   const accounts = hostAccounts(files, { uidMin, uidMax }, logger);
+  const paths = options.accountFilePaths ?? HOST_ACCOUNT_FILES;
+  const rules = { uidMin, uidMax, owns: (entry: PasswdEntry) => accounts.ownership({ ...entry, shadow: null }).owned };
+  const commit = (requests: BatchRequests) => commitAccountBatch(requests, { paths, rules, logger });
+  const batcher = accountBatcher(commit, { gatherMs: BATCH_GATHER_MS });
+  // What a batch killed between two renames left (see account-files/plan.ts): looked for without
+  // the lock, removed by an empty batch, which looks again under the lock.
+  const tidyAccountFiles = async () => {
+    if (orphanGroups(await readAccountFiles(paths), { ...rules, today: 0 }).size === 0) return;
+    await exclusive(() => commit({ creates: [], removes: [] }));
+    logger.info('groups left by an interrupted account batch removed');
+  };
   const context: UnixContext = {
-    accounts, leftovers: leftovers(accounts, { homeBase, runDir }, logger), logger, uidMin, uidMax, homeBase, runDir, disabledShell,
+    accounts, leftovers: leftovers(accounts, { homeBase, runDir }, logger), tidyAccountFiles, batcher, processScan: sharedProcessScan(), logger, uidMin, uidMax, homeBase, runDir, disabledShell,
     shellOf: (kind) => (kind === 'sliver' ? options.sliverShell : options.delegateShell),
   };
   const observed = hostObserver(context);
@@ -151,6 +175,10 @@ function hostObserver(c: UnixContext) {
         await c.leftovers.sweepHomes().catch((err) => {
           sweptAt = null;
           logger.warn('orphaned homes not removed', { error: describeError(err) });
+        });
+        await c.tidyAccountFiles().catch((err) => {
+          sweptAt = null;
+          logger.warn('account files not tidied', { error: describeError(err) });
         });
         await c.leftovers.sweepRunDir().catch((err) => {
           sweptAt = null;

@@ -1,4 +1,5 @@
-// Running the shadow-utils tools (useradd, usermod, userdel, groupdel) that change the account files.
+// Running usermod, the shadow-utils tool for single changes of an account (a shell, a lock), and the
+// queue that keeps this process's changes of the account files (batches included) one at a time.
 import type { Logger } from '../../log.js';
 import { serialQueue } from '../../util/serial.js';
 import { CommandError, runCommand } from '../../host/exec.js';
@@ -8,9 +9,8 @@ const SHADOW_UTILS_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' };
 const LOCK_ATTEMPTS = 6;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-// One account-file change at a time within this process: the tools would only contend for the
-// same lock files, and the sweep of orphaned homes must not run while useradd is half-way (its
-// home may exist before its passwd entry is visible).
+// One account-file change at a time within this process: a batch and a usermod would only contend
+// for the same locks, and the sweep of orphaned homes reads passwd and the homes as one view.
 const accountFiles = serialQueue();
 
 /** Runs `task` when no other account-file change of this process is running. */

@@ -47,6 +47,29 @@ async function accounts(node: NodeLayout): Promise<Map<string, number>> {
   return found;
 }
 
+/**
+ * The other account files' entries of the range: groups with a gid in it, and the shadow and
+ * gshadow lines of those groups' and of the range's accounts' names. A batch killed between its
+ * renames must leave none without its account once the node has converged.
+ */
+async function accountFileEntries(node: NodeLayout, accountNames: ReadonlySet<string>): Promise<{ groups: string[]; shadowLines: string[] }> {
+  const groups: string[] = [];
+  for (const line of (await readFile('/etc/group', 'utf8')).split('\n')) {
+    const [name, , gid] = line.split(':');
+    const n = Number(gid);
+    if (name && gid !== undefined && n >= node.uidMin && n <= node.uidMax) groups.push(name);
+  }
+  const ours = new Set([...accountNames, ...groups]);
+  const shadowLines: string[] = [];
+  for (const file of ['/etc/shadow', '/etc/gshadow']) {
+    for (const line of (await readFile(file, 'utf8').catch(() => '')).split('\n')) {
+      const name = line.split(':', 1)[0]!;
+      if (ours.has(name)) shadowLines.push(`${name} (${file})`);
+    }
+  }
+  return { groups: sorted(groups), shadowLines: sorted(shadowLines) };
+}
+
 /** Directories in the home base owned by a uid of the node's range. */
 async function homes(node: NodeLayout): Promise<string[]> {
   const names: string[] = [];
@@ -118,6 +141,7 @@ export async function nodeState(node: NodeLayout): Promise<NodeState> {
     database,
     inventory: {
       accounts: sorted(owned.keys()),
+      ...(await accountFileEntries(node, new Set(owned.keys()))),
       homes: sorted(await homes(node)),
       runFiles: sorted(new Set(runFiles)),
       cgroups: sorted(cgroups),

@@ -1,0 +1,71 @@
+// Gathers the account creations and removals that the supervisors ask for at about the same time
+// (one converge pass hands out all of its creates or destroys together) into one locked write of
+// the account files. Each caller still awaits its own account's outcome; a refusal of one account
+// is that account's alone, and only a failure of the write itself fails the whole batch.
+import type { AccountOutcome, BatchRequests, NewAccount } from '../../host/account-files/plan.js';
+import { exclusive } from './shadow-utils.js';
+
+export interface AccountBatcher {
+  create(account: NewAccount): Promise<AccountOutcome>;
+  remove(name: string): Promise<AccountOutcome>;
+}
+
+type Commit = (requests: BatchRequests) => Promise<ReadonlyMap<string, AccountOutcome>>;
+
+interface Waiting {
+  readonly name: string;
+  readonly create: NewAccount | null;
+  resolve(outcome: AccountOutcome): void;
+  reject(error: unknown): void;
+}
+
+/**
+ * `gatherMs`: how long the first request of a batch waits for others. Requests made while a batch
+ * is being written wait for it to end and then go together in the next.
+ */
+export function accountBatcher(commit: Commit, options: { gatherMs: number }): AccountBatcher {
+  let waiting: Waiting[] = [];
+  let timer: NodeJS.Timeout | null = null;
+  let writing = false;
+
+  const schedule = () => {
+    if (writing || timer !== null || waiting.length === 0) return;
+    timer = setTimeout(() => void flush(), options.gatherMs);
+  };
+
+  const flush = async () => {
+    timer = null;
+    const batch = waiting;
+    waiting = [];
+    writing = true;
+    try {
+      const requests: BatchRequests = {
+        creates: batch.flatMap((w) => (w.create ? [w.create] : [])),
+        removes: batch.flatMap((w) => (w.create ? [] : [w.name])),
+      };
+      // One account-file change of this process at a time (see shadow-utils.ts).
+      const outcomes = await exclusive(() => commit(requests));
+      for (const w of batch) {
+        const outcome = outcomes.get(w.name);
+        if (outcome) w.resolve(outcome);
+        else w.reject(new Error(`the account batch has no outcome for "${w.name}"`));
+      }
+    } catch (err) {
+      for (const w of batch) w.reject(err);
+    } finally {
+      writing = false;
+      schedule();
+    }
+  };
+
+  const request = (name: string, create: NewAccount | null) =>
+    new Promise<AccountOutcome>((resolve, reject) => {
+      waiting.push({ name, create, resolve, reject });
+      schedule();
+    });
+
+  return {
+    create: (account) => request(account.name, account),
+    remove: (name) => request(name, null),
+  };
+}
