@@ -156,7 +156,8 @@ export function createMetrics(sources: MetricsSources): NodeMetrics {
   const callSeconds = new Histogram({ name: 'nodemgr_api_call_duration_seconds', help: 'Seconds an API call took to answer, by method.', labelNames: ['method'], buckets: DURATION_BUCKETS, registers });
   databaseGauges(registry, sources);
   const ssh = sshMetrics(registry);
-  const slivers = sources.slivers ? registerSliverMetrics(registry, { ...sources.slivers, nowMs: () => sources.now().getTime() }) : null;
+  // The families are there without a source too (with no series), so that what is exported never depends on it.
+  const slivers = registerSliverMetrics(registry, { read: async () => [], onError: () => undefined, ...sources.slivers, nowMs: () => sources.now().getTime() });
   return {
     ssh,
     registry,
@@ -174,7 +175,7 @@ export function createMetrics(sources: MetricsSources): NodeMetrics {
       callSeconds.observe({ method }, seconds);
     },
     async text() {
-      await slivers?.prepare();
+      await slivers.prepare();
       return registry.metrics();
     },
   };

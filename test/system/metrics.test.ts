@@ -1,6 +1,8 @@
 // The metrics endpoint of the real daemon, as root: a document served on loopback becomes
-// accounts, and a scrape of /metrics counts them; a real Prometheus (Debian's package) scrapes the
-// daemon and answers a query for them, and promtool finds the scrape well-formed.
+// accounts, and a scrape of /metrics counts them; a sliver with a process in its cgroup shows its
+// usage and the limits `nodemgr status` reads back, and ssh logins are counted; a real Prometheus
+// (Debian's package) scrapes the daemon and answers queries for them, and promtool finds the
+// scrape well-formed.
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
