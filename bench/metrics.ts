@@ -130,11 +130,13 @@ async function main(): Promise<void> {
       version: 'bench', db: () => database, images: () => [], defaultRuntime: config.defaultRuntime, now: () => new Date(),
       slivers: { read: () => readSlivers(sources), maxAgeMs, onError: (error) => console.error(error) },
     });
-    const kept = registryServing(Infinity);
-    while (!(await kept.text()).includes('nodemgr_sliver_processes{')) await new Promise((r) => setTimeout(r, 200));
+    const servedOnce = async (metrics: ReturnType<typeof createMetrics>) => {
+      while (!(await metrics.text()).includes('nodemgr_sliver_processes{')) await new Promise((r) => setTimeout(r, 200));
+      return metrics;
+    };
+    const kept = await servedOnce(registryServing(Infinity));
     const served = await scrapeRuns(() => kept.text(), scrapes);
-    const always = registryServing(0);
-    await always.text();
+    const always = await servedOnce(registryServing(0));
     const starting = await scrapeRuns(() => always.text(), scrapes);
     const text = served.text;
     const e = parseExposition(text);

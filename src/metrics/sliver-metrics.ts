@@ -29,23 +29,29 @@ export function registerSliverMetrics(registry: Registry, options: SliverMetrics
   const cache: ReadingCache<readonly SliverReading[]> = createReadingCache({
     read: options.read, maxAgeMs: options.maxAgeMs ?? MAX_AGE_MS, waitMs: options.waitMs ?? WAIT_MS, onError: options.onError, nowMs: options.nowMs,
   });
-  const readings = () => cache.latest()?.value ?? [];
+  const none: readonly SliverReading[] = [];
+  const readings = () => cache.latest()?.value ?? none;
   for (const s of SLIVER_SERIES) {
     const labelNames = ['sliver', 'runtime', ...s.extraLabels];
-    const fill = (set: (labels: Record<string, string>, value: number) => void) => {
-      for (const r of readings()) {
+    // Filled once per reading: a scrape that serves the same reading again (a second Prometheus,
+    // say) finds the series as they are, which is most of a scrape's cost saved.
+    let filledFrom: readonly SliverReading[] | null = null;
+    const refill = (reset: () => void, set: (labels: Record<string, string>, value: number) => void) => {
+      const current = readings();
+      if (current === filledFrom) return;
+      reset();
+      for (const r of current) {
         for (const [extra, value] of s.values(r)) set({ sliver: r.name, runtime: r.runtime, ...extra }, value);
       }
+      filledFrom = current;
     };
     if (s.type === 'counter') {
       new Counter({ name: s.name, help: s.help, labelNames, registers: [registry], collect() {
-        this.reset();
-        fill((labels, value) => this.inc(labels, value));
+        refill(() => this.reset(), (labels, value) => this.inc(labels, value));
       } });
     } else {
       new Gauge({ name: s.name, help: s.help, labelNames, registers: [registry], collect() {
-        this.reset();
-        fill((labels, value) => this.set(labels, value));
+        refill(() => this.reset(), (labels, value) => this.set(labels, value));
       } });
     }
   }
