@@ -37,7 +37,7 @@ import { isOnDemandGuest } from '../tasks/task-guest.js';
 import { byteCapPath, databasePath, lockPath } from './paths.js';
 import { every, services, type Services } from './services.js';
 import { countedSyncStatus, timedConverger, timedSync } from '../metrics/instrument.js';
-import { createMetrics } from '../metrics/registry.js';
+import { createNodeMetrics } from './metrics.js';
 import { startMetricsServer } from '../metrics/server.js';
 import { packageVersion } from '../config/package-root.js';
 
@@ -64,9 +64,6 @@ async function startParts(config: Config, logger: Logger, all: Services) {
   const images = await all.add('image cache', () => openImageCache({
     dir: config.imageCacheDir, maxBytes: config.imageCacheMaxBytes, inUse: () => imagesInUse(store.data), logger,
   }), (cache) => cache.close());
-  const metrics = createMetrics({
-    version: await packageVersion(), db: () => store.data, images: () => images.list(), defaultRuntime: config.defaultRuntime, now,
-  });
   const addresses = databaseAddressBook(store, createAddressPoolFile(config.addressPool, logger), now);
   // The slivers' guests and the on-demand guests are two lifecycles: each sees only its own leases.
   const sliverAddresses = scopedAddressBook(addresses, (holder) => !isOnDemandGuest(holder));
@@ -84,6 +81,7 @@ async function startParts(config: Config, logger: Logger, all: Services) {
     now,
     input: async () => limitInputOf(desired(store.data).specs, await runtime.observe({ readOnly: true }), bwcapOf(store.data)),
   });
+  const metrics = createNodeMetrics(config, { version: await packageVersion(), store, images, limits, enforcer, guests, logger, now });
   const statusFile = syncStatusPath(config.stateDir);
   const syncStatus = await all.add('sync status', async () => createSyncStatusFile(
     statusFile, await readSyncStatus(statusFile, (reason) => logger.warn('sync status ignored', { reason })), logger,
@@ -180,7 +178,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     }), (server) => server?.close());
   }
   // Without the gateway slivers are still managed and the API still answers locally: logged, not fatal.
-  await all.add('ssh gateway', () => startGateway(config, { store, runtime, unix, guests, enforcer, call, logger }).catch((error: unknown) => {
+  await all.add('ssh gateway', () => startGateway(config, { store, runtime, unix, guests, enforcer, call, logger, observer: metrics.ssh }).catch((error: unknown) => {
     logger.error('ssh gateway not started', { address: `${config.sshAddress}:${config.sshPort}`, error: describeError(error) });
     return null;
   }), (gateway) => gateway?.close());

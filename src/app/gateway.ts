@@ -10,6 +10,7 @@ import type { AccountRuntime } from '../runtimes/types.js';
 import type { UnixRuntime } from '../runtimes/unix/runtime.js';
 import { startSshGateway, type Gateway } from '../ssh/gateway.js';
 import { loadOrCreateHostKey } from '../ssh/host-key.js';
+import type { GatewayObserver } from '../ssh/observer.js';
 
 export interface GatewayParts {
   readonly store: DatabaseStore;
@@ -19,12 +20,13 @@ export interface GatewayParts {
   readonly enforcer: Enforcer;
   readonly call: ApiServerOptions['call'];
   readonly logger: Logger;
+  readonly observer: GatewayObserver;
 }
 
 /** The gateway, or null when ssh_port is 0. */
 export async function startGateway(config: Config, parts: GatewayParts): Promise<Gateway | null> {
   if (config.sshPort === 0) return null;
-  const { store, runtime, unix, guests, enforcer, call, logger } = parts;
+  const { store, runtime, unix, guests, enforcer, call, logger, observer } = parts;
   const hostKey = await loadOrCreateHostKey(config.stateDir);
   if (hostKey.created) logger.info('ssh host key made', { file: hostKey.path, fingerprint: hostKey.fingerprint });
   return startSshGateway({
@@ -45,5 +47,6 @@ export async function startGateway(config: Config, parts: GatewayParts): Promise
     guestSession: (name, command, terminal) => guests.sessionFor(name, command, terminal).catch(() => null),
     callApi: (caller, body) => answerCall(body, caller, call, logger),
     logger,
+    observer,
   });
 }

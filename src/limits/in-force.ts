@@ -8,6 +8,7 @@ import { CFS_PERIOD_US } from '../rspec/cpu.js';
 import type { DiskLimits } from './disk.js';
 import { sliverClassMinors } from './shaping.js';
 import type { KernelClass, ShapingReading, TrafficShaper } from './tc.js';
+import { mapBounded } from '../util/bounded.js';
 import { describeError } from '../util/errors.js';
 
 /** Field -> value, in the rspec's units (KiB, kbit/s, percent); a field is absent when not in force. */
@@ -30,6 +31,12 @@ const describeProblems = (problems: ReadonlyMap<string, string> | undefined) =>
   problems && problems.size > 0 ? [...problems].map(([kind, text]) => `${kind}: ${text}`).join('; ') : null;
 
 const kib = (bytes: number) => Math.floor(bytes / 1024);
+
+/**
+ * Cgroup reads in flight at once: one after the other, a thousand slivers' groups took seconds;
+ * more than this gains little more and keeps the thread pool from the daemon's other file work.
+ */
+const CGROUP_READS_IN_FLIGHT = 8;
 
 function put(into: LimitsInForce, key: string, value: number | string | boolean | null | undefined): void {
   if (value !== null && value !== undefined) into[key] = value;
@@ -90,10 +97,14 @@ export async function readLimitsInForce(
     })
     : null;
 
-  for (const s of slivers) {
+  const { cgroups } = sources;
+  const readings = cgroups
+    ? await mapBounded(slivers, CGROUP_READS_IN_FLIGHT, (s) => cgroups.read(s.name).catch(() => null))
+    : slivers.map(() => null);
+  for (const [i, s] of slivers.entries()) {
     const limits: LimitsInForce = {};
     const notEnforced = [...nodeWide];
-    const cgroup = sources.cgroups ? await sources.cgroups.read(s.name).catch(() => null) : null;
+    const cgroup = readings[i];
     if (cgroup) {
       put(limits, 'cpu_shares', cgroup.limits.cpuShares);
       put(limits, 'cpu_cap', cgroup.limits.cpuQuotaUs === null ? null : Math.round((cgroup.limits.cpuQuotaUs / CFS_PERIOD_US) * 1000) / 10);

@@ -5,6 +5,8 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { adoptedRecords, delegateRecords, documentTimestampInForce, sliverRecords } from '../db/records.js';
 import type { NodeDatabase, SyncOutcome } from '../db/types.js';
 import type { RuntimeKind } from '../slices/types.js';
+import { LOGIN_REFUSALS, SESSION_KINDS, type GatewayObserver } from '../ssh/observer.js';
+import { registerSliverMetrics, type SliverMetricsOptions } from './sliver-metrics.js';
 
 /** What the gauges are read from at every scrape. */
 export interface MetricsSources {
@@ -15,6 +17,8 @@ export interface MetricsSources {
   images(): ReadonlyArray<{ readonly bytes: number }>;
   readonly defaultRuntime: RuntimeKind;
   now(): Date;
+  /** The per-sliver readings (cgroups, traffic classes, guests); without them, no per-sliver metrics. */
+  readonly slivers?: Omit<SliverMetricsOptions, 'nowMs'>;
 }
 
 export interface NodeMetrics {
@@ -29,6 +33,8 @@ export interface NodeMetrics {
   operation(kind: string, ok: boolean, seconds: number): void;
   /** An API call was answered; `fault` is the fault's name, or "none". */
   apiCall(method: string, fault: string, seconds: number): void;
+  /** The ssh gateway's sessions and failed logins. */
+  readonly ssh: GatewayObserver;
   /** The exposition text of every metric. */
   text(): Promise<string>;
   readonly contentType: string;
@@ -38,12 +44,30 @@ export interface NodeMetrics {
 const DURATION_BUCKETS = [0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900];
 
 /** The runtime of each account the database has a status of (the records say it; unix otherwise). */
-function runtimesOf(db: NodeDatabase, defaultRuntime: RuntimeKind): Map<string, RuntimeKind> {
+export function runtimesOf(db: NodeDatabase, defaultRuntime: RuntimeKind): Map<string, RuntimeKind> {
   const runtimes = new Map<string, RuntimeKind>();
   for (const d of delegateRecords(db)) runtimes.set(d.name, 'unix');
   for (const a of adoptedRecords(db)) runtimes.set(a.name, a.runtime);
   for (const s of sliverRecords(db)) runtimes.set(s.name, s.guest.runtime ?? defaultRuntime);
   return runtimes;
+}
+
+/** Cluster nodes are QEMU guests (clusters/boot.ts). */
+const CLUSTER_RUNTIME: RuntimeKind = 'qemu';
+
+/** Every guest the database has a record of, with its owner's kind and state. Pure. */
+export function guestsOf(db: NodeDatabase, defaultRuntime: RuntimeKind): Array<{ owner: string; runtime: string; state: string }> {
+  const runtimes = runtimesOf(db, defaultRuntime);
+  const guests: Array<{ owner: string; runtime: string; state: string }> = [];
+  for (const a of Object.values(db.accounts)) {
+    const runtime = runtimes.get(a.name) ?? 'unix';
+    if (a.kind === 'sliver' && runtime !== 'unix') guests.push({ owner: 'sliver', runtime, state: a.state });
+  }
+  for (const t of Object.values(db.tasks)) guests.push({ owner: t.kind, runtime: t.runtime, state: t.state });
+  for (const c of Object.values(db.clusters)) {
+    for (const _node of c.nodes) guests.push({ owner: 'cluster', runtime: CLUSTER_RUNTIME, state: c.state });
+  }
+  return guests;
 }
 
 /** Counts of items by a key made of label values. */
@@ -87,8 +111,34 @@ function databaseGauges(registry: Registry, sources: MetricsSources): void {
     const ts = documentTimestampInForce(sources.db());
     set({}, ts === null ? 0 : Math.max(0, sources.now().getTime() / 1000 - ts));
   });
+  gauge('nodemgr_guests', 'libvirt guests in the node database, by owner (sliver, task, instance, cluster), runtime and their owner\'s state.', ['owner', 'runtime', 'state'], (set) => {
+    for (const [l, n] of tally(guestsOf(sources.db(), sources.defaultRuntime), (g) => g)) set(l, n);
+  });
   gauge('nodemgr_image_cache_bytes', 'Bytes the image cache holds.', [], (set) => set({}, sources.images().reduce((sum, e) => sum + e.bytes, 0)));
   gauge('nodemgr_image_cache_entries', 'Entries of the image cache.', [], (set) => set({}, sources.images().length));
+}
+
+function sshMetrics(registry: Registry): GatewayObserver {
+  const registers = [registry];
+  const open = new Gauge({ name: 'nodemgr_ssh_sessions_open', help: 'ssh sessions open now, by kind (delegate, sliver, guest).', labelNames: ['kind'], registers });
+  const opened = new Counter({ name: 'nodemgr_ssh_sessions_total', help: 'ssh sessions opened, by kind (delegate, sliver, guest).', labelNames: ['kind'], registers });
+  const refused = new Counter({ name: 'nodemgr_ssh_sessions_refused_total', help: 'ssh sessions refused by the node\'s or an account\'s session limit.', registers });
+  const failed = new Counter({ name: 'nodemgr_ssh_failed_logins_total', help: 'ssh login attempts refused, by reason.', labelNames: ['reason'], registers });
+  // Every kind and reason from the start, so that a first event is an increase and not a new series.
+  for (const kind of SESSION_KINDS) {
+    open.set({ kind }, 0);
+    opened.inc({ kind }, 0);
+  }
+  for (const reason of LOGIN_REFUSALS) failed.inc({ reason }, 0);
+  return {
+    sessionOpened(kind) {
+      open.inc({ kind });
+      opened.inc({ kind });
+    },
+    sessionClosed: (kind) => open.dec({ kind }),
+    sessionRefused: () => refused.inc(),
+    loginRefused: (reason) => failed.inc({ reason }),
+  };
 }
 
 export function createMetrics(sources: MetricsSources): NodeMetrics {
@@ -105,7 +155,11 @@ export function createMetrics(sources: MetricsSources): NodeMetrics {
   const calls = new Counter({ name: 'nodemgr_api_calls_total', help: 'API calls answered, by method and fault ("none" for a result).', labelNames: ['method', 'fault'], registers });
   const callSeconds = new Histogram({ name: 'nodemgr_api_call_duration_seconds', help: 'Seconds an API call took to answer, by method.', labelNames: ['method'], buckets: DURATION_BUCKETS, registers });
   databaseGauges(registry, sources);
+  const ssh = sshMetrics(registry);
+  // The families are there without a source too (with no series), so that what is exported never depends on it.
+  const slivers = registerSliverMetrics(registry, { read: async () => [], onError: () => undefined, ...sources.slivers, nowMs: () => sources.now().getTime() });
   return {
+    ssh,
     registry,
     contentType: registry.contentType,
     sync: (outcome) => syncs.inc({ outcome }),
@@ -120,6 +174,9 @@ export function createMetrics(sources: MetricsSources): NodeMetrics {
       calls.inc({ method, fault });
       callSeconds.observe({ method }, seconds);
     },
-    text: () => registry.metrics(),
+    async text() {
+      await slivers.prepare();
+      return registry.metrics();
+    },
   };
 }

@@ -6,6 +6,7 @@ import type { NodeDatabase } from '../db/types.js';
 import type { Logger } from '../log.js';
 import { keyAllowed, loginTarget, type LoginTarget } from './authorized.js';
 import { fingerprintOf } from './host-key.js';
+import type { LoginRefusal } from './observer.js';
 
 const { utils } = ssh2;
 
@@ -25,6 +26,8 @@ export interface AuthenticationOptions {
   readonly cut: () => void;
   /** Called once a key's signature has been verified. */
   readonly loggedIn: (login: Login) => void;
+  /** Called for every refused attempt that counts against the connection's attempts. */
+  readonly refused: (reason: LoginRefusal) => void;
 }
 
 /** Answers the authentication requests of one connection. */
@@ -33,8 +36,11 @@ export function answerAuthentication(client: Connection, options: Authentication
   let failures = 0;
   // As OpenSSH's MaxAuthTries: refused attempts are counted (the client's opening "none" and a
   // key's query are not), and the connection is cut once there are too many.
-  const refuse = (ctx: AuthContext, why: string | null) => {
-    if (ctx.method !== 'none') failures++;
+  const refuse = (ctx: AuthContext, reason: LoginRefusal, why: string | null) => {
+    if (ctx.method !== 'none') {
+      failures++;
+      options.refused(reason);
+    }
     if (why) logger.info('ssh login refused', { remote, user: ctx.username.slice(0, 64), why });
     if (failures >= options.maxAuthAttempts) {
       logger.info('ssh connection closed: too many failed logins', { remote, user: ctx.username.slice(0, 64) });
@@ -46,12 +52,14 @@ export function answerAuthentication(client: Connection, options: Authentication
   };
   client.on('authentication', (ctx: AuthContext) => {
     if (ctx.method !== 'publickey') {
-      refuse(ctx, null);
+      refuse(ctx, 'method', null);
       return;
     }
+    // Told apart for the metrics alone: the client hears the same refusal for each.
     const target = loginTarget(options.database(), ctx.username);
-    if (!target || !target.enabled || !keyAllowed(target, ctx.key.data)) {
-      refuse(ctx, ctx.signature ? `key ${fingerprintOf(ctx.key.data)} not allowed` : null);
+    const refusal: LoginRefusal | null = !target ? 'unknown_user' : !target.enabled ? 'disabled' : !keyAllowed(target, ctx.key.data) ? 'key_not_allowed' : null;
+    if (!target || refusal !== null) {
+      refuse(ctx, refusal ?? 'unknown_user', ctx.signature ? `key ${fingerprintOf(ctx.key.data)} not allowed` : null);
       return;
     }
     // Without a signature the client only asks whether this key would do.
@@ -62,7 +70,7 @@ export function answerAuthentication(client: Connection, options: Authentication
     const key = utils.parseKey(ctx.key.data);
     const parsed = key instanceof Error ? null : Array.isArray(key) ? key[0] : key;
     if (!parsed || !parsed.verify(ctx.blob, ctx.signature, ctx.hashAlgo)) {
-      refuse(ctx, 'bad signature');
+      refuse(ctx, 'bad_signature', 'bad signature');
       return;
     }
     options.loggedIn({ target, fingerprint: fingerprintOf(ctx.key.data) });

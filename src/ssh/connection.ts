@@ -7,6 +7,7 @@ import type { ConnectionFront } from './admission.js';
 import { answerAuthentication, type Login } from './authentication.js';
 import { endChannel } from './channel-io.js';
 import { runSession, type Peer, type SessionContext } from './dispatch.js';
+import { UNOBSERVED } from './observer.js';
 import type { TerminalRequest } from './sessions.js';
 
 const MAX_CLIENT_VARIABLES = 64;
@@ -33,6 +34,7 @@ export function serveConnection(client: Connection, info: ClientInfo, context: C
   answerAuthentication(client, {
     database: context.database, maxAuthAttempts: context.maxAuthAttempts, logger, remote, cut,
     loggedIn: (l) => (login = l),
+    refused: (reason) => (context.services.observer ?? UNOBSERVED).loginRefused(reason),
   });
   client.on('ready', () => {
     context.front.loggedIn(remote);

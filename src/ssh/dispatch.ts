@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import type { SessionSlots } from './admission.js';
 import type { Login } from './authentication.js';
 import { answerApiRequest, connectPipes, connectTerminal, endChannel, type SessionIo } from './channel-io.js';
+import { UNOBSERVED, type GatewayObserver, type SessionKind } from './observer.js';
 import { accountLaunch, sshLoginEnvironment, type SessionAccount, type SessionLaunch, type TerminalRequest } from './sessions.js';
 import { describeError } from '../util/errors.js';
 
@@ -30,6 +31,8 @@ export interface SessionServices {
   /** Answers one XML-RPC request as the API does. */
   readonly callApi: (caller: Caller, body: Buffer) => Promise<string>;
   readonly logger: Logger;
+  /** Told of sessions and failed logins (the daemon's metrics); none by default. */
+  readonly observer?: GatewayObserver;
 }
 
 /** The connection a session comes on. */
@@ -65,14 +68,26 @@ export async function runSession(request: SessionRequest, context: SessionContex
   const { channel, login, peer } = request;
   const { services } = context;
   const name = login.target.name;
+  const observer = services.observer ?? UNOBSERVED;
   const slot = context.slots.take(name);
   if ('refused' in slot) {
     services.logger.info('ssh session refused: too many sessions', { account: name, remote: peer.remote });
+    observer.sessionRefused();
     endChannel(channel, 1, `nodemgr: too many sessions (${slot.refused}); try again later\r\n`);
     return;
   }
-  const io = sessionIo(request, () => slot.release(), services.logger);
+  // Counted open once it is known what the session is, and closed with its end (once).
+  let opened: SessionKind | null = null;
+  const open = (kind: SessionKind) => {
+    opened = kind;
+    observer.sessionOpened(kind);
+  };
+  const io = sessionIo(request, () => {
+    slot.release();
+    if (opened !== null) observer.sessionClosed(opened);
+  }, services.logger);
   if (login.target.kind === 'delegate') {
+    open('delegate');
     answerApiRequest(io, services.maxRequestBytes, async (body) => {
       const uid = await services.delegateUid(name);
       return services.callApi({ uid: uid ?? -1, kind: 'delegate', name }, body);
@@ -85,6 +100,7 @@ export async function runSession(request: SessionRequest, context: SessionContex
       io.finish(1, `nodemgr: ${chosen.refused}\r\n`);
       return;
     }
+    open(chosen.kind);
     if (request.terminal) await connectTerminal(io, chosen.launch, chosen.env, request.terminal, request.onResize);
     else connectPipes(io, chosen.launch, chosen.env);
   } catch (error) {
@@ -117,7 +133,9 @@ function sessionIo(request: SessionRequest, release: () => void, logger: Logger)
  * What a sliver's session runs and in which environment: as its Unix account when it has one,
  * else in its guest; or why it cannot run now.
  */
-async function sliverSession(request: SessionRequest, context: SessionContext): Promise<{ launch: SessionLaunch; env: Record<string, string> } | { refused: string }> {
+async function sliverSession(
+  request: SessionRequest, context: SessionContext,
+): Promise<{ kind: SessionKind; launch: SessionLaunch; env: Record<string, string> } | { refused: string }> {
   const { command, peer, terminal, variables } = request;
   const { services } = context;
   const name = request.login.target.name;
@@ -131,5 +149,5 @@ async function sliverSession(request: SessionRequest, context: SessionContext): 
     clientAddress: peer.clientAddress, clientPort: peer.clientPort, serverAddress: services.host, serverPort: context.serverPort(),
   }, variables, terminal);
   const launch = found ? accountLaunch(found.account, services.cgroupFiles(name), command) : (guest!.launch as SessionLaunch);
-  return { launch, env };
+  return { kind: found ? 'sliver' : 'guest', launch, env };
 }

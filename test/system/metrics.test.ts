@@ -1,9 +1,11 @@
 // The metrics endpoint of the real daemon, as root: a document served on loopback becomes
-// accounts, and a scrape of /metrics counts them; a real Prometheus (Debian's package) scrapes the
-// daemon and answers a query for them, and promtool finds the scrape well-formed.
+// accounts, and a scrape of /metrics counts them; a sliver with a process in its cgroup shows its
+// usage and the limits `nodemgr status` reads back, and ssh logins are counted; a real Prometheus
+// (Debian's package) scrapes the daemon and answers queries for them, and promtool finds the
+// scrape well-formed.
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseExposition, valueOf, type Exposition } from '../support/exposition.js';
@@ -90,14 +92,88 @@ serial('a scrape of the real daemon counts the accounts it made, its sync, its o
   await t.throwsAsync(fetch(`http://127.0.0.1:${port}/metrics`));
 });
 
+/** The OpenSSH client as `user` with the private key at `key`, running `command`. */
+function ssh(port: number, user: string, key: string, command: string): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn('ssh', [
+      '-p', String(port), '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no',
+      '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', `${user}@127.0.0.1`, command,
+    ], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => resolve({ code, stderr }));
+  });
+}
+
+serial('a real sliver\'s CPU, memory and processes, its limits as `nodemgr status --json` reads them, and ssh logins and a bad key', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'nodemgr-metrics-keys-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const key = async (label: string) => {
+    const path = join(dir, `id_${label}`);
+    await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `${label}@test`, '-f', path]);
+    return { path, line: (await readFile(`${path}.pub`, 'utf8')).trim() };
+  };
+  const [user, stranger] = [await key('user'), await key('stranger')];
+  const busy = name('busy');
+  const server = await serveDocument(slicesXml(1000, [
+    { name: busy, users: { 1: user.line }, resources: { cpu_share: 3, cpu_cap: 50, mem_max: 262_144, proc_max: 64 } },
+  ]));
+  const [port, sshPort] = [await freePort(), await freePort()];
+  const box = await sandbox({ authority_url: server.url, metrics_port: port, ssh_port: sshPort, ssh_address: '127.0.0.1' }, { uids: uids! });
+  cleanups.push(() => server.close(), () => box.cleanup());
+  const daemon = startDaemonProcess(box.config);
+  cleanups.push(() => stopDaemonProcess(daemon, 'SIGKILL'));
+  const sliver = { sliver: busy, runtime: 'unix' };
+  await waitFor(`the sliver in the per-sliver metrics\n${daemon.output().slice(-2000)}`, async () => {
+    const { exposition } = await scrape(port).catch(() => ({ exposition: null }));
+    return exposition && valueOf(exposition, 'nodemgr_sliver_cpu_shares', sliver) !== undefined ? exposition : null;
+  });
+  const before = (await scrape(port)).exposition;
+  t.is(valueOf(before, 'nodemgr_ssh_sessions_total', { kind: 'sliver' }), 0);
+  t.is(valueOf(before, 'nodemgr_ssh_failed_logins_total', { reason: 'key_not_allowed' }), 0);
+
+  // A login that leaves a process behind in the sliver's cgroup, after some work.
+  const login = await ssh(sshPort, busy, user.path, 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; nohup sleep 600 >/dev/null 2>&1 &');
+  t.is(login.code, 0, login.stderr);
+  const refused = await ssh(sshPort, busy, stranger.path, 'true');
+  t.is(refused.code, 255);
+
+  const e = await waitFor(`the sliver's process and CPU time in the metrics\n${daemon.output().slice(-2000)}`, async () => {
+    const { exposition } = await scrape(port);
+    const processes = valueOf(exposition, 'nodemgr_sliver_processes', sliver) ?? 0;
+    const cpu = valueOf(exposition, 'nodemgr_sliver_cpu_seconds_total', sliver) ?? 0;
+    return processes >= 1 && cpu > 0 ? exposition : null;
+  });
+  t.true((valueOf(e, 'nodemgr_sliver_memory_bytes', sliver) ?? 0) > 0);
+  t.is(valueOf(e, 'nodemgr_ssh_sessions_total', { kind: 'sliver' }), 1);
+  t.is(valueOf(e, 'nodemgr_ssh_sessions_open', { kind: 'sliver' }), 0);
+  t.is(valueOf(e, 'nodemgr_ssh_failed_logins_total', { reason: 'key_not_allowed' }), 1);
+
+  // The limits in force are those the status reads back from the kernel, in base units.
+  const status = await nodemgr(['status', '--json', '--config', box.config]);
+  t.is(status.code, 0, status.stderr);
+  const inForce = (JSON.parse(status.stdout) as { limitsInForce: Record<string, Record<string, unknown>> }).limitsInForce[busy]!;
+  t.is(valueOf(e, 'nodemgr_sliver_cpu_shares', sliver), inForce['cpu_shares'] as number);
+  t.is(valueOf(e, 'nodemgr_sliver_cpu_cap_cpus', sliver), (inForce['cpu_cap'] as number) / 100);
+  t.is(valueOf(e, 'nodemgr_sliver_memory_max_bytes', sliver), (inForce['mem_max'] as number) * 1024);
+  t.is(valueOf(e, 'nodemgr_sliver_processes_max', sliver), inForce['proc_max'] as number);
+  t.is(inForce['proc_max'], 64);
+  t.is(inForce['cpu_cap'], 50);
+  t.true(Number(inForce['cpu_used_seconds']) >= (valueOf(e, 'nodemgr_sliver_cpu_seconds_total', sliver) ?? Infinity));
+});
+
 const withPrometheus = isRoot && prometheus !== '' && promtool !== '' ? test.serial : test.skip;
 if (isRoot && (prometheus === '' || promtool === '')) {
   test.skip('a real Prometheus scrapes the daemon: Debian\'s prometheus package is not installed (test/host-setup.sh installs it)', () => undefined);
 }
 
-withPrometheus('a real Prometheus scrapes the daemon and answers a query for nodemgr_accounts; promtool finds the scrape well-formed', async (t) => {
-  const { port } = await runningDaemon(t);
-  const { text } = await scrape(port);
+withPrometheus('a real Prometheus scrapes the daemon and answers for its accounts and its slivers\' CPU shares as status reads them; promtool finds the scrape well-formed', async (t) => {
+  const { port, config } = await runningDaemon(t);
+  // promtool checks the per-sliver families too, once the slivers' first reading is served.
+  const text = await waitFor('the per-sliver series in a scrape', async () => {
+    const { text } = await scrape(port);
+    return text.includes('nodemgr_sliver_cpu_shares{') ? text : null;
+  });
   const check = spawn(promtool, ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let checkOutput = '';
   check.stdout.on('data', (d) => (checkOutput += d));
@@ -125,13 +201,22 @@ withPrometheus('a real Prometheus scrapes the daemon and answers a query for nod
     server.kill('SIGTERM');
     await exited;
   });
-  const query = encodeURIComponent('sum by (kind) (nodemgr_accounts{job="nodemgr",state="running"})');
-  const result = await waitFor(`Prometheus answering for nodemgr_accounts\n${output.slice(-2000)}`, async () => {
-    const response = await fetch(`http://127.0.0.1:${webPort}/api/v1/query?query=${query}`).catch(() => null);
+  const ask = (promql: string, series: number) => waitFor(`Prometheus answering ${promql}\n${output.slice(-2000)}`, async () => {
+    const response = await fetch(`http://127.0.0.1:${webPort}/api/v1/query?query=${encodeURIComponent(promql)}`).catch(() => null);
     if (!response || response.status !== 200) return null;
     const body = (await response.json()) as { status: string; data: { result: Array<{ metric: Record<string, string>; value: [number, string] }> } };
-    return body.status === 'success' && body.data.result.length === 2 ? body.data.result : null;
+    return body.status === 'success' && body.data.result.length === series ? body.data.result : null;
   }, { timeoutMs: 60_000 });
+  const result = await ask('sum by (kind) (nodemgr_accounts{job="nodemgr",state="running"})', 2);
   const byKind = Object.fromEntries(result.map((r) => [r.metric['kind'], Number(r.value[1])]));
   t.deepEqual(byKind, { sliver: 2, delegate: 1 });
+  // Each sliver's CPU shares and memory limit in Prometheus are those `nodemgr status --json` reads back.
+  const status = await nodemgr(['status', '--json', '--config', config]);
+  t.is(status.code, 0, status.stderr);
+  const inForce = (JSON.parse(status.stdout) as { limitsInForce: Record<string, Record<string, number>> }).limitsInForce;
+  const shares = await ask('nodemgr_sliver_cpu_shares{job="nodemgr"}', 2);
+  t.deepEqual(
+    Object.fromEntries(shares.map((r) => [r.metric['sliver'], Number(r.value[1])])),
+    Object.fromEntries([name('one'), name('two')].map((n) => [n, inForce[n]!['cpu_shares']])),
+  );
 });

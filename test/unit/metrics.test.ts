@@ -30,12 +30,16 @@ function sampleDatabase(): NodeDatabase {
     account('pl_unix1', 'sliver', 'running'), account('pl_unix2', 'sliver', 'running'),
     account('pl_box', 'sliver', 'failed'), account('pl_deleg', 'delegate', 'running'),
   ].map((a) => [a.name, a]));
-  const task = (id: string, kind: TaskRecord['kind'], state: TaskRecord['state']) => ({ task_id: id, kind, state }) as unknown as TaskRecord;
-  const cluster = (name: string, state: ClusterRecord['state']) => ({ name, state }) as unknown as ClusterRecord;
+  const task = (id: string, kind: TaskRecord['kind'], state: TaskRecord['state'], runtime: TaskRecord['runtime']) =>
+    ({ task_id: id, kind, state, runtime }) as unknown as TaskRecord;
+  const cluster = (name: string, state: ClusterRecord['state'], nodes: number) =>
+    ({ name, state, nodes: Array.from({ length: nodes }, (_, i) => ({ name: `compute-${i}` })) }) as unknown as ClusterRecord;
   return {
     ...emptyDatabase(), records, accounts,
-    tasks: { a: task('a', 'task', 'Running:Executing'), b: task('b', 'task', 'Running:Executing'), c: task('c', 'instance', 'Finished') },
-    clusters: { x: cluster('x', 'running'), y: cluster('y', 'booting') },
+    tasks: {
+      a: task('a', 'task', 'Running:Executing', 'qemu'), b: task('b', 'task', 'Running:Executing', 'lxc'), c: task('c', 'instance', 'Finished', 'qemu'),
+    },
+    clusters: { x: cluster('x', 'running', 3), y: cluster('y', 'booting', 2) },
   };
 }
 
@@ -56,6 +60,14 @@ test('the registry exposes the database at scrape time, in the exposition format
   t.is(valueOf(e, 'nodemgr_tasks', { kind: 'instance', state: 'Finished' }), 1);
   t.is(valueOf(e, 'nodemgr_clusters', { state: 'running' }), 1);
   t.is(valueOf(e, 'nodemgr_clusters', { state: 'booting' }), 1);
+  // Guests, whoever owns them: a libvirt sliver, tasks and instances by runtime, each node of a cluster.
+  t.is(valueOf(e, 'nodemgr_guests', { owner: 'sliver', runtime: 'lxc', state: 'failed' }), 1);
+  t.is(valueOf(e, 'nodemgr_guests', { owner: 'task', runtime: 'qemu', state: 'Running:Executing' }), 1);
+  t.is(valueOf(e, 'nodemgr_guests', { owner: 'task', runtime: 'lxc', state: 'Running:Executing' }), 1);
+  t.is(valueOf(e, 'nodemgr_guests', { owner: 'instance', runtime: 'qemu', state: 'Finished' }), 1);
+  t.is(valueOf(e, 'nodemgr_guests', { owner: 'cluster', runtime: 'qemu', state: 'running' }), 3);
+  t.is(valueOf(e, 'nodemgr_guests', { owner: 'cluster', runtime: 'qemu', state: 'booting' }), 2);
+  t.false(e.samples.some((s) => s.name === 'nodemgr_guests' && s.labels['runtime'] === 'unix'));
   t.is(valueOf(e, 'nodemgr_document_timestamp_seconds'), DOCUMENT);
   t.is(valueOf(e, 'nodemgr_document_age_seconds'), 90);
   t.is(valueOf(e, 'nodemgr_image_cache_bytes'), 1024);
