@@ -1,14 +1,16 @@
 // Debian's OpenSSH server as bench/ssh.ts's peer: sshd started by the bench on a loopback port with
 // a configuration, host key (ed25519, like the gateway's) and authorized key of its own in a
-// scratch directory; never the host's sshd, never port 22. It logs in as the user running the
-// bench (root: sshd needs root to switch to a user, and the bench makes no account for it).
+// scratch directory; never the host's sshd, never port 22. It logs in as an account of its own,
+// made for the run (/bin/sh, home in the scratch directory) and removed after: a login as root
+// would run root's shell start-up files, which on a developer's host can take seconds (pyenv).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
-import { tmpdir, userInfo } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export const SSHD = '/usr/sbin/sshd';
+const BENCH_USER = 'nmbench_ssh';
 
 export interface OpenSshServer {
   readonly port: number;
@@ -20,7 +22,7 @@ export interface OpenSshServer {
 /** Why sshd cannot be run here, or null when it can. */
 export function sshdUnavailable(): string | null {
   if (!existsSync(SSHD)) return `${SSHD} is missing (Debian package openssh-server; test/host-setup.sh installs it)`;
-  if (process.getuid?.() !== 0) return 'sshd needs root to log a user in';
+  if (process.getuid?.() !== 0) return 'sshd needs root to log a user in (and the bench makes an account for it)';
   return null;
 }
 
@@ -66,13 +68,21 @@ export async function startOpenSsh(publicKey: string): Promise<OpenSshServer> {
   if (keygen.status !== 0) throw new Error(`ssh-keygen failed: ${keygen.stderr}`);
   writeFileSync(join(dir, 'authorized_keys'), `${publicKey}\n`, { mode: 0o600 });
   const port = await freePort();
-  const username = userInfo().username;
+  const username = BENCH_USER;
+  spawnSync('userdel', [BENCH_USER], { stdio: 'ignore' }); // one left by an interrupted run
+  const useradd = spawnSync('useradd', ['-M', '-d', dir, '-s', '/bin/sh', '-p', '*', '-c', 'nodemgr ssh bench', BENCH_USER], { encoding: 'utf8' });
+  if (useradd.status !== 0) throw new Error(`useradd ${BENCH_USER}: ${useradd.stderr.trim()}`);
+  // (-p '*': no password, yet not locked, which sshd without PAM would refuse.)
+  // sshd reads the authorized keys as the user: the user's own file, in a directory it may enter.
+  const uid = Number(spawnSync('id', ['-u', BENCH_USER], { encoding: 'utf8' }).stdout.trim());
+  chmodSync(dir, 0o755);
+  chownSync(join(dir, 'authorized_keys'), uid, uid);
   // The settings a login costs with: public key only, no PAM session, no DNS lookups; enough
   // unauthenticated connections (MaxStartups) for 20 clients at once.
   writeFileSync(join(dir, 'sshd_config'), [
     `ListenAddress 127.0.0.1:${port}`, `HostKey ${hostKey}`, `PidFile ${join(dir, 'sshd.pid')}`,
     `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`, 'StrictModes no', `AllowUsers ${username}`,
-    'PermitRootLogin prohibit-password', 'PubkeyAuthentication yes', 'PasswordAuthentication no',
+    'PermitRootLogin no', 'PubkeyAuthentication yes', 'PasswordAuthentication no',
     'KbdInteractiveAuthentication no', 'UsePAM no', 'UseDNS no', 'MaxStartups 200', 'MaxSessions 10',
     'LogLevel QUIET', 'PrintMotd no', 'Subsystem sftp internal-sftp', '',
   ].join('\n'));
@@ -86,6 +96,7 @@ export async function startOpenSsh(publicKey: string): Promise<OpenSshServer> {
     port, username, version,
     stop: () => new Promise((resolve) => {
       child.once('exit', () => {
+        spawnSync('userdel', [BENCH_USER], { stdio: 'ignore' });
         rmSync(dir, { recursive: true, force: true });
         resolve();
       });
