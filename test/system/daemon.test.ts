@@ -211,9 +211,10 @@ serial('kill -9 during a sync of 100 slivers, then a restart, converges with no 
   // and removing them all leaves nothing behind, homes included
   server.set(slicesXml(600, []));
   second.child.kill('SIGHUP');
-  await waitFor('all slivers to be destroyed', async () => (await passwdEntries(`${prefix}_m`)).length === 0, 120_000);
-  const homes = (await readdir('/home')).filter((d) => d.startsWith(`${prefix}_m`));
-  t.deepEqual(homes, []);
+  // The entries go first (nobody can log in any more), then each account's processes and home.
+  const homesLeft = async () => (await readdir('/home')).filter((d) => d.startsWith(`${prefix}_m`));
+  await waitFor('all slivers to be destroyed', async () => (await passwdEntries(`${prefix}_m`)).length === 0 && (await homesLeft()).length === 0, 120_000);
+  t.deepEqual(await homesLeft(), []);
   await stopDaemonProcess(second);
 });
 
