@@ -191,11 +191,13 @@ serial('kill -9 during a sync of 100 slivers, then a restart, converges with no 
   const many = Array.from({ length: 100 }, (_, i) => ({ name: name(`m${i}`), users: { 1: keys[0]! } }));
   const { server, box } = await setup(slicesXml(500, many));
   const first = start(box);
+  // Accounts are made in batches (many entries appear at once); their homes and keys follow one by one.
   await waitFor('the daemon to be part-way through creating', async () => (await passwdEntries(`${prefix}_m`)).length >= 15);
   first.child.kill('SIGKILL');
   await first.exited;
-  const partial = (await passwdEntries(`${prefix}_m`)).length;
-  t.true(partial < 100, `killed part-way (${partial} of 100 accounts existed)`);
+  const made = await passwdEntries(`${prefix}_m`);
+  const keyed = (await Promise.all(made.map((e) => stat(join(e.home, '.ssh/authorized_keys')).then(() => 1, () => 0)))).reduce<number>((a, b) => a + b, 0);
+  t.true(keyed < 100, `killed part-way (${made.length} of 100 accounts existed, ${keyed} configured)`);
 
   const second = start(box);
   await converged(box, 500, Object.fromEntries(many.map((s) => [s.name, 'running'])), second);
@@ -209,9 +211,10 @@ serial('kill -9 during a sync of 100 slivers, then a restart, converges with no 
   // and removing them all leaves nothing behind, homes included
   server.set(slicesXml(600, []));
   second.child.kill('SIGHUP');
-  await waitFor('all slivers to be destroyed', async () => (await passwdEntries(`${prefix}_m`)).length === 0, 120_000);
-  const homes = (await readdir('/home')).filter((d) => d.startsWith(`${prefix}_m`));
-  t.deepEqual(homes, []);
+  // The entries go first (nobody can log in any more), then each account's processes and home.
+  const homesLeft = async () => (await readdir('/home')).filter((d) => d.startsWith(`${prefix}_m`));
+  await waitFor('all slivers to be destroyed', async () => (await passwdEntries(`${prefix}_m`)).length === 0 && (await homesLeft()).length === 0, 120_000);
+  t.deepEqual(await homesLeft(), []);
   await stopDaemonProcess(second);
 });
 

@@ -47,9 +47,14 @@ export async function makeHome(home: string, owner: Owner, skeleton = SKELETON_D
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw err;
   }
+  // Root works in a directory of the account's below, which is safe only because nothing can run as
+  // the account yet: it has no keys before configure and no initscript before start.
+  // The account's at once: a kill from here on leaves its own home (the skeleton perhaps not all
+  // copied), never one of root's that it could not use. A kill before this line leaves an empty
+  // directory of root's, which ensureHome recognises.
+  await chown(home, owner.uid, owner.gid);
   const hasSkeleton = await lstat(skeleton).then((st) => st.isDirectory(), () => false);
   if (hasSkeleton) await copySkeleton(skeleton, home, owner);
-  await chown(home, owner.uid, owner.gid);
   await chmod(home, HOME_MODE);
   return true;
 }

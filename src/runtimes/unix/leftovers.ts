@@ -1,7 +1,7 @@
 // What an interrupted create or destroy can leave of a unix account, and how it is found and
 // removed safely: a home without an account, initscripts of an account that is gone, the home and
 // mail of an account whose entry was removed.
-import { chmod, lstat, readdir, readFile, rm } from 'node:fs/promises';
+import { chmod, lstat, readdir, readFile, rm, rmdir } from 'node:fs/promises';
 import { basename, isAbsolute, join } from 'node:path';
 import { invalidAccountName } from '../../host/account-names.js';
 import { parsePasswd } from '../../host/passwd.js';
@@ -104,7 +104,13 @@ export function leftovers(accounts: HostAccounts, options: { homeBase: string; r
     },
 
     async ensureHome(account) {
-      const st = await lstat(account.home).catch(() => null);
+      let st = await lstat(account.home).catch(() => null);
+      // An empty directory of root's at the home of an account of ours: a create killed between
+      // making the home and giving it to the account (claimHomePath refused anything else there).
+      if (st?.isDirectory() && st.uid === 0 && basename(account.home) === account.name && (await readdir(account.home)).length === 0) {
+        await rmdir(account.home);
+        st = null;
+      }
       if (st) {
         // A home made by an older useradd that does not know HOME_MODE has the umask's 0755. The
         // home's own name sits in homeBase, which only root can change, so chmod by path cannot be
