@@ -48,6 +48,7 @@ build() {
   shift 2
   local command="$*"
   if [ -e "$target" ] && [ "$target" -nt "$source" ] && [ "$target" -nt "$native_dir/build.sh" ] &&
+    [ "$target" -nt "$native_dir/napi_errno.h" ] &&
     [ "$(cat "$target.cmd" 2>/dev/null)" = "$command" ]; then
     return 0
   fi

@@ -23,23 +23,7 @@
 
 #include <node_api.h>
 
-/* Throws an Error whose message says what failed and why; code and errno as Node's own errors. */
-static void throw_errno(napi_env env, const char *what, int fd, int err) {
-  char message[256];
-  const char *name = strerrorname_np(err);
-  snprintf(message, sizeof message, "%s on fd %d: %s", what, fd, strerror(err));
-  napi_value msg, error, code, number;
-  if (napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg) != napi_ok ||
-      napi_create_error(env, NULL, msg, &error) != napi_ok) {
-    napi_throw_error(env, NULL, message);
-    return;
-  }
-  if (name != NULL && napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code) == napi_ok)
-    napi_set_named_property(env, error, "code", code);
-  if (napi_create_int32(env, -err, &number) == napi_ok)
-    napi_set_named_property(env, error, "errno", number);
-  napi_throw(env, error);
-}
+#include "napi_errno.h"
 
 static napi_value set_number(napi_env env, napi_value object, const char *key, double value) {
   napi_value v;

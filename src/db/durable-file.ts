@@ -5,7 +5,8 @@ import { basename, dirname, join } from 'node:path';
 
 let sequence = 0;
 
-async function fsyncDirectory(dir: string): Promise<void> {
+/** Makes a rename or a new name in `dir` durable (the directory's own entry list is synced). */
+export async function fsyncDirectory(dir: string): Promise<void> {
   const handle = await open(dir, 'r');
   try {
     await handle.sync();

@@ -6,6 +6,7 @@
 // contents back, so a batch that fails leaves the four files as they were.
 import { readFile, rename, stat, unlink, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { fsyncDirectory } from '../../db/durable-file.js';
 import type { Logger } from '../../log.js';
 import { describeError } from '../../util/errors.js';
 import { ACCOUNT_FILE_NAMES, entryName, linesOf, type AccountFileName, type AccountFilesText } from './entries.js';
@@ -43,15 +44,6 @@ async function readOptional(path: string): Promise<string | null> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
-  }
-}
-
-async function fsyncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 
