@@ -12,7 +12,10 @@ const CONFIG = '/etc/nodemgr/nodemgr.conf';
 /** The example document's accounts for node 1 (etc/slices.xml). */
 const SLIVERS = ['example_web', 'example_seed'];
 const DELEGATE = 'del_example';
-/** What the unit says; read back from systemd below, these are only the fallbacks for the messages. */
+/**
+ * Allowed beyond RestartSec (read from systemd below): systemd noticing the death, ExecStopPost,
+ * ExecStartPre and node's start, in a software-emulated machine on a shared host.
+ */
 const SLACK_MS = 20_000;
 
 const why =
