@@ -7,7 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { RUNTIME_KINDS, type RuntimeKind } from '../slices/types.js';
 import { packageRoot } from './package-root.js';
 import {
-  authorityUrl, bridgeName, cgroupName, count, dnsDomain, factor, globList, interfaceName, ipv4List, ipv4Prefix, optionalIpv4, ipAddress, kbits, libvirtUri, milliseconds, oneOf,
+  authorityUrl, bridgeName, cgroupName, cgroupPath, count, dnsDomain, factor, globList, interfaceName, ipv4List, ipv4Prefix, optionalIpv4, ipAddress, kbits, libvirtUri, milliseconds, oneOf,
   optionalAccountName, optionalDirectoryUrl, optionalPath, path, prefixList, range, readyMarker, seconds, socketPath, type ValueType,
 } from './values.js';
 
@@ -249,8 +249,8 @@ export const KEYS: readonly KeyDescriptor[] = [
     'TCP port of the Prometheus metrics endpoint; 0 turns it off.'),
   key('cgroup_root', 'cgroupRoot', path, '/sys/fs/cgroup',
     'Where the cgroup file systems are mounted; cgroup v2 (one unified hierarchy) or v1 (one per controller) is detected there.'),
-  key('cgroup_parent', 'cgroupParent', cgroupName, 'nodemgr',
-    "The daemon's own group in every hierarchy: each sliver's group is made under it, and nothing outside it is touched."),
+  key('cgroup_parent', 'cgroupParent', cgroupPath, 'nodemgr',
+    "The daemon's own group in every hierarchy, a path below its root: each sliver's group is made under it, and nothing outside it is touched."),
   key('shaping_device', 'shapingDevice', interfaceName, 'auto',
     "Network device whose outgoing traffic is shaped (one HTB class pair per sliver); auto: the device of the IPv4 default route; none: no shaping."),
   key('shaping_link_rate', 'shapingLinkRateKbit', kbits(8), 1_000_000,

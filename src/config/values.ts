@@ -142,9 +142,20 @@ export const interfaceName = textWhere(
   'a network device name (1 to 15 letters, digits, "_", "-", ".", ":" or "@"), "auto" or "none"',
 );
 
+const CGROUP_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
+
 export const cgroupName = textWhere(
-  (text) => /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/.test(text),
+  (text) => CGROUP_NAME.test(text),
   'a cgroup directory name (letters, digits, "_", "-", "." not first, at most 64)',
+);
+
+/**
+ * "nodemgr" or "system.slice/nodemgr.service/slivers": a group below the hierarchy's root, so that
+ * the slivers' groups can live in the subtree systemd delegates to the daemon's unit.
+ */
+export const cgroupPath = textWhere(
+  (text) => text.split('/').every((part) => CGROUP_NAME.test(part)),
+  'a cgroup directory name, or names joined by "/" below the hierarchy\'s root (letters, digits, "_", "-", "." not first, at most 64 each)',
 );
 
 /** "10.0.0.0/8, 2001:db8::/32": IPv4 or IPv6 prefixes, comma separated; empty for none. */

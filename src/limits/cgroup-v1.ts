@@ -95,7 +95,9 @@ export async function cgroupV1(root: string, parent: string): Promise<CgroupBack
     for (const hierarchy of hierarchies) {
       const path = join(hierarchy, parent);
       try {
-        await mkdir(path);
+        // A parent below a group of systemd's (the unit's, with Delegate=yes) needs that group in
+        // the hierarchies systemd leaves alone too (freezer).
+        await mkdir(path, { recursive: true });
       } catch (error) {
         if (errorCode(error) !== 'EEXIST') throw new CgroupError(`cannot create ${PARENT_SUBJECT} ${path}: ${errorCode(error) ?? String(error)}`, errorCode(error), path);
       }

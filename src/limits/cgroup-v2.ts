@@ -1,7 +1,7 @@
 // cgroup v2: one hierarchy, and a controller reaches a group only when every ancestor lists it in
 // cgroup.subtree_control. The daemon enables what it may in the parent it owns; what the host has
 // not handed down to that parent cannot be enforced, and `support` says so instead of failing.
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { CFS_PERIOD_US, SHARES_MAX, SHARES_MIN, sharesToWeight } from '../rspec/cpu.js';
@@ -29,6 +29,11 @@ const LIMIT_CONTROLLERS = ['cpu', 'memory', 'pids'] as const;
 const WEIGHT_PER_CPU = 100;
 const WEIGHT_MAX = 10_000;
 const FREEZE_WAIT_MS = 1_000;
+/**
+ * Where the daemon moves itself when its own group holds the slivers' parent: a group with
+ * processes in it cannot hand controllers down (cgroup v2's "no internal processes" rule).
+ */
+export const DAEMON_LEAF = 'daemon';
 
 const words = (text: string | null) => new Set((text ?? '').split(/\s+/).filter(Boolean));
 
@@ -55,14 +60,42 @@ async function killMode(dirs: readonly string[]): Promise<'kill' | 'freeze' | nu
   return version >= 5014 ? 'kill' : version >= 5002 ? 'freeze' : null;
 }
 
+/** The group this process was started in ("0::/system.slice/nodemgr.service"), as a directory under root. Pure. */
+export function ownGroupDir(root: string, procSelfCgroup: string): string | null {
+  const line = procSelfCgroup.split('\n').find((l) => l.startsWith('0::/'));
+  if (line === undefined) return null;
+  const path = line.slice(3).replace(/\/+$/, '');
+  // A daemon that has already moved into its leaf (a start that followed an earlier attempt) owns the group above it.
+  const own = path.endsWith(`/${DAEMON_LEAF}`) ? path.slice(0, -DAEMON_LEAF.length - 1) : path;
+  return join(root, own);
+}
+
+/**
+ * A parent inside the daemon's own group is inside the subtree systemd delegates to the unit
+ * (Delegate=yes): the daemon hands the controllers down itself, after moving into a leaf of its own.
+ */
+async function handDownControllers(container: string, controllers: readonly string[]): Promise<void> {
+  const leaf = join(container, DAEMON_LEAF);
+  await mkdir(leaf).catch((error: unknown) => {
+    if (errorCode(error) !== 'EEXIST') throw new CgroupError(`cannot create the daemon's own group ${leaf}: ${errorCode(error) ?? String(error)}`, errorCode(error), leaf);
+  });
+  await writeControl(join(leaf, 'cgroup.procs'), String(process.pid), `the daemon's own group ${leaf}`);
+  const enabled = words(await readControl(join(container, 'cgroup.subtree_control')));
+  const wanted = controllers.filter((c) => !enabled.has(c));
+  if (wanted.length > 0) await writeControl(join(container, 'cgroup.subtree_control'), wanted.map((c) => `+${c}`).join(' '), `the daemon's group ${container}`);
+}
+
 export async function cgroupV2(root: string, parent: string): Promise<CgroupBackend> {
   const dir = join(root, parent);
   const container = dirname(dir);
   const containerControllers = await readControl(join(container, 'cgroup.controllers'));
   if (containerControllers === null) throw new CgroupError(`${container} is not a cgroup v2 group: it has no cgroup.controllers`, 'ENOENT', container);
   const containerSubtree = await readControl(join(container, 'cgroup.subtree_control'));
-  // What the parent's cgroup.controllers lists, or will list once it exists.
-  const available = words((await readControl(join(dir, 'cgroup.controllers'))) ?? containerSubtree);
+  const delegated = container !== root && ownGroupDir(root, await readFile('/proc/self/cgroup', 'utf8').catch(() => '')) === container;
+  const delegatedControllers = LIMIT_CONTROLLERS.filter((c) => words(containerControllers).has(c));
+  // What the parent's cgroup.controllers lists, or will list once it exists (in a delegated
+  // group: once the daemon has handed them down).
+  const available = words((await readControl(join(dir, 'cgroup.controllers'))) ?? (delegated ? delegatedControllers.join(' ') : containerSubtree));
   const unavailable = (controller: string) => {
     if (available.has(controller)) return null;
     return words(containerControllers).has(controller)
@@ -82,6 +115,7 @@ export async function cgroupV2(root: string, parent: string): Promise<CgroupBack
   const group = (name: string) => join(dir, name);
 
   async function ensureParent(): Promise<void> {
+    if (delegated) await handDownControllers(container, delegatedControllers);
     try {
       await mkdir(dir);
     } catch (error) {

@@ -258,7 +258,7 @@ const verifyTitle = 'the systemd unit passes systemd-analyze verify';
   cleanups.push(() => box.cleanup());
   // verify checks that ExecStart exists, so point it at this checkout's build
   const unit = (await readFile(join(import.meta.dirname, '../../systemd/nodemgr.service'), 'utf8'))
-    .replace('/usr/local/bin/nodemgr', `${process.execPath} ${join(import.meta.dirname, '../../dist/src/cli/main.js')}`);
+    .replace('ExecStart=nodemgr ', `ExecStart=${process.execPath} ${join(import.meta.dirname, '../../dist/src/cli/main.js')} `);
   const file = join(box.dir, 'nodemgr.service');
   await writeFile(file, unit);
   const result = await run('systemd-analyze', ['verify', file]).catch((e) => e);

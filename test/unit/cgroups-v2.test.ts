@@ -5,7 +5,7 @@ import test from 'ava';
 import { mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { weightToShares } from '../../src/limits/cgroup-v2.js';
+import { ownGroupDir, weightToShares } from '../../src/limits/cgroup-v2.js';
 import { createSliverCgroups, detectCgroupVersion, validateGroupName, type CgroupLimits } from '../../src/limits/cgroups.js';
 import { capQuotaUs, sharesToWeight } from '../../src/rspec/cpu.js';
 
@@ -200,4 +200,14 @@ test('a directory that is not a cgroup2 mount is taken for v1 or hybrid', async 
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   t.is(await detectCgroupVersion(dir), 1);
   await t.throwsAsync(detectCgroupVersion(join(dir, 'missing')), { message: /cannot tell the cgroup version at .*missing: ENOENT/ });
+});
+
+test('the daemon\'s own group is read from /proc/self/cgroup, its leaf "daemon" counting as the group above it', (t) => {
+  const root = '/sys/fs/cgroup';
+  t.is(ownGroupDir(root, '0::/system.slice/nodemgr.service\n'), '/sys/fs/cgroup/system.slice/nodemgr.service');
+  // after it moved into its leaf, the unit's group is still its own (a parent under it stays delegated)
+  t.is(ownGroupDir(root, '0::/system.slice/nodemgr.service/daemon\n'), '/sys/fs/cgroup/system.slice/nodemgr.service');
+  t.is(ownGroupDir(root, '0::/\n'), root);
+  // v1 lines only (a host without the unified hierarchy): no v2 group of its own
+  t.is(ownGroupDir(root, '4:memory:/\n1:name=systemd:/\n'), null);
 });

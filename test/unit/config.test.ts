@@ -195,6 +195,10 @@ test('the limit keys: device names, prefixes and cgroup names are checked, and t
   t.throws(() => parseConfig('exempt_prefixes = 10.0.0.0/33', FILE), { message: /exempt_prefixes: .*"10.0.0.0\/33"/ });
   t.throws(() => parseConfig('exempt_prefixes = 10.0.0.0', FILE), { message: /address prefixes/ });
   t.throws(() => parseConfig('cgroup_parent = ../escape', FILE), { message: /cgroup_parent: expected a cgroup directory name/ });
+  // a path below the root, as the unit's delegated subtree is
+  t.is(parseConfig('cgroup_parent = system.slice/nodemgr.service/slivers', FILE).cgroupParent, 'system.slice/nodemgr.service/slivers');
+  t.throws(() => parseConfig('cgroup_parent = system.slice/../escape', FILE), { message: /cgroup_parent: expected a cgroup directory name/ });
+  t.throws(() => parseConfig('cgroup_parent = /absolute', FILE), { message: /cgroup_parent: expected a cgroup directory name/ });
   t.throws(() => parseConfig('sliver_uid_min = 10000\nsliver_uid_max = 60000', FILE), { message: /at most 32639 uids .*shaping_device = none/ });
   t.is(parseConfig('sliver_uid_min = 10000\nsliver_uid_max = 60000\nshaping_device = none', FILE).sliverUidMax, 60_000);
 });
