@@ -16,6 +16,7 @@ function recordingCommit(fail: (requests: BatchRequests) => boolean = () => fals
     const outcomes = new Map<string, AccountOutcome>();
     requests.creates.forEach((a, i) => outcomes.set(a.name, a.name.startsWith('bad') ? { kind: 'refused', reason: 'no', permanent: true } : { kind: 'created', uid: 100 + i, gid: 100 + i }));
     for (const name of requests.removes) outcomes.set(name, { kind: 'absent' });
+    for (const change of requests.changes ?? []) outcomes.set(change.name, { kind: 'refused', reason: `changed ${change.login}`, permanent: false });
     return outcomes;
   };
   return { batches, commit };
@@ -24,12 +25,15 @@ function recordingCommit(fail: (requests: BatchRequests) => boolean = () => fals
 test('requests of one moment are one commit, and each caller gets its own outcome', async (t) => {
   const { batches, commit } = recordingCommit();
   const batcher = accountBatcher(commit, { gatherMs: 5 });
-  const results = await Promise.all([batcher.create(account('a')), batcher.create(account('b')), batcher.remove('c'), batcher.create(account('bad'))]);
+  const lock = { name: 'd', shell: null, login: 'lock' } as const;
+  const results = await Promise.all([
+    batcher.create(account('a')), batcher.create(account('b')), batcher.remove('c'), batcher.create(account('bad')), batcher.change(lock),
+  ]);
   t.is(batches.length, 1);
-  t.deepEqual(batches[0], { creates: [account('a'), account('b'), account('bad')], removes: ['c'] });
+  t.deepEqual(batches[0], { creates: [account('a'), account('b'), account('bad')], removes: ['c'], changes: [lock] });
   t.deepEqual(results, [
     { kind: 'created', uid: 100, gid: 100 }, { kind: 'created', uid: 101, gid: 101 }, { kind: 'absent' },
-    { kind: 'refused', reason: 'no', permanent: true },
+    { kind: 'refused', reason: 'no', permanent: true }, { kind: 'refused', reason: 'changed lock', permanent: false },
   ]);
 });
 

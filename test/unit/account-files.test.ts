@@ -174,3 +174,33 @@ test('files without shadow or gshadow are left without them', (t) => {
   t.is(final(plan).gshadow, null);
   t.deepEqual(plan.steps[0]!.order, ['group', 'passwd']);
 });
+
+test('changes: a start sets the shell and "*" (dated), a stop a shell and "!" before the hash; in place, ours only', (t) => {
+  const withHash = { ...base, shadow: base.shadow!.replace('old_one:*:19500', 'old_one:$y$hash:19500') };
+  const stop = planBatch(withHash, { creates: [], removes: [], changes: [{ name: 'old_one', shell: '/usr/sbin/nologin', login: 'lock' }] }, rules);
+  t.is(outcome(stop, 'old_one')?.kind, 'changed');
+  const stopped = final(stop);
+  t.is(stopped.passwd, base.passwd.replace('/home/old_one:/bin/bash', '/home/old_one:/usr/sbin/nologin'), 'the one field changed, the line in place');
+  t.true(stopped.shadow!.includes('old_one:!$y$hash:19500:'), 'locked, not dated');
+  t.is(stopped.group, base.group);
+  t.deepEqual(stop.steps.at(-1)!.order, ['passwd', 'shadow'], 'a lock takes the shell away first');
+
+  const start = planBatch(stopped, { creates: [], removes: [], changes: [{ name: 'old_one', shell: '/bin/bash', login: 'enable' }] }, rules);
+  const started = final(start);
+  t.is(started.passwd, base.passwd);
+  t.true(started.shadow!.includes('old_one:*:20000:0:99999:7:::'), 'enabled with no usable password, dated today as usermod -p does');
+  t.deepEqual(start.steps.at(-1)!.order, ['shadow', 'passwd']);
+
+  const refused = planBatch(base, {
+    creates: [], removes: [], changes: [
+      { name: 'alice', shell: '/bin/sh', login: null }, { name: 'nobody_here', shell: null, login: 'lock' },
+      { name: 'old_one', shell: 'bin/sh', login: null },
+    ],
+  }, rules);
+  t.like(outcome(refused, 'alice'), { kind: 'refused', reason: 'it exists and is not managed by nodemgr' });
+  t.like(outcome(refused, 'nobody_here'), { kind: 'refused', permanent: false });
+  t.like(outcome(refused, 'old_one'), { kind: 'refused', permanent: true });
+  t.deepEqual(refused.steps, [], 'nothing written');
+  const unchanged = planBatch(base, { creates: [], removes: [], changes: [{ name: 'old_one', shell: '/bin/bash', login: 'enable' }] }, rules);
+  t.deepEqual(unchanged.steps, [], 'a change to what is already there writes nothing');
+});

@@ -55,6 +55,14 @@ export function editEntries(text: string, removed: ReadonlySet<string>, added: r
   return textOf([...kept, ...added]);
 }
 
+/** The text with each entry line that `edit` answers for replaced in place (null: kept as it is). */
+export function replaceEntries(text: string, edit: (name: string, line: string) => string | null): string {
+  return textOf(linesOf(text).map((line) => {
+    const name = entryName(line);
+    return name === null ? line : (edit(name, line) ?? line);
+  }));
+}
+
 /** A field value that cannot break the file's format: no ":" (the separator) and no line break. */
 export function invalidField(value: string): string | null {
   if (/[:\n\r]/.test(value)) return 'contains ":" or a line break';

@@ -11,7 +11,7 @@
 // passwd. No account exists half-made, and the next batch sweeps such orphans (see orphanGroups).
 import { invalidAccountName } from '../account-names.js';
 import { parseGroup, parsePasswd, type GroupEntry, type PasswdEntry } from '../passwd.js';
-import { duplicateNames, editEntries, entryName, invalidField, linesOf, type AccountFileName, type AccountFilesText } from './entries.js';
+import { duplicateNames, editEntries, entryName, invalidField, linesOf, replaceEntries, type AccountFileName, type AccountFilesText } from './entries.js';
 
 export interface NewAccount {
   readonly name: string;
@@ -22,9 +22,22 @@ export interface NewAccount {
   readonly password: string;
 }
 
+/**
+ * A change of an existing account of ours, as `usermod -s SHELL -p '*'` (enable) or
+ * `usermod -s SHELL -L` (lock) would make it: a start or a stop of many slivers is then one write too.
+ */
+export interface AccountChange {
+  readonly name: string;
+  /** The login shell to set; null leaves it. */
+  readonly shell: string | null;
+  /** 'enable': the password field "*" (no usable password: keys only); 'lock': "!" before it; null leaves it. */
+  readonly login: 'enable' | 'lock' | null;
+}
+
 export interface BatchRequests {
   readonly creates: readonly NewAccount[];
   readonly removes: readonly string[];
+  readonly changes?: readonly AccountChange[];
 }
 
 export interface BatchRules {
@@ -41,6 +54,7 @@ export type AccountOutcome =
   /** The name has an entry already (the caller decides whether it is the one it wanted). */
   | { readonly kind: 'exists'; readonly entry: PasswdEntry }
   | { readonly kind: 'removed'; readonly entry: PasswdEntry }
+  | { readonly kind: 'changed'; readonly entry: PasswdEntry }
   | { readonly kind: 'absent' }
   /** Not done, and why; permanent when the request itself can never be done. */
   | { readonly kind: 'refused'; readonly reason: string; readonly permanent: boolean };
@@ -190,12 +204,18 @@ export function planBatch(files: AccountFilesText, requests: BatchRequests, rule
     }
   }
 
-  const afterRemoval: AccountFilesText = {
+  const changed = planChanges(requests.changes ?? [], { byName, duplicated, outcomes, refuse, rules });
+
+  // A lock takes a login away, so it goes with the removals (passwd's shell first, then the
+  // shadow line); an enable gives one, so it goes with the creations (passwd's shell last).
+  const locks = new Map([...changed].filter(([, c]) => c.login === 'lock'));
+  const others = new Map([...changed].filter(([, c]) => c.login !== 'lock'));
+  const afterRemoval: AccountFilesText = applyChanges({
     passwd: editEntries(files.passwd, removed, []),
     shadow: files.shadow === null ? null : editEntries(files.shadow, removed, []),
     group: editEntries(files.group, groupsRemoved, []),
     gshadow: files.gshadow === null ? null : editEntries(files.gshadow, groupsRemoved, []),
-  };
+  }, locks, rules.today);
   const none = new Set<string>();
   const afterCreation: AccountFilesText = {
     passwd: editEntries(afterRemoval.passwd, none, created.map((a) => `${a.name}:x:${createdIds.get(a.name)}:${createdIds.get(a.name)}:${a.gecos}:${a.home}:${a.shell}`)),
@@ -203,10 +223,77 @@ export function planBatch(files: AccountFilesText, requests: BatchRequests, rule
     group: editEntries(afterRemoval.group, none, created.map((a) => `${a.name}:x:${createdIds.get(a.name)}:`)),
     gshadow: afterRemoval.gshadow === null ? null : editEntries(afterRemoval.gshadow, none, created.map((a) => `${a.name}:!::`)),
   };
+  const afterChanges = applyChanges(afterCreation, others, rules.today);
   const steps: BatchStep[] = [];
-  for (const [before, after, order] of [[files, afterRemoval, REMOVAL_ORDER], [afterRemoval, afterCreation, CREATION_ORDER]] as const) {
+  for (const [before, after, order] of [[files, afterRemoval, REMOVAL_ORDER], [afterRemoval, afterChanges, CREATION_ORDER]] as const) {
     const changed = order.filter((f) => before[f] !== after[f]);
     if (changed.length > 0) steps.push({ files: after, order: changed });
   }
   return { outcomes, steps };
+}
+
+interface ChangeContext {
+  readonly byName: ReadonlyMap<string, PasswdEntry>;
+  readonly duplicated: ReadonlySet<string>;
+  readonly outcomes: Map<string, AccountOutcome>;
+  readonly refuse: (name: string, reason: string, permanent?: boolean) => void;
+  readonly rules: BatchRules;
+}
+
+/** The changes that can be made, by name; the others get their refusal. */
+function planChanges(changes: readonly AccountChange[], ctx: ChangeContext): Map<string, AccountChange> {
+  const planned = new Map<string, AccountChange>();
+  for (const change of changes) {
+    const { name } = change;
+    const bad = invalidAccountName(name) ?? (change.shell === null ? null : shellProblem(change.shell));
+    if (bad !== null) ctx.refuse(name, bad, true);
+    else if (ctx.outcomes.has(name)) {
+      if (ctx.outcomes.get(name)!.kind !== 'changed') ctx.refuse(name, 'it is changed and also created or removed in one batch');
+    } else if (ctx.duplicated.has(name)) ctx.refuse(name, 'the account files hold more than one entry of that name');
+    else {
+      const entry = ctx.byName.get(name);
+      if (!entry) ctx.refuse(name, `no account named "${name}" to change`);
+      else if (!ctx.rules.owns(entry)) ctx.refuse(name, 'it exists and is not managed by nodemgr');
+      else {
+        planned.set(name, change);
+        ctx.outcomes.set(name, { kind: 'changed', entry });
+      }
+    }
+  }
+  return planned;
+}
+
+function shellProblem(shell: string): string | null {
+  const bad = invalidField(shell);
+  if (bad !== null) return `its shell ${JSON.stringify(shell)} ${bad}`;
+  return shell.startsWith('/') ? null : 'its shell must be an absolute path';
+}
+
+/** The passwd shells and shadow password fields the changes set; every other byte as it was. */
+function applyChanges(files: AccountFilesText, changes: ReadonlyMap<string, AccountChange>, today: number): AccountFilesText {
+  if (changes.size === 0) return files;
+  const passwd = replaceEntries(files.passwd, (name, line) => {
+    const shell = changes.get(name)?.shell ?? null;
+    if (shell === null) return null;
+    const fields = line.split(':');
+    if (fields.length !== 7 || fields[6] === shell) return null;
+    fields[6] = shell;
+    return fields.join(':');
+  });
+  const shadow = files.shadow === null ? null : replaceEntries(files.shadow, (name, line) => {
+    const login = changes.get(name)?.login ?? null;
+    if (login === null) return null;
+    const fields = line.split(':');
+    if (fields.length < 3) return null;
+    const password = fields[1]!;
+    if (login === 'enable' && password !== '*') {
+      // usermod -p also dates the change.
+      fields[1] = '*';
+      fields[2] = String(today);
+    } else if (login === 'lock' && !password.startsWith('!')) {
+      fields[1] = `!${password}`;
+    } else return null;
+    return fields.join(':');
+  });
+  return { ...files, passwd, shadow };
 }

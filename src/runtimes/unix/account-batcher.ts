@@ -2,19 +2,23 @@
 // (one converge pass hands out all of its creates or destroys together) into one locked write of
 // the account files. Each caller still awaits its own account's outcome; a refusal of one account
 // is that account's alone, and only a failure of the write itself fails the whole batch.
-import type { AccountOutcome, BatchRequests, NewAccount } from '../../host/account-files/plan.js';
+import type { AccountChange, AccountOutcome, BatchRequests, NewAccount } from '../../host/account-files/plan.js';
 import { exclusive } from './shadow-utils.js';
 
 export interface AccountBatcher {
   create(account: NewAccount): Promise<AccountOutcome>;
   remove(name: string): Promise<AccountOutcome>;
+  /** A shell or login change of an existing account (a start's or a stop's usermod). */
+  change(change: AccountChange): Promise<AccountOutcome>;
 }
+
+type Request = { readonly create: NewAccount } | { readonly remove: string } | { readonly change: AccountChange };
 
 type Commit = (requests: BatchRequests) => Promise<ReadonlyMap<string, AccountOutcome>>;
 
 interface Waiting {
   readonly name: string;
-  readonly create: NewAccount | null;
+  readonly request: Request;
   resolve(outcome: AccountOutcome): void;
   reject(error: unknown): void;
 }
@@ -40,8 +44,9 @@ export function accountBatcher(commit: Commit, options: { gatherMs: number }): A
     writing = true;
     try {
       const requests: BatchRequests = {
-        creates: batch.flatMap((w) => (w.create ? [w.create] : [])),
-        removes: batch.flatMap((w) => (w.create ? [] : [w.name])),
+        creates: batch.flatMap((w) => ('create' in w.request ? [w.request.create] : [])),
+        removes: batch.flatMap((w) => ('remove' in w.request ? [w.request.remove] : [])),
+        changes: batch.flatMap((w) => ('change' in w.request ? [w.request.change] : [])),
       };
       // One account-file change of this process at a time (see shadow-utils.ts).
       const outcomes = await exclusive(() => commit(requests));
@@ -58,14 +63,15 @@ export function accountBatcher(commit: Commit, options: { gatherMs: number }): A
     }
   };
 
-  const request = (name: string, create: NewAccount | null) =>
+  const ask = (name: string, request: Request) =>
     new Promise<AccountOutcome>((resolve, reject) => {
-      waiting.push({ name, create, resolve, reject });
+      waiting.push({ name, request, resolve, reject });
       schedule();
     });
 
   return {
-    create: (account) => request(account.name, account),
-    remove: (name) => request(name, null),
+    create: (account) => ask(account.name, { create: account }),
+    remove: (name) => ask(name, { remove: name }),
+    change: (change) => ask(change.name, { change }),
   };
 }

@@ -1,13 +1,13 @@
 // What the unix runtime does to one account: create, configure, start, stop and destroy, each
-// idempotent. Creations and removals change the account files in batches (account-batcher.ts);
-// the single changes of configure, start and stop use shadow-utils' usermod.
+// idempotent. Creations, removals and the shell and login changes of configure, start and stop
+// change the account files in batches (account-batcher.ts).
 import { lstat, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AccountKind } from '../../db/types.js';
 import { type ProcessScan } from '../../host/process-scan.js';
 import { killProcessesOf } from '../../host/processes.js';
 import type { Logger } from '../../log.js';
-import type { AccountOutcome } from '../../host/account-files/plan.js';
+import type { AccountChange, AccountOutcome } from '../../host/account-files/plan.js';
 import { PermanentError } from '../../util/errors.js';
 import type { AccountSpec, StartContext } from '../types.js';
 import { writeAuthorizedKeys } from './authorized-keys.js';
@@ -52,6 +52,22 @@ export const loginEnabled = (c: UnixContext, account: HostAccount) => account.sh
 function refusal(outcome: AccountOutcome & { kind: 'refused' }, name: string, op: string): Error {
   const message = `cannot ${op} account "${name}": ${outcome.reason}`;
   return outcome.permanent ? new PermanentError(message) : new Error(message);
+}
+
+/**
+ * A shell or login change, in the batch of the account files' changes: a start or a stop of many
+ * slivers is one write, not one usermod each (a usermod takes as long as a useradd). An account
+ * without a shadow line (not one nodemgr made) keeps usermod's own handling of its passwd field.
+ */
+async function changeAccount(c: UnixContext, account: HostAccount, change: AccountChange, op: string): Promise<void> {
+  if (change.shell === null && change.login === null) return;
+  if (account.shadow === null) {
+    const args = [...(change.shell === null ? [] : ['-s', change.shell]), ...(change.login === 'enable' ? ['-p', NO_PASSWORD] : change.login === 'lock' ? ['-L'] : [])];
+    await shadowUtil(c, 'usermod', [...args, account.name]);
+    return;
+  }
+  const outcome = await c.batcher.change(change);
+  if (outcome.kind === 'refused') throw refusal(outcome, account.name, op);
 }
 
 export async function createAccount(c: UnixContext, spec: AccountSpec): Promise<{ uid: number }> {
@@ -101,7 +117,7 @@ export async function configureAccount(c: UnixContext, spec: AccountSpec): Promi
   // A started account keeps the shell of its kind (the delegate shell may have been
   // configured, or installed, after the account was started).
   if (loginEnabled(c, account) && account.shell !== c.shellOf(spec.kind)) {
-    await shadowUtil(c, 'usermod', ['-s', c.shellOf(spec.kind), spec.name]);
+    await changeAccount(c, account, { name: spec.name, shell: c.shellOf(spec.kind), login: null }, 'configure');
   }
   c.logger.debug('account configured', { account: spec.name, keys: spec.keys.length });
 }
@@ -110,12 +126,11 @@ export async function startAccount(c: UnixContext, spec: AccountSpec, context: S
   const account = await c.accounts.required(spec, 'start');
   const wasRunning = loginEnabled(c, account);
   const shell = c.shellOf(spec.kind);
-  const args: string[] = [];
-  if (account.shell !== shell) args.push('-s', shell);
-  // `usermod -U` refuses an account whose password would become empty; "*" enables the
-  // account with no usable password, which is what a key-only account is.
-  if (account.shadow?.hash !== NO_PASSWORD) args.push('-p', NO_PASSWORD);
-  if (args.length > 0) await shadowUtil(c, 'usermod', [...args, spec.name]);
+  // "*" enables the account with no usable password, which is what a key-only account is
+  // (`usermod -U` would refuse one whose password would become empty).
+  await changeAccount(c, account, {
+    name: spec.name, shell: account.shell === shell ? null : shell, login: account.shadow?.hash === NO_PASSWORD ? null : 'enable',
+  }, 'start');
   if (spec.kind !== 'sliver') return;
 
   const text = spec.initscript ?? '';
@@ -144,12 +159,12 @@ export async function startAccount(c: UnixContext, spec: AccountSpec, context: S
 
 /** Login disabled, the next start runs the initscript again, every process of the uid killed. */
 async function stopHostAccount(c: UnixContext, account: HostAccount): Promise<void> {
-  const args: string[] = [];
-  if (account.shell !== c.disabledShell) args.push('-s', c.disabledShell);
-  // -L puts "!" before the hash; an account is never left half-locked, and "!" alone (a new
+  // A lock puts "!" before the hash; an account is never left half-locked, and "!" alone (a new
   // account) is locked already.
-  if (account.shadow === null || !account.shadow.locked) args.push('-L');
-  if (args.length > 0) await shadowUtil(c, 'usermod', [...args, account.name]);
+  await changeAccount(c, account, {
+    name: account.name, shell: account.shell === c.disabledShell ? null : c.disabledShell,
+    login: account.shadow !== null && account.shadow.locked ? null : 'lock',
+  }, 'stop');
   await forgetStarted(c.runDir, account.name);
   // Whatever of the uid is still running (the supervisor's hooks emptied the sliver's groups).
   const killed = await killProcessesOf(account.uid, account.gid);
