@@ -9,7 +9,7 @@ import { databaseAddressBook, scopedAddressBook } from '../addresses/address-boo
 import { createAddressPoolFile } from '../addresses/pool-file.js';
 import { startPoller } from '../authority/poller.js';
 import type { Config } from '../config/config.js';
-import { recordAccountReport } from '../db/accounts.js';
+import { accountReportRecorder } from '../db/accounts.js';
 import { bwcapOf, sliverRecords } from '../db/records.js';
 import { recordWriter } from '../db/record-writer.js';
 import { openDatabase, type DatabaseStore } from '../db/store.js';
@@ -86,6 +86,7 @@ async function startParts(config: Config, logger: Logger, all: Services) {
   const syncStatus = await all.add('sync status', async () => createSyncStatusFile(
     statusFile, await readSyncStatus(statusFile, (reason) => logger.warn('sync status ignored', { reason })), logger,
   ), (file) => file.flush());
+  const reports = accountReportRecorder(store, now);
   const supervisors = await all.add('supervisors', () => createSupervisors({
     runtime,
     hooks: [limitsHook(enforcer)],
@@ -95,11 +96,12 @@ async function startParts(config: Config, logger: Logger, all: Services) {
     retryInitialMs: config.opRetryInitialMs,
     retryMaxMs: config.opRetryMaxMs,
     opTimeoutMs: OP_TIMEOUT_MS,
-    report: (report) => store.update((db) => recordAccountReport(db, report, now().toISOString())),
+    report: (report) => reports.record(report),
     observe: (action, ok, seconds) => metrics.operation(action, ok, seconds),
-  }), (s) => {
+  }), async (s) => {
     guests.interrupt(); // a guest that is booting is not waited for
-    return s.stop();
+    await s.stop();
+    reports.flush(); // what the last operations reported, before the database closes
   });
   const records = recordWriter(store, logger);
   const taskGuests = await all.add('task guests', () => createTaskGuests(config, { images, addresses, logger, now }), (g) => g.close());

@@ -1,16 +1,32 @@
-// Bookkeeping of account states in the database. Pure.
+// Bookkeeping of account states in the database: pure, but for the recorder that gathers reports.
 import type { AccountReport, AccountStatus, NodeDatabase } from './types.js';
 
 /** Records what a supervisor reported; an account reported absent is forgotten. */
 export function recordAccountReport(db: NodeDatabase, report: AccountReport, nowIso: string): NodeDatabase {
-  const previous = db.accounts[report.name];
-  if (report.state === 'absent') {
-    if (!previous) return db;
-    const accounts = { ...db.accounts };
-    delete accounts[report.name];
-    return { ...db, accounts };
+  return recordAccountReports(db, [report], nowIso);
+}
+
+/**
+ * Records reports in order, with one copy of the accounts table for all of them: a converge pass
+ * of a thousand slivers brings thousands of reports, and a copy each made the bookkeeping quadratic.
+ */
+export function recordAccountReports(db: NodeDatabase, reports: readonly AccountReport[], nowIso: string): NodeDatabase {
+  let accounts: Record<string, AccountStatus> | null = null;
+  for (const report of reports) {
+    const current = accounts ?? db.accounts;
+    const previous = current[report.name];
+    const next = report.state === 'absent' ? null : statusOf(previous, report, nowIso);
+    // The same report twice (a refusal seen on every pass) leaves the database as it was.
+    if (next === null ? previous === undefined : previous !== undefined && sameStatus(previous, next)) continue;
+    accounts ??= { ...db.accounts };
+    if (next === null) delete accounts[report.name];
+    else accounts[report.name] = next;
   }
-  const next: AccountStatus = {
+  return accounts === null ? db : { ...db, accounts };
+}
+
+function statusOf(previous: AccountStatus | undefined, report: AccountReport, nowIso: string): AccountStatus {
+  return {
     name: report.name,
     kind: report.kind,
     state: report.state,
@@ -20,9 +36,30 @@ export function recordAccountReport(db: NodeDatabase, report: AccountReport, now
     uid: report.uid !== undefined ? report.uid : (previous?.uid ?? null),
     attempts: report.attempts,
   };
-  // The same report twice (a refusal seen on every pass) leaves the database as it was.
-  if (previous && sameStatus(previous, next)) return db;
-  return { ...db, accounts: { ...db.accounts, [report.name]: next } };
+}
+
+/**
+ * The supervisors' reports, recorded a turn of the event loop later, together: the operations that
+ * end in one turn (a batch of account changes ends hundreds at once) are one update of the store.
+ * `flush` records what is waiting at once (before the store closes).
+ */
+export function accountReportRecorder(store: { update(fn: (db: NodeDatabase) => NodeDatabase): void }, now: () => Date) {
+  let waiting: AccountReport[] = [];
+  let scheduled: NodeJS.Immediate | null = null;
+  const flush = () => {
+    if (scheduled !== null) clearImmediate(scheduled);
+    scheduled = null;
+    const reports = waiting;
+    waiting = [];
+    if (reports.length > 0) store.update((db) => recordAccountReports(db, reports, now().toISOString()));
+  };
+  return {
+    record(report: AccountReport): void {
+      waiting.push(report);
+      scheduled ??= setImmediate(flush);
+    },
+    flush,
+  };
 }
 
 function sameStatus(a: AccountStatus, b: AccountStatus): boolean {

@@ -1,0 +1,50 @@
+// The bookkeeping of the supervisors' reports: in order, one copy of the accounts table per batch,
+// the same database object back when nothing changed, and the recorder's one update per turn.
+import test from 'ava';
+import { accountReportRecorder, recordAccountReport, recordAccountReports } from '../../src/db/accounts.js';
+import { emptyDatabase } from '../../src/db/types.js';
+import type { AccountReport, NodeDatabase } from '../../src/db/types.js';
+
+const report = (name: string, state: AccountReport['state'], extra: Partial<AccountReport> = {}): AccountReport =>
+  ({ name, kind: 'sliver', state, reason: null, attempts: 0, ...extra });
+
+test('reports are recorded in order: the last word on an account wins, absent forgets it', (t) => {
+  const db = recordAccountReports(emptyDatabase(), [
+    report('a', 'creating'), report('b', 'creating'), report('a', 'stopped', { uid: 70001 }),
+    report('a', 'running', { appliedHash: 'h1' }), report('b', 'absent'), report('c', 'failed', { reason: 'no', attempts: 2 }),
+  ], '2026-12-06T00:00:00.000Z');
+  t.deepEqual(Object.keys(db.accounts).sort(), ['a', 'c']);
+  t.like(db.accounts.a, { state: 'running', uid: 70001, appliedHash: 'h1' });
+  t.like(db.accounts.c, { state: 'failed', reason: 'no', attempts: 2 });
+  // One report at a time gives the same.
+  let one: NodeDatabase = emptyDatabase();
+  for (const r of [report('a', 'creating'), report('a', 'stopped', { uid: 70001 }), report('a', 'running', { appliedHash: 'h1' })]) {
+    one = recordAccountReport(one, r, '2026-12-06T00:00:00.000Z');
+  }
+  t.deepEqual(one.accounts.a, db.accounts.a);
+});
+
+test('reports that change nothing give back the same database object (no write follows)', (t) => {
+  const db = recordAccountReports(emptyDatabase(), [report('a', 'running')], '2026-12-06T00:00:00.000Z');
+  t.is(recordAccountReports(db, [report('a', 'running'), report('gone', 'absent')], '2026-12-06T00:01:00.000Z'), db);
+  const since = recordAccountReports(db, [report('a', 'running', { attempts: 0, reason: null })], 'later');
+  t.is(since.accounts.a!.since, '2026-12-06T00:00:00.000Z', 'the state kept keeps its time');
+});
+
+test('the recorder makes one update of the reports of one turn, and flush records at once', async (t) => {
+  let db: NodeDatabase = emptyDatabase();
+  let updates = 0;
+  const store = { update: (fn: (d: NodeDatabase) => NodeDatabase) => { updates++; db = fn(db); } };
+  const recorder = accountReportRecorder(store, () => new Date(0));
+  for (let i = 0; i < 100; i++) recorder.record(report(`s${i}`, 'running'));
+  t.is(updates, 0, 'not yet');
+  await new Promise((resolve) => setImmediate(resolve));
+  t.is(updates, 1);
+  t.is(Object.keys(db.accounts).length, 100);
+  recorder.record(report('s0', 'absent'));
+  recorder.flush();
+  t.is(updates, 2);
+  t.false('s0' in db.accounts);
+  await new Promise((resolve) => setImmediate(resolve));
+  t.is(updates, 2, 'nothing left to record after the flush');
+});
