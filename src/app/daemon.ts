@@ -127,7 +127,7 @@ async function startParts(config: Config, logger: Logger, all: Services) {
   const documents = createDocumentSync({ config, store, records, syncStatus: countedSyncStatus(syncStatus, metrics), logger, now });
   const converger = timedConverger(createConverger({ store, records, runtime, supervisors, logger, now, desired, afterPass: () => enforcer.refresh() }), metrics);
   return {
-    metrics, now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger, tasks, clusters,
+    metrics, now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, reports, records, documents, converger, tasks, clusters,
   };
 }
 
@@ -158,7 +158,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
   await prepareDirectories(config);
   const all = services(logger);
   const parts = await startParts(config, logger, all);
-  const { metrics, now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, records, documents, converger, tasks, clusters } = parts;
+  const { metrics, now, store, recovered, images, guests, unix, runtime, limits, enforcer, syncStatus, supervisors, reports, records, documents, converger, tasks, clusters } = parts;
   await startTimers(config, logger, all, parts);
 
   await prepareDelegateShell(config, logger);
@@ -230,6 +230,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Runni
     async settled() {
       await firstSynced;
       await supervisors.idle();
+      reports.flush();
       await store.flush();
       await syncStatus.flush();
     },

@@ -39,15 +39,16 @@ function statusOf(previous: AccountStatus | undefined, report: AccountReport, no
 }
 
 /**
- * The supervisors' reports, recorded a turn of the event loop later, together: the operations that
- * end in one turn (a batch of account changes ends hundreds at once) are one update of the store.
- * `flush` records what is waiting at once (before the store closes).
+ * The supervisors' reports, recorded together at most `gatherMs` later: the operations that end in
+ * that while (a batch of account changes ends hundreds at once, destroys end a few a millisecond) are
+ * one update of the store, since each update copies the accounts table. `flush` records what is
+ * waiting at once (before the store closes).
  */
-export function accountReportRecorder(store: { update(fn: (db: NodeDatabase) => NodeDatabase): void }, now: () => Date) {
+export function accountReportRecorder(store: { update(fn: (db: NodeDatabase) => NodeDatabase): void }, now: () => Date, gatherMs = 20) {
   let waiting: AccountReport[] = [];
-  let scheduled: NodeJS.Immediate | null = null;
+  let scheduled: NodeJS.Timeout | null = null;
   const flush = () => {
-    if (scheduled !== null) clearImmediate(scheduled);
+    if (scheduled !== null) clearTimeout(scheduled);
     scheduled = null;
     const reports = waiting;
     waiting = [];
@@ -56,7 +57,7 @@ export function accountReportRecorder(store: { update(fn: (db: NodeDatabase) => 
   return {
     record(report: AccountReport): void {
       waiting.push(report);
-      scheduled ??= setImmediate(flush);
+      scheduled ??= setTimeout(flush, gatherMs);
     },
     flush,
   };

@@ -1,5 +1,5 @@
 // The bookkeeping of the supervisors' reports: in order, one copy of the accounts table per batch,
-// the same database object back when nothing changed, and the recorder's one update per turn.
+// the same database object back when nothing changed, and the recorder's one update per moment.
 import test from 'ava';
 import { accountReportRecorder, recordAccountReport, recordAccountReports } from '../../src/db/accounts.js';
 import { emptyDatabase } from '../../src/db/types.js';
@@ -31,20 +31,20 @@ test('reports that change nothing give back the same database object (no write f
   t.is(since.accounts.a!.since, '2026-12-06T00:00:00.000Z', 'the state kept keeps its time');
 });
 
-test('the recorder makes one update of the reports of one turn, and flush records at once', async (t) => {
+test('the recorder makes one update of the reports of a moment, and flush records at once', async (t) => {
   let db: NodeDatabase = emptyDatabase();
   let updates = 0;
   const store = { update: (fn: (d: NodeDatabase) => NodeDatabase) => { updates++; db = fn(db); } };
-  const recorder = accountReportRecorder(store, () => new Date(0));
+  const recorder = accountReportRecorder(store, () => new Date(0), 5);
   for (let i = 0; i < 100; i++) recorder.record(report(`s${i}`, 'running'));
   t.is(updates, 0, 'not yet');
-  await new Promise((resolve) => setImmediate(resolve));
+  await new Promise((resolve) => setTimeout(resolve, 20));
   t.is(updates, 1);
   t.is(Object.keys(db.accounts).length, 100);
   recorder.record(report('s0', 'absent'));
   recorder.flush();
   t.is(updates, 2);
   t.false('s0' in db.accounts);
-  await new Promise((resolve) => setImmediate(resolve));
+  await new Promise((resolve) => setTimeout(resolve, 20));
   t.is(updates, 2, 'nothing left to record after the flush');
 });
