@@ -127,6 +127,28 @@ function configure<S extends Server | TlsServer>(server: S, answering: WeakSet<S
   return server;
 }
 
+/** Reads the request's body up to `limit` bytes; over it, the request is answered with its fault and its body is not handed on. */
+function readLimitedBody(req: IncomingMessage, limit: number, answer: (status: number, body: string) => void, onBody: (body: Buffer) => void): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let tooLarge = false;
+  req.on('data', (chunk: Buffer) => {
+    if (tooLarge) return;
+    size += chunk.length;
+    if (size > limit) {
+      tooLarge = true;
+      chunks.length = 0;
+      answer(413, encodeFault(FaultCode.notWellFormed, `request too large: more than ${limit} bytes`));
+      return;
+    }
+    chunks.push(chunk);
+  });
+  req.on('error', () => undefined); // an aborted request has no one left to answer
+  req.on('end', () => {
+    if (!tooLarge) onBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+  });
+}
+
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const { logger } = options;
   const callers = new WeakMap<Socket, Promise<Caller>>();
@@ -156,25 +178,8 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       req.resume();
       return;
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let tooLarge = false;
-    req.on('data', (chunk: Buffer) => {
-      if (tooLarge) return;
-      size += chunk.length;
-      if (size > options.maxRequestBytes) {
-        tooLarge = true;
-        chunks.length = 0;
-        answer(413, encodeFault(FaultCode.notWellFormed, `request too large: more than ${options.maxRequestBytes} bytes`));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('error', () => undefined); // an aborted request has no one left to answer
-    req.on('end', () => {
-      if (tooLarge) return;
+    readLimitedBody(req, options.maxRequestBytes, answer, (body) => {
       const socket = req.socket;
-      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
       const caller = known.get(socket);
       if (caller) {
         void respond(socket, body, caller, answer);
