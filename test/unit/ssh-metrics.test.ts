@@ -5,13 +5,14 @@ import test from 'ava';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import ssh2, { type ClientChannel } from 'ssh2';
+import ssh2 from 'ssh2';
 import { emptyDatabase, type NodeDatabase } from '../../src/db/types.js';
 import { createLogger } from '../../src/log.js';
 import { createMetrics } from '../../src/metrics/registry.js';
 import { startSshGateway, type Gateway } from '../../src/ssh/gateway.js';
 import { generateKeyPair, loadOrCreateHostKey } from '../../src/ssh/host-key.js';
 import { parseExposition, valueOf } from '../support/exposition.js';
+import { sshLogin, sshRequest } from '../support/ssh-client.js';
 import { waitFor } from '../support/wait.js';
 
 const pair = generateKeyPair('user@test');
@@ -52,29 +53,8 @@ test.after.always(() => gateway?.close());
 
 const scrape = async () => parseExposition(await metrics.text());
 
-function login(username: string, privateKey: string): Promise<ssh2.Client> {
-  return new Promise((resolve, reject) => {
-    const client = new ssh2.Client();
-    client.on('ready', () => resolve(client));
-    client.on('error', reject);
-    client.connect({ host: '127.0.0.1', port: gateway.port, username, privateKey });
-  });
-}
-
-function request(client: ssh2.Client, body: string): Promise<{ out: string; code: number | null }> {
-  return new Promise((resolve, reject) => {
-    client.exec('', (error, channel: ClientChannel) => {
-      if (error) return reject(error);
-      let out = '';
-      let code: number | null = null;
-      channel.on('data', (d: Buffer) => (out += d.toString()));
-      channel.stderr.on('data', (d: Buffer) => (out += d.toString()));
-      channel.on('exit', (c: number | null) => (code = c));
-      channel.on('close', () => resolve({ out, code }));
-      channel.end(body);
-    });
-  });
-}
+const login = (username: string, privateKey: string) => sshLogin(gateway.port, username, privateKey);
+const request = sshRequest;
 
 test.serial('every kind and reason is there from the start, at 0', async (t) => {
   const e = await scrape();
