@@ -3,17 +3,13 @@
 // HTB tree with its nftables classifier on a veth in a throwaway network namespace. Needs root.
 //
 //   node --import tsx bench/limits.ts [slivers] [rounds]
-import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, rmdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createEnforcer, type LimitInput } from '../src/limits/enforcer.js';
-import { createSliverCgroups } from '../src/limits/cgroups.js';
 import { createTrafficShaper } from '../src/limits/tc.js';
 import { createLogger } from '../src/log.js';
 import { effectiveRspecs, type Loan } from '../src/rspec/loans.js';
 import { withDefaults } from '../src/rspec/resources.js';
+import { BENCH_DEVICE, limitsBenchHost } from './lib/limits-host.js';
 
 const count = Number(process.argv[2] ?? 1000);
 const rounds = Number(process.argv[3] ?? 3);
@@ -23,7 +19,6 @@ if (process.getuid?.() !== 0) {
 }
 
 const UID_MIN = 70_000;
-const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'ignore' });
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const slivers = Array.from({ length: count }, (_, i) => ({
@@ -49,19 +44,13 @@ function input(withLoan: boolean): LimitInput {
 }
 
 async function round(): Promise<{ scratch: number; loan: number; tcLines: string }> {
-  const tag = randomBytes(3).toString('hex');
-  const ns = `nmbench${tag}`;
-  const parent = `nodemgr-bench-${tag}`;
-  const dir = await mkdtemp(join(tmpdir(), 'nodemgr-bench-'));
-  ip('netns', 'add', ns);
-  ip('-n', ns, 'link', 'add', 'nmb0', 'type', 'veth', 'peer', 'name', 'nmb1');
-  ip('-n', ns, 'link', 'set', 'nmb0', 'up');
-  const cgroups = await createSliverCgroups({ parent });
+  const host = await limitsBenchHost('nmbench');
+  const { ns, dir, cgroups } = host;
   await cgroups.ensureParent();
   const shaper = createTrafficShaper({
     netns: ns,
     layout: {
-      device: 'nmb0', major: '4e4d', uidMin: UID_MIN, uidMax: UID_MIN + 9_999, linkRateKbit: 10_000_000,
+      device: BENCH_DEVICE, major: '4e4d', uidMin: UID_MIN, uidMax: UID_MIN + 9_999, linkRateKbit: 10_000_000,
       nodeCapKbit: 10_000_000, exemptCapKbit: 10_000_000, exemptPrefixes: ['10.0.0.0/8'],
     },
   });
@@ -82,12 +71,7 @@ async function round(): Promise<{ scratch: number; loan: number; tcLines: string
     const classes = await shaper.read();
     return { scratch, loan, tcLines: `${classes.size} classes` };
   } finally {
-    for (const name of await cgroups.list()) await cgroups.remove(name).catch(() => undefined);
-    for (const hierarchy of ['cpu', 'cpuacct', 'memory', 'pids', 'freezer', 'unified', '']) {
-      await rmdir(join('/sys/fs/cgroup', hierarchy, parent)).catch(() => undefined);
-    }
-    ip('netns', 'del', ns);
-    await rm(dir, { recursive: true, force: true });
+    await host.remove();
   }
 }
 

@@ -6,22 +6,20 @@
 // Needs root.
 //
 //   node --import tsx bench/metrics.ts [slivers] [scrapes]
-import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, rmdir } from 'node:fs/promises';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { sliverSourcesOf } from '../src/app/metrics.js';
 import { createMetrics } from '../src/metrics/registry.js';
 import { readSlivers } from '../src/metrics/sliver-source.js';
 import { createEnforcer, limitInputOf } from '../src/limits/enforcer.js';
-import { createSliverCgroups } from '../src/limits/cgroups.js';
 import { createTrafficShaper } from '../src/limits/tc.js';
 import { createLogger } from '../src/log.js';
 import { desiredOfRecords } from '../src/reconcile/desired.js';
 import { mapBounded } from '../src/util/bounded.js';
 import { parseExposition } from '../test/support/exposition.js';
+import { BENCH_DEVICE, limitsBenchHost } from './lib/limits-host.js';
 import { nodeOfRecords } from './lib/node-of-records.js';
 
 const count = Number(process.argv[2] ?? 1000);
@@ -31,7 +29,6 @@ if (process.getuid?.() !== 0) {
   process.exit(0);
 }
 
-const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'ignore' });
 const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))]!;
 const ms = (x: number) => `${x.toFixed(1)} ms`;
 
@@ -84,14 +81,8 @@ function bareRegistry(text: string): Registry {
 
 async function main(): Promise<void> {
   const node = nodeOfRecords(count);
-  const tag = randomBytes(3).toString('hex');
-  const ns = `nmmetrics${tag}`;
-  const parent = `nodemgr-bench-${tag}`;
-  const dir = await mkdtemp(join(tmpdir(), 'nodemgr-bench-'));
-  ip('netns', 'add', ns);
-  ip('-n', ns, 'link', 'add', 'nmb0', 'type', 'veth', 'peer', 'name', 'nmb1');
-  ip('-n', ns, 'link', 'set', 'nmb0', 'up');
-  const cgroups = await createSliverCgroups({ parent });
+  const host = await limitsBenchHost('nmmetrics');
+  const { ns, dir, cgroups } = host;
   const logger = createLogger({ console: false });
   try {
     await cgroups.ensureParent();
@@ -99,7 +90,7 @@ async function main(): Promise<void> {
     const shaper = createTrafficShaper({
       netns: ns,
       layout: {
-        device: 'nmb0', major: '4e4d', uidMin: config.sliverUidMin, uidMax: config.sliverUidMax, linkRateKbit: 10_000_000,
+        device: BENCH_DEVICE, major: '4e4d', uidMin: config.sliverUidMin, uidMax: config.sliverUidMax, linkRateKbit: 10_000_000,
         nodeCapKbit: 10_000_000, exemptCapKbit: 10_000_000, exemptPrefixes: ['10.0.0.0/8'],
       },
     });
@@ -166,12 +157,7 @@ async function main(): Promise<void> {
     console.log(`  the reading (not waited for):       ${readings.map((r) => `${ms(r.ms)} (CPU ${ms(r.cpuMs)})`).join(', ')}`);
     console.log(`    of which cgroup reads: one after the other ${ms(oneByOne.ms)}, 8 in flight ${ms(eight.ms)}; traffic classes and classifier: ${ms(classes.ms)}`);
   } finally {
-    for (const name of await cgroups.list()) await cgroups.remove(name).catch(() => undefined);
-    for (const hierarchy of ['cpu', 'cpuacct', 'memory', 'pids', 'freezer', 'unified', '']) {
-      await rmdir(join('/sys/fs/cgroup', hierarchy, parent)).catch(() => undefined);
-    }
-    ip('netns', 'del', ns);
-    await rm(dir, { recursive: true, force: true });
+    await host.remove();
     await rm(node.dir, { recursive: true, force: true });
   }
 }
