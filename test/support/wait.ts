@@ -11,9 +11,10 @@ export interface WaitOptions {
 /**
  * Polls `check` until it returns a truthy value (which is returned) or the time runs out (then
  * throws with `what` and the last error `check` threw). A check that throws is tried again.
+ * `what` may be a function: it is asked only on a timeout, so it can describe the state then.
  */
 export async function waitFor<T>(
-  what: string,
+  what: string | (() => string | Promise<string>),
   check: () => Promise<T | undefined | null | false> | T | undefined | null | false,
   options: number | WaitOptions = {},
 ): Promise<T> {
@@ -28,7 +29,8 @@ export async function waitFor<T>(
       lastError = error;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
+      const described = typeof what === 'string' ? what : await what();
+      throw new Error(`timed out waiting for ${described}${lastError ? `: ${String(lastError)}` : ''}`);
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }

@@ -58,17 +58,28 @@ function start(box: Sandbox): DaemonProcess {
 
 /** Waits until the daemon has applied a document of `timestamp` and every listed account is in `state`. */
 async function converged(box: Sandbox, timestamp: number, expected: Record<string, string>, daemon?: DaemonProcess) {
-  return waitFor(
-    `accounts ${JSON.stringify(expected)} at document ${timestamp}${daemon ? `\n${daemon.output().slice(-3000)}` : ''}`,
-    async () => {
-      const db = await dbOf(box);
-      if (db.records['timestamp']?.timestamp !== timestamp) return null;
-      for (const [account, state] of Object.entries(expected)) {
-        if ((db.accounts[account]?.state ?? 'absent') !== state) return null;
-      }
-      return db;
-    },
-  );
+  let last: NodeDatabase | null = null;
+  // On a timeout: which accounts were not there yet, and the end of the daemon's log file.
+  const describe = async () => {
+    const behind = Object.entries(expected)
+      .filter(([account, state]) => (last?.accounts[account]?.state ?? 'absent') !== state)
+      .map(([account]) => `${account}: ${JSON.stringify(last?.accounts[account] ?? 'absent')}`);
+    const log = daemon ? await readFile(join(box.dir, 'log', 'nodemgr.log'), 'utf8').catch(() => '') : '';
+    return [
+      `accounts ${JSON.stringify(expected)} at document ${timestamp}`,
+      `database at timestamp ${String(last?.records['timestamp']?.timestamp)}; ${behind.length} not yet:`,
+      ...behind.slice(0, 10),
+      ...(daemon ? [log.slice(-6000), daemon.output().slice(-2000)] : []),
+    ].join('\n');
+  };
+  return waitFor(describe, async () => {
+    const db = (last = await dbOf(box));
+    if (db.records['timestamp']?.timestamp !== timestamp) return null;
+    for (const [account, state] of Object.entries(expected)) {
+      if ((db.accounts[account]?.state ?? 'absent') !== state) return null;
+    }
+    return db;
+  });
 }
 
 async function sync(daemon: DaemonProcess) {

@@ -247,6 +247,31 @@ serial('configure writes exactly the keys, and rewrites them when they change', 
   t.is(await readFile(file, 'utf8'), '', 'a refused key changes nothing');
 });
 
+serial('configure finishes the home of a create that was killed before it: missing, or an empty one of root\'s', async (t) => {
+  // What a kill -9 between the batch's entry and the home leaves; a restart sees the account and
+  // goes straight on with configure.
+  const k = name('k');
+  await runtime.create(spec(k));
+  const entry = (await passwdOf(k))[0]!;
+  for (const leftover of ['missing', 'root-owned'] as const) {
+    await rm(entry.home, { recursive: true, force: true });
+    if (leftover === 'root-owned') await mkdir(entry.home, { mode: 0o700 });
+    await runtime.configure(spec(k, { keys: [keys[0]!] }));
+    const home = await lstat(entry.home);
+    t.is(home.uid, entry.uid, `${leftover}: the home is the account's`);
+    t.is(home.mode & 0o777, 0o750, `${leftover}: with the home's mode`);
+    t.is(await readFile(join(entry.home, '.ssh', 'authorized_keys'), 'utf8'), `${keys[0]}\n`, `${leftover}: keys written`);
+  }
+  // A home of root's with something in it is not a leftover of ours: configure refuses it.
+  await rm(entry.home, { recursive: true, force: true });
+  await mkdir(entry.home, { mode: 0o700 });
+  await writeFile(join(entry.home, 'somebody-elses'), 'x');
+  await t.throwsAsync(runtime.configure(spec(k, { keys: [keys[0]!] })), { message: /belongs to uid 0, not to the account/ });
+  t.is(await readFile(join(entry.home, 'somebody-elses'), 'utf8'), 'x', 'nothing of it was touched');
+  await rm(entry.home, { recursive: true, force: true });
+  await runtime.destroy(k, 'sliver');
+});
+
 serial('symlinks planted in the home do not make configure write outside it', async (t) => {
   const a = name('a');
   const entry = (await passwdOf(a))[0]!;

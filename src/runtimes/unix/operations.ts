@@ -113,6 +113,9 @@ export async function createAccount(c: UnixContext, spec: AccountSpec): Promise<
 
 export async function configureAccount(c: UnixContext, spec: AccountSpec): Promise<void> {
   const account = await c.accounts.required(spec, 'configure');
+  // A create killed after the batch wrote the entry leaves no home, or an empty one of root's, and
+  // a restart sees the account and goes on with configure: what create had left to do is done here.
+  await c.leftovers.ensureHome(account);
   await writeAuthorizedKeys(account.home, account, spec.keys, (message) => c.logger.warn(message, { account: spec.name }));
   // A started account keeps the shell of its kind (the delegate shell may have been
   // configured, or installed, after the account was started).
