@@ -77,9 +77,23 @@ function containerSlice(name: string, resources: Record<string, string | number>
   return { name, resources: { runtime: 'lxc', vref: fileUri(silent ? rootfs!.silent : rootfs!.ready), ...resources } };
 }
 
-/** Runs a shell command inside the container, as the ssh gateway does. */
+/**
+ * Runs a shell command inside the container, as the ssh gateway does. virsh's child that joins the
+ * container's cgroup and namespaces has been seen, once in many runs and right after a restart of
+ * the container, to fail with 125 (EXIT_CANCELED: before the command ran) and to succeed when tried
+ * again; that failure alone is tried again, for a few seconds. The command's own failures are not.
+ */
 async function inside(name: string, command: string): Promise<string> {
-  return (await virsh('lxc-enter-namespace', name, '--noseclabel', '/bin/sh', '-c', command)).trim();
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    try {
+      return (await virsh('lxc-enter-namespace', name, '--noseclabel', '/bin/sh', '-c', command)).trim();
+    } catch (error) {
+      const joinFailed = /unexpected exit status 125/.test(String((error as { stderr?: string }).stderr));
+      if (!joinFailed || Date.now() > deadline) throw error;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
 }
 
 /** A cgroup v1 file of the container's own group, as the kernel enforces it (read on the host). */
