@@ -1,7 +1,9 @@
 // The servers bench/api.ts measures, each run in its own process so that the load generator does
 // not share its event loop:
 //   nodemgr  the daemon's API server and method table over a database of 1,000 slivers, callers
-//            identified as the daemon identifies them (/proc/net/tcp, then the account files)
+//            identified as the daemon identifies them (/proc/net/tcp, then the account files),
+//            every call counted and timed in the metrics, repeated reads answered from the
+//            answer cache while the database does not change: as the daemon wires them (app/api.ts)
 //   xmlrpc   the `xmlrpc` package's own server answering GetRSpec from the same records
 //   bare     node:http answering every request with one fixed GetRSpec response (the ceiling)
 // Prints "port N" once listening, then serves until its parent closes stdin.
@@ -11,7 +13,6 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeResponse } from '../../src/api/codec.js';
-import { callerOf, tcpClientUid } from '../../src/api/identity.js';
 import { createApiMethods } from '../../src/api/methods.js';
 import { startApiServer } from '../../src/api/server.js';
 import { sliverRecords } from '../../src/db/records.js';
@@ -20,7 +21,8 @@ import { createLogger } from '../../src/log.js';
 import { BENCH_SLIVERS } from './api-server-size.js';
 import { nodeOfRecords } from './node-of-records.js';
 import { recordWriter } from '../../src/db/record-writer.js';
-
+import { createMetrics } from '../../src/metrics/registry.js';
+import { callerIdentifier, measuredAnswers } from '../../src/app/api.js';
 
 const mode = process.argv[2];
 const node = nodeOfRecords(BENCH_SLIVERS);
@@ -66,18 +68,11 @@ async function serve(): Promise<{ port: number; close(): Promise<void> | void }>
       store, records: recordWriter(store, logger), logger, now: () => new Date(), authorityDelegate: null, defaultRuntime: 'unix',
       converge: async () => refuse(), submit: refuse, observe: async () => refuse(), verifyTicket: refuse, verifyPush: refuse, acceptDocument: async () => refuse(),
     });
+    const metrics = createMetrics({ version: 'bench', db: () => store.data, images: () => [], defaultRuntime: 'unix', now: () => new Date() });
+    const { call, answers } = measuredAnswers(methods, store, metrics);
     const server = await startApiServer({
       port: 0, host: '127.0.0.1', socketPath: join(dir, 'api.sock'), maxRequestBytes: 16 * 1024 * 1024, logger,
-      identify: async (socket) => {
-        const uid = await tcpClientUid({
-          remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0,
-          localAddress: socket.localAddress ?? '', localPort: socket.localPort ?? 0,
-        });
-        if (uid === null) return { uid: -1, kind: 'nobody', name: null };
-        const host = await node.runtime.observe({ readOnly: true });
-        return callerOf(uid, (u) => host.owned.find((a) => a.uid === u) ?? null);
-      },
-      call: (caller, method, params) => methods.call(caller, method, params),
+      identify: callerIdentifier(node.runtime), call, answers,
     });
     return {
       port: server.port!,

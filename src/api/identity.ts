@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { isIPv4 } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { AccountKind } from '../db/types.js';
+import { sharedRead } from '../util/shared-read.js';
 import { certificateSubject } from './certificate-subject.js';
 
 export type CallerKind = 'root' | AccountKind | 'nobody' | 'certificate';
@@ -119,21 +120,30 @@ function normalizeIPv6(address: string): string {
   return `${text.slice(0, bestStart).join(':')}::${text.slice(bestStart + bestLength).join(':')}`;
 }
 
+export interface TcpConnection {
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly localAddress: string;
+  readonly localPort: number;
+}
+
+/** The kernel's tables of TCP sockets (/proc/net/tcp and tcp6), as text; a missing one is empty. */
+function readTcpTables(procNet: string): Promise<string[]> {
+  return Promise.all(['tcp', 'tcp6'].map((table) => readFile(`${procNet}/${table}`, 'latin1').catch(() => '')));
+}
+
 /**
- * The uid owning the client end of a loopback TCP connection, as this server sees it (the client
- * is the connection's remote end, the server its local end); null when no such socket is listed.
+ * The uid owning the client end of a loopback TCP connection in the socket tables, as this server
+ * sees it (the client is the connection's remote end, the server its local end); null when no
+ * such socket is listed. Pure.
  */
-export async function tcpClientUid(
-  connection: { remoteAddress: string; remotePort: number; localAddress: string; localPort: number },
-  procNet = '/proc/net',
-): Promise<number | null> {
+export function clientUidIn(tables: readonly string[], connection: TcpConnection): number | null {
   const client = `${normalizeAddress(connection.remoteAddress)}:${connection.remotePort}`;
   const server = `${normalizeAddress(connection.localAddress)}:${connection.localPort}`;
   // A busy host lists tens of thousands of sockets (TIME_WAIT included): only the lines that hold
   // the client's port are split and decoded, which makes a lookup a scan rather than a parse.
   const portField = `:${connection.remotePort.toString(16).toUpperCase().padStart(4, '0')} `;
-  for (const table of ['tcp', 'tcp6']) {
-    const text = await readFile(`${procNet}/${table}`, 'latin1').catch(() => '');
+  for (const text of tables) {
     for (let at = text.indexOf(portField); at >= 0; ) {
       const start = text.lastIndexOf('\n', at) + 1;
       const end = text.indexOf('\n', at);
@@ -146,4 +156,19 @@ export async function tcpClientUid(
     }
   }
   return null;
+}
+
+/** The uid owning the client end of a loopback TCP connection, from a read of its own. */
+export async function tcpClientUid(connection: TcpConnection, procNet = '/proc/net'): Promise<number | null> {
+  return clientUidIn(await readTcpTables(procNet), connection);
+}
+
+/**
+ * tcpClientUid for a server: the connections accepted together (32 clients connecting at once,
+ * or a burst of one-call HTTP/1.0 clients) are identified from one read of the socket tables,
+ * which on a busy host are megabytes of text the kernel writes out anew at every read.
+ */
+export function sharedTcpClientUid(procNet = '/proc/net'): (connection: TcpConnection) => Promise<number | null> {
+  const tables = sharedRead(() => readTcpTables(procNet));
+  return async (connection) => clientUidIn(await tables(), connection);
 }

@@ -10,14 +10,16 @@ import type { Caller } from './identity.js';
 
 const SLIVER: Param = { name: 'sliver_name', type: 'string' };
 const TICKET: Param = { name: 'ticket', type: 'string' };
+const READS_ONLY_DATABASE = { readsOnlyDatabase: true } as const;
 
 /** A method whose first argument names the sliver it acts on. */
 function onSliver(
   name: string, returns: XmlRpcType, help: string, run: (caller: Caller, sliver: string, args: readonly unknown[]) => unknown,
-  more: { params?: readonly Param[]; adopted?: true } = {},
+  more: { params?: readonly Param[]; adopted?: true; readsOnlyDatabase?: true } = {},
 ): MethodDef {
   return {
-    name, params: [SLIVER, ...(more.params ?? [])], returns, access: 'sliver', help, ...(more.adopted ? { adopted: true } : {}),
+    name, params: [SLIVER, ...(more.params ?? [])], returns, access: 'sliver', help,
+    ...(more.adopted ? { adopted: true } : {}), ...(more.readsOnlyDatabase ? { readsOnlyDatabase: true } : {}),
     run: ({ caller, args }) => run(caller, args[0] as string, args),
   };
 }
@@ -30,12 +32,12 @@ export function nodeMethodDefs(api: NodeApi, deps: NodeApiDeps): MethodDef[] {
     (caller, sliver) => api.destroy(caller, sliver), { adopted: true });
   return [
     {
-      name: 'GetXIDs', params: [], returns: 'struct', access: 'known',
+      name: 'GetXIDs', params: [], returns: 'struct', access: 'known', readsOnlyDatabase: true,
       help: 'Returns {sliver name: uid} for the slivers the caller may act on (every sliver, for root).',
       run: ({ caller }) => api.xids(caller),
     },
     {
-      name: 'GetSSHKeys', params: [], returns: 'struct', access: 'known',
+      name: 'GetSSHKeys', params: [], returns: 'struct', access: 'known', readsOnlyDatabase: true,
       help: 'Returns {sliver name: authorized_keys text} for the slivers the caller may act on.',
       run: ({ caller }) => api.sshKeys(caller),
     },
@@ -48,14 +50,14 @@ export function nodeMethodDefs(api: NodeApi, deps: NodeApiDeps): MethodDef[] {
     onSliver('ReCreate', 'int', 'Destroys a sliver and creates it afresh (a new home), then starts it; returns 1 once queued.',
       (caller, sliver) => api.recreate(caller, sliver)),
     onSliver('GetEffectiveRSpec', 'struct', 'Returns the resources the sliver has with loans applied (given and received) and defaults filled in.',
-      (_caller, sliver) => api.effectiveRspec(sliver)),
+      (_caller, sliver) => api.effectiveRspec(sliver), READS_ONLY_DATABASE),
     onSliver('GetRSpec', 'struct', 'Returns the resources the authority gave the sliver, before loans.',
-      (_caller, sliver) => api.record(sliver).rspec),
+      (_caller, sliver) => api.record(sliver).rspec, READS_ONLY_DATABASE),
     onSliver('GetLoans', 'array', 'Returns the loans the sliver gives, as [recipient, resource, amount] triples.',
-      (_caller, sliver) => api.record(sliver).loans.map((l) => [l.recipient, l.resource, l.amount])),
+      (_caller, sliver) => api.record(sliver).loans.map((l) => [l.recipient, l.resource, l.amount]), READS_ONLY_DATABASE),
     onSliver('SetLoans', 'int', 'Replaces the loans the sliver gives with [recipient, resource, amount] triples; every loan must fit, or none is set. Limits are re-applied without a restart.',
       (caller, sliver, args) => api.setLoans(caller, sliver, args[1] as unknown[]), { params: [{ name: 'loans', type: 'array' }] }),
-    onSliver('GetRecord', 'struct', 'Returns the node\'s record of the sliver.', (_caller, sliver) => api.record(sliver)),
+    onSliver('GetRecord', 'struct', 'Returns the node\'s record of the sliver.', (_caller, sliver) => api.record(sliver), READS_ONLY_DATABASE),
     onSliver('GetSliverStatus', 'struct', 'Returns the sliver\'s state on the node, its last error, its effective rspec, and the limits in force as read back from the host (cgroup, traffic classes, bytes sent this period, disk).',
       (_caller, sliver) => api.sliverStatus(sliver)),
     {

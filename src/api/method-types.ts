@@ -33,5 +33,10 @@ export interface MethodDef {
   readonly help: string;
   /** The sliver_name may also name an account adopted while no document was in force. */
   readonly adopted?: true;
+  /**
+   * The answer depends on nothing but the node's database, the arguments and the caller (no host
+   * read, no change): it may be given again from api/answer-cache.ts until the database changes.
+   */
+  readonly readsOnlyDatabase?: true;
   run(call: { caller: Caller; args: readonly unknown[] }): Promise<unknown> | unknown;
 }

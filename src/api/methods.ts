@@ -15,6 +15,8 @@ export interface ApiMethods {
   /** Runs one call as the caller: its result, or an ApiFault. */
   call(caller: Caller, method: string, params: readonly unknown[]): Promise<unknown>;
   readonly names: readonly string[];
+  /** Whether the method's answer depends on nothing but the database, its arguments and the caller. */
+  readsOnlyDatabase(method: string): boolean;
 }
 
 const TYPE_NAMES: Record<XmlRpcType, string> = { string: 'a string', int: 'an integer', array: 'an array', struct: 'a struct', boolean: 'a boolean' };
@@ -49,24 +51,24 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
   const name = (args: readonly unknown[]) => args[0] as string;
 
   define({
-    name: 'Help', params: [], returns: 'string', access: 'anyone',
+    name: 'Help', params: [], returns: 'string', access: 'anyone', readsOnlyDatabase: true,
     help: 'Returns the list of methods with their arguments and descriptions.',
     run: () => [...table.values()].map((m) => `${m.name}(${m.params.map((p) => (p.optional ? `[${p.name}]` : p.name)).join(', ')}): ${m.help}`).join('\n\n') + '\n',
   });
   for (const def of nodeMethodDefs(api, deps)) define(def);
 
   define({
-    name: 'system.listMethods', params: [], returns: 'array', access: 'anyone',
+    name: 'system.listMethods', params: [], returns: 'array', access: 'anyone', readsOnlyDatabase: true,
     help: 'Returns the names of every method.',
     run: () => [...table.keys()].sort(),
   });
   define({
-    name: 'system.methodHelp', params: [{ name: 'method', type: 'string' }], returns: 'string', access: 'anyone',
+    name: 'system.methodHelp', params: [{ name: 'method', type: 'string' }], returns: 'string', access: 'anyone', readsOnlyDatabase: true,
     help: 'Returns the description of a method.',
     run: ({ args }) => known(args[0] as string).help,
   });
   define({
-    name: 'system.methodSignature', params: [{ name: 'method', type: 'string' }], returns: 'array', access: 'anyone',
+    name: 'system.methodSignature', params: [{ name: 'method', type: 'string' }], returns: 'array', access: 'anyone', readsOnlyDatabase: true,
     help: 'Returns the method\'s signatures: [[return type, argument types...]].',
     run: ({ args }) => {
       const m = known(args[0] as string);
@@ -126,6 +128,7 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
 
   return {
     names: [...table.keys()],
+    readsOnlyDatabase: (method) => table.get(method)?.readsOnlyDatabase === true,
     async call(caller, method, params) {
       // Checked at every call, before anything else: a subject added to allowed_users or taken out
       // of it counts from the next call on, even on a connection that is open already.

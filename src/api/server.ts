@@ -9,6 +9,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { logLimiter } from '../util/log-limiter.js';
 import type { Logger } from '../log.js';
+import type { AnswerCache } from './answer-cache.js';
 import { decodeCall, encodeFault, encodeResponse } from './codec.js';
 import { ApiFault, FaultCode } from './faults.js';
 import { describeCaller, type Caller } from './identity.js';
@@ -26,6 +27,8 @@ export interface ApiServerOptions {
   identify(socket: Socket, transport: Transport): Promise<Caller>;
   call(caller: Caller, method: string, params: readonly unknown[]): Promise<unknown>;
   readonly logger: Logger;
+  /** Answers of calls that read only the database, kept until it changes; none by default. */
+  readonly answers?: AnswerCache;
 }
 
 export type Transport = 'tcp' | 'unix' | 'tls';
@@ -83,15 +86,19 @@ export async function answerCall(
   caller: Caller,
   call: ApiServerOptions['call'],
   logger: Logger,
+  answers?: AnswerCache,
 ): Promise<string> {
   const started = Date.now();
   let method = '?';
   try {
     const decoded = decodeCall(body);
     method = decoded.method;
+    const readFrom = answers?.generation();
     const result = await call(caller, decoded.method, decoded.params);
     logger.debug('api call', { method, caller: describeCaller(caller), duration_ms: Date.now() - started });
-    return encodeResponse(result ?? 1);
+    const response = encodeResponse(result ?? 1);
+    if (readFrom !== undefined) answers!.keep(caller, body, method, response, readFrom);
+    return response;
   } catch (error) {
     const fault = error instanceof ApiFault ? error : new ApiFault(FaultCode.internal, `internal error: ${describeError(error)}`);
     if (!(error instanceof ApiFault)) logger.error('api call failed', { method, error: (error as Error).stack ?? String(error) });
@@ -157,7 +164,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   const answering = new WeakSet<Socket>();
 
   const handler = (transport: Transport) => (req: IncomingMessage, res: ServerResponse) => {
-    const answer = (status: number, body: string) => {
+    const answer = (status: number, body: string | Buffer) => {
       if (res.headersSent) return;
       res.writeHead(status, {
         'content-type': 'text/xml; charset=utf-8',
@@ -182,7 +189,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       const socket = req.socket;
       const caller = known.get(socket);
       if (caller) {
-        void respond(socket, body, caller, answer);
+        respond(socket, body, caller, answer);
         return;
       }
       let identity = callers.get(socket);
@@ -193,7 +200,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       identity.then(
         (identified) => {
           known.set(socket, identified);
-          void respond(socket, body, identified, answer);
+          respond(socket, body, identified, answer);
         },
         (error: unknown) => {
           logger.error('api caller not identified', { error: describeError(error) });
@@ -203,13 +210,18 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     });
   };
 
-  const respond = async (socket: Socket, body: Buffer, caller: Caller, answer: (status: number, body: string) => void) => {
-    answering.add(socket);
-    try {
-      answer(200, await answerCall(body, caller, options.call, logger));
-    } finally {
-      answering.delete(socket);
+  const respond = (socket: Socket, body: Buffer, caller: Caller, answer: (status: number, body: string | Buffer) => void): void => {
+    // A repeated read of an unchanged database is answered at once, without a promise in between.
+    const kept = options.answers?.lookup(caller, body);
+    if (kept) {
+      logger.debug('api call', { method: kept.method, uid: caller.uid, cached: true });
+      answer(200, kept.answer);
+      return;
     }
+    answering.add(socket);
+    void answerCall(body, caller, options.call, logger, options.answers)
+      .then((response) => answer(200, response))
+      .finally(() => answering.delete(socket));
   };
 
   const servers: Array<Server | TlsServer> = [];

@@ -4,9 +4,10 @@ import { readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { allowedUsersFile, type AllowedUsers } from '../api/allowed-users.js';
+import { createAnswerCache, type AnswerCache } from '../api/answer-cache.js';
 import type { Supervisors } from '../accounts/supervisor.js';
-import { callerOf, tcpClientUid, tlsCaller, type Caller } from '../api/identity.js';
-import { createApiMethods } from '../api/methods.js';
+import { callerOf, sharedTcpClientUid, tlsCaller, type Caller } from '../api/identity.js';
+import { createApiMethods, type ApiMethods } from '../api/methods.js';
 import { startApiServer, type ApiServer, type ApiServerOptions, type TlsListenerOptions, type Transport } from '../api/server.js';
 import { loadCertificate, verifyDetachedSignature, verifyTicket } from '../api/signatures.js';
 import { loadTlsCredentials } from '../api/tls-credentials.js';
@@ -26,6 +27,7 @@ import { installDelegateShell } from '../runtimes/unix/delegate-shell.js';
 import type { Converger } from '../sync/converge.js';
 import type { DocumentSync } from '../sync/document.js';
 import { describeError } from '../util/errors.js';
+import { sharedRead } from '../util/shared-read.js';
 
 export interface ApiParts {
   readonly store: DatabaseStore;
@@ -135,7 +137,32 @@ export async function startApi(config: Config, parts: ApiParts): Promise<{ serve
     },
     ...(tls ? { allowedUsers: tls.allowedUsers } : {}),
   });
-  const identify = async (socket: Socket, transport: Transport): Promise<Caller> => {
+  const { call, answers } = measuredAnswers(methods, store, metrics);
+  const identify = callerIdentifier(runtime);
+  const server = await startApiServer({
+    port: config.apiPort === 0 ? null : config.apiPort,
+    host: '127.0.0.1',
+    socketPath: config.apiSocket,
+    maxRequestBytes: config.apiMaxRequestBytes,
+    ...(tls ? { tls: tls.listener } : {}),
+    identify,
+    call,
+    answers,
+    logger,
+  });
+  return { server, call };
+}
+
+/**
+ * Who is behind a connection: a certificate's subject over TLS, else the uid of the peer (the
+ * socket's credentials, or the owner of the client's TCP socket) and what the node knows of it.
+ * Connections that come together are identified from one read of the socket tables and of the
+ * accounts (util/shared-read.ts).
+ */
+export function callerIdentifier(runtime: Pick<AccountRuntime, 'observe'>): ApiServerOptions['identify'] {
+  const tcpClientUid = sharedTcpClientUid();
+  const observeAccounts = sharedRead(() => runtime.observe({ readOnly: true }));
+  return async (socket: Socket, transport: Transport): Promise<Caller> => {
     // The handshake verified the certificate; who the caller is, is its subject.
     if (transport === 'tls') return tlsCaller(socket as TLSSocket);
     const uid = transport === 'unix'
@@ -146,19 +173,22 @@ export async function startApi(config: Config, parts: ApiParts): Promise<{ serve
       });
     // A TCP peer whose socket is not listed (it closed already) is nobody.
     if (uid === null) return { uid: -1, kind: 'nobody', name: null };
-    const host = await runtime.observe({ readOnly: true });
+    const host = await observeAccounts();
     return callerOf(uid, (u) => host.owned.find((a) => a.uid === u) ?? null);
   };
-  const call = measuredCall((caller, method, params) => methods.call(caller, method, params), methods.names, metrics);
-  const server = await startApiServer({
-    port: config.apiPort === 0 ? null : config.apiPort,
-    host: '127.0.0.1',
-    socketPath: config.apiSocket,
-    maxRequestBytes: config.apiMaxRequestBytes,
-    ...(tls ? { tls: tls.listener } : {}),
-    identify,
-    call,
-    logger,
-  });
-  return { server, call };
+}
+
+/**
+ * The methods as the listeners call them: every call counted and timed in the metrics, and a
+ * repeated read of an unchanged database answered from the answer cache (counted the same).
+ */
+export function measuredAnswers(methods: ApiMethods, store: DatabaseStore, metrics: NodeMetrics): { call: ApiServerOptions['call']; answers: AnswerCache } {
+  return {
+    call: measuredCall((caller, method, params) => methods.call(caller, method, params), methods.names, metrics),
+    answers: createAnswerCache({
+      generation: () => store.data,
+      readsOnlyDatabase: (method) => methods.readsOnlyDatabase(method),
+      onHit: (method) => metrics.apiCachedAnswer(method),
+    }),
+  };
 }

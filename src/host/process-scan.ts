@@ -2,6 +2,7 @@
 // the same time: a batch of destroys asks for hundreds of uids at once, and one scan answers them
 // all where one scan each would read every process's status hundreds of times.
 import { readdir } from 'node:fs/promises';
+import { sharedRead } from '../util/shared-read.js';
 import { readProcess } from './processes.js';
 
 export interface ProcessScan {
@@ -13,9 +14,6 @@ export interface ProcessScan {
 }
 
 export function sharedProcessScan(procRoot = '/proc'): ProcessScan {
-  // The scan that has not started yet: whoever asks now joins it.
-  let next: Promise<ReadonlySet<number>> | null = null;
-
   const scan = async (): Promise<ReadonlySet<number>> => {
     const pids = (await readdir(procRoot)).filter((n) => /^\d+$/.test(n)).map(Number);
     const infos = await Promise.all(pids.map((pid) => readProcess(pid, procRoot)));
@@ -27,16 +25,5 @@ export function sharedProcessScan(procRoot = '/proc'): ProcessScan {
     }
     return uids;
   };
-
-  return {
-    uidsWithProcesses() {
-      if (next === null) {
-        next = new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
-          next = null; // started: later callers need a later scan
-          return scan();
-        });
-      }
-      return next;
-    },
-  };
+  return { uidsWithProcesses: sharedRead(scan) };
 }

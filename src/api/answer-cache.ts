@@ -1,0 +1,100 @@
+// Answers to calls that read nothing but the node's database, kept until the database changes.
+// A monitor that asks every sliver's GetRSpec or GetEffectiveRSpec over and over is answered from
+// here: the same request from the same caller is not decoded, run and encoded again. The store
+// replaces its database object on every change (its data is never changed in place), so "the
+// same object" is "nothing changed", and every answer kept for an older one is dropped at once.
+import type { Caller } from './identity.js';
+
+export interface AnswerCacheOptions {
+  /** The database in force: answers are kept only while it is this very object. */
+  readonly generation: () => object;
+  /** Whether a method's answer depends on nothing but the database, its arguments and its caller. */
+  readonly readsOnlyDatabase: (method: string) => boolean;
+  /** Told of every call answered from here, which counts as a call like any other. */
+  readonly onHit?: (method: string) => void;
+  /** At most this many answers; when full it is emptied and fills again (default 4096). */
+  readonly maxEntries?: number;
+}
+
+export interface KeptAnswer {
+  readonly method: string;
+  readonly answer: Buffer;
+}
+
+export interface AnswerCache {
+  /** The answer kept for this request from this caller (and the method it answers), or null. */
+  lookup(caller: Caller, body: Buffer): KeptAnswer | null;
+  /** The database a call about to run reads; handed back to keep(). */
+  generation(): object;
+  /**
+   * Keeps a method's answer (a result, never a fault) when its method reads only the database and
+   * the database is still the one the call read (`readFrom`).
+   */
+  keep(caller: Caller, body: Buffer, method: string, answer: string, readFrom: object): void;
+}
+
+/** Requests and answers larger than these are not kept: a cache is for small, repeated calls. */
+const MAX_REQUEST_BYTES = 4096;
+const MAX_ANSWER_BYTES = 64 * 1024;
+
+/**
+ * Who the caller is, as far as an answer can depend on it; null for a certificate subject, whose
+ * permission is read from allowed_users at every call and so is never taken from a cache.
+ */
+function callerKey(caller: Caller): string | null {
+  if (caller.kind === 'certificate') return null;
+  return `${caller.kind}:${caller.uid}:${caller.name ?? ''}`;
+}
+
+export function createAnswerCache(options: AnswerCacheOptions): AnswerCache {
+  const maxEntries = options.maxEntries ?? 4096;
+  // By caller, then by request (latin1 maps each byte to one character: equal keys, equal bytes).
+  const answers = new Map<string, Map<string, KeptAnswer>>();
+  let count = 0;
+  let keptFor: object | null = null;
+  // A caller is resolved once per connection; its key is made once too.
+  const keys = new WeakMap<Caller, string | null>();
+  const answersOf = (caller: Caller): Map<string, KeptAnswer> | null => {
+    let who = keys.get(caller);
+    if (who === undefined) keys.set(caller, (who = callerKey(caller)));
+    if (who === null) return null;
+    let own = answers.get(who);
+    if (own === undefined) answers.set(who, (own = new Map()));
+    return own;
+  };
+  const current = () => {
+    const generation = options.generation();
+    if (generation !== keptFor) {
+      answers.clear();
+      count = 0;
+      keptFor = generation;
+    }
+  };
+
+  return {
+    lookup(caller, body) {
+      if (count === 0 || body.length > MAX_REQUEST_BYTES) return null;
+      current();
+      const found = answersOf(caller)?.get(body.toString('latin1'));
+      if (found === undefined) return null;
+      options.onHit?.(found.method);
+      return found;
+    },
+    generation: () => options.generation(),
+    keep(caller, body, method, answer, readFrom) {
+      if (!options.readsOnlyDatabase(method) || body.length > MAX_REQUEST_BYTES || answer.length > MAX_ANSWER_BYTES) return;
+      current();
+      if (keptFor !== readFrom) return;
+      // Full: everything goes, and the calls that come again fill it anew.
+      if (count >= maxEntries) {
+        answers.clear();
+        count = 0;
+      }
+      const own = answersOf(caller);
+      if (own === null) return;
+      const key = body.toString('latin1');
+      if (!own.has(key)) count++;
+      own.set(key, { method, answer: Buffer.from(answer) });
+    },
+  };
+}
