@@ -1,11 +1,12 @@
 // API throughput: GetRSpec calls per second and p50/p99 latency at 1 and 32 concurrent keep-alive
-// clients, for nodemgr's API server beside (a) the original's Python ThreadingMixIn +
+// clients, for nodemgr's API server (with its answer cache, as the daemon runs it, and without)
+// beside (a) the original's Python ThreadingMixIn +
 // SimpleXMLRPCServer (HTTP/1.0, one connection per call), (b) a bare node:http server returning a
 // fixed response (the ceiling on this machine) and, for reference, the `xmlrpc` package's own
 // server. Each server runs in its own process, the load generator (bench/lib/http-load.ts) in this
 // one; prints figures only, no thresholds.
 //
-//   npm run build && node --import tsx bench/api.ts [seconds per run, default 4] [rounds, default 3]
+//   npm run build && node --import tsx bench/api.ts [seconds per run, default 4] [rounds, default 5]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -20,7 +21,7 @@ import { nodeOfRecords } from './lib/node-of-records.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, here.includes(`${sep}dist${sep}`) ? '../..' : '..');
 const seconds = Number(process.argv[2] ?? 4);
-const rounds = Number(process.argv[3] ?? 3);
+const rounds = Number(process.argv[3] ?? 5);
 const CONCURRENCY = [1, 32];
 
 interface Running {
@@ -77,6 +78,7 @@ if (!existsSync(compiledServers)) throw new Error(`${compiledServers} is missing
 const tsServer = (mode: string) => [process.execPath, [compiledServers, mode]] as const;
 const servers: { label: string; command: readonly [string, readonly string[]] }[] = [
   { label: 'nodemgr API', command: tsServer('nodemgr') },
+  { label: 'nodemgr API without its answer cache', command: tsServer('nodemgr-uncached') },
   { label: '(a) Python ThreadingMixIn+SimpleXMLRPCServer', command: ['/usr/bin/python3', [join(repo, 'bench', 'baseline', 'xmlrpc_server.py'), rspecsFile]] },
   { label: '(b) bare node:http, fixed response', command: tsServer('bare') },
   { label: 'xmlrpc package server', command: tsServer('xmlrpc') },
@@ -129,8 +131,20 @@ for (const { label } of servers) {
   }
 }
 const ours = median('nodemgr API/32');
-const python = median(`${servers[1]!.label}/32`);
-const bare = median(`${servers[2]!.label}/32`);
+const python = median(`${servers[2]!.label}/32`);
+const bare = median(`${servers[3]!.label}/32`);
+// The host's speed drifts from one minute to the next: the servers of one round ran side by side,
+// so the ratio of each round compares like with like, and its median is the steadiest figure.
+const pairedRatio = (label: string) => {
+  const mine = runs.get(`${label}/32`)!;
+  const ceiling = runs.get(`${servers[3]!.label}/32`)!;
+  const ratios = mine.map((f, i) => f.callsPerSecond / ceiling[i]!.callsPerSecond).sort((x, y) => x - y);
+  return { median: ratios[Math.floor(ratios.length / 2)]!, each: mine.map((f, i) => f.callsPerSecond / ceiling[i]!.callsPerSecond) };
+};
+for (const label of ['nodemgr API', 'nodemgr API without its answer cache']) {
+  const { median: m, each } = pairedRatio(label);
+  console.log(`${label} at 32 clients, per round, as a share of the bare server's calls/s in the same round: ${each.map((r) => `${(100 * r).toFixed(0)}%`).join(' ')} (median ${(100 * m).toFixed(0)}%)`);
+}
 console.log(
   `at 32 clients nodemgr gives ${(ours.callsPerSecond / python.callsPerSecond).toFixed(1)}x the Python baseline's calls/s, ` +
     `${((100 * ours.callsPerSecond) / bare.callsPerSecond).toFixed(0)}% of the bare server's, with p99 ${(ours.p99 / bare.p99).toFixed(2)}x the bare server's; ` +

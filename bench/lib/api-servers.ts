@@ -4,6 +4,7 @@
 //            identified as the daemon identifies them (/proc/net/tcp, then the account files),
 //            every call counted and timed in the metrics, repeated reads answered from the
 //            answer cache while the database does not change: as the daemon wires them (app/api.ts)
+//   nodemgr-uncached  the same without the answer cache: every call decoded, run and encoded
 //   xmlrpc   the `xmlrpc` package's own server answering GetRSpec from the same records
 //   bare     node:http answering every request with one fixed GetRSpec response (the ceiling)
 // Prints "port N" once listening, then serves until its parent closes stdin.
@@ -57,7 +58,7 @@ async function serve(): Promise<{ port: number; close(): Promise<void> | void }>
     await new Promise<void>((resolve) => (http.listening ? resolve() : http.once('listening', () => resolve())));
     return { port: (http.address() as { port: number }).port, close: () => void http.close() };
   }
-  if (mode === 'nodemgr') {
+  if (mode === 'nodemgr' || mode === 'nodemgr-uncached') {
     const dir = mkdtempSync(join(tmpdir(), 'nodemgr-bench-api-'));
     const { store } = await openDatabase({ path: join(dir, 'db.json'), lockPath: join(dir, 'db.lock'), logger });
     store.update(() => node.database);
@@ -72,7 +73,7 @@ async function serve(): Promise<{ port: number; close(): Promise<void> | void }>
     const { call, answers } = measuredAnswers(methods, store, metrics);
     const server = await startApiServer({
       port: 0, host: '127.0.0.1', socketPath: join(dir, 'api.sock'), maxRequestBytes: 16 * 1024 * 1024, logger,
-      identify: callerIdentifier(node.runtime), call, answers,
+      identify: callerIdentifier(node.runtime), call, ...(mode === 'nodemgr' ? { answers } : {}),
     });
     return {
       port: server.port!,
@@ -83,7 +84,7 @@ async function serve(): Promise<{ port: number; close(): Promise<void> | void }>
       },
     };
   }
-  throw new Error(`unknown server ${mode}; expected nodemgr, xmlrpc or bare`);
+  throw new Error(`unknown server ${mode}; expected nodemgr, nodemgr-uncached, xmlrpc or bare`);
 }
 
 const server = await serve();

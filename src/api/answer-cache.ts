@@ -18,7 +18,11 @@ export interface AnswerCacheOptions {
 
 export interface KeptAnswer {
   readonly method: string;
-  readonly answer: Buffer;
+  /**
+   * The response document, kept as text: node:http sends a text body and its head in one write,
+   * where a Buffer body costs a second chunk (writev); an ASCII string takes a byte per character.
+   */
+  readonly answer: string;
 }
 
 export interface AnswerCache {
@@ -94,7 +98,7 @@ export function createAnswerCache(options: AnswerCacheOptions): AnswerCache {
       if (own === null) return;
       const key = body.toString('latin1');
       if (!own.has(key)) count++;
-      own.set(key, { method, answer: Buffer.from(answer) });
+      own.set(key, { method, answer });
     },
   };
 }

@@ -4,7 +4,7 @@ import test from 'ava';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { callerOf, decodeProcAddress, tcpClientUid } from '../../src/api/identity.js';
+import { callerOf, decodeProcAddress, sharedTcpClientUid, tcpClientUid } from '../../src/api/identity.js';
 
 const HEADER = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n';
 const line = (n: number, local: string, remote: string, uid: number) =>
@@ -40,6 +40,9 @@ test("the client end's owner is found, not a socket that merely shares its port"
   const connection = { remoteAddress: '127.0.0.1', remotePort: 49220, localAddress: '127.0.0.1', localPort: 812 };
   t.is(await tcpClientUid(connection, dir), 40123);
   t.is(await tcpClientUid({ ...connection, remotePort: 49221 }, dir), null, 'no such client socket: nobody');
+  // A server's lookups that come together share one read, and each finds its own client.
+  const lookup = sharedTcpClientUid(dir);
+  t.deepEqual(await Promise.all([lookup(connection), lookup({ ...connection, remotePort: 49221 }), lookup(connection)]), [40123, null, 40123]);
 });
 
 test('an IPv4 client on a dual-stack socket is found in tcp6', async (t) => {

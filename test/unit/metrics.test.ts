@@ -110,6 +110,8 @@ test('events: syncs by outcome, operations and their failures, converge passes, 
   await call(caller, 'Help', []);
   await t.throwsAsync(call(caller, 'GetRecord', []));
   await call(caller, 'NoSuchMethod_xyz', []);
+  metrics.apiCachedAnswer('Help');
+  metrics.apiCachedAnswer('Help');
 
   const e = parseExposition(await metrics.text());
   t.is(e.types.get('nodemgr_syncs_total'), 'counter');
@@ -125,7 +127,7 @@ test('events: syncs by outcome, operations and their failures, converge passes, 
   t.is(valueOf(e, 'nodemgr_operation_duration_seconds_bucket', { kind: 'create', le: '1' }), 1);
   t.is(valueOf(e, 'nodemgr_operation_duration_seconds_bucket', { kind: 'create', le: '+Inf' }), 2);
   t.is(valueOf(e, 'nodemgr_converge_duration_seconds_count'), 2);
-  t.is(valueOf(e, 'nodemgr_api_calls_total', { method: 'Help', fault: 'none' }), 1);
+  t.is(valueOf(e, 'nodemgr_api_calls_total', { method: 'Help', fault: 'none' }), 3, 'one call that ran and two answers from the cache');
   t.is(valueOf(e, 'nodemgr_api_calls_total', { method: 'GetRecord', fault: 'invalidArgument' }), 1);
   // A method the API lacks is not a label value of the caller's choosing.
   t.is(valueOf(e, 'nodemgr_api_calls_total', { method: 'unknown', fault: 'none' }), 1);
