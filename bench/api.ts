@@ -15,6 +15,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { sliverRecords } from '../src/db/records.js';
 import { BENCH_SLIVERS } from './lib/api-server-size.js';
+import { daemonFlags } from './lib/daemon-flags.js';
 import { loadServer, type LoadFigures } from './lib/http-load.js';
 import { nodeOfRecords } from './lib/node-of-records.js';
 
@@ -75,10 +76,12 @@ rmSync(node.dir, { recursive: true, force: true });
 // The servers run compiled, as the daemon does: under tsx every closure would pay for its name.
 const compiledServers = join(repo, 'dist', 'bench', 'lib', 'api-servers.js');
 if (!existsSync(compiledServers)) throw new Error(`${compiledServers} is missing: run "npm run build" first`);
-const tsServer = (mode: string) => [process.execPath, [compiledServers, mode]] as const;
+const tsServer = (mode: string, flags: string[] = []) => [process.execPath, [...flags, compiledServers, mode]] as const;
+// nodemgr's servers run under the daemon's V8 flags (its young generation held small), the others as Node starts.
+const flags = daemonFlags(repo);
 const servers: { label: string; command: readonly [string, readonly string[]] }[] = [
-  { label: 'nodemgr API', command: tsServer('nodemgr') },
-  { label: 'nodemgr API without its answer cache', command: tsServer('nodemgr-uncached') },
+  { label: 'nodemgr API', command: tsServer('nodemgr', flags) },
+  { label: 'nodemgr API without its answer cache', command: tsServer('nodemgr-uncached', flags) },
   { label: '(a) Python ThreadingMixIn+SimpleXMLRPCServer', command: ['/usr/bin/python3', [join(repo, 'bench', 'baseline', 'xmlrpc_server.py'), rspecsFile]] },
   { label: '(b) bare node:http, fixed response', command: tsServer('bare') },
   { label: 'xmlrpc package server', command: tsServer('xmlrpc') },
@@ -93,7 +96,7 @@ const row = (label: string, clients: number | string, f: Run | null, extra = '')
 
 // This kind of host is shared and noisy: the servers take turns, round after round, and each
 // figure is the round with the median calls/s.
-console.log(`GetRSpec over 127.0.0.1, ${BENCH_SLIVERS} slivers, ${rounds} rounds of ${seconds} s per figure, ${cpus().length} CPUs, Node ${process.version}`);
+console.log(`GetRSpec over 127.0.0.1, ${BENCH_SLIVERS} slivers, ${rounds} rounds of ${seconds} s per figure, ${cpus().length} CPUs, Node ${process.version}; nodemgr under ${flags.join(' ') || 'no V8 flags'}`);
 type Run = LoadFigures & { readonly cpuMicrosPerCall: number };
 const runs = new Map<string, Run[]>();
 try {
@@ -103,10 +106,15 @@ try {
       try {
         for (const clients of CONCURRENCY) {
           const key = `${label}/${clients}`;
-          const cpuBefore = server.cpuSeconds();
-          const figures = await loadServer(server.port, clients, bodies, seconds);
-          // Counted over the warm-up too, so per call it is divided by every call made.
-          const cpuMicrosPerCall = ((server.cpuSeconds() - cpuBefore) * 1e6) / (figures.callsPerSecond * (seconds + 1));
+          // Over the measured seconds only: the warm-up, where connections are opened and callers
+          // identified, is not in it.
+          let cpuBefore = 0;
+          let cpuAfter = 0;
+          const figures = await loadServer(server.port, clients, bodies, seconds, {
+            start: () => (cpuBefore = server.cpuSeconds()),
+            end: () => (cpuAfter = server.cpuSeconds()),
+          });
+          const cpuMicrosPerCall = ((cpuAfter - cpuBefore) * 1e6) / (figures.callsPerSecond * seconds);
           runs.set(key, [...(runs.get(key) ?? []), { ...figures, cpuMicrosPerCall }]);
         }
       } finally {

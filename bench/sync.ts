@@ -22,6 +22,7 @@ import { createConverger } from '../src/sync/converge.js';
 import { createDocumentSync } from '../src/sync/document.js';
 import { createSyncStatusFile, syncStatusPath } from '../src/sync/sync-status.js';
 import { generateSlicesXml } from './lib/generate-slices.js';
+import { daemonFlags } from './lib/daemon-flags.js';
 import { nodeOfRecords, unexpiring } from './lib/node-of-records.js';
 import { desiredOfRecords } from '../src/reconcile/desired.js';
 import { recordWriter } from '../src/db/record-writer.js';
@@ -189,12 +190,6 @@ async function sliverFigures(): Promise<string[]> {
   return lines;
 }
 
-/** The V8 flags the daemon runs with: those of the command's #! line. */
-function daemonFlags(): string[] {
-  const shebang = readFileSync(join(here, '..', 'src', 'cli', 'main.ts'), 'utf8').split('\n', 1)[0]!;
-  return shebang.split(/\s+/).filter((word) => word.startsWith('--'));
-}
-
 function daemonRss(): string {
   execFileSync('npx', ['tsc', '-p', join(here, '..', 'tsconfig.json')], { stdio: 'ignore' });
   const probe = join(here, '..', 'dist', 'bench', 'lib', 'rss-probe.js');
@@ -203,7 +198,7 @@ function daemonRss(): string {
     const [rss, used, committed] = execFileSync(process.execPath, ['--expose-gc', ...flags, probe, String(count)], { encoding: 'utf8' }).trim().split(' ');
     return `${rss} MB (heap ${used} MB used of ${committed} MB)`;
   };
-  const flags = daemonFlags();
+  const flags = daemonFlags(join(here, '..'));
   return `with 10,000 records ${measure(flags, 10_000)}; with none ${measure(flags, 0)}: Node's own floor\n` +
     `  the same without the daemon's V8 flags (${flags.join(' ') || 'none'}): with 10,000 records ${measure([], 10_000)}; with none ${measure([], 0)}`;
 }

@@ -106,8 +106,12 @@ class Client {
 /**
  * `clients` clients, each sending the next of `bodies` as soon as its last call is answered, for
  * `seconds` after a one-second warm-up. A call counts if it is answered 200 with a body.
+ * `window` is told when the measured seconds start and end (to read the server's CPU over them).
  */
-export async function loadServer(port: number, clients: number, bodies: readonly Buffer[], seconds: number): Promise<LoadFigures> {
+export async function loadServer(
+  port: number, clients: number, bodies: readonly Buffer[], seconds: number,
+  window: { start?(): void; end?(): void } = {},
+): Promise<LoadFigures> {
   const requests = bodies.map((body) =>
     Buffer.concat([
       Buffer.from(`POST /RPC2 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\nContent-Length: ${body.length}\r\n\r\n`, 'latin1'),
@@ -135,9 +139,11 @@ export async function loadServer(port: number, clients: number, bodies: readonly
   const loops = Array.from({ length: clients }, (_, i) => loop(i));
   await new Promise((r) => setTimeout(r, 1000));
   measuring = true;
+  window.start?.();
   const started = process.hrtime.bigint();
   await new Promise((r) => setTimeout(r, seconds * 1000));
   measuring = false;
+  window.end?.();
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
   const count = latencies.length;
   running = false;
