@@ -14,6 +14,8 @@ export interface AnswerCacheOptions {
   readonly onHit?: (method: string) => void;
   /** At most this many answers; when full it is emptied and fills again (default 4096). */
   readonly maxEntries?: number;
+  /** At most this many characters of answers in all, likewise (default 8 Mi: the daemon's memory is bounded). */
+  readonly maxChars?: number;
 }
 
 export interface KeptAnswer {
@@ -52,25 +54,32 @@ function callerKey(caller: Caller): string | null {
 
 export function createAnswerCache(options: AnswerCacheOptions): AnswerCache {
   const maxEntries = options.maxEntries ?? 4096;
+  const maxChars = options.maxChars ?? 8 * 1024 * 1024;
   // By caller, then by request (latin1 maps each byte to one character: equal keys, equal bytes).
   const answers = new Map<string, Map<string, KeptAnswer>>();
   let count = 0;
+  let chars = 0;
   let keptFor: object | null = null;
   // A caller is resolved once per connection; its key is made once too.
   const keys = new WeakMap<Caller, string | null>();
-  const answersOf = (caller: Caller): Map<string, KeptAnswer> | null => {
+  /** The caller's answers; made when `make` (a lookup makes nothing). */
+  const answersOf = (caller: Caller, make: boolean): Map<string, KeptAnswer> | null => {
     let who = keys.get(caller);
     if (who === undefined) keys.set(caller, (who = callerKey(caller)));
     if (who === null) return null;
     let own = answers.get(who);
-    if (own === undefined) answers.set(who, (own = new Map()));
-    return own;
+    if (own === undefined && make) answers.set(who, (own = new Map()));
+    return own ?? null;
+  };
+  const empty = () => {
+    answers.clear();
+    count = 0;
+    chars = 0;
   };
   const current = () => {
     const generation = options.generation();
     if (generation !== keptFor) {
-      answers.clear();
-      count = 0;
+      empty();
       keptFor = generation;
     }
   };
@@ -79,7 +88,7 @@ export function createAnswerCache(options: AnswerCacheOptions): AnswerCache {
     lookup(caller, body) {
       if (count === 0 || body.length > MAX_REQUEST_BYTES) return null;
       current();
-      const found = answersOf(caller)?.get(body.toString('latin1'));
+      const found = answersOf(caller, false)?.get(body.toString('latin1'));
       if (found === undefined) return null;
       options.onHit?.(found.method);
       return found;
@@ -90,14 +99,13 @@ export function createAnswerCache(options: AnswerCacheOptions): AnswerCache {
       current();
       if (keptFor !== readFrom) return;
       // Full: everything goes, and the calls that come again fill it anew.
-      if (count >= maxEntries) {
-        answers.clear();
-        count = 0;
-      }
-      const own = answersOf(caller);
+      if (count >= maxEntries || chars + answer.length > maxChars) empty();
+      const own = answersOf(caller, true);
       if (own === null) return;
       const key = body.toString('latin1');
-      if (!own.has(key)) count++;
+      const before = own.get(key);
+      if (before === undefined) count++;
+      chars += key.length + answer.length - (before === undefined ? 0 : key.length + before.answer.length);
       own.set(key, { method, answer });
     },
   };

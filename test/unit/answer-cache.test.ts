@@ -65,6 +65,16 @@ test('an answer read from a database that changed during the call is not kept', 
   t.is(cache.lookup(ROOT, body('a')), null);
 });
 
+test('a cache over its characters is emptied too: its memory is bounded whatever the answers', (t) => {
+  const generation = { current: {} };
+  const cache = createAnswerCache({ generation: () => generation.current, readsOnlyDatabase: () => true, maxChars: 100 });
+  cache.keep(ROOT, body('a'), 'GetRecord', 'x'.repeat(60), cache.generation());
+  t.truthy(cache.lookup(ROOT, body('a')));
+  cache.keep(ROOT, body('b'), 'GetRecord', 'y'.repeat(60), cache.generation());
+  t.is(cache.lookup(ROOT, body('a')), null, 'the first went when the second would have passed 100');
+  t.truthy(cache.lookup(ROOT, body('b')));
+});
+
 test('a full cache is emptied and fills again; large requests are not kept', (t) => {
   const generation = { current: {} };
   const { cache } = cacheOver(generation);
