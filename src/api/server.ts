@@ -149,8 +149,9 @@ const ignore = () => undefined;
 
 /**
  * Reads the request's body up to `limit` bytes; over it, the request is answered with its fault and
- * its body is not handed on. Nothing but the two listeners is made per request: a call is a few
- * tens of microseconds, and what it allocates is paid again by the young-generation collector.
+ * its body is not handed on. Little is made per request (its 'data' and 'end' listeners; a body of
+ * one piece is kept as it came): a call takes a few tens of microseconds, and what it allocates is
+ * paid for again by the young-generation collector.
  */
 function readLimitedBody(req: IncomingMessage, res: ServerResponse, limit: number, onBody: (body: Buffer) => void): void {
   let first: Buffer | null = null;
