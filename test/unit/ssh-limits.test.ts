@@ -11,6 +11,7 @@ import type { NodeDatabase } from '../../src/db/types.js';
 import { createLogger } from '../../src/log.js';
 import { startSshGateway, type Gateway } from '../../src/ssh/gateway.js';
 import { generateKeyPair, loadOrCreateHostKey } from '../../src/ssh/host-key.js';
+import { heldApi } from '../support/held-api.js';
 import { sshLogin, sshRequest } from '../support/ssh-client.js';
 import { waitFor } from '../support/wait.js';
 
@@ -25,9 +26,9 @@ const database = {
   accounts: {},
 } as unknown as NodeDatabase;
 let gateway: Gateway;
-let release: () => void = () => undefined;
-/** API calls made so far: a session's request reaches the API once the session is open. */
-let calls = 0;
+// An API that answers once released: sessions stay open as long as a test needs; a session's
+// request reaches it (api.calls) once the session is open.
+const api = heldApi((caller, body) => `${caller.kind} ${caller.name} ${caller.uid} sent ${body.length} bytes\n`);
 
 test.before(async () => {
   const hostKey = await loadOrCreateHostKey(await mkdtemp(join(tmpdir(), 'nodemgr-gw-')));
@@ -40,16 +41,7 @@ test.before(async () => {
       return null;
     },
     delegateUid: async () => 70_123, cgroupFiles: () => [],
-    // An API that answers once released: sessions stay open as long as a test needs.
-    callApi: (caller, body) => new Promise((resolve) => {
-      calls++;
-      const answer = () => resolve(`${caller.kind} ${caller.name} ${caller.uid} sent ${body.length} bytes\n`);
-      const previous = release;
-      release = () => {
-        previous();
-        answer();
-      };
-    }),
+    callApi: api.callApi,
     logger: createLogger({ console: false }),
   });
 });
@@ -60,15 +52,15 @@ const request = sshRequest;
 
 test.serial('a delegate\'s request is answered as that delegate; a third session at once is refused with a message', async (t) => {
   const clients = await Promise.all([login(), login(), login()]);
-  const before = calls;
+  const before = api.calls;
   const first = request(clients[0]!, 'a');
   const second = request(clients[1]!, 'bb');
   // Both sessions are open once both requests have reached the API (which holds them there).
-  await waitFor('the first two requests at the API', () => calls - before >= 2, { timeoutMs: 10_000, intervalMs: 10 });
+  await waitFor('the first two requests at the API', () => api.calls - before >= 2, { timeoutMs: 10_000, intervalMs: 10 });
   const third = await request(clients[2]!, 'ccc');
   t.is(third.code, 1);
   t.regex(third.out, /too many sessions \(the limit of 2 for ctl\)/);
-  release();
+  api.release();
   t.deepEqual(await first, { out: 'delegate ctl 70123 sent 1 bytes\n', code: 0 });
   t.deepEqual(await second, { out: 'delegate ctl 70123 sent 2 bytes\n', code: 0 });
   const big = await request(clients[2]!, 'x'.repeat(2_000));

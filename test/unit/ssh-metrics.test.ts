@@ -12,6 +12,7 @@ import { createMetrics } from '../../src/metrics/registry.js';
 import { startSshGateway, type Gateway } from '../../src/ssh/gateway.js';
 import { generateKeyPair, loadOrCreateHostKey } from '../../src/ssh/host-key.js';
 import { parseExposition, valueOf } from '../support/exposition.js';
+import { heldApi } from '../support/held-api.js';
 import { sshLogin, sshRequest } from '../support/ssh-client.js';
 import { waitFor } from '../support/wait.js';
 
@@ -26,8 +27,8 @@ const database = {
 } as unknown as NodeDatabase;
 const metrics = createMetrics({ version: '1', db: () => emptyDatabase(), images: () => [], defaultRuntime: 'unix', now: () => new Date() });
 let gateway: Gateway;
-let release: () => void = () => undefined;
-let calls = 0;
+// An API that answers once released: a session stays open as long as the test needs.
+const api = heldApi(() => 'answered\n');
 
 test.before(async () => {
   const hostKey = await loadOrCreateHostKey(await mkdtemp(join(tmpdir(), 'nodemgr-gw-')));
@@ -36,15 +37,7 @@ test.before(async () => {
     maxSessions: 10, maxSessionsPerAccount: 1, idleTimeoutMs: 60_000, maxAuthAttempts: 6, loginGraceMs: 60_000,
     maxRequestBytes: 1024, database: () => database,
     sliverAccount: async () => null, delegateUid: async () => 70_123, cgroupFiles: () => [],
-    // An API that answers once released: a session stays open as long as the test needs.
-    callApi: () => new Promise((resolve) => {
-      calls++;
-      const previous = release;
-      release = () => {
-        previous();
-        resolve('answered\n');
-      };
-    }),
+    callApi: api.callApi,
     logger: createLogger({ console: false }),
     observer: metrics.ssh,
   });
@@ -69,14 +62,14 @@ test.serial('every kind and reason is there from the start, at 0', async (t) => 
 test.serial('a delegate\'s session is open while it lasts; one over the account\'s limit is refused', async (t) => {
   const [first, second] = await Promise.all([login('ctl', pair.private), login('ctl', pair.private)]);
   const answer = request(first!, 'a');
-  await waitFor('the request at the API', () => calls >= 1, { timeoutMs: 10_000, intervalMs: 10 });
+  await waitFor('the request at the API', () => api.calls >= 1, { timeoutMs: 10_000, intervalMs: 10 });
   let e = await scrape();
   t.is(valueOf(e, 'nodemgr_ssh_sessions_open', { kind: 'delegate' }), 1);
   t.is(valueOf(e, 'nodemgr_ssh_sessions_total', { kind: 'delegate' }), 1);
   const refused = await request(second!, 'b');
   t.is(refused.code, 1);
   t.is(valueOf(await scrape(), 'nodemgr_ssh_sessions_refused_total'), 1);
-  release();
+  api.release();
   t.is((await answer).code, 0);
   e = await scrape();
   t.is(valueOf(e, 'nodemgr_ssh_sessions_open', { kind: 'delegate' }), 0);
