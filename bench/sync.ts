@@ -6,7 +6,7 @@
 //   node --import tsx bench/sync.ts [nochange] [slivers] [rss]   (as root for the slivers' figures;
 //   BENCH_LOG=file keeps the daemon's log of it; BENCH_SLIVERS=200 runs fewer sizes, BENCH_NO_PEER=1 skips useradd)
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';

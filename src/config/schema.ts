@@ -7,7 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { RUNTIME_KINDS, type RuntimeKind } from '../slices/types.js';
 import { packageRoot } from './package-root.js';
 import {
-  authorityUrl, bridgeName, cgroupName, cgroupPath, count, dnsDomain, factor, globList, interfaceName, ipv4List, ipv4Prefix, optionalIpv4, ipAddress, kbits, libvirtUri, milliseconds, oneOf,
+  authorityUrl, bridgeName, cgroupPath, count, dnsDomain, factor, globList, interfaceName, ipv4List, ipv4Prefix, optionalIpv4, ipAddress, kbits, libvirtUri, milliseconds, oneOf,
   optionalAccountName, optionalDirectoryUrl, optionalPath, path, prefixList, range, readyMarker, seconds, socketPath, type ValueType,
 } from './values.js';
 

@@ -144,11 +144,6 @@ export const interfaceName = textWhere(
 
 const CGROUP_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
 
-export const cgroupName = textWhere(
-  (text) => CGROUP_NAME.test(text),
-  'a cgroup directory name (letters, digits, "_", "-", "." not first, at most 64)',
-);
-
 /**
  * "nodemgr" or "system.slice/nodemgr.service/slivers": a group below the hierarchy's root, so that
  * the slivers' groups can live in the subtree systemd delegates to the daemon's unit.

@@ -8,7 +8,7 @@ import type { NodeDatabase, SyncStatus } from '../../src/db/types.js';
 import { readSyncStatus, syncStatusPath } from '../../src/sync/sync-status.js';
 import {
   accountPrefix, isRoot, leaseTestUids, nodemgr, passwdEntries, processesOf, removeAccounts, run, sandbox, serveDocument,
-  startDaemonProcess, stopDaemonProcess, waitFor, type DaemonProcess, type DocumentServer, type Sandbox, type UidLease,
+  startDaemonProcess, stopDaemonProcess, waitFor, type DaemonProcess, type Sandbox, type UidLease,
 } from './support/host.js';
 import { publicKeys, slicesXml, type TestSlice } from './support/slices.js';
 

@@ -1,6 +1,5 @@
 import test from 'ava';
 import { request } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { ApiFault, FaultCode } from '../../src/api/faults.js';
 import { ConfigError, parseConfig } from '../../src/config/config.js';
 import { emptyDatabase, type AccountStatus, type ClusterRecord, type NodeDatabase, type TaskRecord } from '../../src/db/types.js';
