@@ -20,6 +20,12 @@ export interface SupervisorOptions {
    * the account files, so they want many at once where a guest's disk copy wants few.
    */
   readonly unixLimiter?: Limiter;
+  /**
+   * Bounds the other operations (configure, start, stop) of every account: each holds files open
+   * (a home, its keys, cgroup files), and a document of ten thousand new slivers would otherwise
+   * run out of descriptors. Unbounded without it.
+   */
+  readonly lightLimiter?: Limiter;
   readonly logger: Logger;
   readonly retryInitialMs: number;
   readonly retryMaxMs: number;
@@ -121,8 +127,8 @@ async function runOne(options: SupervisorOptions, q: AccountQueue, op: Op): Prom
   q.kind = op.kind;
   try {
     const task = () => withTimeout(perform(options, q, op), options.opTimeoutMs, op.action);
-    const limiter = op.runtime === 'unix' ? (options.unixLimiter ?? options.limiter) : options.limiter;
-    const extra = HEAVY.has(op.action) ? await limiter.run(task) : await task();
+    const limiter = !HEAVY.has(op.action) ? options.lightLimiter : op.runtime === 'unix' ? (options.unixLimiter ?? options.limiter) : options.limiter;
+    const extra = limiter ? await limiter.run(task) : await task();
     q.attempts = 0;
     report(options, q, q.steady, null, extra);
     options.observe?.(op.action, true, (Date.now() - started) / 1000);

@@ -43,6 +43,11 @@ import { packageVersion } from '../config/package-root.js';
 
 /** An operation taking longer than this is reported as failed (commands have their own timeouts). */
 const OP_TIMEOUT_MS = 10 * 60 * 1000;
+/**
+ * How many configures, starts and stops run at once, node-wide: each holds a few descriptors, and
+ * ten thousand new slivers at once ran out of them (EMFILE at the 20,000 allowed).
+ */
+const LIGHT_OPS_AT_ONCE = 512;
 /** How often the daemon's health (see status/health.ts) is brought up to date. */
 const HEALTH_INTERVAL_MS = 1_000;
 
@@ -92,6 +97,7 @@ async function startParts(config: Config, logger: Logger, all: Services) {
     hooks: [limitsHook(enforcer)],
     limiter: createLimiter(config.maxParallelAccountOps),
     unixLimiter: createLimiter(config.maxParallelUnixAccountOps),
+    lightLimiter: createLimiter(LIGHT_OPS_AT_ONCE),
     logger,
     retryInitialMs: config.opRetryInitialMs,
     retryMaxMs: config.opRetryMaxMs,

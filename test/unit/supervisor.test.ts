@@ -97,6 +97,36 @@ test('creates and destroys across the node are bounded by the limiter', async (t
   t.is(host.accounts.size, 6);
 });
 
+test('configures and starts across the node are bounded by the light limiter, apart from creates', async (t) => {
+  const peaks = { configure: 0, start: 0 };
+  let running = 0;
+  const host = memoryRuntime();
+  const overlapping = async <T>(name: 'configure' | 'start', then: () => Promise<T>) => {
+    running++;
+    peaks[name] = Math.max(peaks[name], running);
+    // Not a wait for something: an operation that takes a while, so that they would overlap.
+    await new Promise((r) => setTimeout(r, 10));
+    running--;
+    return then();
+  };
+  const slow: AccountRuntime = {
+    ...host.runtime,
+    configure: (spec) => overlapping('configure', () => host.runtime.configure(spec)),
+    start: (spec, context) => overlapping('start', () => host.runtime.start(spec, context)),
+  };
+  const reports: AccountReport[] = [];
+  const supervisors = createSupervisors({
+    runtime: slow, hooks: [], limiter: createLimiter(8), lightLimiter: createLimiter(3), logger: memoryLogger(),
+    retryInitialMs: 5, retryMaxMs: 20, opTimeoutMs: 2000, report: (r) => reports.push(r),
+  });
+  const names = Array.from({ length: 12 }, (_, i) => `a_${i}`);
+  supervisors.submit(await planFor(host, names));
+  await supervisors.idle();
+  t.true(peaks.configure <= 3 && peaks.start <= 3, `at most 3 at once, saw ${JSON.stringify(peaks)}`);
+  t.is(Math.max(peaks.configure, peaks.start), 3, 'the 3 slots were used');
+  t.deepEqual(names.map((n) => reports.filter((r) => r.name === n).at(-1)?.state), names.map(() => 'running'));
+});
+
 test('an operation that hangs is reported failed after the timeout', async (t) => {
   const host = memoryRuntime();
   const hanging: AccountRuntime = { ...host.runtime, create: () => new Promise(() => undefined) };
