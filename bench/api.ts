@@ -4,7 +4,8 @@
 // SimpleXMLRPCServer (HTTP/1.0, one connection per call), (b) a bare node:http server returning a
 // fixed response (the ceiling on this machine) and, for reference, the `xmlrpc` package's own
 // server. Each server runs in its own process, the load generator (bench/lib/http-load.ts) in this
-// one; prints figures only, no thresholds.
+// one. Then nodemgr's servers and the bare one take turns at 32 clients for the share of the bare
+// server's calls/s (see pairedShares). Prints figures only, no thresholds.
 //
 //   npm run build && node --import tsx bench/api.ts [seconds per run, default 4] [rounds, default 5]
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -77,15 +78,25 @@ rmSync(node.dir, { recursive: true, force: true });
 const compiledServers = join(repo, 'dist', 'bench', 'lib', 'api-servers.js');
 if (!existsSync(compiledServers)) throw new Error(`${compiledServers} is missing: run "npm run build" first`);
 const tsServer = (mode: string, flags: string[] = []) => [process.execPath, [...flags, compiledServers, mode]] as const;
-// nodemgr's servers run under the daemon's V8 flags (its young generation held small), the others as Node starts.
+// nodemgr's servers run under the daemon's V8 flags (those of its #! line, if any), the others as Node starts.
 const flags = daemonFlags(repo);
+const OURS = 'nodemgr API';
+const OURS_UNCACHED = 'nodemgr API without its answer cache';
+const BARE = '(b) bare node:http, fixed response';
 const servers: { label: string; command: readonly [string, readonly string[]] }[] = [
-  { label: 'nodemgr API', command: tsServer('nodemgr', flags) },
-  { label: 'nodemgr API without its answer cache', command: tsServer('nodemgr-uncached', flags) },
+  { label: OURS, command: tsServer('nodemgr', flags) },
+  { label: OURS_UNCACHED, command: tsServer('nodemgr-uncached', flags) },
   { label: '(a) Python ThreadingMixIn+SimpleXMLRPCServer', command: ['/usr/bin/python3', [join(repo, 'bench', 'baseline', 'xmlrpc_server.py'), rspecsFile]] },
-  { label: '(b) bare node:http, fixed response', command: tsServer('bare') },
+  { label: BARE, command: tsServer('bare') },
   { label: 'xmlrpc package server', command: tsServer('xmlrpc') },
 ];
+const commandOf = (label: string): [string, string[]] => {
+  const [command, args] = servers.find((s) => s.label === label)!.command;
+  return [command, [...args]];
+};
+/** The turns of the paired measurement, and the seconds of each (after its one-second warm-up). */
+const PAIRS = 12;
+const PAIR_SECONDS = 2;
 
 const row = (label: string, clients: number | string, f: Run | null, extra = '') =>
   console.log(
@@ -95,10 +106,48 @@ const row = (label: string, clients: number | string, f: Run | null, extra = '')
   );
 
 // This kind of host is shared and noisy: the servers take turns, round after round, and each
-// figure is the round with the median calls/s.
+// figure is the round with the median calls/s; the share of the bare server's is then measured
+// apart (pairedShares).
 console.log(`GetRSpec over 127.0.0.1, ${BENCH_SLIVERS} slivers, ${rounds} rounds of ${seconds} s per figure, ${cpus().length} CPUs, Node ${process.version}; nodemgr under ${flags.join(' ') || 'no V8 flags'}`);
 type Run = LoadFigures & { readonly cpuMicrosPerCall: number };
+
+/** One figure: `clients` clients for `secs` seconds, and the server's CPU per call over them. */
+async function measure(server: Running, clients: number, secs: number): Promise<Run> {
+  // Over the measured seconds only: the warm-up, where connections are opened and callers
+  // identified, is not in it.
+  let cpuBefore = 0;
+  let cpuAfter = 0;
+  const figures = await loadServer(server.port, clients, bodies, secs, {
+    start: () => (cpuBefore = server.cpuSeconds()),
+    end: () => (cpuAfter = server.cpuSeconds()),
+  });
+  return { ...figures, cpuMicrosPerCall: ((cpuAfter - cpuBefore) * 1e6) / (figures.callsPerSecond * secs) };
+}
+
+/**
+ * The share of the bare server's calls/s at 32 clients, the steadiest way this host allows: the
+ * servers run side by side and take turns in short slices (the order swapped each time), so that
+ * the host's drift, which moves every figure by half from one minute to the next, falls on both.
+ * Each turn gives one ratio; the median of them is the figure.
+ */
+async function pairedShares(labels: string[], pairs: number): Promise<Map<string, number[]>> {
+  const started = await Promise.all([...labels, BARE].map(async (label) => [label, await startServer(...commandOf(label))] as const));
+  const shares = new Map<string, number[]>(labels.map((label) => [label, []]));
+  try {
+    for (let i = 0; i < pairs; i++) {
+      const order = i % 2 === 0 ? started : [...started].reverse();
+      const rate = new Map<string, number>();
+      for (const [label, server] of order) rate.set(label, (await measure(server, 32, PAIR_SECONDS)).callsPerSecond);
+      for (const label of labels) shares.get(label)!.push(rate.get(label)! / rate.get(BARE)!);
+    }
+  } finally {
+    await Promise.all(started.map(([, server]) => server.stop()));
+  }
+  return shares;
+}
+
 const runs = new Map<string, Run[]>();
+let shares: Map<string, number[]>;
 try {
   for (let round = 1; round <= rounds; round++) {
     for (const { label, command } of servers) {
@@ -106,16 +155,7 @@ try {
       try {
         for (const clients of CONCURRENCY) {
           const key = `${label}/${clients}`;
-          // Over the measured seconds only: the warm-up, where connections are opened and callers
-          // identified, is not in it.
-          let cpuBefore = 0;
-          let cpuAfter = 0;
-          const figures = await loadServer(server.port, clients, bodies, seconds, {
-            start: () => (cpuBefore = server.cpuSeconds()),
-            end: () => (cpuAfter = server.cpuSeconds()),
-          });
-          const cpuMicrosPerCall = ((cpuAfter - cpuBefore) * 1e6) / (figures.callsPerSecond * seconds);
-          runs.set(key, [...(runs.get(key) ?? []), { ...figures, cpuMicrosPerCall }]);
+          runs.set(key, [...(runs.get(key) ?? []), await measure(server, clients, seconds)]);
         }
       } finally {
         await server.stop();
@@ -123,6 +163,7 @@ try {
     }
     process.stderr.write(`round ${round} of ${rounds} done\n`);
   }
+  shares = await pairedShares([OURS, OURS_UNCACHED], PAIRS);
 } finally {
   rmSync(scratch, { recursive: true, force: true });
 }
@@ -138,23 +179,16 @@ for (const { label } of servers) {
     row(label, clients, median(key), `   ${runs.get(key)!.map((f) => f.callsPerSecond.toFixed(0)).join(' ')}`);
   }
 }
-const ours = median('nodemgr API/32');
+const ours = median(`${OURS}/32`);
 const python = median(`${servers[2]!.label}/32`);
-const bare = median(`${servers[3]!.label}/32`);
-// The host's speed drifts from one minute to the next: the servers of one round ran side by side,
-// so the ratio of each round compares like with like, and its median is the steadiest figure.
-const pairedRatio = (label: string) => {
-  const mine = runs.get(`${label}/32`)!;
-  const ceiling = runs.get(`${servers[3]!.label}/32`)!;
-  const ratios = mine.map((f, i) => f.callsPerSecond / ceiling[i]!.callsPerSecond).sort((x, y) => x - y);
-  return { median: ratios[Math.floor(ratios.length / 2)]!, each: mine.map((f, i) => f.callsPerSecond / ceiling[i]!.callsPerSecond) };
-};
-for (const label of ['nodemgr API', 'nodemgr API without its answer cache']) {
-  const { median: m, each } = pairedRatio(label);
-  console.log(`${label} at 32 clients, per round, as a share of the bare server's calls/s in the same round: ${each.map((r) => `${(100 * r).toFixed(0)}%`).join(' ')} (median ${(100 * m).toFixed(0)}%)`);
+const bare = median(`${BARE}/32`);
+const middle = (values: number[]) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)]!;
+for (const [label, each] of shares) {
+  console.log(`${label} at 32 clients, as a share of the bare server's calls/s, taking turns with it ${PAIRS} times ` +
+    `(${PAIR_SECONDS} s each): ${each.map((r) => `${(100 * r).toFixed(0)}%`).join(' ')} (median ${(100 * middle(each)).toFixed(0)}%)`);
 }
 console.log(
   `at 32 clients nodemgr gives ${(ours.callsPerSecond / python.callsPerSecond).toFixed(1)}x the Python baseline's calls/s, ` +
-    `${((100 * ours.callsPerSecond) / bare.callsPerSecond).toFixed(0)}% of the bare server's, with p99 ${(ours.p99 / bare.p99).toFixed(2)}x the bare server's; ` +
+    `${((100 * ours.callsPerSecond) / bare.callsPerSecond).toFixed(0)}% of the bare server's (medians of the rounds), with p99 ${(ours.p99 / bare.p99).toFixed(2)}x the bare server's; ` +
     `server CPU per call ${ours.cpuMicrosPerCall.toFixed(0)} µs against the bare server's ${bare.cpuMicrosPerCall.toFixed(0)} µs and Python's ${python.cpuMicrosPerCall.toFixed(0)} µs`,
 );

@@ -1,11 +1,12 @@
 // Syncing: a no-change sync of 10,000 records, a new document to 200 and 1,000 new Unix slivers
 // all running and a document without them to all removed (beside serial useradd/userdel for 200
-// accounts, measured in the same run), and the daemon's memory with 10,000 records. Prints
-// figures only; no thresholds.
+// accounts, measured in the same run), the daemon's memory with 10,000 records, and the daemon
+// itself on 10,000 real slivers (about ten minutes). Prints figures only; no thresholds.
 //
-//   node --import tsx bench/sync.ts [nochange] [slivers] [rss]   (as root for the slivers' figures;
+//   node --import tsx bench/sync.ts [nochange] [slivers] [rss] [scale]   (as root for the slivers' and scale figures;
 //   BENCH_LOG=file keeps the daemon's log of it; BENCH_SLIVERS=200 runs fewer sizes, BENCH_NO_PEER=1 skips useradd)
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -22,6 +23,7 @@ import { createConverger } from '../src/sync/converge.js';
 import { createDocumentSync } from '../src/sync/document.js';
 import { createSyncStatusFile, syncStatusPath } from '../src/sync/sync-status.js';
 import { generateSlicesXml } from './lib/generate-slices.js';
+import { daemonAtScale } from './lib/daemon-at-scale.js';
 import { daemonFlags } from './lib/daemon-flags.js';
 import { nodeOfRecords, unexpiring } from './lib/node-of-records.js';
 import { desiredOfRecords } from '../src/reconcile/desired.js';
@@ -29,6 +31,7 @@ import { recordWriter } from '../src/db/record-writer.js';
 import { runCommand } from '../src/host/exec.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
+const execFileAsync = promisify(execFile);
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -190,21 +193,35 @@ async function sliverFigures(): Promise<string[]> {
   return lines;
 }
 
-function daemonRss(): string {
-  execFileSync('npx', ['tsc', '-p', join(here, '..', 'tsconfig.json')], { stdio: 'ignore' });
-  const probe = join(here, '..', 'dist', 'bench', 'lib', 'rss-probe.js');
-  // Each line: RSS, heap used, heap committed (MB).
-  const measure = (flags: string[], count: number) => {
-    const [rss, used, committed] = execFileSync(process.execPath, ['--expose-gc', ...flags, probe, String(count)], { encoding: 'utf8' }).trim().split(' ');
-    return `${rss} MB (heap ${used} MB used of ${committed} MB)`;
-  };
-  const flags = daemonFlags(join(here, '..'));
-  return `with 10,000 records ${measure(flags, 10_000)}; with none ${measure(flags, 0)}: Node's own floor\n` +
-    `  the same without the daemon's V8 flags (${flags.join(' ') || 'none'}): with 10,000 records ${measure([], 10_000)}; with none ${measure([], 0)}`;
+const SCALE = 10_000;
+
+async function scaleFigures(): Promise<string> {
+  if (process.getuid?.() !== 0) return 'skipped (needs root: it creates real accounts)';
+  const f = await daemonAtScale(SCALE, { node: process.execPath, flags: daemonFlags(join(here, '..')), cli: join(here, '..', 'dist', 'src', 'cli', 'main.js') });
+  const settled = f.idleMb.slice(-6);
+  return `new document to all running ${f.runningSeconds.toFixed(0)} s, RSS at most ${f.peakMb.toFixed(0)} MB meanwhile; ` +
+    `idle afterwards, every 10 s: ${f.idleMb.map((mb) => mb.toFixed(0)).join(' ')} MB (the last minute: ${Math.min(...settled).toFixed(0)}–${Math.max(...settled).toFixed(0)} MB); ` +
+    `document without them to all removed ${f.removedSeconds.toFixed(0)} s`;
 }
 
-// Parts to run: any of nochange, slivers, rss (all when none is named).
-const parts = new Set(process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['nochange', 'slivers', 'rss']);
+async function daemonRss(): Promise<string> {
+  execFileSync('npx', ['tsc', '-p', join(here, '..', 'tsconfig.json')], { stdio: 'ignore' });
+  const probe = join(here, '..', 'dist', 'bench', 'lib', 'rss-probe.js');
+  // Each probe watches an idle process for minutes: they run side by side.
+  const measure = async (flags: string[], count: number) => {
+    const { stdout } = await execFileAsync(process.execPath, [...flags, probe, String(count)], { encoding: 'utf8' });
+    const [start, settled, after, used, committed] = stdout.trim().split(' ');
+    return `${start} MB right after the start, ${settled} MB settled (after ${after} s; heap ${used} MB used of ${committed} MB)`;
+  };
+  const flags = daemonFlags(join(here, '..'));
+  const small = ['--max-semi-space-size=2'];
+  const [records, none, smallYoung] = await Promise.all([measure(flags, 10_000), measure(flags, 0), measure(small, 10_000)]);
+  return `with 10,000 records: ${records}\n  with none (Node's own floor): ${none}\n` +
+    `  with 10,000 records and the young generation held to 2 MB (${small.join(' ')}): ${smallYoung}`;
+}
+
+// Parts to run: any of nochange, slivers, rss, scale (all when none is named).
+const parts = new Set(process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['nochange', 'slivers', 'rss', 'scale']);
 console.log(`machine: ${cpus()[0]?.model ?? 'unknown cpu'}, ${cpus().length} cores, node ${process.version}`);
 if (parts.has('nochange')) {
   const sync = await noChangeSync();
@@ -216,4 +233,5 @@ if (parts.has('nochange')) {
   console.log(`  (the original node manager has no comparable figure: it re-ran every account's setup each sync)`);
 }
 if (parts.has('slivers')) console.log(`\nUnix slivers from a new document (the daemon, batched account files) beside shadow-utils' tools:\n${(await sliverFigures()).join('\n')}`);
-if (parts.has('rss')) console.log(`\ndaemon RSS (compiled code, database opened from disk, host observed and planned, after GC):\n  ${daemonRss()}`);
+if (parts.has('scale')) console.log(`\nthe daemon itself (its command, every service) with ${SCALE.toLocaleString('en')} real Unix slivers:\n  ${await scaleFigures()}`);
+if (parts.has('rss')) console.log(`\ndaemon RSS (compiled code, database opened from disk, host observed and planned, then idle as between polls):\n  ${await daemonRss()}`);

@@ -4,7 +4,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import ssh2 from 'ssh2';
 import type { NodeDatabase } from '../../src/db/types.js';
 import { createLogger } from '../../src/log.js';
 import { startSshGateway } from '../../src/ssh/gateway.js';
