@@ -10,6 +10,7 @@ import { writeFileDurably } from './durable-file.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { emptyDatabase, type NodeDatabase } from './types.js';
 import { validateDatabase } from './validate.js';
+import { nextWriteDelay, type LastWrite } from './write-pacing.js';
 import { describeError } from '../util/errors.js';
 
 export { DatabaseFormatError, validateDatabase } from './validate.js';
@@ -19,7 +20,8 @@ export interface DatabaseStore {
   readonly data: NodeDatabase;
   /**
    * Replaces contents with fn(current); the write to disk is coalesced: many updates within
-   * `coalesceMs` become one durable write. Returns once the new data is in memory. An fn that
+   * `coalesceMs` become one durable write, paced for a large database (write-pacing.ts). Returns
+   * once the new data is in memory. An fn that
    * returns the current object unchanged writes nothing.
    */
   update(fn: (current: NodeDatabase) => NodeDatabase): void;
@@ -212,6 +214,8 @@ function createStore(low: Low<NodeDatabase>, lock: HeldLock, options: OpenOption
   let generation = dirty ? 1 : 0;
   let written = 0;
   let firstUnwrittenAt = Date.now();
+  let lastWrite: LastWrite = { endedAt: 0, durationMs: 0 };
+  const dueIn = () => nextWriteDelay(Date.now(), firstUnwrittenAt, coalesceMs, lastWrite);
   let timer: NodeJS.Timeout | null = null;
   let writing = false;
   let failed = false; // the last write failed: wait for the next update or flush to retry
@@ -254,6 +258,7 @@ function createStore(low: Low<NodeDatabase>, lock: HeldLock, options: OpenOption
       settle(error);
     } finally {
       writing = false;
+      lastWrite = { endedAt: Date.now(), durationMs: Date.now() - started };
     }
     if (failed && !closing) {
       if (timer) clearTimeout(timer);
@@ -269,7 +274,7 @@ function createStore(low: Low<NodeDatabase>, lock: HeldLock, options: OpenOption
       // The updates left over all came after this write began.
       firstUnwrittenAt = started;
       // A waiting flush should not wait for the coalescing delay as well.
-      schedule(waiters.length > 0 ? 0 : firstUnwrittenAt + coalesceMs - Date.now());
+      schedule(waiters.length > 0 ? 0 : dueIn());
     }
   };
 
@@ -297,7 +302,7 @@ function createStore(low: Low<NodeDatabase>, lock: HeldLock, options: OpenOption
       low.data = next;
       generation++;
       failed = false;
-      schedule(firstUnwrittenAt + coalesceMs - Date.now());
+      schedule(dueIn());
     },
     flush() {
       // After close nothing more is written (the lock is gone): report how the closing flush went.
