@@ -1,7 +1,6 @@
 // The XML-DSig checks of a ticket: well-formed XML without declarations, a signature of exactly the
 // shape `xmlsec1 --sign` makes (one enveloped reference to the whole document, with the
 // algorithms accepted here and no SHA-1), verified with the authority's key alone. Pure.
-import { Buffer } from 'node:buffer';
 import type { KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { SaxesParser } from 'saxes';

@@ -8,7 +8,6 @@ import type { Logger } from '../log.js';
 import { serialQueue } from '../util/serial.js';
 import { addImage } from './cache-add.js';
 import { copyEntry, findEntry, namesInUse, totalBytes, touchEntry, type CacheState } from './cache-state.js';
-import { formatBytes } from '../util/text.js';
 import { automaticImageName, ImageError, parseImageUri, type AddRequest, type ImageEntry, type ImageType } from './index.js';
 import { deleteFile, indexWriter, makeDirectory, recover } from './store.js';
 

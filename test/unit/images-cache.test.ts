@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { openImageCache, type ImageCache, type ImageCacheOptions } from '../../src/images/cache.js';
+import { openImageCache, type ImageCacheOptions } from '../../src/images/cache.js';
 import { ImageError } from '../../src/images/index.js';
 import { memoryLogger } from '../../src/log.js';
 import { waitFor } from '../support/wait.js';
