@@ -4,7 +4,7 @@
 // accounts (a uid range of its own), their homes under a scratch directory and their cgroups, and
 // removes them all; shaping is off (the host's uplink is not the bench's to shape).
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateSlicesXml } from './generate-slices.js';
@@ -22,6 +22,19 @@ export interface ScaleFigures {
 /** A uid range of the bench's own: outside the tests' pool and bench/sync.ts's other ranges. */
 const UIDS = { min: 100_000, max: 111_999 };
 const PREFIX = 'nds_';
+const CGROUP_PARENT = 'nodemgr-bench-scale';
+
+/** The cgroup parent, in every hierarchy, once the daemon has removed its slivers' groups from it. */
+function removeCgroupParent(): void {
+  const root = '/sys/fs/cgroup';
+  for (const dir of [root, ...readdirSync(root).map((entry) => join(root, entry))]) {
+    try {
+      rmdirSync(join(dir, CGROUP_PARENT));
+    } catch {
+      // not in this hierarchy, or not empty (a run stopped before its slivers were removed)
+    }
+  }
+}
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -34,7 +47,7 @@ export async function daemonAtScale(count: number, command: { node: string; flag
   const settings = {
     node_id: 1, authority_url: `file://${doc}`, state_dir: join(dir, 'state'), run_dir: join(dir, 'run'), log_dir: join(dir, 'log'),
     home_base: join(dir, 'home'), sliver_uid_min: UIDS.min, sliver_uid_max: UIDS.max, api_port: 0, metrics_port: 0, ssh_port: 0,
-    poll_period: 3600, poll_jitter: 0, cgroup_parent: 'nodemgr-bench-scale', shaping_device: 'none',
+    poll_period: 3600, poll_jitter: 0, cgroup_parent: CGROUP_PARENT, shaping_device: 'none',
     delegate_shell: join(dir, 'libexec', 'forward_api_calls'), image_cache_dir: join(dir, 'images'), guest_dir: join(dir, 'guests'),
     address_pool: join(dir, 'mac-addresses'),
   };
@@ -75,6 +88,7 @@ export async function daemonAtScale(count: number, command: { node: string; flag
   } finally {
     daemon.kill('SIGTERM');
     await exited;
+    removeCgroupParent();
     rmSync(dir, { recursive: true, force: true });
   }
 }
