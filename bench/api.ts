@@ -40,7 +40,7 @@ function processCpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-function startServer(command: string, args: string[]): Promise<Running> {
+function startServer(command: string, args: readonly string[]): Promise<Running> {
   const child: ChildProcess = spawn(command, args, { stdio: ['pipe', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     child.once('error', reject);
@@ -90,13 +90,10 @@ const servers: { label: string; command: readonly [string, readonly string[]] }[
   { label: BARE, command: tsServer('bare') },
   { label: 'xmlrpc package server', command: tsServer('xmlrpc') },
 ];
-const commandOf = (label: string): [string, string[]] => {
-  const [command, args] = servers.find((s) => s.label === label)!.command;
-  return [command, [...args]];
-};
+const commandOf = (label: string) => servers.find((s) => s.label === label)!.command;
 /** The turns of the paired measurement, and the seconds of each (after its one-second warm-up). */
-const PAIRS = 12;
-const PAIR_SECONDS = 2;
+const TURNS = 12;
+const TURN_SECONDS = 2;
 
 const row = (label: string, clients: number | string, f: Run | null, extra = '') =>
   console.log(
@@ -130,14 +127,14 @@ async function measure(server: Running, clients: number, secs: number): Promise<
  * the host's drift, which moves every figure by half from one minute to the next, falls on both.
  * Each turn gives one ratio; the median of them is the figure.
  */
-async function pairedShares(labels: string[], pairs: number): Promise<Map<string, number[]>> {
+async function pairedShares(labels: string[], turns: number): Promise<Map<string, number[]>> {
   const started = await Promise.all([...labels, BARE].map(async (label) => [label, await startServer(...commandOf(label))] as const));
   const shares = new Map<string, number[]>(labels.map((label) => [label, []]));
   try {
-    for (let i = 0; i < pairs; i++) {
+    for (let i = 0; i < turns; i++) {
       const order = i % 2 === 0 ? started : [...started].reverse();
       const rate = new Map<string, number>();
-      for (const [label, server] of order) rate.set(label, (await measure(server, 32, PAIR_SECONDS)).callsPerSecond);
+      for (const [label, server] of order) rate.set(label, (await measure(server, 32, TURN_SECONDS)).callsPerSecond);
       for (const label of labels) shares.get(label)!.push(rate.get(label)! / rate.get(BARE)!);
     }
   } finally {
@@ -151,7 +148,7 @@ let shares: Map<string, number[]>;
 try {
   for (let round = 1; round <= rounds; round++) {
     for (const { label, command } of servers) {
-      const server = await startServer(command[0], [...command[1]]);
+      const server = await startServer(...command);
       try {
         for (const clients of CONCURRENCY) {
           const key = `${label}/${clients}`;
@@ -163,7 +160,7 @@ try {
     }
     process.stderr.write(`round ${round} of ${rounds} done\n`);
   }
-  shares = await pairedShares([OURS, OURS_UNCACHED], PAIRS);
+  shares = await pairedShares([OURS, OURS_UNCACHED], TURNS);
 } finally {
   rmSync(scratch, { recursive: true, force: true });
 }
@@ -184,8 +181,8 @@ const python = median(`${servers[2]!.label}/32`);
 const bare = median(`${BARE}/32`);
 const middle = (values: number[]) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)]!;
 for (const [label, each] of shares) {
-  console.log(`${label} at 32 clients, as a share of the bare server's calls/s, taking turns with it ${PAIRS} times ` +
-    `(${PAIR_SECONDS} s each): ${each.map((r) => `${(100 * r).toFixed(0)}%`).join(' ')} (median ${(100 * middle(each)).toFixed(0)}%)`);
+  console.log(`${label} at 32 clients, as a share of the bare server's calls/s, taking turns with it ${TURNS} times ` +
+    `(${TURN_SECONDS} s each): ${each.map((r) => `${(100 * r).toFixed(0)}%`).join(' ')} (median ${(100 * middle(each)).toFixed(0)}%)`);
 }
 console.log(
   `at 32 clients nodemgr gives ${(ours.callsPerSecond / python.callsPerSecond).toFixed(1)}x the Python baseline's calls/s, ` +

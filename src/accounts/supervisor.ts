@@ -119,6 +119,12 @@ async function perform(options: SupervisorOptions, q: AccountQueue, op: Op): Pro
   }
 }
 
+/** The limiter an operation waits for: creates and destroys by runtime, the others all alike (if bounded). */
+function limiterFor(options: SupervisorOptions, op: Op): Limiter | undefined {
+  if (!HEAVY.has(op.action)) return options.lightLimiter;
+  return op.runtime === 'unix' ? (options.unixLimiter ?? options.limiter) : options.limiter;
+}
+
 /** Runs the operation and reports it: 'done', 'failed' (retried with backoff) or 'parked' (a permanent failure: not retried). */
 async function runOne(options: SupervisorOptions, q: AccountQueue, op: Op): Promise<'done' | 'failed' | 'parked'> {
   const started = Date.now();
@@ -127,7 +133,7 @@ async function runOne(options: SupervisorOptions, q: AccountQueue, op: Op): Prom
   q.kind = op.kind;
   try {
     const task = () => withTimeout(perform(options, q, op), options.opTimeoutMs, op.action);
-    const limiter = !HEAVY.has(op.action) ? options.lightLimiter : op.runtime === 'unix' ? (options.unixLimiter ?? options.limiter) : options.limiter;
+    const limiter = limiterFor(options, op);
     const extra = limiter ? await limiter.run(task) : await task();
     q.attempts = 0;
     report(options, q, q.steady, null, extra);

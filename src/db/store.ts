@@ -21,8 +21,7 @@ export interface DatabaseStore {
   /**
    * Replaces contents with fn(current); the write to disk is coalesced: many updates within
    * `coalesceMs` become one durable write, paced for a large database (write-pacing.ts). Returns
-   * once the new data is in memory. An fn that
-   * returns the current object unchanged writes nothing.
+   * once the new data is in memory. An fn that returns the current object unchanged writes nothing.
    */
   update(fn: (current: NodeDatabase) => NodeDatabase): void;
   /** Resolves when everything updated so far is durably on disk (rejects with the write error). */
@@ -258,7 +257,8 @@ function createStore(low: Low<NodeDatabase>, lock: HeldLock, options: OpenOption
       settle(error);
     } finally {
       writing = false;
-      lastWrite = { endedAt: Date.now(), durationMs: Date.now() - started };
+      const ended = Date.now();
+      lastWrite = { endedAt: ended, durationMs: ended - started };
     }
     if (failed && !closing) {
       if (timer) clearTimeout(timer);

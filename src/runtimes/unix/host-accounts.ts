@@ -60,30 +60,28 @@ export function hostAccounts(files: AccountFiles, range: { uidMin: number; uidMa
   // Every operation of every account looks its account up: with a thousand accounts in a batch,
   // reading and parsing both files each time is most of the work. The files are replaced by rename
   // (by this daemon and by shadow-utils alike), so the same inode, size and times mean the same text.
-  // After a batch has rewritten them, every waiting operation finds the copy stale at once: they
-  // share one read (`reading`), or ten thousand of them would each hold a copy of the files.
-  type Snapshot = { key: string; accounts: HostAccount[]; byName: Map<string, HostAccount> };
-  let cached: Snapshot | null = null;
-  let reading: { key: string; snapshot: Promise<Snapshot> } | null = null;
+  // After a batch has rewritten them, every waiting operation finds the copy stale at once: the copy
+  // is kept from the moment its read starts, so they share that read, where ten thousand of them
+  // would each hold a copy of the files. A read that fails is not kept.
+  type Snapshot = { accounts: HostAccount[]; byName: Map<string, HostAccount> };
+  let cached: { key: string; snapshot: Promise<Snapshot> } | null = null;
   const filesKey = async () => (await Promise.all([files.passwdFile, files.shadowFile].map((f) =>
     stat(f, { bigint: true }).then((st) => `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`, () => 'none')))).join('|');
 
   const readAll = async (): Promise<HostAccount[]> => (await current()).accounts;
   const current = async (): Promise<Snapshot> => {
     const key = await filesKey();
-    if (cached?.key === key) return cached;
-    if (reading?.key === key) return reading.snapshot;
+    if (cached?.key === key) return cached.snapshot;
     const snapshot = readFiles().then((accounts) => {
       const byName = new Map<string, HostAccount>();
       for (const a of accounts) if (!byName.has(a.name)) byName.set(a.name, a); // the first entry is the one that counts
-      return (cached = { key, accounts, byName });
+      return { accounts, byName };
     });
-    const read = { key, snapshot };
-    reading = read;
-    const done = () => {
-      if (reading === read) reading = null;
-    };
-    snapshot.then(done, done);
+    const kept = { key, snapshot };
+    cached = kept;
+    snapshot.catch(() => {
+      if (cached === kept) cached = null;
+    });
     return snapshot;
   };
 
