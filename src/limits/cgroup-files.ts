@@ -2,8 +2,8 @@
 // written one value at a time, group names validated before they become paths, the processes of
 // a group, and the errors that name the file and the reason. cgroups.ts puts the slivers' groups
 // together over these; cgroup-v1.ts and cgroup-v2.ts write the limits of each kernel interface.
-import { constants } from 'node:fs';
-import { access, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { accessSync, constants, readdirSync, readFileSync, statSync } from 'node:fs';
+import { open, readdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { SHARES_MAX, SHARES_MIN } from '../rspec/cpu.js';
@@ -121,17 +121,30 @@ export function describe(error: unknown, file: string): string {
   return hint ? `${code} (${hint})` : code;
 }
 
+// Control files are read, and groups listed, synchronously: cgroupfs is kernel memory and answers in
+// microseconds, where an asynchronous call waits its turn in libuv's four threads behind the fsyncs
+// of the database and the account files and the removal of homes, and costs several times the CPU
+// (a thousand slivers removed spent an eighth of the daemon's time in reads of control files).
+// Writes stay asynchronous: a lower memory limit makes the kernel reclaim before it answers.
+
 /** A control file's contents, trimmed; null when the file does not exist. */
 export async function readControl(file: string): Promise<string | null> {
   try {
-    return (await readFile(file, 'utf8')).trim();
+    return readFileSync(file, 'utf8').trim();
   } catch (error) {
     if (errorCode(error) === 'ENOENT') return null;
     throw new CgroupError(`cannot read ${file}: ${describe(error, file)}`, errorCode(error), file);
   }
 }
 
-export const exists = (file: string) => access(file).then(() => true, () => false);
+export async function exists(file: string): Promise<boolean> {
+  try {
+    accessSync(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 // Never O_CREAT: /sys/fs/cgroup is often a tmpfs, where a control file of a hierarchy that is not
 // mounted would be created as a plain file and the limit silently lost.
@@ -169,9 +182,16 @@ export function keyedValue(text: string | null, key: string): number | null {
   return match ? Number(match[1]) : null;
 }
 
-/** The number of CPUs the host's own tasks may spread over, which the parent's weight answers to. */
+let cpuCountCache: number | null = null;
+
+/**
+ * The number of CPUs the host's own tasks may spread over, which the parent's weight answers to.
+ * Read once: os.cpus() parses /proc for every CPU's model and times, and CPUs added later (rare
+ * on a node) only make the parent's weight a little low until the daemon restarts.
+ */
 export function cpuCount(): number {
-  return Math.max(1, cpus().length);
+  cpuCountCache ??= Math.max(1, cpus().length);
+  return cpuCountCache;
 }
 
 let pageSizeCache: number | null = null;
@@ -196,7 +216,7 @@ export async function subtree(dir: string): Promise<string[]> {
     const current = pending.shift()!;
     let entries;
     try {
-      entries = await readdir(current, { withFileTypes: true });
+      entries = readdirSync(current, { withFileTypes: true });
     } catch (error) {
       if (errorCode(error) === 'ENOENT' || errorCode(error) === 'ENOTDIR') continue;
       throw new CgroupError(`cannot list ${current}: ${describe(error, current)}`, errorCode(error), current);
@@ -244,5 +264,7 @@ export async function isGone(pid: number): Promise<boolean> {
   return status === null || /^State:\s+[ZX]/m.test(status);
 }
 
-export const groupExists = (dir: string) => stat(dir).then((s) => s.isDirectory(), () => false);
+export async function groupExists(dir: string): Promise<boolean> {
+  return statSync(dir, { throwIfNoEntry: false })?.isDirectory() ?? false;
+}
 

@@ -154,22 +154,44 @@ function assemble(backend: CgroupBackend): SliverCgroups {
   const groupDirs = (name: string) => backend.parents.map((parent) => join(parent, validateGroupName(name)));
   const pids = async (name: string) => [...(await pidsIn(groupDirs(name)))].sort((a, b) => a - b);
   const killAll = (name: string) => killGroup(backend, name, () => pids(name));
+  // The parent is made and set up once, not before every sliver's group (a mkdir in each hierarchy
+  // and a control file each time). Should it vanish afterwards (an administrator's rmdir, a v1
+  // hierarchy remounted), the next group made finds no parent and sets it up again.
+  let parentSetUp: Promise<void> | null = null;
+  const ensureParent = () => {
+    const attempt = backend.ensureParent();
+    parentSetUp = attempt;
+    attempt.catch(() => {
+      if (parentSetUp === attempt) parentSetUp = null;
+    });
+    return attempt;
+  };
+  const makeGroup = async (dir: string) => {
+    try {
+      await mkdir(dir);
+    } catch (error) {
+      if (errorCode(error) === 'EEXIST') return;
+      if (errorCode(error) !== 'ENOENT') throw error;
+      await ensureParent();
+      await mkdir(dir).catch((again: unknown) => {
+        if (errorCode(again) !== 'EEXIST') throw again;
+      });
+    }
+  };
 
   return {
     version: backend.version,
     support: backend.support,
-    ensureParent: () => backend.ensureParent(),
+    ensureParent,
     async apply(name, limits) {
       validateGroupName(name);
       validateLimits(name, limits);
-      await backend.ensureParent();
+      await (parentSetUp ?? ensureParent());
       for (const dir of groupDirs(name)) {
         try {
-          await mkdir(dir);
+          await makeGroup(dir);
         } catch (error) {
-          if (errorCode(error) !== 'EEXIST') {
-            throw new CgroupError(`cannot create the group of sliver "${name}" (${dir}): ${describe(error, dir)}`, errorCode(error), dir);
-          }
+          throw new CgroupError(`cannot create the group of sliver "${name}" (${dir}): ${describe(error, dir)}`, errorCode(error), dir);
         }
       }
       await backend.applyLimits(name, limits);

@@ -259,6 +259,18 @@ serial('apply shows the kernel what it set and writes nothing the second time', 
   t.deepEqual([...new Set(writes)], ['pids/pids.max'], 'only the changed value was written');
 });
 
+serial('a parent removed behind the adapter\'s back is set up again by the next group made', async (t) => {
+  const cgroups = await fresh(t);
+  await cgroups.apply('first', open);
+  const parents = cgroups.procFiles('x').map((procs) => dirname(dirname(procs)));
+  await cgroups.remove('first');
+  for (const parent of parents) await rmdir(parent);
+  await cgroups.apply('second', open);
+  for (const parent of parents) t.true((await stat(parent)).isDirectory(), `${parent} is made again`);
+  t.deepEqual(await cgroups.list(), ['second']);
+  t.is((await cgroups.read('second'))?.limits.cpuShares, 1024);
+});
+
 serial('a memory limit is raised and lowered with memory+swap kept at it, which the kernel keeps above memory alone', async (t) => {
   const cgroups = await fresh(t);
   const memoryDir = dirname(cgroups.procFiles('mem').find((f) => f.includes('/memory/'))!);

@@ -5,7 +5,8 @@
 // people's accounts, an account with the marker but outside the range) is foreign and is never
 // changed, stopped or removed. The marker also says the kind, so recovery after a restart needs
 // nothing but /etc/passwd.
-import { readFile, stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { invalidAccountName } from '../../host/account-names.js';
 import type { AccountKind } from '../../db/types.js';
 import { parsePasswd, parseShadow, type PasswdEntry, type ShadowEntry } from '../../host/passwd.js';
@@ -65,12 +66,21 @@ export function hostAccounts(files: AccountFiles, range: { uidMin: number; uidMa
   // would each hold a copy of the files. A read that fails is not kept.
   type Snapshot = { accounts: HostAccount[]; byName: Map<string, HostAccount> };
   let cached: { key: string; snapshot: Promise<Snapshot> } | null = null;
-  const filesKey = async () => (await Promise.all([files.passwdFile, files.shadowFile].map((f) =>
-    stat(f, { bigint: true }).then((st) => `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`, () => 'none')))).join('|');
+  // Two stat calls per lookup, made synchronously: the inodes are cached by the kernel, and the
+  // asynchronous form cost more CPU than the lookup itself, waiting behind fsyncs in libuv's threads.
+  const fileKey = (file: string) => {
+    try {
+      const st = statSync(file, { bigint: true });
+      return `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+    } catch {
+      return 'none'; // the read that follows names what is wrong
+    }
+  };
+  const filesKey = () => `${fileKey(files.passwdFile)}|${fileKey(files.shadowFile)}`;
 
   const readAll = async (): Promise<HostAccount[]> => (await current()).accounts;
   const current = async (): Promise<Snapshot> => {
-    const key = await filesKey();
+    const key = filesKey();
     if (cached?.key === key) return cached.snapshot;
     const snapshot = readFiles().then((accounts) => {
       const byName = new Map<string, HostAccount>();
