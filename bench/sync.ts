@@ -111,6 +111,8 @@ interface SliverFigures {
   readonly createMs: number;
   readonly running: number;
   readonly records: number;
+  /** Slivers the document disables (nm_enabled 0): made, and stopped rather than running. */
+  readonly disabled: number;
   readonly destroyMs: number;
 }
 
@@ -122,7 +124,9 @@ async function sliversFromDocument(count: number): Promise<SliverFigures> {
   const dir = mkdtempSync(join(tmpdir(), 'nodemgr-bench-'));
   chmodSync(dir, 0o755);
   const doc = join(dir, 'slices.xml');
-  writeFileSync(doc, unexpiring(generateSlicesXml({ slices: count, nodeId: 1, onNodeFraction: 1, seed: 11 })).replace(/ name="/g, ' name="nb_'));
+  const text = unexpiring(generateSlicesXml({ slices: count, nodeId: 1, onNodeFraction: 1, seed: 11 })).replace(/<slice id="(\d+)" name="/g, '<slice id="$1" name="nb_');
+  writeFileSync(doc, text);
+  const disabled = (text.match(/<resource name="nm_enabled"><value>0</g) ?? []).length;
   const config = {
     ...defaultConfig(), nodeId: 1, authorityUrl: new URL(`file://${doc}`).href, stateDir: join(dir, 'state'),
     runDir: join(dir, 'run'), logDir: join(dir, 'log'), homeBase: join(dir, 'home'), apiSocket: join(dir, 'run', 'api.sock'),
@@ -148,7 +152,7 @@ async function sliversFromDocument(count: number): Promise<SliverFigures> {
   const destroyMs = Date.now() - destroyStart;
   await daemon.stop();
   rmSync(dir, { recursive: true, force: true });
-  return { createMs, running, records: states.length, destroyMs };
+  return { createMs, running, records: states.length, disabled, destroyMs };
 }
 
 /** The peer: what shadow-utils' own tools take for the same accounts, one call each, in a row. */
@@ -183,7 +187,7 @@ async function sliverFigures(): Promise<string[]> {
   const peer = process.env.BENCH_NO_PEER ? null : await serialShadowUtils(200);
   for (const count of SLIVER_COUNTS) {
     const f = await sliversFromDocument(count);
-    lines.push(`  ${String(count).padStart(5)} slivers: new document -> all running ${s(f.createMs)} (${f.running} of ${f.records} running); ` +
+    lines.push(`  ${String(count).padStart(5)} slivers: new document -> all running ${s(f.createMs)} (${f.running} of ${f.records} running, ${f.disabled} disabled by the document); ` +
       `document without them -> all removed ${s(f.destroyMs)}`);
   }
   if (peer) {
@@ -199,7 +203,7 @@ async function scaleFigures(): Promise<string> {
   if (process.getuid?.() !== 0) return 'skipped (needs root: it creates real accounts)';
   const f = await daemonAtScale(SCALE, { node: process.execPath, flags: daemonFlags(join(here, '..')), cli: join(here, '..', 'dist', 'src', 'cli', 'main.js') });
   const settled = f.idleMb.slice(-6);
-  return `new document to all running ${f.runningSeconds.toFixed(0)} s, RSS at most ${f.peakMb.toFixed(0)} MB meanwhile; ` +
+  return `new document to every enabled sliver running (${f.enabled}) ${f.runningSeconds.toFixed(0)} s, RSS at most ${f.peakMb.toFixed(0)} MB meanwhile; ` +
     `idle afterwards, every 10 s: ${f.idleMb.map((mb) => mb.toFixed(0)).join(' ')} MB (the last minute: ${Math.min(...settled).toFixed(0)}–${Math.max(...settled).toFixed(0)} MB); ` +
     `document without them to all removed ${f.removedSeconds.toFixed(0)} s`;
 }

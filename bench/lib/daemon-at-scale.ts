@@ -11,6 +11,8 @@ import { generateSlicesXml } from './generate-slices.js';
 import { unexpiring } from './node-of-records.js';
 
 export interface ScaleFigures {
+  /** The slivers the document enables: those that run (the others are made and stay stopped). */
+  readonly enabled: number;
   readonly runningSeconds: number;
   /** The largest resident set size seen (MB) until every sliver ran. */
   readonly peakMb: number;
@@ -43,7 +45,10 @@ export async function daemonAtScale(count: number, command: { node: string; flag
   chmodSync(dir, 0o755);
   mkdirSync(join(dir, 'home'), { mode: 0o755 });
   const doc = join(dir, 'slices.xml');
-  writeFileSync(doc, unexpiring(generateSlicesXml({ slices: count, nodeId: 1, onNodeFraction: 1, seed: 5 })).replace(/ name="/g, ` name="${PREFIX}`));
+  const text = unexpiring(generateSlicesXml({ slices: count, nodeId: 1, onNodeFraction: 1, seed: 5 })).replace(/<slice id="(\d+)" name="/g, `<slice id="$1" name="${PREFIX}`);
+  writeFileSync(doc, text);
+  // A slice the document disables (nm_enabled 0, one in twenty) is made and never started.
+  const enabled = count - (text.match(/<resource name="nm_enabled"><value>0</g) ?? []).length;
   const settings = {
     node_id: 1, authority_url: `file://${doc}`, state_dir: join(dir, 'state'), run_dir: join(dir, 'run'), log_dir: join(dir, 'log'),
     home_base: join(dir, 'home'), sliver_uid_min: UIDS.min, sliver_uid_max: UIDS.max, api_port: 0, metrics_port: 0, ssh_port: 0,
@@ -69,7 +74,7 @@ export async function daemonAtScale(count: number, command: { node: string; flag
   try {
     const started = Date.now();
     let peakMb = 0;
-    while (running() < count) {
+    while (running() < enabled) {
       if (daemon.exitCode !== null) throw new Error(`the daemon exited (${daemon.exitCode}); its log is ${join(dir, 'daemon.log')}`);
       peakMb = Math.max(peakMb, rssMb());
       await pause(2000);
@@ -84,7 +89,7 @@ export async function daemonAtScale(count: number, command: { node: string; flag
     const removing = Date.now();
     daemon.kill('SIGHUP'); // sync now
     while (ours() > 0) await pause(1000);
-    return { runningSeconds, peakMb, idleMb, removedSeconds: (Date.now() - removing) / 1000 };
+    return { enabled, runningSeconds, peakMb, idleMb, removedSeconds: (Date.now() - removing) / 1000 };
   } finally {
     daemon.kill('SIGTERM');
     await exited;
