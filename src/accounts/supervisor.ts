@@ -158,6 +158,9 @@ async function runOne(options: SupervisorOptions, q: AccountQueue, op: Op): Prom
 
 export function createSupervisors(options: SupervisorOptions): Supervisors {
   const queues = new Map<string, AccountQueue>();
+  // The queues with work running, pending or waiting for a retry, kept as they change: scanning
+  // every queue whenever one became idle cost ten thousand accounts a hundred million checks.
+  const busyQueues = new Set<AccountQueue>();
   let stopped = false;
   let idleWaiters: Array<() => void> = [];
 
@@ -172,8 +175,15 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
 
   const isBusy = (q: AccountQueue) => q.running !== null || q.pending.length > 0 || q.retryTimer !== null;
 
-  const notifyIfIdle = () => {
-    if ([...queues.values()].some(isBusy)) return;
+  /** Called after each change of a queue's work. An account gone from the host with nothing left to do is forgotten. */
+  const settle = (q: AccountQueue) => {
+    if (isBusy(q)) {
+      busyQueues.add(q);
+      return;
+    }
+    busyQueues.delete(q);
+    if (q.steady === 'absent' && q.parked === null && queues.get(q.name) === q) queues.delete(q.name);
+    if (busyQueues.size > 0) return;
     const waiters = idleWaiters;
     idleWaiters = [];
     for (const resolve of waiters) resolve();
@@ -186,9 +196,10 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
     if (q.running || q.retryTimer || stopped) return;
     const op = q.pending[0];
     if (!op) {
-      notifyIfIdle();
+      settle(q);
       return;
     }
+    busyQueues.add(q);
     q.running = (async () => {
       const outcome = await runOne(options, q, op);
       // The plan may have been replaced while the operation ran; only drop what was run.
@@ -205,6 +216,7 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
         q.retryTimer = setTimeout(() => {
           q.retryTimer = null;
           drain(q);
+          settle(q);
         }, delay);
         q.retryTimer.unref();
         return;
@@ -235,6 +247,11 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
         if (q.parked !== null && q.parked === parkKey(list[0]!)) continue;
         q.parked = null;
         const previousFirst = q.pending[0];
+        // A plan made while an operation runs asks for it again (the host does not show its
+        // effect yet): the running one stands for it, rather than running it twice.
+        if (q.running !== null && previousFirst && parkKey(previousFirst) === parkKey(list[0]!)) {
+          list[0] = previousFirst;
+        }
         q.pending = list;
         // A plan that asks for something else than the operation being retried need not wait
         // out that operation's backoff (say, a destroy for a sliver whose create keeps failing).
@@ -243,16 +260,17 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
           q.retryTimer = null;
         }
         drain(q);
+        settle(q);
       }
     },
 
     idle() {
-      if (![...queues.values()].some(isBusy)) return Promise.resolve();
+      if (busyQueues.size === 0) return Promise.resolve();
       return new Promise((resolve) => idleWaiters.push(resolve));
     },
 
     busy() {
-      return [...queues.values()].filter(isBusy).map((q) => q.name);
+      return [...busyQueues].map((q) => q.name);
     },
 
     unpark() {
@@ -267,7 +285,7 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
         q.pending = [];
       }
       await Promise.all([...queues.values()].map((q) => q.running));
-      notifyIfIdle();
+      for (const q of [...queues.values()]) settle(q);
     },
   };
 }

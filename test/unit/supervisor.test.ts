@@ -226,3 +226,44 @@ test('lifecycle hooks run around the runtime\'s calls, in order, and a failing h
   t.deepEqual(calls, ['hook before stop a_one (unix)', 'runtime destroy a_one', 'hook after destroy a_one']);
   await supervisors.stop();
 });
+
+test('a plan submitted again while its create runs does not create the account twice', async (t) => {
+  const host = memoryRuntime();
+  let releaseCreate!: () => void;
+  const createHeld = new Promise<void>((resolve) => (releaseCreate = resolve));
+  const held: AccountRuntime = {
+    ...host.runtime,
+    async create(spec) {
+      await createHeld;
+      return host.runtime.create(spec);
+    },
+  };
+  const { supervisors } = setup(held);
+  const plan = await planFor(host, ['a_once']);
+  supervisors.submit(plan);
+  // Passes that run while the create is under way see no account yet and plan the same again.
+  supervisors.submit(await planFor(host, ['a_once']));
+  supervisors.submit(await planFor(host, ['a_once']));
+  t.deepEqual(supervisors.busy(), ['a_once']);
+  releaseCreate();
+  await supervisors.idle();
+  t.deepEqual(host.calls.filter((c) => c.endsWith('a_once')), ['create a_once', 'configure a_once', 'start a_once']);
+  t.deepEqual(supervisors.busy(), []);
+});
+
+test('busy() and idle() follow every account as its work comes and goes', async (t) => {
+  const host = memoryRuntime();
+  host.failures.set('create:a_late', 2);
+  const { supervisors } = setup(host.runtime);
+  const names = Array.from({ length: 50 }, (_, i) => `a_${i}`);
+  supervisors.submit(await planFor(host, [...names, 'a_late']));
+  t.is(supervisors.busy().length, 51);
+  await supervisors.idle();
+  t.deepEqual(supervisors.busy(), []);
+  t.is(host.accounts.size, 51, 'the one that failed twice was retried until it was made');
+  // then all of them removed: idle again once the last destroy is done
+  supervisors.submit([...names, 'a_late'].map((account) => ({ account, kind: 'sliver' as const, action: 'destroy' as const, runtime: 'unix' as const, spec: null, why: 'gone' })));
+  await supervisors.idle();
+  t.is(host.accounts.size, 0);
+  t.deepEqual(supervisors.busy(), []);
+});
