@@ -1,8 +1,5 @@
 // Pure parsing of the account databases (passwd(5), shadow(5), group(5)). No I/O: the runtime
-// reads the files and hands the text here, so the parsing is tested without root. The entries'
-// strings are their own, not views of the file's text (util/text.ts ownString): the daemon keeps
-// account names for as long as the accounts live, and must not keep every version of the file.
-import { ownString } from '../util/text.js';
+// reads the files and hands the text here, so the parsing is tested without root.
 
 export interface PasswdEntry {
   readonly name: string;
@@ -44,27 +41,16 @@ function id(field: string | undefined): number | null {
   return Number.isSafeInteger(value) ? value : null;
 }
 
-/** One copy of each value many entries share (a shell, a comment), made while a file is parsed. */
-function sharedValues(): (value: string) => string {
-  const seen = new Map<string, string>();
-  return (value) => {
-    let own = seen.get(value);
-    if (own === undefined) seen.set(value, (own = ownString(value)));
-    return own;
-  };
-}
-
 /** Entries of /etc/passwd; a malformed line is skipped (it names no account anyone can use). */
 export function parsePasswd(text: string): PasswdEntry[] {
   const entries: PasswdEntry[] = [];
-  const shared = sharedValues();
   for (const fields of entryLines(text)) {
     if (fields.length !== 7) continue;
     const [name, , uidField, gidField, gecos, home, shell] = fields as [string, string, string, string, string, string, string];
     const uid = id(uidField);
     const gid = id(gidField);
     if (name === '' || uid === null || gid === null) continue;
-    entries.push({ name: ownString(name), uid, gid, gecos: shared(gecos), home: ownString(home), shell: shared(shell) });
+    entries.push({ name, uid, gid, gecos, home, shell });
   }
   return entries;
 }
@@ -76,13 +62,12 @@ export function isLockedHash(hash: string): boolean {
 
 export function parseShadow(text: string): ShadowEntry[] {
   const entries: ShadowEntry[] = [];
-  const shared = sharedValues();
   for (const fields of entryLines(text)) {
     if (fields.length < 2) continue;
     const name = fields[0]!;
     const hash = fields[1]!;
     if (name === '') continue;
-    entries.push({ name: ownString(name), hash: shared(hash), locked: isLockedHash(hash) });
+    entries.push({ name, hash, locked: isLockedHash(hash) });
   }
   return entries;
 }
@@ -94,7 +79,7 @@ export function parseGroup(text: string): GroupEntry[] {
     const [name, , gidField, members] = fields as [string, string, string, string];
     const gid = id(gidField);
     if (name === '' || gid === null) continue;
-    entries.push({ name: ownString(name), gid, members: members === '' ? [] : members.split(',').map(ownString) });
+    entries.push({ name, gid, members: members === '' ? [] : members.split(',') });
   }
   return entries;
 }

@@ -208,7 +208,13 @@ export async function pageSize(): Promise<number> {
   return pageSizeCache;
 }
 
-/** The group's directory and every group below it, parents before children. */
+/**
+ * The group's directory and every group below it, parents before children. A directory of cgroupfs
+ * (kernfs) counts its subdirectories in its link count, so a group with 2 links has none and is not
+ * listed: listing one reads every control file's entry (dozens under v1), in every hierarchy, for
+ * every sliver killed and removed. Any other count (more, or 1 on file systems that do not keep it)
+ * is listed.
+ */
 export async function subtree(dir: string): Promise<string[]> {
   const found: string[] = [];
   const pending = [dir];
@@ -216,6 +222,10 @@ export async function subtree(dir: string): Promise<string[]> {
     const current = pending.shift()!;
     let entries;
     try {
+      if (statSync(current).nlink === 2) {
+        found.push(current);
+        continue;
+      }
       entries = readdirSync(current, { withFileTypes: true });
     } catch (error) {
       if (errorCode(error) === 'ENOENT' || errorCode(error) === 'ENOTDIR') continue;

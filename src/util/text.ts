@@ -31,10 +31,10 @@ const SLICED_MIN_LENGTH = 13;
 
 /**
  * `text` as a string that holds its own characters. A substring (split, slice) of 13 characters
- * or more is a view of the whole string it was cut from and keeps that alive: the names and homes
- * of ten thousand accounts, each cut from the /etc/passwd of the day it was read, held a dozen
- * versions of the file (4 MB), and a node whose accounts come and go one by one would hold one
- * version per account. Shorter substrings are copies already.
+ * or more is a view of the whole string it was cut from and keeps that alive: the names of ten
+ * thousand accounts, each cut from the /etc/passwd of the day it was read, held a dozen versions of
+ * the file (4 MB), and a node whose accounts come and go one by one would hold one version per
+ * account. Shorter substrings are copies already.
  */
 export function ownString(text: string): string {
   return text.length < SLICED_MIN_LENGTH ? text : Buffer.from(text, 'utf8').toString('utf8');

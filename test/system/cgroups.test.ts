@@ -6,9 +6,9 @@ import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
-import { readFile, rmdir, stat } from 'node:fs/promises';
+import { mkdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
-import { basename, dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { createSliverCgroups, detectCgroupVersion, type CgroupLimits, type SliverCgroups } from '../../src/limits/cgroups.js';
 import { capQuotaUs, cpuWeights } from '../../src/rspec/cpu.js';
 import { isRoot, leaseTestUids, waitFor } from './support/host.js';
@@ -240,6 +240,24 @@ serial('join moves a process into the group in every hierarchy; sweep brings bac
 
   await t.throwsAsync(cgroups.join('kept', 4_194_304 + 1), { message: /cannot move pid 4194305 into sliver "kept" \(\S+cgroup\.procs\): ESRCH/ });
   await t.throwsAsync(cgroups.join('nosuch', joined.pid), { message: /sliver "nosuch" has no group/ });
+});
+
+serial('a group with groups below it (made by root inside the sliver\'s) is killed and removed whole', async (t) => {
+  const cgroups = await fresh(t);
+  await cgroups.apply('nested', open);
+  const inner = runAs(t, freeUid(), ['sleep', '300']);
+  const top = runAs(t, freeUid(), ['sleep', '300']);
+  await cgroups.join('nested', top.pid);
+  for (const procs of cgroups.procFiles('nested')) {
+    const below = join(dirname(procs), 'inner', 'deeper');
+    await mkdir(below, { recursive: true });
+    await writeFile(join(below, 'cgroup.procs'), String(inner.pid));
+  }
+  t.deepEqual(await cgroups.pids('nested'), [inner.pid, top.pid].sort((a, b) => a - b), 'the pids below the group count as its own');
+  await cgroups.remove('nested');
+  t.is((await inner.exited).signal, 'SIGKILL');
+  t.is((await top.exited).signal, 'SIGKILL');
+  for (const file of cgroups.procFiles('nested')) t.false(await isDirectory(dirname(file)), `${dirname(file)} is still there`);
 });
 
 serial('apply shows the kernel what it set and writes nothing the second time', async (t) => {

@@ -4,6 +4,8 @@ import test from 'ava';
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { createLogger } from '../../src/log.js';
 import { hostAccounts } from '../../src/runtimes/unix/host-accounts.js';
 
@@ -51,4 +53,30 @@ test('a rewrite of the files seen by a thousand waiting lookups at once is read 
   const found = await Promise.all(names.map((name) => accounts.owned(name, 'configure')));
   t.deepEqual(found.map((a) => a?.name), names);
   t.true(found.every((a) => a?.kind === 'sliver'));
+});
+
+test('the accounts kept hold strings of their own: keeping one keeps no version of the files', async (t) => {
+  // Twenty versions of 10,000-account files, as a node sees them over a day of batches, and from
+  // each only one account kept (as the limits and the supervisors keep an account's name).
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const node = await accountFiles(0);
+  t.teardown(() => rm(node.dir, { recursive: true, force: true }));
+  const accounts = hostAccounts(node.files, RANGE, createLogger({ console: false }));
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  const kept = [];
+  for (let v = 0; v < 20; v++) {
+    await node.write(Array.from({ length: 10_000 }, (_, i) => `site_v${v}_${i}`));
+    const account = (await accounts.readAll())[1 + v * 100]!;
+    kept.push({ name: account.name, home: account.home, gecos: account.gecos, shadow: account.shadow });
+  }
+  await node.write([]);
+  await accounts.readAll();
+  gc();
+  const grown = process.memoryUsage().heapUsed - before;
+  t.is(kept[7]!.home, '/home/site_v7_700');
+  t.is(kept[7]!.shadow?.hash, '*');
+  // Each version of passwd is about 700 KB; held by views of it, twenty would be 14 MB and more.
+  t.true(grown < 2 * 1024 * 1024, `the heap grew by ${(grown / 1024 / 1024).toFixed(1)} MB`);
 });

@@ -12,6 +12,7 @@ import type { AccountKind } from '../../db/types.js';
 import { parsePasswd, parseShadow, type PasswdEntry, type ShadowEntry } from '../../host/passwd.js';
 import type { Logger } from '../../log.js';
 import { describeError, PermanentError } from '../../util/errors.js';
+import { ownString } from '../../util/text.js';
 import type { AccountSpec } from '../types.js';
 
 const MARKER_PREFIX = 'nodemgr ';
@@ -52,6 +53,16 @@ export interface HostAccounts {
   owned(name: string, op: string): Promise<OwnedAccount | null>;
   /** The account of the spec, which must exist, be ours and be of the spec's kind. */
   required(spec: AccountSpec, op: string): Promise<OwnedAccount>;
+}
+
+/** One copy of each value many accounts share (a shell, a comment, a locked password), made during one read. */
+function sharedCopies(): (value: string) => string {
+  const seen = new Map<string, string>();
+  return (value) => {
+    let own = seen.get(value);
+    if (own === undefined) seen.set(value, (own = ownString(value)));
+    return own;
+  };
 }
 
 export function hostAccounts(files: AccountFiles, range: { uidMin: number; uidMax: number }, logger: Logger): HostAccounts {
@@ -95,6 +106,9 @@ export function hostAccounts(files: AccountFiles, range: { uidMin: number; uidMa
     return snapshot;
   };
 
+  // The copy keeps strings of its own (util/text.ts ownString): the accounts' names go on into the
+  // limits, the supervisors and the metrics for as long as the accounts live, and as views of the
+  // text they were cut from they kept every version of the files (a dozen at 10,000 accounts).
   const readFiles = async (): Promise<HostAccount[]> => {
     const passwd = parsePasswd(await readFile(files.passwdFile, 'utf8'));
     let shadow: Map<string, ShadowEntry> | null = null;
@@ -103,7 +117,15 @@ export function hostAccounts(files: AccountFiles, range: { uidMin: number; uidMa
     } catch (err) {
       logger.debug('shadow file not readable; login state from shells only', { file: files.shadowFile, error: describeError(err) });
     }
-    return passwd.map((p) => ({ ...p, shadow: shadow ? (shadow.get(p.name) ?? null) : null }));
+    const shared = sharedCopies();
+    return passwd.map((p) => {
+      const name = ownString(p.name);
+      const entry = shadow?.get(p.name);
+      return {
+        name, uid: p.uid, gid: p.gid, gecos: shared(p.gecos), home: ownString(p.home), shell: shared(p.shell),
+        shadow: shadow ? (entry ? { name, hash: shared(entry.hash), locked: entry.locked } : null) : null,
+      };
+    });
   };
   const find = async (name: string) => (await current()).byName.get(name) ?? null;
 
