@@ -4,7 +4,7 @@
 // accounts (a uid range of its own), their homes under a scratch directory and their cgroups, and
 // removes them all; shaping is off (the host's uplink is not the bench's to shape).
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateSlicesXml } from './generate-slices.js';
@@ -94,6 +94,8 @@ export async function daemonAtScale(count: number, command: { node: string; flag
     daemon.kill('SIGTERM');
     await exited;
     removeCgroupParent();
+    // BENCH_LOG=file keeps the daemon's log, as for bench/sync.ts's other figures.
+    if (process.env.BENCH_LOG) copyFileSync(join(dir, 'daemon.log'), process.env.BENCH_LOG);
     rmSync(dir, { recursive: true, force: true });
   }
 }
