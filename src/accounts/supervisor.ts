@@ -156,6 +156,35 @@ async function runOne(options: SupervisorOptions, q: AccountQueue, op: Op): Prom
   }
 }
 
+function opsByAccount(ops: readonly Op[]): Map<string, Op[]> {
+  const byAccount = new Map<string, Op[]>();
+  for (const op of ops) {
+    const list = byAccount.get(op.account);
+    if (list) list.push(op);
+    else byAccount.set(op.account, [op]);
+  }
+  return byAccount;
+}
+
+/** Makes a new plan's operations the account's pending ones; false when the plan repeats what is parked. */
+function replacePending(q: AccountQueue, list: Op[]): boolean {
+  // The same request as the one that failed for good stays failed; any other is tried.
+  if (q.parked !== null && q.parked === parkKey(list[0]!)) return false;
+  q.parked = null;
+  const previousFirst = q.pending[0];
+  // A plan made while an operation runs asks for it again (the host does not show its effect
+  // yet): the running one stands for it, rather than running it twice.
+  if (q.running !== null && previousFirst && parkKey(previousFirst) === parkKey(list[0]!)) list[0] = previousFirst;
+  q.pending = list;
+  // A plan that asks for something else than the operation being retried need not wait out that
+  // operation's backoff (say, a destroy for a sliver whose create keeps failing).
+  if (q.retryTimer && (!previousFirst || previousFirst.action !== list[0]!.action)) {
+    clearTimeout(q.retryTimer);
+    q.retryTimer = null;
+  }
+  return true;
+}
+
 export function createSupervisors(options: SupervisorOptions): Supervisors {
   const queues = new Map<string, AccountQueue>();
   // The queues with work running, pending or waiting for a retry, kept as they change: scanning
@@ -235,30 +264,9 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
 
     submit(ops) {
       if (stopped) return;
-      const byAccount = new Map<string, Op[]>();
-      for (const op of ops) {
-        const list = byAccount.get(op.account) ?? [];
-        list.push(op);
-        byAccount.set(op.account, list);
-      }
-      for (const [name, list] of byAccount) {
+      for (const [name, list] of opsByAccount(ops)) {
         const q = queueFor(name, list[0]!.kind);
-        // The same request as the one that failed for good stays failed; any other is tried.
-        if (q.parked !== null && q.parked === parkKey(list[0]!)) continue;
-        q.parked = null;
-        const previousFirst = q.pending[0];
-        // A plan made while an operation runs asks for it again (the host does not show its
-        // effect yet): the running one stands for it, rather than running it twice.
-        if (q.running !== null && previousFirst && parkKey(previousFirst) === parkKey(list[0]!)) {
-          list[0] = previousFirst;
-        }
-        q.pending = list;
-        // A plan that asks for something else than the operation being retried need not wait
-        // out that operation's backoff (say, a destroy for a sliver whose create keeps failing).
-        if (q.retryTimer && (!previousFirst || previousFirst.action !== list[0]!.action)) {
-          clearTimeout(q.retryTimer);
-          q.retryTimer = null;
-        }
+        if (!replacePending(q, list)) continue;
         drain(q);
         settle(q);
       }
