@@ -22,7 +22,7 @@ import { createLogger } from '../src/log.js';
 import { createConverger } from '../src/sync/converge.js';
 import { createDocumentSync } from '../src/sync/document.js';
 import { createSyncStatusFile, syncStatusPath } from '../src/sync/sync-status.js';
-import { generateSlicesXml } from './lib/generate-slices.js';
+import { disabledSlices, generateSlicesXml } from './lib/generate-slices.js';
 import { daemonAtScale } from './lib/daemon-at-scale.js';
 import { daemonFlags } from './lib/daemon-flags.js';
 import { nodeOfRecords, unexpiring } from './lib/node-of-records.js';
@@ -124,9 +124,9 @@ async function sliversFromDocument(count: number): Promise<SliverFigures> {
   const dir = mkdtempSync(join(tmpdir(), 'nodemgr-bench-'));
   chmodSync(dir, 0o755);
   const doc = join(dir, 'slices.xml');
-  const text = unexpiring(generateSlicesXml({ slices: count, nodeId: 1, onNodeFraction: 1, seed: 11 })).replace(/<slice id="(\d+)" name="/g, '<slice id="$1" name="nb_');
+  const text = unexpiring(generateSlicesXml({ slices: count, nodeId: 1, onNodeFraction: 1, seed: 11, namePrefix: 'nb_' }));
   writeFileSync(doc, text);
-  const disabled = (text.match(/<resource name="nm_enabled"><value>0</g) ?? []).length;
+  const disabled = disabledSlices(text);
   const config = {
     ...defaultConfig(), nodeId: 1, authorityUrl: new URL(`file://${doc}`).href, stateDir: join(dir, 'state'),
     runDir: join(dir, 'run'), logDir: join(dir, 'log'), homeBase: join(dir, 'home'), apiSocket: join(dir, 'run', 'api.sock'),

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generateSlicesXml } from './generate-slices.js';
+import { disabledSlices, generateSlicesXml } from './generate-slices.js';
 import { unexpiring } from './node-of-records.js';
 
 export interface ScaleFigures {
@@ -45,10 +45,9 @@ export async function daemonAtScale(count: number, command: { node: string; flag
   chmodSync(dir, 0o755);
   mkdirSync(join(dir, 'home'), { mode: 0o755 });
   const doc = join(dir, 'slices.xml');
-  const text = unexpiring(generateSlicesXml({ slices: count, nodeId: 1, onNodeFraction: 1, seed: 5 })).replace(/<slice id="(\d+)" name="/g, `<slice id="$1" name="${PREFIX}`);
+  const text = unexpiring(generateSlicesXml({ slices: count, nodeId: 1, onNodeFraction: 1, seed: 5, namePrefix: PREFIX }));
   writeFileSync(doc, text);
-  // A slice the document disables (nm_enabled 0, one in twenty) is made and never started.
-  const enabled = count - (text.match(/<resource name="nm_enabled"><value>0</g) ?? []).length;
+  const enabled = count - disabledSlices(text);
   const settings = {
     node_id: 1, authority_url: `file://${doc}`, state_dir: join(dir, 'state'), run_dir: join(dir, 'run'), log_dir: join(dir, 'log'),
     home_base: join(dir, 'home'), sliver_uid_min: UIDS.min, sliver_uid_max: UIDS.max, api_port: 0, metrics_port: 0, ssh_port: 0,

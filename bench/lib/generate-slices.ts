@@ -11,6 +11,8 @@ export interface GenerateSlicesOptions {
   readonly onNodeFraction: number;
   /** Same seed, same document. */
   readonly seed: number;
+  /** Put before every slice's name (a bench's accounts of its own); the rest of the document is the same. */
+  readonly namePrefix?: string;
 }
 
 const SITES = [
@@ -70,7 +72,7 @@ export function generateSlicesXml(options: GenerateSlicesOptions): string {
   const baseTime = 1_700_000_000;
   for (let i = 0; i < options.slices; i++) {
     const site = pick(next, SITES);
-    const name = `${site}_${pick(next, WORDS)}${i}`;
+    const name = `${options.namePrefix ?? ''}${site}_${pick(next, WORDS)}${i}`;
     const timestamp = baseTime + Math.floor(next() * 1_000_000);
     const expiry = timestamp + 86_400 * (28 + Math.floor(next() * 56));
     out.push(`  <slice id="${1000 + i}" name="${name}" expiry="${expiry}">`);
@@ -108,4 +110,9 @@ export function generateSlicesXml(options: GenerateSlicesOptions): string {
   }
   out.push('</slices>', '');
   return out.join('\n');
+}
+
+/** How many slices of a generated document are disabled (nm_enabled 0): made, and never started. */
+export function disabledSlices(xml: string): number {
+  return (xml.match(/<resource name="nm_enabled"><value>0</g) ?? []).length;
 }
