@@ -221,10 +221,10 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
   const retryDelay = (attempts: number) =>
     Math.min(options.retryMaxMs, options.retryInitialMs * 2 ** Math.max(0, attempts - 1));
 
+  /** Starts the account's next operation if it may run now; otherwise brings the busy set up to date. */
   const drain = (q: AccountQueue) => {
-    if (q.running || q.retryTimer || stopped) return;
     const op = q.pending[0];
-    if (!op) {
+    if (q.running || q.retryTimer || stopped || !op) {
       settle(q);
       return;
     }
@@ -245,7 +245,6 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
         q.retryTimer = setTimeout(() => {
           q.retryTimer = null;
           drain(q);
-          settle(q);
         }, delay);
         q.retryTimer.unref();
         return;
@@ -266,9 +265,7 @@ export function createSupervisors(options: SupervisorOptions): Supervisors {
       if (stopped) return;
       for (const [name, list] of opsByAccount(ops)) {
         const q = queueFor(name, list[0]!.kind);
-        if (!replacePending(q, list)) continue;
-        drain(q);
-        settle(q);
+        if (replacePending(q, list)) drain(q);
       }
     },
 

@@ -123,7 +123,7 @@ export function hostAccounts(files: AccountFiles, range: { uidMin: number; uidMa
       const entry = shadow?.get(p.name);
       return {
         name, uid: p.uid, gid: p.gid, gecos: shared(p.gecos), home: ownString(p.home), shell: shared(p.shell),
-        shadow: shadow ? (entry ? { name, hash: shared(entry.hash), locked: entry.locked } : null) : null,
+        shadow: entry ? { name, hash: shared(entry.hash), locked: entry.locked } : null,
       };
     });
   };
