@@ -10,12 +10,20 @@ export interface AnswerCacheOptions {
   readonly generation: () => object;
   /** Whether a method's answer depends on nothing but the database, its arguments and its caller. */
   readonly readsOnlyDatabase: (method: string) => boolean;
-  /** Told of every call answered from here, which counts as a call like any other. */
-  readonly onHit?: (method: string) => void;
+  /**
+   * Where a method's answers from here are counted (each counts as a call like any other): asked
+   * once for each answer kept, so that giving the answer is one addition, with no lookup.
+   */
+  readonly tallyOf?: (method: string) => AnswerTally;
   /** At most this many answers; when full it is emptied and fills again (default 4096). */
   readonly maxEntries?: number;
   /** At most this many characters of answers in all, likewise (default 8 Mi: the daemon's memory is bounded). */
   readonly maxChars?: number;
+}
+
+/** How many answers of one method were given from the cache since its reader last took them. */
+export interface AnswerTally {
+  hits: number;
 }
 
 export interface KeptAnswer {
@@ -25,6 +33,9 @@ export interface KeptAnswer {
    * where a Buffer body costs a second chunk (writev); an ASCII string takes a byte per character.
    */
   readonly answer: string;
+  /** Its length in bytes, as sent. */
+  readonly bytes: number;
+  readonly tally: AnswerTally | null;
 }
 
 export interface AnswerCache {
@@ -90,7 +101,7 @@ export function createAnswerCache(options: AnswerCacheOptions): AnswerCache {
       current();
       const found = answersOf(caller, false)?.get(body.toString('latin1'));
       if (found === undefined) return null;
-      options.onHit?.(found.method);
+      if (found.tally !== null) found.tally.hits++;
       return found;
     },
     generation: () => options.generation(),
@@ -106,7 +117,7 @@ export function createAnswerCache(options: AnswerCacheOptions): AnswerCache {
       const before = own.get(key);
       if (before === undefined) count++;
       chars += key.length + answer.length - (before === undefined ? 0 : key.length + before.answer.length);
-      own.set(key, { method, answer });
+      own.set(key, { method, answer, bytes: Buffer.byteLength(answer), tally: options.tallyOf?.(method) ?? null });
     },
   };
 }

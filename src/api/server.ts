@@ -134,24 +134,26 @@ function configure<S extends Server | TlsServer>(server: S, answering: WeakSet<S
   return server;
 }
 
-/** Sends one answer, unless one was sent already (a request too large is answered while it arrives). */
-function send(res: ServerResponse, status: number, body: string | Buffer): void {
+/**
+ * Sends one answer, unless one was sent already (a request too large is answered while it
+ * arrives); `bytes` is its length when known (a kept answer's is counted once).
+ */
+function send(res: ServerResponse, status: number, body: string | Buffer, bytes = Buffer.byteLength(body)): void {
   if (res.headersSent) return;
   res.writeHead(status, {
     'content-type': 'text/xml; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
+    'content-length': bytes,
   });
   res.end(body);
 }
-
-/** An aborted request has no one left to answer. */
-const ignore = () => undefined;
 
 /**
  * Reads the request's body up to `limit` bytes; over it, the request is answered with its fault and
  * its body is not handed on. Little is made per request (its 'data' and 'end' listeners; a body of
  * one piece is kept as it came): a call takes a few tens of microseconds, and what it allocates is
- * paid for again by the young-generation collector.
+ * paid for again by the young-generation collector. A request aborted mid-body has nobody left to
+ * answer: with no 'error' listener, node:http only ends it (an IncomingMessage emits 'error' only
+ * to listeners).
  */
 function readLimitedBody(req: IncomingMessage, res: ServerResponse, limit: number, onBody: (body: Buffer) => void): void {
   let first: Buffer | null = null;
@@ -166,7 +168,6 @@ function readLimitedBody(req: IncomingMessage, res: ServerResponse, limit: numbe
     } else if (first === null) first = chunk;
     else (more ??= [first]).push(chunk);
   });
-  req.on('error', ignore);
   req.on('end', () => {
     if (size <= limit) onBody(more !== null ? Buffer.concat(more, size) : (first ?? Buffer.alloc(0)));
   });
@@ -223,7 +224,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     // (and without a debug line: at tens of thousands a second the metrics count them).
     const kept = options.answers?.lookup(caller, body);
     if (kept) {
-      send(res, 200, kept.answer);
+      send(res, 200, kept.answer, kept.bytes);
       return;
     }
     answering.add(socket);

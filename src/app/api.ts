@@ -188,7 +188,7 @@ export function measuredAnswers(methods: ApiMethods, store: DatabaseStore, metri
     answers: createAnswerCache({
       generation: () => store.data,
       readsOnlyDatabase: (method) => methods.readsOnlyDatabase(method),
-      onHit: (method) => metrics.apiCachedAnswer(method),
+      tallyOf: (method) => metrics.cachedAnswers(method),
     }),
   };
 }

@@ -5,6 +5,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { adoptedRecords, delegateRecords, documentTimestampInForce, sliverRecords } from '../db/records.js';
 import type { NodeDatabase, SyncOutcome } from '../db/types.js';
 import type { RuntimeKind } from '../slices/types.js';
+import type { AnswerTally } from '../api/answer-cache.js';
 import { LOGIN_REFUSALS, SESSION_KINDS, type GatewayObserver } from '../ssh/observer.js';
 import { registerSliverMetrics, type SliverMetricsOptions } from './sliver-metrics.js';
 
@@ -33,8 +34,11 @@ export interface NodeMetrics {
   operation(kind: string, ok: boolean, seconds: number): void;
   /** An API call was answered; `fault` is the fault's name, or "none". */
   apiCall(method: string, fault: string, seconds: number): void;
-  /** An API call was answered from the answer cache: counted as a call, not timed (it ran no method). */
-  apiCachedAnswer(method: string): void;
+  /**
+   * Where the answer cache counts a method's answers: each counts as a call, not timed (it ran no
+   * method). The same tally for a method every time, added to the calls when they are collected.
+   */
+  cachedAnswers(method: string): AnswerTally;
   /** The ssh gateway's sessions and failed logins. */
   readonly ssh: GatewayObserver;
   /** The exposition text of every metric. */
@@ -154,15 +158,18 @@ export function createMetrics(sources: MetricsSources): NodeMetrics {
   const ops = new Counter({ name: 'nodemgr_operations_total', help: 'Account operations run by the supervisors, by kind.', labelNames: ['kind'], registers });
   const opFailures = new Counter({ name: 'nodemgr_operation_failures_total', help: 'Account operations that failed, by kind.', labelNames: ['kind'], registers });
   const opSeconds = new Histogram({ name: 'nodemgr_operation_duration_seconds', help: 'Seconds an account operation took, by kind.', labelNames: ['kind'], buckets: DURATION_BUCKETS, registers });
-  // Answers from the cache come tens of thousands a second: each is one addition to a plain map,
-  // handed to the counter when it is collected (a labelled increment costs as much as the answer).
-  const cachedSinceCollected = new Map<string, number>();
+  // Answers from the cache come tens of thousands a second: each is one addition to its method's
+  // tally, handed to the counter when it is collected (a labelled increment costs as much as the
+  // answer, and even a lookup by method name is a good part of it).
+  const cachedSinceCollected = new Map<string, AnswerTally>();
   const calls = new Counter({
     name: 'nodemgr_api_calls_total', help: 'API calls answered, by method and fault ("none" for a result), answers from the cache included.',
     labelNames: ['method', 'fault'], registers,
     collect() {
-      for (const [method, count] of cachedSinceCollected) this.inc({ method, fault: 'none' }, count);
-      cachedSinceCollected.clear();
+      for (const [method, tally] of cachedSinceCollected) {
+        if (tally.hits > 0) this.inc({ method, fault: 'none' }, tally.hits);
+        tally.hits = 0;
+      }
     },
   });
   const callSeconds = new Histogram({
@@ -189,8 +196,10 @@ export function createMetrics(sources: MetricsSources): NodeMetrics {
       calls.inc({ method, fault });
       callSeconds.observe({ method }, seconds);
     },
-    apiCachedAnswer(method) {
-      cachedSinceCollected.set(method, (cachedSinceCollected.get(method) ?? 0) + 1);
+    cachedAnswers(method) {
+      let tally = cachedSinceCollected.get(method);
+      if (tally === undefined) cachedSinceCollected.set(method, (tally = { hits: 0 }));
+      return tally;
     },
     async text() {
       await slivers.prepare();

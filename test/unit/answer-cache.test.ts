@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createAnswerCache } from '../../src/api/answer-cache.js';
+import { createAnswerCache, type AnswerTally } from '../../src/api/answer-cache.js';
 import type { Caller } from '../../src/api/identity.js';
 import { createApiMethods } from '../../src/api/methods.js';
 import { startApiServer } from '../../src/api/server.js';
@@ -23,11 +23,13 @@ const SLIVER: Caller = { uid: 70_001, kind: 'sliver', name: 'pl_one' };
 const body = (text: string) => Buffer.from(text);
 
 function cacheOver(generation: { current: object }, readsOnly = new Set(['GetRSpec'])) {
-  const hits: string[] = [];
+  // The tallies by method, as the metrics keep them: one per method, asked for as answers are kept.
+  const tallies = new Map<string, AnswerTally>();
+  const hits = () => Object.fromEntries([...tallies].map(([method, tally]) => [method, tally.hits]));
   const cache = createAnswerCache({
     generation: () => generation.current,
     readsOnlyDatabase: (method) => readsOnly.has(method),
-    onHit: (method) => hits.push(method),
+    tallyOf: (method) => tallies.get(method) ?? tallies.set(method, { hits: 0 }).get(method)!,
     maxEntries: 3,
   });
   return { cache, hits };
@@ -39,7 +41,9 @@ test('a kept answer is given again to the same caller for the same bytes, until 
   t.is(cache.lookup(ROOT, body('a')), null, 'nothing kept yet');
   cache.keep(ROOT, body('a'), 'GetRSpec', '<answer a/>', cache.generation());
   t.is(cache.lookup(ROOT, body('a'))?.answer, '<answer a/>');
-  t.deepEqual(hits, ['GetRSpec'], 'a hit is told, with its method');
+  t.deepEqual(hits(), { GetRSpec: 1 }, 'a hit is counted in its method\'s tally');
+  t.is(cache.lookup(ROOT, body('a'))?.bytes, Buffer.byteLength('<answer a/>'));
+  t.deepEqual(hits(), { GetRSpec: 2 });
   t.is(cache.lookup(ROOT, body('a ')), null, 'other bytes are another request');
   t.is(cache.lookup(SLIVER, body('a')), null, 'another caller may be answered otherwise');
   generation.current = {};

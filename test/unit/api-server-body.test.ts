@@ -1,7 +1,8 @@
 // The API server reads a request's body as it arrives: in pieces (a chunked body, written in
 // several writes) it is put together; past api_max_request_bytes it is answered with its fault
-// while it still arrives, and nothing of it is handed on.
+// while it still arrives, and nothing of it is handed on; a client gone mid-body is forgotten.
 import test from 'ava';
+import { connect } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -63,4 +64,22 @@ test('a chunked body over the limit is answered with its fault and never called'
   t.is(answer.status, 413);
   t.regex(answer.body, new RegExp(`request too large: more than ${LIMIT} bytes`));
   t.deepEqual(calls, []);
+});
+
+test('a client that goes away in the middle of a body is forgotten, and the server goes on answering', async (t) => {
+  const { port, calls } = await server(t);
+  const whole = call('never finished');
+  await new Promise<void>((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      socket.write(`POST /RPC2 HTTP/1.1\r\nhost: x\r\ncontent-type: text/xml\r\ncontent-length: ${whole.length}\r\n\r\n${whole.slice(0, 50)}`, () =>
+        // The server has the head and part of the body when the connection is reset.
+        setTimeout(() => socket.resetAndDestroy(), 50));
+    });
+    socket.on('error', reject);
+    socket.on('close', () => resolve());
+  });
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const answer = await postInPieces(port, [call('after it')]);
+  t.is(answer.status, 200);
+  t.deepEqual(calls, [['after it']], 'the unfinished call was never made');
 });

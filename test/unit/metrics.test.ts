@@ -109,8 +109,9 @@ test('events: syncs by outcome, operations and their failures, converge passes, 
   await call(caller, 'Help', []);
   await t.throwsAsync(call(caller, 'GetRecord', []));
   await call(caller, 'NoSuchMethod_xyz', []);
-  metrics.apiCachedAnswer('Help');
-  metrics.apiCachedAnswer('Help');
+  // The answer cache adds to the tally it was given; asked again, the metrics give the same one.
+  metrics.cachedAnswers('Help').hits++;
+  metrics.cachedAnswers('Help').hits++;
 
   const e = parseExposition(await metrics.text());
   t.is(e.types.get('nodemgr_syncs_total'), 'counter');
@@ -132,6 +133,10 @@ test('events: syncs by outcome, operations and their failures, converge passes, 
   t.is(valueOf(e, 'nodemgr_api_calls_total', { method: 'unknown', fault: 'none' }), 1);
   t.false(e.samples.some((s) => s.labels['method'] === 'NoSuchMethod_xyz'));
   t.is(valueOf(e, 'nodemgr_api_call_duration_seconds_count', { method: 'Help' }), 1);
+  // A tally is taken in once: the next scrape counts only the answers given since.
+  metrics.cachedAnswers('Help').hits++;
+  const again = parseExposition(await metrics.text());
+  t.is(valueOf(again, 'nodemgr_api_calls_total', { method: 'Help', fault: 'none' }), 4);
 });
 
 function get(port: number, path: string, method = 'GET'): Promise<{ status: number; type: string; body: string }> {
