@@ -71,19 +71,29 @@ export function createAnswerCache(options: AnswerCacheOptions): AnswerCache {
   let count = 0;
   let chars = 0;
   let keptFor: object | null = null;
-  // A caller is resolved once per connection; its key is made once too.
-  const keys = new WeakMap<Caller, string | null>();
+  // A caller is resolved once per connection, and its key made once. Its own answers are found
+  // again through its slot, with no lookup by key, until the set of callers' maps changes (`maps`
+  // counts the changes: emptied, or a caller's map made).
+  const slots = new WeakMap<Caller, { readonly key: string | null; own: Map<string, KeptAnswer> | null; seen: number }>();
+  let maps = 0;
   /** The caller's answers; made when `make` (a lookup makes nothing). */
   const answersOf = (caller: Caller, make: boolean): Map<string, KeptAnswer> | null => {
-    let who = keys.get(caller);
-    if (who === undefined) keys.set(caller, (who = callerKey(caller)));
-    if (who === null) return null;
-    let own = answers.get(who);
-    if (own === undefined && make) answers.set(who, (own = new Map()));
-    return own ?? null;
+    let slot = slots.get(caller);
+    if (slot === undefined) slots.set(caller, (slot = { key: callerKey(caller), own: null, seen: -1 }));
+    if (slot.key === null) return null;
+    if (slot.seen !== maps) {
+      slot.own = answers.get(slot.key) ?? null;
+      slot.seen = maps;
+    }
+    if (slot.own === null && make) {
+      answers.set(slot.key, (slot.own = new Map()));
+      slot.seen = ++maps;
+    }
+    return slot.own;
   };
   const empty = () => {
     answers.clear();
+    maps++;
     count = 0;
     chars = 0;
   };

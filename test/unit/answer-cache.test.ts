@@ -69,6 +69,24 @@ test('an answer read from a database that changed during the call is not kept', 
   t.is(cache.lookup(ROOT, body('a')), null);
 });
 
+test('connections of the same account share its answers, through every change of the cache', (t) => {
+  const generation = { current: {} };
+  const { cache } = cacheOver(generation);
+  // Each connection has a caller of its own: same account, another object.
+  const first: Caller = { ...SLIVER };
+  const second: Caller = { ...SLIVER };
+  cache.keep(ROOT, body('r'), 'GetRSpec', '<root/>', cache.generation());
+  t.is(cache.lookup(first, body('a')), null, 'the account has nothing kept yet');
+  cache.keep(second, body('a'), 'GetRSpec', '<a/>', cache.generation());
+  t.is(cache.lookup(first, body('a'))?.answer, '<a/>', 'kept by one connection, given to the other');
+  generation.current = {};
+  t.is(cache.lookup(first, body('a')), null, 'gone with the database it was read from');
+  cache.keep(second, body('b'), 'GetRSpec', '<b/>', cache.generation());
+  t.is(cache.lookup(first, body('b'))?.answer, '<b/>');
+  t.is(cache.lookup(first, body('a')), null);
+  t.is(cache.lookup(ROOT, body('r')), null, 'nor is another account\'s answer kept through it');
+});
+
 test('a cache over its characters is emptied too: its memory is bounded whatever the answers', (t) => {
   const generation = { current: {} };
   const cache = createAnswerCache({ generation: () => generation.current, readsOnlyDatabase: () => true, maxChars: 100 });
