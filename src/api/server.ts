@@ -29,6 +29,8 @@ export interface ApiServerOptions {
   readonly logger: Logger;
   /** Answers of calls that read only the database, kept until it changes; none by default. */
   readonly answers?: AnswerCache;
+  /** A connection on which nothing moves for this long, while no call of it is being answered, is cut (default 60 s). */
+  readonly idleCutMs?: number;
 }
 
 export type Transport = 'tcp' | 'unix' | 'tls';
@@ -114,17 +116,23 @@ export async function answerCall(
  * requests. A connection is cut when idle unless one of its calls is being answered (`answering`):
  * a call may take long (AddImage downloads), and the idle cut is for stalled peers, not for us.
  */
-function configure<S extends Server | TlsServer>(server: S, answering: WeakSet<Socket>): S {
+function configure<S extends Server | TlsServer>(server: S, answering: WeakSet<Socket>, idleCutMs: number): S {
   server.keepAliveTimeout = KEEP_ALIVE_MS;
   server.headersTimeout = REQUEST_TIMEOUT_MS;
   server.requestTimeout = REQUEST_TIMEOUT_MS;
   server.maxHeadersCount = 50;
   // A connection that stops in the middle of anything is cut rather than held. Over TLS the
   // timer is the TLS socket's (the one requests see), and the handshake has its own limit.
-  // The timer is re-armed by the answer's write; none is set or cleared per call.
-  const cutWhenIdle = (socket: Socket) => socket.setTimeout(IDLE_CUT_MS, () => {
-    if (!answering.has(socket)) socket.destroy();
-  });
+  // node:http uses the same timer for keep-alive (set when an answer is out, cleared when the
+  // next request comes), so it is armed again by an answer that does not go out at once (send);
+  // a request that stops arriving is the requestTimeout's. The listener stays for the
+  // connection's life: a keep-alive timeout, which node:http ends itself, also comes through it.
+  const cutWhenIdle = (socket: Socket) => {
+    socket.setTimeout(idleCutMs);
+    socket.on('timeout', () => {
+      if (!answering.has(socket)) socket.destroy();
+    });
+  };
   if (server instanceof TlsServer) server.on('secureConnection', cutWhenIdle);
   else server.on('connection', cutWhenIdle);
   server.on('clientError', (_error, socket: Socket) => {
@@ -219,17 +227,24 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     });
   };
 
+  const idleCutMs = options.idleCutMs ?? IDLE_CUT_MS;
+  /** An answer not all taken by the kernel arms the idle cut: a peer that stops reading it is cut in time. */
+  const sendAnswer = (socket: Socket, res: ServerResponse, answer: string, bytes?: number): void => {
+    send(res, 200, answer, bytes);
+    if (socket.writableLength > 0) socket.setTimeout(idleCutMs);
+  };
+
   const respond = (socket: Socket, body: Buffer, caller: Caller, res: ServerResponse): void => {
     // A repeated read of an unchanged database is answered at once, without a promise in between
     // (and without a debug line: at tens of thousands a second the metrics count them).
     const kept = options.answers?.lookup(caller, body);
     if (kept) {
-      send(res, 200, kept.answer, kept.bytes);
+      sendAnswer(socket, res, kept.answer, kept.bytes);
       return;
     }
     answering.add(socket);
     void answerCall(body, caller, options.call, logger, options.answers)
-      .then((response) => send(res, 200, response))
+      .then((response) => sendAnswer(socket, res, response))
       .finally(() => answering.delete(socket));
   };
 
@@ -244,10 +259,10 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       const address = server.address();
       return typeof address === 'object' && address ? address.port : target.port;
     };
-    if (options.port !== null) port = await onPort(configure(createServer(handler('tcp')), answering), { port: options.port, host: options.host });
-    if (options.tls) tlsPort = await onPort(configure(createTlsListener(options.tls, handler('tls'), logger), answering), options.tls);
+    if (options.port !== null) port = await onPort(configure(createServer(handler('tcp')), answering, idleCutMs), { port: options.port, host: options.host });
+    if (options.tls) tlsPort = await onPort(configure(createTlsListener(options.tls, handler('tls'), logger), answering, idleCutMs), options.tls);
     await removeStaleSocket(options.socketPath);
-    const unix = configure(createServer(handler('unix')), answering);
+    const unix = configure(createServer(handler('unix')), answering, idleCutMs);
     await listen(unix, { path: options.socketPath });
     servers.push(unix);
     // Every local user may connect (the caller's uid decides what it may do); the directory
