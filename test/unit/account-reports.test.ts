@@ -1,5 +1,6 @@
 // The bookkeeping of the supervisors' reports: in order, one copy of the accounts table per batch,
-// the same database object back when nothing changed, and the recorder's one update per moment.
+// the same database object back when nothing changed, and the recorder's one update per moment,
+// gathered for longer after a slow one.
 import test from 'ava';
 import { accountReportRecorder, recordAccountReport, recordAccountReports } from '../../src/db/accounts.js';
 import { emptyDatabase } from '../../src/db/types.js';
@@ -47,4 +48,30 @@ test('the recorder makes one update of the reports of a moment, and flush record
   t.false('s0' in db.accounts);
   await new Promise((resolve) => setTimeout(resolve, 20));
   t.is(updates, 2, 'nothing left to record after the flush');
+});
+
+test('after a slow recording the recorder gathers for ten times as long (a large node copies a large table)', async (t) => {
+  let db: NodeDatabase = emptyDatabase();
+  const recorded: number[] = [];
+  const RECORD_MS = 10;
+  const store = {
+    update: (fn: (d: NodeDatabase) => NodeDatabase) => {
+      // A recording that takes RECORD_MS, as the copy of 10,000 accounts' table would.
+      for (const started = performance.now(); performance.now() - started < RECORD_MS; );
+      db = fn(db);
+      recorded.push(performance.now());
+    },
+  };
+  const recorder = accountReportRecorder(store, () => new Date(0), 5);
+  recorder.record(report('a', 'running'));
+  recorder.flush();
+  const asked = performance.now();
+  recorder.record(report('b', 'running'));
+  await new Promise((resolve) => setTimeout(resolve, 5 * RECORD_MS));
+  t.is(recorded.length, 1, 'still gathering after five times the last recording, though gatherMs is 5 ms');
+  for (const end = Date.now() + 10_000; recorded.length < 2 && Date.now() < end; ) await new Promise((resolve) => setTimeout(resolve, 10));
+  t.is(recorded.length, 2, 'then recorded');
+  // At least ten times the last recording (less a millisecond of the timers' rounding).
+  t.true(recorded[1]! - RECORD_MS - asked >= 10 * RECORD_MS - 1, `gathered for ${(recorded[1]! - RECORD_MS - asked).toFixed(1)} ms`);
+  t.true('b' in db.accounts);
 });
