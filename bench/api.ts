@@ -19,6 +19,7 @@ import { BENCH_SLIVERS } from './lib/api-server-size.js';
 import { daemonFlags } from './lib/daemon-flags.js';
 import { loadServer, type LoadFigures } from './lib/http-load.js';
 import { nodeOfRecords } from './lib/node-of-records.js';
+import { median, medianBy } from './lib/median.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, here.includes(`${sep}dist${sep}`) ? '../..' : '..');
@@ -165,24 +166,21 @@ try {
   rmSync(scratch, { recursive: true, force: true });
 }
 
-const median = (key: string): Run => {
-  const sorted = [...runs.get(key)!].sort((x, y) => x.callsPerSecond - y.callsPerSecond);
-  return sorted[Math.floor(sorted.length / 2)]!;
-};
+/** The round with the median calls/s. */
+const medianRun = (key: string): Run => medianBy(runs.get(key)!, (f) => f.callsPerSecond)!;
 row('server', 'clients', null, '   calls/s of each round');
 for (const { label } of servers) {
   for (const clients of CONCURRENCY) {
     const key = `${label}/${clients}`;
-    row(label, clients, median(key), `   ${runs.get(key)!.map((f) => f.callsPerSecond.toFixed(0)).join(' ')}`);
+    row(label, clients, medianRun(key), `   ${runs.get(key)!.map((f) => f.callsPerSecond.toFixed(0)).join(' ')}`);
   }
 }
-const ours = median(`${OURS}/32`);
-const python = median(`${servers[2]!.label}/32`);
-const bare = median(`${BARE}/32`);
-const middle = (values: number[]) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)]!;
+const ours = medianRun(`${OURS}/32`);
+const python = medianRun(`${servers[2]!.label}/32`);
+const bare = medianRun(`${BARE}/32`);
 for (const [label, each] of shares) {
   console.log(`${label} at 32 clients, as a share of the bare server's calls/s, taking turns with it ${TURNS} times ` +
-    `(${TURN_SECONDS} s each): ${each.map((r) => `${(100 * r).toFixed(0)}%`).join(' ')} (median ${(100 * middle(each)).toFixed(0)}%)`);
+    `(${TURN_SECONDS} s each): ${each.map((r) => `${(100 * r).toFixed(0)}%`).join(' ')} (median ${(100 * median(each)).toFixed(0)}%)`);
 }
 console.log(
   `at 32 clients nodemgr gives ${(ours.callsPerSecond / python.callsPerSecond).toFixed(1)}x the Python baseline's calls/s, ` +

@@ -17,13 +17,13 @@ import { cli, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, wai
 import { libvirtUnavailable } from '../test/system/support/libvirt.js';
 import { slicesXml } from '../test/system/support/slices.js';
 import { serveVcRepository } from '../test/system/support/vc-repository.js';
+import { median } from './lib/median.js';
 
 const run = promisify(execFile);
 const URI = 'qemu:///system';
 const runs = Number(process.argv[2] ?? 3);
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGNsdXN0ZXJrZXlmb3Jub2RlbWdydGVzdHNvbmx5MTIzNDU= bench@nodemgr';
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`.padStart(9);
 
 /** The daemon's lines' times: `<ISO time> <level> <message> …`. */

@@ -23,6 +23,7 @@ import {
 } from '../test/system/support/host.js';
 import { fileUri, libvirtUnavailable, virshOn } from '../test/system/support/libvirt.js';
 import { slicesXml, type TestSlice } from '../test/system/support/slices.js';
+import { median } from './lib/median.js';
 
 const run = promisify(execFile);
 const URI = 'qemu:///system';
@@ -221,7 +222,6 @@ async function removeAll(b: Bench, names: string[]): Promise<string> {
 // ---- figures ------------------------------------------------------------------------------------
 
 const ms = (a: number, b: number) => (Number.isFinite(a) && Number.isFinite(b) ? `${Math.round(b - a)}` : '?');
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 const s = (msValue: number) => `${(msValue / 1000).toFixed(2)} s`;
 
 const COLUMNS = ['fetch+apply', 'create', 'to start', 'qemu up', 'kernel 0', '/init', 'marker', 'seen', 'to db', 'whole'];

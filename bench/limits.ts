@@ -10,6 +10,7 @@ import { createLogger } from '../src/log.js';
 import { effectiveRspecs, type Loan } from '../src/rspec/loans.js';
 import { withDefaults } from '../src/rspec/resources.js';
 import { BENCH_DEVICE, limitsBenchHost } from './lib/limits-host.js';
+import { median } from './lib/median.js';
 
 const count = Number(process.argv[2] ?? 1000);
 const rounds = Number(process.argv[3] ?? 3);
@@ -19,7 +20,6 @@ if (process.getuid?.() !== 0) {
 }
 
 const UID_MIN = 70_000;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const slivers = Array.from({ length: count }, (_, i) => ({
   name: `bench${String(i).padStart(5, '0')}`,

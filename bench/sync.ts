@@ -29,14 +29,10 @@ import { nodeOfRecords, unexpiring } from './lib/node-of-records.js';
 import { desiredOfRecords } from '../src/reconcile/desired.js';
 import { recordWriter } from '../src/db/record-writer.js';
 import { runCommand } from '../src/host/exec.js';
+import { median } from './lib/median.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const execFileAsync = promisify(execFile);
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
 
 async function timeRuns(runs: number, task: () => Promise<unknown>): Promise<{ median: number; min: number }> {
   for (let i = 0; i < 3; i++) await task();

@@ -23,6 +23,7 @@ import { buildTestGuest, type TestGuest } from '../test/system/support/guest.js'
 import { cli, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor, type DaemonProcess, type Sandbox } from '../test/system/support/host.js';
 import { fileUri, libvirtUnavailable } from '../test/system/support/libvirt.js';
 import { slicesXml } from '../test/system/support/slices.js';
+import { median } from './lib/median.js';
 
 const run = promisify(execFile);
 const URI = 'qemu:///system';
@@ -85,7 +86,6 @@ function bootMs(daemon: DaemonProcess, taskId: string): number {
 }
 
 const seconds = (ms: number) => (ms / 1000).toFixed(2);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const span = (s: Status, from: string, to: string) => Date.parse(s.times[to]!) - Date.parse(s.times[from]!);
 
 async function reserveToExecuting(node: Node): Promise<void> {

@@ -21,6 +21,7 @@ import { promisify } from 'node:util';
 import { injectIntoOverlay, RENAMED_SUFFIX } from '../src/clusters/inject.js';
 import { startRawExport, stopRawExport } from '../src/clusters/inject-export.js';
 import { buildVcDisk } from '../test/system/support/vc-disk.js';
+import { median } from './lib/median.js';
 
 const run = promisify(execFile);
 const runs = Number(process.argv[2] ?? 5);
@@ -100,7 +101,6 @@ async function readBack(overlay: string, work: string): Promise<string> {
   return 'ok';
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 
 async function measure(name: string, inject: Injector, base: string, dir: string) {
   const times: number[] = [];

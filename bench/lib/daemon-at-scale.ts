@@ -4,11 +4,12 @@
 // accounts (a uid range of its own), their homes under a scratch directory and their cgroups, and
 // removes them all; shaping is off (the host's uplink is not the bench's to shape).
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { disabledSlices, generateSlicesXml } from './generate-slices.js';
 import { unexpiring } from './node-of-records.js';
+import { removeCgroupParent } from '../../test/system/support/host.js';
 
 export interface ScaleFigures {
   /** The slivers the document enables: those that run (the others are made and stay stopped). */
@@ -25,18 +26,6 @@ export interface ScaleFigures {
 const UIDS = { min: 100_000, max: 111_999 };
 const PREFIX = 'nds_';
 const CGROUP_PARENT = 'nodemgr-bench-scale';
-
-/** The cgroup parent, in every hierarchy, once the daemon has removed its slivers' groups from it. */
-function removeCgroupParent(): void {
-  const root = '/sys/fs/cgroup';
-  for (const dir of [root, ...readdirSync(root).map((entry) => join(root, entry))]) {
-    try {
-      rmdirSync(join(dir, CGROUP_PARENT));
-    } catch {
-      // not in this hierarchy, or not empty (a run stopped before its slivers were removed)
-    }
-  }
-}
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -92,7 +81,8 @@ export async function daemonAtScale(count: number, command: { node: string; flag
   } finally {
     daemon.kill('SIGTERM');
     await exited;
-    removeCgroupParent();
+    // Its slivers' groups if a run stopped before they were removed, then the parent, in every hierarchy.
+    await removeCgroupParent(CGROUP_PARENT);
     // BENCH_LOG=file keeps the daemon's log, as for bench/sync.ts's other figures.
     if (process.env.BENCH_LOG) copyFileSync(join(dir, 'daemon.log'), process.env.BENCH_LOG);
     rmSync(dir, { recursive: true, force: true });
