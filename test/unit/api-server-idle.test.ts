@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { startApiServer } from '../../src/api/server.js';
 import { memoryLogger } from '../../src/log.js';
 
-const IDLE_CUT_MS = 400;
+const IDLE_CUT_MS = 800;
 /** Far more than the kernel takes on a loopback connection nobody reads from. */
 const LARGE = 'x'.repeat(16 * 1024 * 1024);
 
