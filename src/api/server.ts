@@ -124,17 +124,16 @@ function configure<S extends Server | TlsServer>(server: S, answering: WeakSet<S
   // A connection that stops in the middle of anything is cut rather than held. Over TLS the
   // timer is the TLS socket's (the one requests see), and the handshake has its own limit.
   // node:http uses the same timer for keep-alive (set when an answer is out, cleared when the
-  // next request comes), so it is armed again by an answer that does not go out at once (send);
-  // a request that stops arriving is the requestTimeout's. The listener stays for the
-  // connection's life: a keep-alive timeout, which node:http ends itself, also comes through it.
-  const cutWhenIdle = (socket: Socket) => {
-    socket.setTimeout(idleCutMs);
-    socket.on('timeout', () => {
-      if (!answering.has(socket)) socket.destroy();
-    });
-  };
+  // next request comes), so it is armed again by an answer that does not go out at once
+  // (sendAnswer); a request that stops arriving is the requestTimeout's.
+  const cutWhenIdle = (socket: Socket) => socket.setTimeout(idleCutMs);
   if (server instanceof TlsServer) server.on('secureConnection', cutWhenIdle);
   else server.on('connection', cutWhenIdle);
+  // node:http destroys a connection whose timer fires unless the server listens for it: here it
+  // decides, and spares a connection whose call is still running. A keep-alive timeout ends here too.
+  server.on('timeout', (socket: Socket) => {
+    if (!answering.has(socket)) socket.destroy();
+  });
   server.on('clientError', (_error, socket: Socket) => {
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
     else socket.destroy();
