@@ -6,11 +6,12 @@
 // mounts it (lxc-root.ts), every path resolved inside it (lxc-guest-paths.ts).
 //
 // The container's init is found in libvirt's state of the running container (<init pid=.../>),
-// checked to be pid 1 of a pid namespace of its own. ping answers once that init runs.
+// or as its controller's child when libvirt missed it, checked to be pid 1 of a pid namespace of
+// its own. ping answers once that init runs.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describeError } from '../../util/errors.js';
@@ -25,14 +26,45 @@ export const LXC_STATE_DIR = '/run/libvirt/lxc';
 /** How long the keeper has to say the program started. */
 const START_TIMEOUT_MS = 30_000;
 
-/** The container's init as the host numbers it, from libvirt's state file; null when it is not running. */
+/**
+ * The container's init as the host numbers it, from libvirt's state file; null when it is not
+ * running. libvirtd learns the init's pid from an event of the container's controller
+ * (libvirt_lxc), and under load that event can be lost: the domain runs, its state file has no
+ * <init/>. The controller's pid is in the same file, and the init is its child: that one is taken
+ * then, if the controller is this container's (its command line names it).
+ */
 export async function containerInit(name: string, stateDir = LXC_STATE_DIR): Promise<number | null> {
   const state = await readFile(join(stateDir, `${name}.xml`), 'utf8').catch(() => '');
-  const pid = Number(/<init pid=['"](\d+)['"]/.exec(state)?.[1] ?? NaN);
-  if (!Number.isInteger(pid) || pid < 2) return null;
-  // Its pid in its own namespace is 1 (the last NSpid field): not some process that took the number.
+  const recorded = pidIn(/<init pid=['"](\d+)['"]/.exec(state)?.[1]);
+  if (recorded !== null && (await isNamespaceInit(recorded))) return recorded;
+  const controller = pidIn(/<domstatus\b[^>]*\spid=['"](\d+)['"]/.exec(state)?.[1]);
+  if (controller === null || !(await controls(controller, name))) return null;
+  for (const child of await childrenOf(controller)) if (await isNamespaceInit(child)) return child;
+  return null;
+}
+
+const pidIn = (text: string | undefined): number | null => {
+  const pid = Number(text ?? NaN);
+  return Number.isInteger(pid) && pid >= 2 ? pid : null;
+};
+
+/** Its pid in its own namespace is 1 (the last NSpid field): not some process that took the number. */
+async function isNamespaceInit(pid: number): Promise<boolean> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-  return /^NSpid:.*\s1$/m.test(status) ? pid : null;
+  return /^NSpid:.*\s1$/m.test(status);
+}
+
+/** Whether the process is the controller of this container: `--name NAME` among its arguments. */
+async function controls(pid: number, name: string): Promise<boolean> {
+  const args = (await readFile(`/proc/${pid}/cmdline`, 'latin1').catch(() => '')).split('\0');
+  return args.some((arg, i) => arg === '--name' && args[i + 1] === name);
+}
+
+/** The process's children, from each of its threads (/proc/PID/task/TID/children). */
+async function childrenOf(pid: number): Promise<number[]> {
+  const threads = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  const lists = await Promise.all(threads.map((tid) => readFile(`/proc/${pid}/task/${tid}/children`, 'latin1').catch(() => '')));
+  return lists.flatMap((list) => list.split(' ')).map((word) => pidIn(word)).filter((child): child is number => child !== null);
 }
 
 /**
