@@ -14,6 +14,7 @@ import { decodeCall, encodeFault, encodeResponse } from './codec.js';
 import { ApiFault, FaultCode } from './faults.js';
 import { describeCaller, type Caller } from './identity.js';
 import { describeError } from '../util/errors.js';
+import { cutIdleConnections, rearmAfterAnswer } from '../util/idle-cut.js';
 
 export interface ApiServerOptions {
   /** TCP port on 127.0.0.1; null for no TCP listener. */
@@ -121,19 +122,9 @@ function configure<S extends Server | TlsServer>(server: S, answering: WeakSet<S
   server.headersTimeout = REQUEST_TIMEOUT_MS;
   server.requestTimeout = REQUEST_TIMEOUT_MS;
   server.maxHeadersCount = 50;
-  // A connection that stops in the middle of anything is cut rather than held. Over TLS the
-  // timer is the TLS socket's (the one requests see), and the handshake has its own limit.
-  // node:http uses the same timer for keep-alive (set when an answer is out, cleared when the
-  // next request comes), so it is armed again by an answer that does not go out at once
-  // (sendAnswer); a request that stops arriving is the requestTimeout's.
-  const cutWhenIdle = (socket: Socket) => socket.setTimeout(idleCutMs);
-  if (server instanceof TlsServer) server.on('secureConnection', cutWhenIdle);
-  else server.on('connection', cutWhenIdle);
-  // node:http destroys a connection whose timer fires unless the server listens for it: here it
-  // decides, and spares a connection whose call is still running. A keep-alive timeout ends here too.
-  server.on('timeout', (socket: Socket) => {
-    if (!answering.has(socket)) socket.destroy();
-  });
+  // A connection that stops in the middle of anything is cut rather than held; a request that stops
+  // arriving is the requestTimeout's.
+  cutIdleConnections(server, idleCutMs, (socket) => answering.has(socket));
   server.on('clientError', (_error, socket: Socket) => {
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
     else socket.destroy();
@@ -230,7 +221,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   /** An answer not all taken by the kernel arms the idle cut: a peer that stops reading it is cut in time. */
   const sendAnswer = (socket: Socket, res: ServerResponse, answer: string, bytes?: number): void => {
     send(res, 200, answer, bytes);
-    if (socket.writableLength > 0) socket.setTimeout(idleCutMs);
+    rearmAfterAnswer(socket, idleCutMs);
   };
 
   const respond = (socket: Socket, body: Buffer, caller: Caller, res: ServerResponse): void => {

@@ -1,5 +1,6 @@
 import test from 'ava';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { ApiFault, FaultCode } from '../../src/api/faults.js';
 import { ConfigError, parseConfig } from '../../src/config/config.js';
 import { emptyDatabase, type AccountStatus, type ClusterRecord, type NodeDatabase, type TaskRecord } from '../../src/db/types.js';
@@ -158,6 +159,24 @@ test('the endpoint answers GET /metrics with the exposition, anything else with 
   t.is((await get(server.port, '/')).status, 404);
   t.is((await get(server.port, '/metrics/x')).status, 404);
   t.is((await get(server.port, '/metrics', 'POST')).status, 404);
+});
+
+test('the endpoint cuts a connection on which nothing moves', async (t) => {
+  // (A scraper that stops reading a large exposition is cut the same way as the API's peers:
+  // util/idle-cut.ts, tested through the API in api-server-idle.test.ts.)
+  const IDLE_MS = 300;
+  const server = await startMetricsServer(metricsOf(sampleDatabase()), '127.0.0.1', 0, createLogger({ level: 'error' }), IDLE_MS);
+  t.teardown(() => server.close());
+  const socket = connect(server.port, '127.0.0.1');
+  socket.on('error', () => undefined);
+  const closed = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now())));
+  await new Promise((resolve) => socket.once('connect', resolve));
+  const opened = Date.now();
+  // Well before node:http's own limit for a request that does not come (30 s).
+  const cut = await Promise.race([closed, new Promise<null>((resolve) => setTimeout(() => resolve(null), 4000))]);
+  socket.destroy();
+  t.not(cut, null, 'a connection that sends nothing is cut');
+  t.true(cut! - opened >= IDLE_MS - 5, `not before its idle time (${cut! - opened} ms)`);
 });
 
 const FILE = 'etc/nodemgr.conf';
