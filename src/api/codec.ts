@@ -69,8 +69,13 @@ function readTree(text: string): XmlElement[] {
 function describeXmlError(text: string, message: string, position: number): string {
   // saxes reads "fish & chips</string>" as one long entity name and complains much later.
   const bare = /&(?![A-Za-z_:][\w.:-]*;|#[0-9]+;|#x[0-9a-fA-F]+;)/g;
+  // The CDATA sections are walked in step with the ampersands, once: a body of many "&" in a
+  // section must not cost a search back through the text for each (that was minutes of a blocked
+  // daemon for a 400 KB body).
+  let section = cdataSection(text, 0);
   for (let m = bare.exec(text); m && m.index < position; m = bare.exec(text)) {
-    if (text.lastIndexOf('<![CDATA[', m.index) <= text.lastIndexOf(']]>', m.index)) {
+    while (section !== null && section.end <= m.index) section = cdataSection(text, section.end);
+    if (section === null || m.index < section.start) {
       const before = text.slice(0, m.index).split('\n');
       return `line ${before.length}, column ${before.at(-1)!.length + 1}: a bare "&"; write &amp;`;
     }
@@ -81,6 +86,14 @@ function describeXmlError(text: string, message: string, position: number): stri
   else if (/close tag/.test(what)) shown = ` ${text.slice(text.lastIndexOf('</', position - 1), position).slice(0, 40)}`;
   else if (/disallowed character/.test(what) && position > 0) shown = ` U+${text.charCodeAt(position - 1).toString(16).padStart(4, '0')}`;
   return `${line ? `line ${line}, column ${column}: ` : ''}${what}${shown}`;
+}
+
+/** The next CDATA section from `from`: where it starts and where it ends (the text's end if it is never closed); null when none. */
+function cdataSection(text: string, from: number): { start: number; end: number } | null {
+  const start = text.indexOf('<![CDATA[', from);
+  if (start < 0) return null;
+  const close = text.indexOf(']]>', start + 9);
+  return { start, end: close < 0 ? text.length : close + 3 };
 }
 
 // The call most clients send most of the time, read with one expression instead of a parser: an

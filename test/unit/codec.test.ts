@@ -83,6 +83,16 @@ test('entities: the predefined five and character references are decoded; anythi
   t.regex(faultOf(wrap('<string>&#xD800;</string>')).message, /malformed character entity &#xD800;/);
 });
 
+test('a bare "&" is found outside CDATA sections only, and a body of many "&" in an unclosed section is answered at once', (t) => {
+  // After a closed section, the "&" of the text is the bare one.
+  t.regex(faultOf(wrap('<string><![CDATA[a & b]]> & c</string>')).message, /line 1, column 108: a bare "&"; write &amp;/);
+  // Inside a section that is never closed, no "&" is bare: the fault is the unclosed element.
+  const unclosed = faultOf(Buffer.from(`<?xml version="1.0"?>\n<methodCall><methodName>GetLoans</methodName><params><param><value><string><![CDATA[${'&'.repeat(400_000)}`));
+  t.is(unclosed.code, FaultCode.notWellFormed);
+  t.notRegex(unclosed.message, /a bare "&"/);
+  t.regex(unclosed.message, /line 2, column 400084: unclosed tag: string/);
+});
+
 test('struct members stay data: __proto__ is a member, a repeated member is refused', (t) => {
   const [value] = call(wrap('<struct><member><name>__proto__</name><value><int>1</int></value></member></struct>')).params as [Record<string, unknown>];
   t.is(Object.getPrototypeOf(value), Object.prototype);
