@@ -101,7 +101,6 @@ async function readBack(overlay: string, work: string): Promise<string> {
   return 'ok';
 }
 
-
 async function measure(name: string, inject: Injector, base: string, dir: string) {
   const times: number[] = [];
   let check = '';
