@@ -134,7 +134,10 @@ function configure<S extends Server | TlsServer>(server: S, answering: WeakSet<S
 
 /**
  * Sends one answer, unless one was sent already (a request too large is answered while it
- * arrives); `bytes` is its length when known (a kept answer's is counted once).
+ * arrives); `bytes` is its length when known (a kept answer's is counted once). A text of as many
+ * bytes as characters is ASCII, and is written as latin1, the same bytes: node:http then copies
+ * the head and the text out byte for byte, where UTF-8 would encode them (about 2 µs a call of
+ * the API bench's, a tenth of the server's work on a cached answer).
  */
 function send(res: ServerResponse, status: number, body: string | Buffer, bytes = Buffer.byteLength(body)): void {
   if (res.headersSent) return;
@@ -142,7 +145,8 @@ function send(res: ServerResponse, status: number, body: string | Buffer, bytes 
     'content-type': 'text/xml; charset=utf-8',
     'content-length': bytes,
   });
-  res.end(body);
+  if (typeof body === 'string' && bytes === body.length) res.end(body, 'latin1');
+  else res.end(body);
 }
 
 /**

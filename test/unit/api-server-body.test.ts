@@ -1,6 +1,7 @@
 // The API server reads a request's body as it arrives: in pieces (a chunked body, written in
 // several writes) it is put together; past api_max_request_bytes it is answered with its fault
 // while it still arrives, and nothing of it is handed on; a client gone mid-body is forgotten.
+// An answer goes out byte for byte as UTF-8, whether it is ASCII (written as latin1) or not.
 import test from 'ava';
 import { connect } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -82,4 +83,25 @@ test('a client that goes away in the middle of a body is forgotten, and the serv
   const answer = await postInPieces(port, [call('after it')]);
   t.is(answer.status, 200);
   t.deepEqual(calls, [['after it']], 'the unfinished call was never made');
+});
+
+test('an answer is sent as UTF-8 with its length in bytes, ASCII or not', async (t) => {
+  const { port } = await server(t);
+  for (const text of ['plain ASCII', 'Zürich — 東京 😀', '\u00ff at the end: ÿ']) {
+    const raw: Buffer = await new Promise((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, path: '/RPC2', method: 'POST', headers: { 'content-type': 'text/xml' } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (d: Buffer) => chunks.push(d)).on('end', () => {
+          const body = Buffer.concat(chunks);
+          t.is(Number(res.headers['content-length']), body.length, `content-length of ${text}`);
+          resolve(body);
+        });
+      });
+      req.on('error', reject);
+      // An answer shorter than its content-length would leave the client waiting.
+      req.setTimeout(5000, () => req.destroy(new Error(`no whole answer for ${text} within 5 s`)));
+      req.end(call(text));
+    });
+    t.true(raw.toString('utf8').includes(`<string>${text}</string>`), `${text} comes back as it went`);
+  }
 });
