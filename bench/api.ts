@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { sliverRecords } from '../src/db/records.js';
 import { BENCH_SLIVERS } from './lib/api-server-size.js';
 import { daemonFlags } from './lib/daemon-flags.js';
-import { loadServer, type LoadFigures } from './lib/http-load.js';
+import { loadServer, openClients, type LoadFigures } from './lib/http-load.js';
 import { nodeOfRecords } from './lib/node-of-records.js';
 import { median, medianBy } from './lib/median.js';
 
@@ -92,9 +92,12 @@ const servers: { label: string; command: readonly [string, readonly string[]] }[
   { label: 'xmlrpc package server', command: tsServer('xmlrpc') },
 ];
 const commandOf = (label: string) => servers.find((s) => s.label === label)!.command;
-/** The turns of the paired measurement, and the seconds of each (after its one-second warm-up). */
-const TURNS = 12;
-const TURN_SECONDS = 2;
+/**
+ * The turns of the paired measurement and the seconds of each: short, so that each pair of turns
+ * sees the host as it was within a second (the clients stay connected from turn to turn).
+ */
+const TURNS = 48;
+const TURN_SECONDS = 0.5;
 
 const row = (label: string, clients: number | string, f: Run | null, extra = '') =>
   console.log(
@@ -124,25 +127,34 @@ async function measure(server: Running, clients: number, secs: number): Promise<
 
 /**
  * The share of the bare server's calls/s at 32 clients, the steadiest way this host allows: the
- * servers run side by side and take turns in short slices (the order swapped each time), so that
- * the host's drift, which moves every figure by half from one minute to the next, falls on both.
- * Each turn gives one ratio; the median of them is the figure.
+ * servers run side by side, each with its 32 clients connected, and take turns in half-second
+ * slices (the order swapped each time, the bare server's turn always next to each other's), so
+ * that the host's drift, which moves every figure by half from one minute to the next, falls on
+ * both. Each turn gives one ratio; the median of them is the figure.
  */
 async function pairedShares(labels: string[], turns: number): Promise<Map<string, number[]>> {
-  const started = await Promise.all([...labels, BARE].map(async (label) => [label, await startServer(...commandOf(label))] as const));
+  // The bare server in the middle of the order: each turn of the others is next to one of its own.
+  const order = [...labels.slice(0, Math.ceil(labels.length / 2)), BARE, ...labels.slice(Math.ceil(labels.length / 2))];
+  const started = await Promise.all(order.map(async (label) => [label, await startServer(...commandOf(label))] as const));
+  const loads = started.map(([label, server]) => [label, openClients(server.port, 32, bodies)] as const);
   const shares = new Map<string, number[]>(labels.map((label) => [label, []]));
   try {
+    // The connections opened and their callers known, as in the rounds' warm-up.
+    for (const [, load] of loads) await load.run(1);
     for (let i = 0; i < turns; i++) {
-      const order = i % 2 === 0 ? started : [...started].reverse();
       const rate = new Map<string, number>();
-      for (const [label, server] of order) rate.set(label, (await measure(server, 32, TURN_SECONDS)).callsPerSecond);
+      for (const [label, load] of i % 2 === 0 ? loads : [...loads].reverse()) rate.set(label, (await load.run(TURN_SECONDS)).callsPerSecond);
       for (const label of labels) shares.get(label)!.push(rate.get(label)! / rate.get(BARE)!);
     }
   } finally {
+    for (const [, load] of loads) load.close();
     await Promise.all(started.map(([, server]) => server.stop()));
   }
   return shares;
 }
+
+/** The share at quantile `q` of the turns, in percent. */
+const shareAt = (each: readonly number[], q: number) => `${(100 * [...each].sort((a, b) => a - b)[Math.floor(q * (each.length - 1))]!).toFixed(0)}%`;
 
 const runs = new Map<string, Run[]>();
 let shares: Map<string, number[]>;
@@ -180,7 +192,8 @@ const python = medianRun(`${servers[2]!.label}/32`);
 const bare = medianRun(`${BARE}/32`);
 for (const [label, each] of shares) {
   console.log(`${label} at 32 clients, as a share of the bare server's calls/s, taking turns with it ${TURNS} times ` +
-    `(${TURN_SECONDS} s each): ${each.map((r) => `${(100 * r).toFixed(0)}%`).join(' ')} (median ${(100 * median(each)).toFixed(0)}%)`);
+    `(${TURN_SECONDS} s each): median ${(100 * median(each)).toFixed(0)}%, the middle half of the turns ${shareAt(each, 0.25)}–${shareAt(each, 0.75)}, ` +
+    `all ${shareAt(each, 0)}–${shareAt(each, 1)}`);
 }
 console.log(
   `at 32 clients nodemgr gives ${(ours.callsPerSecond / python.callsPerSecond).toFixed(1)}x the Python baseline's calls/s, ` +

@@ -103,52 +103,76 @@ class Client {
   }
 }
 
-/**
- * `clients` clients, each sending the next of `bodies` as soon as its last call is answered, for
- * `seconds` after a one-second warm-up. A call counts if it is answered 200 with a body.
- * `window` is told when the measured seconds start and end (to read the server's CPU over them).
- */
-export async function loadServer(
-  port: number, clients: number, bodies: readonly Buffer[], seconds: number,
-  window: { start?(): void; end?(): void } = {},
-): Promise<LoadFigures> {
+/** Clients kept connected to one server between runs, so that runs can be short slices. */
+export interface LoadClients {
+  /**
+   * Every client sends the next of its bodies as soon as its last call is answered, for `seconds`;
+   * a call counts if it is answered 200 with a body. `window` is told when the seconds start and end
+   * (to read the server's CPU over them).
+   */
+  run(seconds: number, window?: { start?(): void; end?(): void }): Promise<LoadFigures>;
+  close(): void;
+}
+
+/** `clients` keep-alive clients of the server on `port`, taking turns through `bodies`. */
+export function openClients(port: number, clients: number, bodies: readonly Buffer[]): LoadClients {
   const requests = bodies.map((body) =>
     Buffer.concat([
       Buffer.from(`POST /RPC2 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\nContent-Length: ${body.length}\r\n\r\n`, 'latin1'),
       body,
     ]),
   );
-  const latencies: number[] = [];
-  let errors = 0;
-  let measuring = false;
-  let running = true;
-  const loop = async (offset: number) => {
-    const client = new Client(port);
-    for (let i = offset; running; i += clients) {
-      const start = process.hrtime.bigint();
-      const ok = await client.call(requests[i % requests.length]!).then(
-        (r) => r.status === 200 && r.bodyBytes > 0,
-        () => false,
-      );
-      if (!measuring) continue;
-      if (ok) latencies.push(Number(process.hrtime.bigint() - start) / 1e6);
-      else errors++;
-    }
-    client.close();
+  const pool = Array.from({ length: clients }, () => new Client(port));
+  const next = pool.map((_, i) => i);
+  return {
+    async run(seconds, window = {}) {
+      const latencies: number[] = [];
+      let errors = 0;
+      let running = true;
+      const loop = async (c: number) => {
+        while (running) {
+          const start = process.hrtime.bigint();
+          const ok = await pool[c]!.call(requests[next[c]! % requests.length]!).then(
+            (r) => r.status === 200 && r.bodyBytes > 0,
+            () => false,
+          );
+          next[c]! += clients;
+          // A call that ends after the window closed is not counted.
+          if (!running) break;
+          if (ok) latencies.push(Number(process.hrtime.bigint() - start) / 1e6);
+          else errors++;
+        }
+      };
+      window.start?.();
+      const started = process.hrtime.bigint();
+      const loops = pool.map((_, c) => loop(c));
+      await new Promise((r) => setTimeout(r, seconds * 1000));
+      running = false;
+      window.end?.();
+      const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+      await Promise.all(loops);
+      const count = latencies.length;
+      latencies.sort((a, b) => a - b);
+      const at = (q: number) => latencies[Math.min(count - 1, Math.floor(q * count))] ?? NaN;
+      return { callsPerSecond: count / elapsed, p50: at(0.5), p99: at(0.99), errors };
+    },
+    close: () => pool.forEach((client) => client.close()),
   };
-  const loops = Array.from({ length: clients }, (_, i) => loop(i));
-  await new Promise((r) => setTimeout(r, 1000));
-  measuring = true;
-  window.start?.();
-  const started = process.hrtime.bigint();
-  await new Promise((r) => setTimeout(r, seconds * 1000));
-  measuring = false;
-  window.end?.();
-  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
-  const count = latencies.length;
-  running = false;
-  await Promise.all(loops);
-  latencies.sort((a, b) => a - b);
-  const at = (q: number) => latencies[Math.min(count - 1, Math.floor(q * count))] ?? NaN;
-  return { callsPerSecond: count / elapsed, p50: at(0.5), p99: at(0.99), errors };
+}
+
+/**
+ * `clients` clients for `seconds` after a one-second warm-up (connections opened, the server's
+ * first answers made), then closed; see LoadClients.run.
+ */
+export async function loadServer(
+  port: number, clients: number, bodies: readonly Buffer[], seconds: number,
+  window: { start?(): void; end?(): void } = {},
+): Promise<LoadFigures> {
+  const load = openClients(port, clients, bodies);
+  try {
+    await load.run(1);
+    return await load.run(seconds, window);
+  } finally {
+    load.close();
+  }
 }
