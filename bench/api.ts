@@ -19,7 +19,7 @@ import { BENCH_SLIVERS } from './lib/api-server-size.js';
 import { daemonFlags } from './lib/daemon-flags.js';
 import { loadServer, openClients, type LoadFigures } from './lib/http-load.js';
 import { nodeOfRecords } from './lib/node-of-records.js';
-import { median, medianBy } from './lib/median.js';
+import { medianBy, quantile } from './lib/median.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, here.includes(`${sep}dist${sep}`) ? '../..' : '..');
@@ -154,7 +154,7 @@ async function pairedShares(labels: string[], turns: number): Promise<Map<string
 }
 
 /** The share at quantile `q` of the turns, in percent. */
-const shareAt = (each: readonly number[], q: number) => `${(100 * [...each].sort((a, b) => a - b)[Math.floor(q * (each.length - 1))]!).toFixed(0)}%`;
+const shareAt = (each: readonly number[], q: number) => `${(100 * quantile(each, q)).toFixed(0)}%`;
 
 const runs = new Map<string, Run[]>();
 let shares: Map<string, number[]>;
@@ -192,7 +192,7 @@ const python = medianRun(`${servers[2]!.label}/32`);
 const bare = medianRun(`${BARE}/32`);
 for (const [label, each] of shares) {
   console.log(`${label} at 32 clients, as a share of the bare server's calls/s, taking turns with it ${TURNS} times ` +
-    `(${TURN_SECONDS} s each): median ${(100 * median(each)).toFixed(0)}%, the middle half of the turns ${shareAt(each, 0.25)}–${shareAt(each, 0.75)}, ` +
+    `(${TURN_SECONDS} s each): median ${shareAt(each, 0.5)}, the middle half of the turns ${shareAt(each, 0.25)}–${shareAt(each, 0.75)}, ` +
     `all ${shareAt(each, 0)}–${shareAt(each, 1)}`);
 }
 console.log(

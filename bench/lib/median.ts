@@ -10,3 +10,11 @@ export function medianBy<T>(items: readonly T[], value: (item: T) => number): T 
 export function median(values: readonly number[]): number {
   return medianBy(values, (v) => v) ?? NaN;
 }
+
+/**
+ * The measured value at quantile `q` (0 the least, 1 the most; 0.5 the same as median): the
+ * nearest one, never one between two; NaN when there are none.
+ */
+export function quantile(values: readonly number[], q: number): number {
+  return [...values].sort((x, y) => x - y)[Math.round(q * (values.length - 1))] ?? NaN;
+}
