@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createAnswerCache, type AnswerTally } from '../../src/api/answer-cache.js';
+import { createAnswerCache, requestHash, type AnswerTally } from '../../src/api/answer-cache.js';
 import type { Caller } from '../../src/api/identity.js';
 import { createApiMethods } from '../../src/api/methods.js';
 import { startApiServer } from '../../src/api/server.js';
@@ -21,6 +21,8 @@ import { recordsOf, sliverRecord } from './support/records.js';
 const ROOT: Caller = { uid: 0, kind: 'root', name: null };
 const SLIVER: Caller = { uid: 70_001, kind: 'sliver', name: 'pl_one' };
 const body = (text: string) => Buffer.from(text);
+const getRSpec = (name: string) =>
+  `<?xml version="1.0"?><methodCall><methodName>GetRSpec</methodName><params><param><value><string>${name}</string></value></param></params></methodCall>`;
 
 function cacheOver(generation: { current: object }, readsOnly = new Set(['GetRSpec'])) {
   // The tallies by method, as the metrics keep them: one per method, asked for as answers are kept.
@@ -110,6 +112,36 @@ test('a full cache is emptied and fills again; large requests are not kept', (t)
   t.is(cache.lookup(ROOT, large), null);
 });
 
+test('answers are found by a hash of the request, but only ever given for the very same bytes', (t) => {
+  // Two GetRSpec calls whose hashes are equal, found by a birthday search (30 bits: about 40,000
+  // requests, each node's seed its own).
+  const byHash = new Map<number, string>();
+  let pair: [string, string] | null = null;
+  for (let i = 0; pair === null && i < 1_000_000; i++) {
+    const text = getRSpec(`pl_${i}`);
+    const hash = requestHash(body(text));
+    const other = byHash.get(hash);
+    if (other === undefined) byHash.set(hash, text);
+    else pair = [other, text];
+  }
+  if (pair === null) return t.fail('no two requests of one hash among a million');
+  const [first, second] = pair;
+  t.not(first, second);
+  const generation = { current: {} };
+  const { cache } = cacheOver(generation);
+  cache.keep(ROOT, body(first), 'GetRSpec', '<first/>', cache.generation());
+  t.is(cache.lookup(ROOT, body(second)), null, 'the same hash, other bytes: not the first one\'s answer');
+  t.is(cache.lookup(ROOT, body(first))?.answer, '<first/>');
+  cache.keep(ROOT, body(second), 'GetRSpec', '<second/>', cache.generation());
+  t.is(cache.lookup(ROOT, body(second))?.answer, '<second/>');
+  t.is(cache.lookup(ROOT, body(first)), null, 'one answer a hash: the later one took its place');
+  // Lengths that are not whole words: the bytes past a request count for nothing.
+  cache.keep(ROOT, body('ab'), 'GetRSpec', '<ab/>', cache.generation());
+  t.is(cache.lookup(ROOT, body('ab\0')), null);
+  t.is(cache.lookup(ROOT, body('ab\0\0')), null);
+  t.is(cache.lookup(ROOT, body('ab'))?.answer, '<ab/>');
+});
+
 /** POSTs one XML-RPC body; the answer's text. */
 function post(port: number, text: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -121,9 +153,6 @@ function post(port: number, text: string): Promise<string> {
     req.end(text);
   });
 }
-
-const getRSpec = (name: string) =>
-  `<?xml version="1.0"?><methodCall><methodName>GetRSpec</methodName><params><param><value><string>${name}</string></value></param></params></methodCall>`;
 
 test('over HTTP, a repeated GetRSpec is answered from the cache and counted; a change of the record is seen at the next call', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'nodemgr-answers-'));
