@@ -1,6 +1,6 @@
 /*
  * napi_errno.h: one way for the addons to fail a call whose system call failed: an Error whose
- * message says what failed, on which descriptor and why, with .code (the errno name) and .errno
+ * message says what failed, on which descriptor (fd >= 0) and why, with .code (the errno name) and .errno
  * (its negative number) as Node's own errors have them. Included by each addon (one file each).
  */
 #ifndef NODEMGR_NAPI_ERRNO_H
@@ -14,7 +14,10 @@
 static void throw_errno(napi_env env, const char *what, int fd, int err) {
   char message[256];
   const char *name = strerrorname_np(err);
-  snprintf(message, sizeof message, "%s on fd %d: %s", what, fd, strerror(err));
+  if (fd >= 0)
+    snprintf(message, sizeof message, "%s on fd %d: %s", what, fd, strerror(err));
+  else /* a call that is not about one of the caller's descriptors */
+    snprintf(message, sizeof message, "%s: %s", what, strerror(err));
   napi_value msg, error, code, number;
   if (napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg) != napi_ok ||
       napi_create_error(env, NULL, msg, &error) != napi_ok) {

@@ -6,7 +6,8 @@ import type { TLSSocket } from 'node:tls';
 import { allowedUsersFile, type AllowedUsers } from '../api/allowed-users.js';
 import { createAnswerCache, type AnswerCache } from '../api/answer-cache.js';
 import type { Supervisors } from '../accounts/supervisor.js';
-import { callerOf, sharedTcpClientUid, tlsCaller, type Caller } from '../api/identity.js';
+import { callerOf, tlsCaller, type Caller } from '../api/identity.js';
+import { tcpClientUidLookup } from '../api/tcp-client-uid.js';
 import { createApiMethods, type ApiMethods } from '../api/methods.js';
 import { startApiServer, type ApiServer, type ApiServerOptions, type TlsListenerOptions, type Transport } from '../api/server.js';
 import { loadCertificate, verifyDetachedSignature, verifyTicket } from '../api/signatures.js';
@@ -20,7 +21,7 @@ import type { ClusterEngine } from '../clusters/engine.js';
 import type { Logger } from '../log.js';
 import { measuredCall } from '../metrics/instrument.js';
 import type { NodeMetrics } from '../metrics/registry.js';
-import { forwardApiCallsPath, peerCredentials } from '../native/peercred.js';
+import { forwardApiCallsPath, peerCredentials, tcpSocketOwner } from '../native/peercred.js';
 import type { LibvirtRuntime } from '../runtimes/libvirt/runtime.js';
 import type { AccountRuntime } from '../runtimes/types.js';
 import { installDelegateShell } from '../runtimes/unix/delegate-shell.js';
@@ -138,7 +139,7 @@ export async function startApi(config: Config, parts: ApiParts): Promise<{ serve
     ...(tls ? { allowedUsers: tls.allowedUsers } : {}),
   });
   const { call, answers } = measuredAnswers(methods, store, metrics);
-  const identify = callerIdentifier(runtime);
+  const identify = callerIdentifier(runtime, logger);
   const server = await startApiServer({
     port: config.apiPort === 0 ? null : config.apiPort,
     host: '127.0.0.1',
@@ -156,11 +157,15 @@ export async function startApi(config: Config, parts: ApiParts): Promise<{ serve
 /**
  * Who is behind a connection: a certificate's subject over TLS, else the uid of the peer (the
  * socket's credentials, or the owner of the client's TCP socket) and what the node knows of it.
- * Connections that come together are identified from one read of the socket tables and of the
- * accounts (util/shared-read.ts).
+ * Connections that come together are identified from one read of the accounts
+ * (util/shared-read.ts).
  */
-export function callerIdentifier(runtime: Pick<AccountRuntime, 'observe'>): ApiServerOptions['identify'] {
-  const tcpClientUid = sharedTcpClientUid();
+export function callerIdentifier(runtime: Pick<AccountRuntime, 'observe'>, logger?: Logger): ApiServerOptions['identify'] {
+  const tcpClientUid = tcpClientUidLookup({
+    lookupSocket: tcpSocketOwner,
+    onLookupError: (error) =>
+      logger?.warn('api callers over TCP are looked for in /proc/net/tcp: the kernel could not be asked for their sockets', { error: describeError(error) }),
+  });
   const observeAccounts = sharedRead(() => runtime.observe({ readOnly: true }));
   return async (socket: Socket, transport: Transport): Promise<Caller> => {
     // The handshake verified the certificate; who the caller is, is its subject.

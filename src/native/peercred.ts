@@ -1,11 +1,13 @@
 // The C parts built by native/build.sh (`npm run build:native`, also run by `npm install`): the
-// SO_PEERCRED addon, through which the API server learns the Unix user behind a connection on its
-// Unix socket, and the path of forward_api_calls, the delegates' login shell.
+// peercred addon, through which the API server learns the Unix user behind a connection (on its
+// Unix socket, SO_PEERCRED; on loopback TCP, the owner of the client's socket), and the path of
+// forward_api_calls, the delegates' login shell.
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { SocketOwner } from '../api/tcp-client-uid.js';
 import { describeError } from '../util/errors.js';
 
 /** Who is at the other end of a Unix-domain connection, as the kernel recorded it at connect(). */
@@ -17,6 +19,7 @@ export interface PeerCredentials {
 
 interface PeercredAddon {
   peerCredentials(fd: number): PeerCredentials;
+  tcpSocketOwner(address: string, port: number, peerAddress: string, peerPort: number): SocketOwner | null;
 }
 
 const PACKAGE_NAME = 'nodemgr';
@@ -54,12 +57,12 @@ function loadAddon(): PeercredAddon {
   if (addon !== null) return addon;
   const file = join(nativeBuildDir(), 'peercred.node');
   if (!existsSync(file)) {
-    throw new Error(`the SO_PEERCRED addon ${file} is missing: run \`npm run build:native\``);
+    throw new Error(`the peercred addon ${file} is missing: run \`npm run build:native\``);
   }
   try {
     addon = createRequire(import.meta.url)(file) as PeercredAddon;
   } catch (error) {
-    throw new Error(`cannot load the SO_PEERCRED addon ${file} (${describeError(error)}): run \`npm run build:native\``);
+    throw new Error(`cannot load the peercred addon ${file} (${describeError(error)}): run \`npm run build:native\``);
   }
   return addon;
 }
@@ -76,6 +79,15 @@ export function peerCredentials(socket: Socket): PeerCredentials {
     throw new Error('peerCredentials: the socket has no file descriptor (it is closed or not connected)');
   }
   return loadAddon().peerCredentials(fd);
+}
+
+/**
+ * The TCP socket of this host whose own end is address:port and whose peer is
+ * peerAddress:peerPort, as the kernel describes it (its owner's uid, inode and state); null when
+ * the kernel knows none. Throws when the kernel cannot be asked, and when the addon is not built.
+ */
+export function tcpSocketOwner(address: string, port: number, peerAddress: string, peerPort: number): SocketOwner | null {
+  return loadAddon().tcpSocketOwner(address, port, peerAddress, peerPort);
 }
 
 /** Absolute path of the forward_api_calls program (native/build/forward_api_calls); it is not

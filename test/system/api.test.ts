@@ -219,6 +219,29 @@ serial('SetLoans moves resources at once and refuses a loan that does not fit', 
   t.deepEqual(await call(web, 'tcp', 'SetLoans', web, []), { result: 1 });
 });
 
+// A client that writes a whole call and closes its socket at once, before the daemon has looked
+// at it: what is left of its socket (TIME_WAIT) the kernel lists with uid 0, whoever opened it.
+const CALL_AND_CLOSE = `
+import json, socket, sys, xmlrpc.client
+port, times, method = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+body = xmlrpc.client.dumps(tuple(json.loads(sys.argv[4])), method).encode()
+for _ in range(times):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"POST /RPC2 HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nContent-Type: text/xml\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body) + body)
+    s.close()
+`;
+
+serial('a caller that closes its connection right after its call is nobody, not root', async (t) => {
+  const web = name('web');
+  const other = name('other');
+  t.deepEqual((await call('root', 'tcp', 'GetLoans', web)).result, []);
+  await run('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '/usr/bin/python3', '-c', CALL_AND_CLOSE,
+    String(port), '20', 'SetLoans', JSON.stringify([web, [[other, 'cpu_share', 1]]])]);
+  // Taken for root, any one of the twenty would have set the loan within milliseconds.
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  t.deepEqual((await call('root', 'tcp', 'GetLoans', web)).result, [], 'no loan was set by the closed calls');
+});
+
 function ticketSlice(extra: Partial<TestSlice> = {}): string {
   timestamp += 10;
   return slicesXml(timestamp, [{ name: name('tkt'), users: { 1: keys[0]! }, controllers: [name('ctl')], resources: { cpu_share: 2 }, ...extra }]);

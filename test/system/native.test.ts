@@ -1,5 +1,6 @@
-// The C parts in native/ against the real kernel: the SO_PEERCRED addon sees the uid and pid of a
-// process that really runs as another user, and forward_api_calls talks HTTP to a real server on
+// The C parts in native/ against the real kernel: the peercred addon sees the uid and pid of a
+// process that really runs as another user (SO_PEERCRED on a Unix socket; the owner of the client's
+// socket on loopback TCP, and nobody once that client closed it), and forward_api_calls talks HTTP to a real server on
 // a Unix socket, the way sshd runs it for a delegate. Built by `npm run build:native` (pretest).
 import test from 'ava';
 import { spawn } from 'node:child_process';
@@ -11,7 +12,8 @@ import { connect, createServer as createNetServer, type Server, type Socket } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
-import { forwardApiCallsPath, peerCredentials, type PeerCredentials } from '../../src/native/peercred.js';
+import { tcpClientUidLookup } from '../../src/api/tcp-client-uid.js';
+import { forwardApiCallsPath, peerCredentials, tcpSocketOwner, type PeerCredentials } from '../../src/native/peercred.js';
 import { isRoot, waitFor } from './support/host.js';
 
 const NOBODY = 65534;
@@ -118,6 +120,64 @@ test('peerCredentials refuses a TCP connection and a closed socket with an error
   socket.destroy();
   client.destroy();
   t.throws(() => peerCredentials(socket), { message: /no file descriptor/ });
+});
+
+// ---- tcpSocketOwner ----------------------------------------------------------------------------
+
+// A TCP client that connects, says so, and closes its socket and exits when its stdin ends.
+const TCP_CLIENT = `
+const socket = require('node:net').connect(Number(process.argv[1]), '127.0.0.1');
+socket.on('connect', () => process.stdout.write('connected'));
+process.stdin.on('data', () => {}).on('end', () => socket.destroy());
+socket.on('error', (e) => { console.error(e.message); process.exit(3); });
+`;
+
+(isRoot ? test : test.skip)('the owner of a loopback TCP client is the user running it, and nobody once it closed its end', async (t) => {
+  // allowHalfOpen: our end stays open after the client's, as a server's does while it answers.
+  const server = createNetServer({ allowHalfOpen: true });
+  const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => closeServer(server));
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no TCP address');
+  const child = spawn(
+    'setpriv',
+    [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, '-e', TCP_CLIENT, String(address.port)],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const socket = await accepted;
+  const connection = { remoteAddress: socket.remoteAddress!, remotePort: socket.remotePort!, localAddress: socket.localAddress!, localPort: socket.localPort! };
+  const client = () => tcpSocketOwner(connection.remoteAddress, connection.remotePort, connection.localAddress, connection.localPort);
+  const errors: unknown[] = [];
+  const byKernel = tcpClientUidLookup({ lookupSocket: tcpSocketOwner, onLookupError: (error) => errors.push(error) });
+  const byTables = tcpClientUidLookup({});
+
+  t.like(client(), { uid: NOBODY, state: 1 }, 'established, held by the client running as nobody');
+  t.not(client()?.inode, 0);
+  t.like(tcpSocketOwner(connection.localAddress, connection.localPort, connection.remoteAddress, connection.remotePort), { uid: 0, state: 1 }, 'our own end');
+  t.deepEqual([await byKernel(connection), await byTables(connection)], [NOBODY, NOBODY]);
+
+  child.stdin.end();
+  t.is(await exited, 0, `client failed: ${stderr}`);
+  // What is left of the client's socket is held by no process; in TIME_WAIT the kernel reports
+  // its uid as 0: that must not make the client root.
+  await waitFor('the kernel to drop the closed client socket\'s owner', async () => (client()?.inode === 0 ? true : null));
+  t.deepEqual([await byKernel(connection), await byTables(connection)], [null, null]);
+  t.deepEqual(errors, [], 'the kernel was asked, not the tables');
+  socket.destroy();
+});
+
+if (!isRoot) test.skip('the owner of a loopback TCP client running as another user: needs root (to start it as uid 65534 with setpriv)', () => undefined);
+
+test('tcpSocketOwner knows no socket for four parts nobody uses, and names what is wrong with bad ones', (t) => {
+  t.is(tcpSocketOwner('127.0.0.1', 1, '127.0.0.1', 2), null);
+  t.is(tcpSocketOwner('::1', 1, '::1', 2), null);
+  t.throws(() => tcpSocketOwner('localhost', 1, '127.0.0.1', 2), { instanceOf: TypeError, message: /socket's address "localhost" is not an IPv4 or IPv6 address/ });
+  t.throws(() => tcpSocketOwner('::1', 1, '127.0.0.1', 2), { instanceOf: TypeError, message: /different families/ });
+  t.throws(() => tcpSocketOwner('127.0.0.1', 1, '127.0.0.1', 65536), { instanceOf: TypeError, message: /peer's port must be an integer from 0 to 65535/ });
 });
 
 // ---- forward_api_calls -------------------------------------------------------------------------
