@@ -159,10 +159,11 @@ const shareAt = (each: readonly number[], q: number) => `${(100 * quantile(each,
 const runs = new Map<string, Run[]>();
 let shares: Map<string, number[]>;
 try {
-  // The turns come first, on a host that no one-connection-per-call load has touched: right after
-  // the Python baseline's rounds (thousands of its connections in TIME_WAIT for a minute) nodemgr's
-  // server, which identifies each new connection's caller from the kernel's socket tables, measured
-  // 76-81% of the bare server in the turns, against 90-95% before them or a minute after.
+  // The turns come first, on a host that no one-connection-per-call load has touched: the Python
+  // baseline's rounds leave thousands of its connections in TIME_WAIT for a minute. While nodemgr's
+  // server read the kernel's socket tables (megabytes then) to identify each new connection's
+  // caller, a server started then measured 76-95% of the bare server in the turns, against 90-95%
+  // before them; asking the kernel for the client's socket alone (sock_diag), 89-97%.
   shares = await pairedShares([OURS, OURS_UNCACHED], TURNS);
   for (let round = 1; round <= rounds; round++) {
     for (const { label, command } of servers) {
