@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { createServer as createHttpServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import { connect, createServer as createNetServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { tcpClientUidLookup } from '../../src/api/tcp-client-uid.js';
@@ -171,6 +171,32 @@ socket.on('error', (e) => { console.error(e.message); process.exit(3); });
 });
 
 if (!isRoot) test.skip('the owner of a loopback TCP client running as another user: needs root (to start it as uid 65534 with setpriv)', () => undefined);
+
+const hasIPv6Loopback = Object.values(networkInterfaces()).some((addresses) => addresses?.some((a) => a.address === '::1'));
+const ipv6Test = hasIPv6Loopback ? test : test.skip;
+if (!hasIPv6Loopback) test.skip('TCP clients over IPv6: this host has no IPv6 loopback address (::1)', () => undefined);
+
+ipv6Test('the owner of a TCP client is found over IPv6 and on a dual-stack listener, as node:net names their addresses', async (t) => {
+  // [listen on, connect to]: ::1 itself, and IPv4 to a listener on :: (node:net says ::ffff:127.0.0.1).
+  for (const [host, target] of [['::1', '::1'], ['::', '127.0.0.1']] as const) {
+    const server = createNetServer();
+    const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
+    await new Promise<void>((resolve) => server.listen(0, host, resolve));
+    const address = server.address();
+    if (address === null || typeof address === 'string') throw new Error('no TCP address');
+    const client = connect(address.port, target);
+    const socket = await accepted;
+    const connection = { remoteAddress: socket.remoteAddress!, remotePort: socket.remotePort!, localAddress: socket.localAddress!, localPort: socket.localPort! };
+    const errors: unknown[] = [];
+    const uid = await tcpClientUidLookup({ lookupSocket: tcpSocketOwner, onLookupError: (error) => errors.push(error) })(connection);
+    t.is(uid, process.getuid!(), `${connection.remoteAddress} to ${host}`);
+    t.is(await tcpClientUidLookup({})(connection), process.getuid!(), `${connection.remoteAddress} to ${host}, from the tables`);
+    t.deepEqual(errors, []);
+    client.destroy();
+    socket.destroy();
+    await closeServer(server);
+  }
+});
 
 test('tcpSocketOwner knows no socket for four parts nobody uses, and names what is wrong with bad ones', (t) => {
   t.is(tcpSocketOwner('127.0.0.1', 1, '127.0.0.1', 2), null);
