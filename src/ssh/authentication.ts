@@ -69,11 +69,23 @@ export function answerAuthentication(client: Connection, options: Authentication
     }
     const key = utils.parseKey(ctx.key.data);
     const parsed = key instanceof Error ? null : Array.isArray(key) ? key[0] : key;
-    if (!parsed || !parsed.verify(ctx.blob, ctx.signature, ctx.hashAlgo)) {
+    // ssh2's verify answers an Error, which is truthy, where the crypto call throws (an ed25519
+    // key with a digest, when the client names rsa-sha2-256 for it): only `true` is a signature
+    // that verifies, and only with an algorithm that the key's type signs with.
+    if (!parsed || !signsWith(parsed.type, ctx.key.algo) || parsed.verify(ctx.blob, ctx.signature, ctx.hashAlgo) !== true) {
       refuse(ctx, 'bad_signature', 'bad signature');
       return;
     }
     options.loggedIn({ target, fingerprint: fingerprintOf(ctx.key.data) });
     ctx.accept();
   });
+}
+
+/**
+ * Whether a key of `keyType` (as its blob names it) signs with the public key algorithm a client
+ * named: its own name, or for RSA keys also the SHA-2 variants (RFC 8332). Pure.
+ */
+export function signsWith(keyType: string, algorithm: string): boolean {
+  if (keyType === 'ssh-rsa') return algorithm === 'ssh-rsa' || algorithm === 'rsa-sha2-256' || algorithm === 'rsa-sha2-512';
+  return algorithm === keyType;
 }

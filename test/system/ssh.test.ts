@@ -210,6 +210,42 @@ serial('a key that leaves the document stops working at the next sync', async (t
   t.is((await ssh(web, 'user', ['true'])).code, 0);
 });
 
+/**
+ * Logs in as `user` knowing only a public key: a signature of 64 zero bytes, made by no private
+ * key, under the public key algorithm `algorithm`. ssh2's client has no public way to send a
+ * signature of one's own, hence its protocol object. True when the gateway let it in.
+ */
+function loginWithPublicKeyOnly(user: string, publicKeyLine: string, algorithm: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const client = new Client();
+    let tried = false;
+    client.on('ready', () => {
+      client.end();
+      resolve(true);
+    });
+    client.on('error', () => resolve(false));
+    client.on('close', () => resolve(false));
+    client.connect({
+      host: '127.0.0.1', port, username: user, readyTimeout: 10_000,
+      authHandler: (_methods, _partial, next) => {
+        if (tried) return next(false as never);
+        tried = true;
+        const protocol = (client as unknown as { _protocol: { authPK(user: string, key: string, algorithm: string, sign: (data: Buffer, done: (signature: Buffer) => void) => void): void } })._protocol;
+        protocol.authPK(user, publicKeyLine, algorithm, (_data, done) => done(Buffer.alloc(64)));
+      },
+    });
+  });
+}
+
+serial('a client that knows only the public key is refused, whatever algorithm it names for it', async (t) => {
+  // rsa-sha2-256 for an ed25519 key made ssh2's check throw, and its Error passed for a signature.
+  for (const algorithm of ['ssh-ed25519', 'rsa-sha2-256', 'rsa-sha2-512', 'ssh-rsa', 'ecdsa-sha2-nistp256']) {
+    t.false(await loginWithPublicKeyOnly(name('web'), keys['user']!.line, algorithm), algorithm);
+    t.false(await loginWithPublicKeyOnly(name('ctl'), keys['delegate']!.line, algorithm), `delegate, ${algorithm}`);
+  }
+  t.is((await ssh(name('web'), 'user', ['echo still open'])).stdout, 'still open\n', 'the right key still logs in');
+});
+
 serial('50 sessions at once all succeed, and a client that stops reading does not hold up the others', async (t) => {
   const web = name('web');
   // A session whose output nobody reads: it fills its window and must then wait alone.
