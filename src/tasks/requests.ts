@@ -5,6 +5,7 @@ import type { TaskRecord } from '../db/types.js';
 import type { InstanceSize } from '../slices/types.js';
 import { describeError } from '../util/errors.js';
 import { shortfall, type BudgetView, type Need } from './budget.js';
+import { localFileUrls, localFilesRefusal } from './local-files.js';
 import { advance } from './states.js';
 import { definitionOf } from './steps.js';
 import type { TaskBook } from './task-book.js';
@@ -99,6 +100,8 @@ export function confirmation(ctx: TaskContext, task: TaskRecord, ticket: string,
   if (job.ticket !== null && job.ticket !== ticket) {
     throw new TaskRequestError('invalid', `the document's xbe:Ticket ${JSON.stringify(job.ticket)} is not the ticket confirmed`);
   }
+  const refusal = localFilesRefusal(task.owner, localFileUrls(job));
+  if (refusal !== null) throw new TaskRequestError('owner', `${describeTask(task)}: ${refusal}`);
   const need = { vcpus: job.cpuCount ?? ctx.settings.defaultVcpus, memoryBytes: job.memoryBytes ?? ctx.settings.defaultMemoryBytes };
   const confirmed = advance({
     ...task, xsdl, runtime: job.runtime, vcpus: need.vcpus, memory_bytes: need.memoryBytes, expires: null,
@@ -110,6 +113,8 @@ export function confirmation(ctx: TaskContext, task: TaskRecord, ticket: string,
 /** The records of a launch, confirmed at once (an instance has no document). */
 export function launchRecords(ctx: TaskContext, who: Requester, request: LaunchRequest): TaskRecord[] {
   if (!Number.isSafeInteger(request.count) || request.count < 1) throw new TaskRequestError('invalid', `count must be a whole number >= 1, got ${request.count}`);
+  const refusal = localFilesRefusal(who.owner, [request.image, request.kernel, request.initrd]);
+  if (refusal !== null) throw new TaskRequestError('owner', refusal);
   const need = SIZE_NEEDS[request.size];
   const records: TaskRecord[] = [];
   for (let i = 0; i < request.count; i++) {

@@ -10,6 +10,7 @@ import type { ExtraDisk, GuestBoot } from '../runtimes/libvirt/guest-definition.
 import { describeError, PermanentError } from '../util/errors.js';
 import { fetchLocation, type FetchDeps } from './fetch.js';
 import { jobDirectories, jobRequest } from './job.js';
+import { localFileUrls, localFilesRefusal } from './local-files.js';
 import { sendFile } from './send.js';
 import { spoolOf, type Spool } from './spool.js';
 import {
@@ -70,6 +71,9 @@ export function definitionOf(ctx: TaskContext, task: TaskRecord, job: XsdlJob | 
 /** Running:Stage-In: the instance's files and the stage-in files fetched into the spool; a virtual machine's staging disks made. */
 export async function stageIn(ctx: TaskContext, task: TaskRecord, job: XsdlJob | null, spool: Spool, signal: AbortSignal): Promise<void> {
   if (job === null) return;
+  // Confirm refuses such a document; a task confirmed before that rule was kept must not run either.
+  const refusal = localFilesRefusal(task.owner, localFileUrls(job));
+  if (refusal !== null) throw new PermanentError(refusal);
   const deps = fetchDeps(ctx, signal);
   for (const part of ['kernel', 'initrd', 'image'] as const) {
     const location = job.instance[part];
@@ -204,6 +208,8 @@ export async function readOutputs(ctx: TaskContext, task: TaskRecord, job: XsdlJ
 
 /** Running:Stage-Out: each output sent to its target; the first that fails fails the task. */
 export async function stageOut(ctx: TaskContext, task: TaskRecord, job: XsdlJob, signal: AbortSignal): Promise<void> {
+  const refusal = localFilesRefusal(task.owner, localFileUrls(job));
+  if (refusal !== null) throw new PermanentError(refusal);
   const spool = spoolOf(ctx.settings.taskDir, task.task_id);
   for (const [n, file] of job.stageOut.entries()) {
     await sendFile(spool.output(n), file.target, file.creationFlag, { signal, timeoutMs: TRANSFER_IDLE_MS }).catch((error: unknown) => {

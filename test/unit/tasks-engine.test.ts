@@ -103,12 +103,13 @@ test('a task stages in over HTTP, runs, stages out to a file, and is Finished wi
     polls: 2, exitCode: 0,
     effect: async (root) => writeFile(join(root, 'work', 'out.txt'), (await readFile(join(root, 'work', 'in.txt'), 'utf8')).toUpperCase()),
   };
-  const submitted = await n.engine.submit(ALICE, xsdlJob({
+  // Root's: only root's tasks may name the node's files (file: URLs).
+  const submitted = await n.engine.submit(ROOT, xsdlJob({
     // A container's files go through its agent (a virtual machine's through staging disks: test/system/tasks.test.ts).
     runtime: 'lxc', executable: '/usr/bin/tr', args: ['a-z', 'A-Z'], image: 'base', stageIn: [{ name: 'in.txt', uri: input }],
     stageOut: [{ name: 'out.txt', uri: pathToFileURL(target).href }],
   }));
-  t.is(submitted.owner, 'uid:1000');
+  t.is(submitted.owner, 'root');
   const task = await doneOf(n, submitted.ticket);
   t.is(task.state, 'Finished', task.reason ?? '');
   t.is(task.exit_code, 0);
@@ -123,21 +124,48 @@ test('a task stages in over HTTP, runs, stages out to a file, and is Finished wi
   await n.engine.idle();
   t.false(existsSync(join(n.deps.settings.taskDir, 'spool', task.task_id, 'in')), 'what was fetched is gone');
   t.true(existsSync(join(n.deps.settings.taskDir, 'spool', task.task_id, 'out', '0')), 'the output stays until removal');
-  const [removed] = await n.engine.status(ALICE, submitted.ticket, true);
+  const [removed] = await n.engine.status(ROOT, submitted.ticket, true);
   t.is(removed!.state, 'Finished');
   t.false(existsSync(join(n.deps.settings.taskDir, 'spool', task.task_id)));
-  await t.throwsAsync(n.engine.status(ALICE, submitted.ticket, false), { instanceOf: TaskRequestError, message: /no ticket/ });
+  await t.throwsAsync(n.engine.status(ROOT, submitted.ticket, false), { instanceOf: TaskRequestError, message: /no ticket/ });
 });
 
 test('an upload that fails makes the task Failed with the reason, and the output stays in the spool', async (t) => {
   const n = await node(t);
   n.guests.job = { effect: async (root) => writeFile(join(root, 'work', 'out.txt'), 'result\n') };
   const missingDir = pathToFileURL(join(n.dir, 'no', 'such', 'dir', 'out.txt')).href;
-  const task = await doneOf(n, (await n.engine.submit(ALICE, xsdlJob({ runtime: 'lxc', image: 'base', output: 'out.txt', stageOut: [{ name: 'out.txt', uri: missingDir }] }))).ticket);
+  const task = await doneOf(n, (await n.engine.submit(ROOT, xsdlJob({ runtime: 'lxc', image: 'base', output: 'out.txt', stageOut: [{ name: 'out.txt', uri: missingDir }] }))).ticket);
   t.is(task.state, 'Failed');
   t.regex(task.reason!, /^stage-out of \/work\/out\.txt failed: file:\/\/\/.*\/no\/such\/dir\/out\.txt: no such file; the file is kept in the task's spool until it is removed$/i);
   t.truthy(task.times['stage-out-start']);
   t.is(await readFile(join(n.deps.settings.taskDir, 'spool', task.task_id, 'out', '0'), 'utf8'), 'result\n');
+});
+
+test("the node's own files (file: URLs) are root's: any other owner's task or instance naming one is refused, and nothing is kept", async (t) => {
+  const n = await node(t);
+  const secret = pathToFileURL(join(n.dir, 'secret.txt')).href;
+  const elsewhere = pathToFileURL(join(n.dir, 'written.txt')).href;
+  const jobs = {
+    'a stage-in source': xsdlJob({ runtime: 'lxc', image: 'base', stageIn: [{ name: 'in.txt', uri: secret }] }),
+    'a stage-out target': xsdlJob({ runtime: 'lxc', image: 'base', output: 'out.txt', stageOut: [{ name: 'out.txt', uri: elsewhere }] }),
+    'a kernel': xsdlJob({ kernel: secret }),
+  };
+  for (const who of [ALICE, BOB]) {
+    for (const [what, xsdl] of Object.entries(jobs)) {
+      const refused = await t.throwsAsync(n.engine.submit(who, xsdl), { instanceOf: TaskRequestError }, `${who.owner}: ${what}`);
+      t.is((refused as TaskRequestError).problem, 'owner');
+      t.regex(refused!.message, /file: URLs name the node's own files, which only root may have the node read or write/);
+      t.true(refused!.message.includes(JSON.stringify(what === 'a stage-out target' ? elsewhere : secret)), refused!.message);
+    }
+    const launch = { image: secret, kernel: null, initrd: null, size: 'small' as const, count: 1, runtime: 'qemu' as const, sshKey: null };
+    await t.throwsAsync(n.engine.launch(who, launch), { instanceOf: TaskRequestError, message: /only root may/ });
+    await t.throwsAsync(n.engine.launch(who, { ...launch, image: 'base', kernel: 'FILE:///boot/vmlinuz' }), { instanceOf: TaskRequestError, message: /only root may/ });
+  }
+  t.deepEqual(n.deps.book.all(), [], 'no reservation or instance is kept');
+  t.deepEqual(n.guests.calls, [], 'no guest was made');
+  // Root's may, as before.
+  const task = await n.engine.submit(ROOT, jobs['a stage-out target']);
+  t.is(task.state, 'Pending:Confirmed');
 });
 
 test('a job that exits 3 is Finished with exit code 3; one killed by a signal says which', async (t) => {
