@@ -19,11 +19,30 @@ export interface SessionIo {
   readonly ended: () => boolean;
 }
 
+/**
+ * The signals an exit-signal message may name: RFC 4254's list, the only names ssh2 sends (it
+ * throws on any other, and a sliver's command killed by SIGBUS or SIGXCPU would take the daemon
+ * down with it).
+ */
+const SSH_SIGNALS: ReadonlySet<string> = new Set(['ABRT', 'ALRM', 'FPE', 'HUP', 'ILL', 'INT', 'KILL', 'PIPE', 'QUIT', 'SEGV', 'TERM', 'USR1', 'USR2']);
+
+/**
+ * How a session ends on the wire: an exit status, or a signal ssh can name; another signal as the
+ * shell reports it, status 128 + its number (SIGBUS: 135). Pure.
+ */
+export function sessionEnd(status: number | string): { status: number } | { signal: string } {
+  if (typeof status === 'number') return { status };
+  if (SSH_SIGNALS.has(status)) return { signal: status };
+  const number = (constants.signals as Record<string, number | undefined>)[`SIG${status}`];
+  return { status: number === undefined ? 1 : 128 + number };
+}
+
 /** Says `message` on stderr (if any), the exit status or signal, and closes the channel. */
 export function endChannel(channel: ServerChannel, status: number | string, message?: string): void {
   if (message) channel.stderr.write(message);
-  if (typeof status === 'number') channel.exit(status);
-  else channel.exit(status, false, '');
+  const end = sessionEnd(status);
+  if ('signal' in end) channel.exit(end.signal, false, '');
+  else channel.exit(end.status);
   channel.end();
 }
 

@@ -246,6 +246,14 @@ serial('a client that knows only the public key is refused, whatever algorithm i
   t.is((await ssh(name('web'), 'user', ['echo still open'])).stdout, 'still open\n', 'the right key still logs in');
 });
 
+serial('a command killed by a signal ssh cannot name (SIGBUS, SIGXCPU) ends with 128 + its number, and the gateway goes on', async (t) => {
+  const web = name('web');
+  t.is((await ssh(web, 'user', ['kill -BUS $$'])).code, 128 + 7);
+  t.is((await ssh(web, 'user', ['kill -XCPU $$'])).code, 128 + 24);
+  t.is((await ssh(web, 'user', ['echo still here'])).stdout, 'still here\n');
+  t.is(daemon.child.exitCode, null, 'the daemon runs');
+});
+
 serial('50 sessions at once all succeed, and a client that stops reading does not hold up the others', async (t) => {
   const web = name('web');
   // A session whose output nobody reads: it fills its window and must then wait alone.
