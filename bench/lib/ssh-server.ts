@@ -22,7 +22,7 @@ const dir = mkdtempSync(join(tmpdir(), 'nodemgr-bench-ssh-'));
 const hostKey = await loadOrCreateHostKey(dir);
 const gateway = await startSshGateway({
   host: '127.0.0.1', port: 0, hostKey: hostKey.privateKey,
-  maxSessions: 1_000, maxSessionsPerAccount: 1_000, idleTimeoutMs: 60_000, maxAuthAttempts: 6, loginGraceMs: 30_000,
+  maxSessions: 1_000, maxSessionsPerAccount: 1_000, idleTimeoutMs: 60_000, maxAuthAttempts: 6, loginGraceMs: 30_000, maxStartups: 1_000,
   maxRequestBytes: 16 * 1024 * 1024, database: () => database,
   sliverAccount: async () => null, delegateUid: async () => null, cgroupFiles: () => [],
   callApi: async () => '<?xml version="1.0"?><methodResponse><params><param><value><int>1</int></value></param></params></methodResponse>',

@@ -38,6 +38,7 @@ export async function startGateway(config: Config, parts: GatewayParts): Promise
     idleTimeoutMs: config.sshIdleTimeoutMs,
     maxAuthAttempts: config.sshMaxAuthAttempts,
     loginGraceMs: config.sshLoginGraceMs,
+    maxStartups: config.sshMaxStartups,
     maxRequestBytes: config.apiMaxRequestBytes,
     database: () => store.data,
     sliverAccount: (name) => unix.loginAccount(name),

@@ -85,6 +85,7 @@ export interface Config {
   sshIdleTimeoutMs: number;
   sshMaxAuthAttempts: number;
   sshLoginGraceMs: number;
+  sshMaxStartups: number;
   /** What a sliver is made of when its slice names no runtime. */
   defaultRuntime: RuntimeKind;
   libvirtQemuUri: string;
@@ -280,6 +281,8 @@ export const KEYS: readonly KeyDescriptor[] = [
     'Authentication attempts (keys offered) allowed on one ssh connection before it is closed.'),
   key('ssh_login_grace', 'sshLoginGraceMs', seconds(1), 30_000,
     'Seconds an ssh connection may take to log in before it is closed.'),
+  key('ssh_max_startups', 'sshMaxStartups', range(1, 100_000), 100,
+    'At most this many ssh connections not yet logged in at once (as sshd\'s MaxStartups); one more is closed as it comes.'),
   key('default_runtime', 'defaultRuntime', oneOf<RuntimeKind>(...RUNTIME_KINDS), 'unix',
     'What a sliver is made of when its slice has no runtime attribute: unix (an account), lxc (a libvirt container) or qemu (a libvirt virtual machine).'),
   key('libvirt_qemu_uri', 'libvirtQemuUri', libvirtUri, 'qemu:///system',

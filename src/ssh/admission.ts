@@ -1,6 +1,7 @@
 // The gateway's admission limits, as OpenSSH's sshd has them: how long a connection may take to
-// log in (LoginGraceTime) and how many sessions the node and each account may have open
-// (MaxSessions, per account). The idle timeout and the failed-login count are per connection
+// log in (LoginGraceTime), how many connections may be logging in at once (MaxStartups' hard
+// limit) and how many sessions the node and each account may have open (MaxSessions, per
+// account). The idle timeout and the failed-login count are per connection
 // (connection.ts, authentication.ts).
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Connection } from 'ssh2';
@@ -55,11 +56,41 @@ export interface ConnectionFront {
   destroyAll(): void;
 }
 
-/** Accepts TCP connections and hands each to `handOver` (ssh2), timed by the login grace. */
-export function connectionFront(loginGraceMs: number, logger: Logger, handOver: (socket: Socket) => void): ConnectionFront {
+export interface FrontLimits {
+  /** A connection not logged in after this long is closed. */
+  readonly loginGraceMs: number;
+  /** Connections not yet logged in at once; one more is closed as it comes. */
+  readonly maxStartups: number;
+}
+
+/** A refusal for ssh_max_startups is logged at most this often (a flood would fill the log). */
+const STARTUPS_LOG_INTERVAL_MS = 10_000;
+
+/**
+ * Accepts TCP connections and hands each to `handOver` (ssh2), timed by the login grace; past
+ * `maxStartups` connections not logged in, a new one is closed at once: without the cap anyone who
+ * can reach the port holds a descriptor (and ssh2's state) per connection for the whole grace, until
+ * the daemon's descriptors run out for the API and the slivers too.
+ */
+export function connectionFront(limits: FrontLimits, logger: Logger, handOver: (socket: Socket) => void): ConnectionFront {
+  const { loginGraceMs, maxStartups } = limits;
   const sockets = new Map<string, { socket: Socket; grace: NodeJS.Timeout }>();
+  const waiting = new Set<string>();
+  let refusedSinceLog = 0;
+  let lastLog = -Infinity;
   const tcp = createServer((socket) => {
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    if (waiting.size >= maxStartups) {
+      socket.destroy();
+      refusedSinceLog++;
+      if (Date.now() - lastLog >= STARTUPS_LOG_INTERVAL_MS) {
+        logger.warn('ssh connections closed: too many not logged in yet', { refused: refusedSinceLog, ssh_max_startups: maxStartups, last_remote: remote });
+        refusedSinceLog = 0;
+        lastLog = Date.now();
+      }
+      return;
+    }
+    waiting.add(remote);
     // Each step of the handshake and each keystroke is a small write that must not wait for the
     // peer's delayed ACK (Nagle's algorithm made every login ~40 ms slower per round trip).
     socket.setNoDelay(true);
@@ -71,12 +102,16 @@ export function connectionFront(loginGraceMs: number, logger: Logger, handOver: 
     socket.once('close', () => {
       clearTimeout(grace);
       sockets.delete(remote);
+      waiting.delete(remote);
     });
     handOver(socket);
   });
   return {
     tcp,
-    loggedIn: (remote) => clearTimeout(sockets.get(remote)?.grace),
+    loggedIn(remote) {
+      clearTimeout(sockets.get(remote)?.grace);
+      waiting.delete(remote);
+    },
     cut(client, remote) {
       client.end();
       const socket = sockets.get(remote)?.socket;

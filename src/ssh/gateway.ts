@@ -25,6 +25,8 @@ export interface GatewayOptions extends SessionServices {
   readonly maxAuthAttempts: number;
   /** A connection not logged in after this long is closed. */
   readonly loginGraceMs: number;
+  /** Connections not yet logged in at once; one more is closed as it comes. */
+  readonly maxStartups: number;
   readonly database: () => NodeDatabase;
 }
 
@@ -39,7 +41,7 @@ export async function startSshGateway(options: GatewayOptions): Promise<Gateway>
   const { logger } = options;
   const slots = sessionSlots(options.maxSessions, options.maxSessionsPerAccount);
   const clients = new Set<Connection>();
-  const front = connectionFront(options.loginGraceMs, logger, (socket) => server.injectSocket(socket));
+  const front = connectionFront(options, logger, (socket) => server.injectSocket(socket));
   let boundPort = options.port;
   const context = {
     services: options, slots, serverPort: () => boundPort, front,

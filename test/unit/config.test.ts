@@ -86,6 +86,7 @@ test('the defaults need no file', (t) => {
     sshIdleTimeoutMs: 3_600_000,
     sshMaxAuthAttempts: 6,
     sshLoginGraceMs: 30_000,
+    sshMaxStartups: 100,
     defaultRuntime: 'unix',
     libvirtQemuUri: 'qemu:///system',
     libvirtLxcUri: 'lxc:///system',

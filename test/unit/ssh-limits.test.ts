@@ -1,9 +1,9 @@
 // The gateway's limits, on loopback with the ssh2 client (no root needed: delegates' sessions run
-// nothing on the host): sessions per account, the idle timeout, the login grace, attempts per
-// connection, and a request larger than the API takes.
+// nothing on the host): sessions per account, the idle timeout, the login grace, connections not
+// yet logged in, attempts per connection, and a request larger than the API takes.
 import test from 'ava';
 import { mkdtemp } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
@@ -34,7 +34,7 @@ test.before(async () => {
   const hostKey = await loadOrCreateHostKey(await mkdtemp(join(tmpdir(), 'nodemgr-gw-')));
   gateway = await startSshGateway({
     host: '127.0.0.1', port: 0, hostKey: hostKey.privateKey,
-    maxSessions: 10, maxSessionsPerAccount: 2, idleTimeoutMs: 1_500, maxAuthAttempts: 2, loginGraceMs: 1_000,
+    maxSessions: 10, maxSessionsPerAccount: 2, idleTimeoutMs: 1_500, maxAuthAttempts: 2, loginGraceMs: 1_000, maxStartups: 3,
     maxRequestBytes: 1024, database: () => database,
     sliverAccount: async (name) => {
       if (name === 'broken') throw new Error('the account files cannot be read');
@@ -79,6 +79,37 @@ test.serial('an idle connection is closed; one that never logs in is closed afte
   const silent = connect(gateway.port, '127.0.0.1');
   silent.on('data', () => undefined);
   await new Promise<void>((resolve) => silent.on('close', () => resolve()));
+});
+
+/** Connects and waits: the gateway's ident line (true, and the socket), or a close before it (false). */
+function knock(): Promise<{ admitted: boolean; socket: Socket }> {
+  return new Promise((resolve) => {
+    const socket = connect(gateway.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    socket.once('data', () => resolve({ admitted: true, socket }));
+    socket.once('close', () => resolve({ admitted: false, socket }));
+  });
+}
+
+test.serial('past ssh_max_startups connections not logged in, one more is closed at once; one that goes makes room', async (t) => {
+  // Three that connect and say nothing (the limit is 3), each told the gateway's ident line.
+  const silent = await Promise.all([knock(), knock(), knock()]);
+  t.deepEqual(silent.map((s) => s.admitted), [true, true, true]);
+  t.false((await knock()).admitted, 'the fourth is closed before a word of ssh');
+  silent[0]!.socket.destroy();
+  // The gateway sees that close a moment later; then there is room for one.
+  let probe: { admitted: boolean; socket: Socket } | null = null;
+  await waitFor('room for one connection', async () => {
+    probe = await knock();
+    return probe.admitted;
+  }, { timeoutMs: 10_000, intervalMs: 20 });
+  t.true(probe!.admitted);
+  for (const s of [...silent, probe!]) s.socket.destroy();
+  // Once they are gone, logins get in as before.
+  await waitFor('the gateway to see them go', async () => (await knock()).admitted, { timeoutMs: 10_000, intervalMs: 20 });
+  const client = await login();
+  t.truthy(client);
+  client.end();
 });
 
 let next = 0;

@@ -34,7 +34,7 @@ test.before(async () => {
   const hostKey = await loadOrCreateHostKey(await mkdtemp(join(tmpdir(), 'nodemgr-gw-')));
   gateway = await startSshGateway({
     host: '127.0.0.1', port: 0, hostKey: hostKey.privateKey,
-    maxSessions: 10, maxSessionsPerAccount: 1, idleTimeoutMs: 60_000, maxAuthAttempts: 6, loginGraceMs: 60_000,
+    maxSessions: 10, maxSessionsPerAccount: 1, idleTimeoutMs: 60_000, maxAuthAttempts: 6, loginGraceMs: 60_000, maxStartups: 100,
     maxRequestBytes: 1024, database: () => database,
     sliverAccount: async () => null, delegateUid: async () => 70_123, cgroupFiles: () => [],
     callApi: api.callApi,
