@@ -76,9 +76,9 @@ export function nodeMethodDefs(api: NodeApi, deps: NodeApiDeps): MethodDef[] {
       run: () => JSON.stringify(deps.store.data, null, 2),
     },
     {
-      name: 'DeliverSlices', params: [{ name: 'document', type: 'string' }, { name: 'signature', type: 'string' }], returns: 'struct', access: 'push',
-      help: 'The authority\'s push: a whole slices.xml with a detached signature (base64 RSA-SHA256 over its bytes). Applied as a fetched document is.',
-      run: ({ caller, args }) => api.deliverSlices(caller, args[0] as string, args[1] as string),
+      name: 'DeliverSlices', params: [{ name: 'document', type: 'bytes' }, { name: 'signature', type: 'string' }], returns: 'struct', access: 'push',
+      help: 'The authority\'s push: a whole slices.xml (a string, or base64 to keep its bytes exactly: XML reads a string\'s line ends as LF) with a detached signature (base64 RSA-SHA256 over its bytes). Applied as a fetched document is.',
+      run: ({ caller, args }) => api.deliverSlices(caller, args[0] as string | Buffer, args[1] as string),
     },
     // The node's image cache (libvirt slivers start from it).
     ...imageMethods(deps.images),

@@ -2,7 +2,11 @@
 // runs. Type-only, shared by the method tables and the dispatcher.
 import type { Caller } from './identity.js';
 
-export type XmlRpcType = 'string' | 'int' | 'array' | 'struct' | 'boolean';
+/**
+ * A parameter's type. 'bytes' is a string or a base64: where the exact bytes matter (a signed
+ * document), since XML reads a string's line ends as \n and base64 keeps them.
+ */
+export type XmlRpcType = 'string' | 'bytes' | 'int' | 'array' | 'struct' | 'boolean';
 
 export interface Param {
   readonly name: string;

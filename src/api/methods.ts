@@ -19,7 +19,7 @@ export interface ApiMethods {
   readsOnlyDatabase(method: string): boolean;
 }
 
-const TYPE_NAMES: Record<XmlRpcType, string> = { string: 'a string', int: 'an integer', array: 'an array', struct: 'a struct', boolean: 'a boolean' };
+const TYPE_NAMES: Record<XmlRpcType, string> = { string: 'a string', bytes: 'a string or base64', int: 'an integer', array: 'an array', struct: 'a struct', boolean: 'a boolean' };
 
 function typeOf(value: unknown): string {
   if (value === null) return 'nil';
@@ -34,6 +34,7 @@ function typeOf(value: unknown): string {
 function checkType(value: unknown, param: Param, position: number): void {
   const ok =
     param.type === 'string' ? typeof value === 'string'
+    : param.type === 'bytes' ? typeof value === 'string' || Buffer.isBuffer(value)
     : param.type === 'int' ? Number.isInteger(value)
     : param.type === 'boolean' ? typeof value === 'boolean'
     : param.type === 'array' ? Array.isArray(value)
@@ -72,9 +73,13 @@ export function createApiMethods(deps: NodeApiDeps): ApiMethods {
     help: 'Returns the method\'s signatures: [[return type, argument types...]].',
     run: ({ args }) => {
       const m = known(args[0] as string);
-      // One signature per number of arguments the method takes.
+      // One signature per number of arguments the method takes, and per form of a 'bytes' one.
       const least = required(m);
-      return Array.from({ length: m.params.length - least + 1 }, (_, k) => [m.returns, ...m.params.slice(0, least + k).map((p) => p.type)]);
+      return Array.from({ length: m.params.length - least + 1 }, (_, k) => m.params.slice(0, least + k))
+        .flatMap((params) => params.reduce<string[][]>(
+          (signatures, p) => signatures.flatMap((s) => (p.type === 'bytes' ? [[...s, 'string'], [...s, 'base64']] : [[...s, p.type]])),
+          [[m.returns]],
+        ));
     },
   });
 

@@ -140,12 +140,14 @@ function nodeChanges(deps: NodeApiDeps, lookup: NodeLookup) {
       return 1;
     },
 
-    async deliverSlices(caller: Caller, document: string, signature: string) {
-      const body = Buffer.from(document, 'utf8');
+    async deliverSlices(caller: Caller, document: string | Buffer, signature: string) {
+      const body = Buffer.isBuffer(document) ? document : Buffer.from(document, 'utf8');
       try {
         deps.verifyPush(body, signature);
       } catch (error) {
-        throw invalidArgument(2, 'signature', describeError(error));
+        // A string's CR LF reached us as LF (XML reads line ends so): its bytes are not the signed ones.
+        const hint = Buffer.isBuffer(document) ? '' : '; a document sent as a string arrives with its line ends as LF: send it as base64 to keep its bytes as signed';
+        throw invalidArgument(2, 'signature', `${describeError(error)}${hint}`);
       }
       const result = await deps.acceptDocument(body, `push by ${describeCaller(caller)}`);
       if (result.outcome === 'rejected') throw invalidArgument(1, 'document', result.detail);
@@ -199,6 +201,12 @@ export async function acceptTicket(deps: NodeApiDeps, caller: Caller, ticket: st
   const held = deps.store.data.records[key];
   if (held && held.timestamp >= verified.timestamp) {
     throw invalidArgument(1, 'ticket', `the node holds ${verified.sliver.name} at timestamp ${held.timestamp}, not older than the ticket's ${verified.timestamp}: replayed or stale`);
+  }
+  // A sliver the node does not hold may be one a later document removed: its old ticket must not
+  // bring it back. Only a ticket newer than the document in force can be for a slice it lacks.
+  const inForce = deps.store.data.records['timestamp']?.timestamp ?? 0;
+  if (!held && inForce >= verified.timestamp) {
+    throw invalidArgument(1, 'ticket', `the node's document in force has timestamp ${inForce}, not older than the ticket's ${verified.timestamp}, and does not hold ${verified.sliver.name}: replayed or stale`);
   }
   const next = recordOfSliver(verified.sliver, held);
   await persisted(() => deps.records.put({ kind: 'ticket', method, caller: describeCaller(caller) }, [next]));

@@ -242,6 +242,9 @@ serial('a caller that closes its connection right after its call is nobody, not 
   t.deepEqual((await call('root', 'tcp', 'GetLoans', web)).result, [], 'no loan was set by the closed calls');
 });
 
+/** The ticket the node took, for the test of its replay once a document has removed its slice. */
+let acceptedTicket = '';
+
 function ticketSlice(extra: Partial<TestSlice> = {}): string {
   timestamp += 10;
   return slicesXml(timestamp, [{ name: name('tkt'), users: { 1: keys[0]! }, controllers: [name('ctl')], resources: { cpu_share: 2 }, ...extra }]);
@@ -249,6 +252,7 @@ function ticketSlice(extra: Partial<TestSlice> = {}): string {
 
 serial('a signed ticket is accepted once; forged, unsigned, expired and replayed ones change nothing', async (t) => {
   const valid = await signTicket(ticketSlice(), authority.keyPath, authority.certPath);
+  acceptedTicket = valid;
   t.deepEqual(await call(name('ctl'), 'unix', 'Ticket', valid), { result: 1 });
   await waitFor('the ticket sliver to run', async () => (await stateOf(name('tkt'))) === 'running');
   isFault(t, await call(name('ctl'), 'unix', 'Ticket', valid), 102, /replayed or stale/);
@@ -278,6 +282,28 @@ serial('DeliverSlices applies a signed push from root or the authority delegate 
   t.is(((await call('root', 'tcp', 'GetRSpec', name('other'))).result as Record<string, number>).cpu_share, 6);
   const again = (await call('root', 'tcp', 'DeliverSlices', document, signature)).result as { outcome: string };
   t.is(again.outcome, 'unchanged');
+});
+
+serial('DeliverSlices checks the signature on the bytes signed: a CR LF document sent as base64 is applied', async (t) => {
+  slices = slices.map((s) => (s.name === name('other') ? { ...s, resources: { cpu_share: 7 } } : s));
+  timestamp += 10;
+  const document = Buffer.from(slicesXml(timestamp, slices, delegates).replace(/\n/g, '\r\n'));
+  const signature = await signDetached(document, authority.keyPath);
+  // As a string, XML makes its CR LF line ends LF: not the bytes signed, and the fault says what to do.
+  isFault(t, await call(name('plc'), 'unix', 'DeliverSlices', document.toString(), signature), 102, /send it as base64/);
+  const answer = (await call(name('plc'), 'unix', 'DeliverSlices', { base64: document.toString('base64') }, signature)).result as { outcome: string };
+  t.is(answer.outcome, 'applied');
+  t.is(((await call('root', 'tcp', 'GetRSpec', name('other'))).result as Record<string, number>).cpu_share, 7);
+  t.deepEqual((await call(NOBODY, 'unix', 'system.methodSignature', 'DeliverSlices')).result, [['struct', 'string', 'string'], ['struct', 'base64', 'string']]);
+});
+
+serial('a ticket for a slice that a later document removed does not bring it back', async (t) => {
+  // The document DeliverSlices applied (newer than the ticket) has no such slice: it is destroyed.
+  t.truthy(acceptedTicket, 'the ticket test ran first');
+  await waitFor('the ticket sliver to be destroyed', async () => (await stateOf(name('tkt'))) === 'absent');
+  isFault(t, await call(name('web'), 'unix', 'Ticket', acceptedTicket), 102, /document in force has timestamp \d+, not older than the ticket's \d+, and does not hold .*: replayed or stale/);
+  t.is(await stateOf(name('tkt')), 'absent');
+  t.is((await db()).records[`sliver_${name('tkt')}`], undefined);
 });
 
 serial('a delegate reaches the API through forward_api_calls as its login shell', async (t) => {

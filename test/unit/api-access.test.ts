@@ -76,7 +76,7 @@ async function faultOf(methods: Methods, caller: Caller, method: string, args: u
 async function argumentsFor(methods: Methods, method: string, sliver: string): Promise<unknown[]> {
   const signatures = (await methods.call(ROOT, 'system.methodSignature', [method])) as string[][];
   const types = signatures[signatures.length - 1]!.slice(1);
-  const sample: Record<string, unknown> = { string: sliver, int: 1, array: [], struct: {}, boolean: true };
+  const sample: Record<string, unknown> = { string: sliver, base64: Buffer.from(sliver), int: 1, array: [], struct: {}, boolean: true };
   return types.map((type) => sample[type]);
 }
 

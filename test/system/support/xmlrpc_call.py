@@ -3,10 +3,12 @@
 
 usage: xmlrpc_call.py tcp:PORT|unix:PATH|tls:PORT METHOD [JSON_ARGS]
 prints {"result": ...} or {"fault": CODE, "message": TEXT}; exit 0 either way.
+An argument {"base64": TEXT} is sent as an XML-RPC <base64> of TEXT's base64-decoded bytes.
 Over TLS the server is checked against the CA file $XMLRPC_TLS_CA, and the client certificate is
 $XMLRPC_TLS_CERT with its key $XMLRPC_TLS_KEY (none when unset); a connection that fails (a
 refused handshake) prints {"error": CLASS, "message": TEXT}.
 """
+import base64
 import http.client
 import json
 import os
@@ -35,9 +37,15 @@ class UnixTransport(xmlrpc.client.Transport):
         return UnixConnection(self.unix_path)
 
 
+def binary(arg):
+    if isinstance(arg, dict) and list(arg) == ["base64"]:
+        return xmlrpc.client.Binary(base64.b64decode(arg["base64"]))
+    return arg
+
+
 def main():
     target, method = sys.argv[1], sys.argv[2]
-    args = json.loads(sys.argv[3]) if len(sys.argv) > 3 else []
+    args = [binary(a) for a in json.loads(sys.argv[3])] if len(sys.argv) > 3 else []
     if target.startswith("tls:"):
         context = ssl.create_default_context(cafile=os.environ["XMLRPC_TLS_CA"])
         if os.environ.get("XMLRPC_TLS_CERT"):
