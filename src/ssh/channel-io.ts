@@ -46,6 +46,28 @@ export function endChannel(channel: ServerChannel, status: number | string, mess
   channel.end();
 }
 
+/** Bytes of a terminal's input that the daemon holds at most before it stops reading the client's. */
+const TERMINAL_INPUT_HIGH = 256 * 1024;
+const TERMINAL_INPUT_LOW = 64 * 1024;
+const TERMINAL_INPUT_POLL_MS = 20;
+
+/**
+ * The bytes written to a terminal that its program has not taken yet. node-pty queues them (and
+ * retries as the kernel takes them) without a way to ask: its write queue is read directly, and
+ * where a version of node-pty has none, nothing is counted (the input then goes unbounded, as with
+ * node-pty alone).
+ */
+function terminalInputQueue(pty: object): () => number {
+  const queue = (pty as { _writeStream?: { _writeQueue?: unknown } })._writeStream?._writeQueue;
+  if (!Array.isArray(queue)) return () => 0;
+  const tasks = queue as { buffer: Buffer; offset: number }[];
+  return () => {
+    let bytes = 0;
+    for (const task of tasks) bytes += task.buffer.length - task.offset;
+    return bytes;
+  };
+}
+
 /** Runs `launch` on a terminal; `onResize` receives what the client's window changes call. */
 export async function connectTerminal(
   io: SessionIo, launch: SessionLaunch, env: Record<string, string>, terminal: TerminalRequest,
@@ -70,10 +92,27 @@ export async function connectTerminal(
       channel.once('drain', () => pty.resume());
     }
   });
+  const pending = terminalInputQueue(pty);
+  let exited = false;
+  let held = false;
   channel.on('data', (data: Buffer) => {
     touch();
     pty.write(data.toString('binary'));
+    // A program that does not read its terminal must not make the daemon hold all a client sends:
+    // the channel stops taking input (ssh's window closes) until the terminal has taken most of it.
+    if (!held && pending() > TERMINAL_INPUT_HIGH) {
+      held = true;
+      channel.pause();
+      const check = setInterval(() => {
+        if (exited || io.ended() || pending() < TERMINAL_INPUT_LOW) {
+          clearInterval(check);
+          held = false;
+          channel.resume();
+        }
+      }, TERMINAL_INPUT_POLL_MS);
+    }
   });
+  pty.onExit(() => (exited = true));
   pty.onExit(({ exitCode, signal }) => finish(signal ? (SIGNAL_NAMES.get(signal) ?? 'KILL') : exitCode));
   channel.on('close', () => {
     if (!io.ended()) pty.kill('SIGHUP');

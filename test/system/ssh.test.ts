@@ -120,6 +120,37 @@ terminalTest('a slice user\'s key opens a terminal shell as the sliver, inside i
   t.regex(out.stdout, new RegExp(`home=/home/${web} user=${web}`));
 });
 
+/** The daemon's resident memory, in bytes. */
+async function daemonRss(): Promise<number> {
+  const status = await readFile(`/proc/${daemon.child.pid}/status`, 'utf8');
+  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)![1]) * 1024;
+}
+
+terminalTest('a program that does not read its terminal makes the client wait, not the daemon hold what it sends', async (t) => {
+  const client = new Client();
+  await new Promise<void>((resolve, reject) => {
+    client.on('ready', () => resolve());
+    client.on('error', reject);
+    client.connect({ host: '127.0.0.1', port, username: name('web'), privateKey: keys['user']!.privateKey });
+  });
+  const channel = await new Promise<import('ssh2').ClientChannel>((resolve, reject) =>
+    client.exec('stty raw -echo; echo ready; exec sleep 60', { pty: { rows: 24, cols: 80, term: 'xterm' } }, (error, c) => (error ? reject(error) : resolve(c))));
+  await new Promise<void>((resolve) => channel.once('data', () => resolve()));
+  const before = await daemonRss();
+  // 64 MiB offered at once: ssh2's client keeps what the gateway's window does not let through.
+  const chunk = Buffer.alloc(1024 * 1024, 'x');
+  for (let i = 0; i < 64; i++) channel.write(chunk);
+  let most = 0;
+  for (let i = 0; i < 25; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    most = Math.max(most, (await daemonRss()) - before);
+  }
+  t.log(`the daemon grew by ${(most / 1048576).toFixed(1)} MiB at most`);
+  t.true(most < 48 * 1024 * 1024, `the daemon grew by ${(most / 1048576).toFixed(1)} MiB while 64 MiB were offered`);
+  channel.close();
+  client.end();
+});
+
 terminalTest('the terminal has the client\'s size and follows its window changes', async (t) => {
   const client = new Client();
   await new Promise<void>((resolve, reject) => {
