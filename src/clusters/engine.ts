@@ -8,7 +8,7 @@ import { ImageError } from '../images/index.js';
 import { describeError, PermanentError } from '../util/errors.js';
 import { VcRepositoryError } from './repository.js';
 import { VcInError } from './vc-in.js';
-import { bootCluster, removeCluster, type BootRequest } from './boot.js';
+import { bootCluster, newClusterName, removeCluster, type BootRequest } from './boot.js';
 import type { ClusterBook, ClusterContext } from './cluster-context.js';
 
 export interface ClusterView extends ClusterRecord {
@@ -54,6 +54,8 @@ function asRequestError(error: unknown): unknown {
 
 export function createClusterEngine(ctx: ClusterContext): ClusterEngine {
   const { book, guests, logger } = ctx;
+  /** The names of the boots in progress. */
+  const booting = new Set<string>();
   const runningOf = async (cluster: ClusterRecord) => {
     const states = await Promise.all(cluster.nodes.map(async (n) => [n.name, (await guests.status(n.guest))?.state === 'running'] as const));
     return Object.fromEntries(states);
@@ -62,10 +64,18 @@ export function createClusterEngine(ctx: ClusterContext): ClusterEngine {
     repository: () => ctx.repository.list(),
 
     async boot(who, request) {
+      // The name is taken here, before the first wait (the repository's image is fetched before
+      // the record is written): two boots of one name at once would otherwise both go on, and one's
+      // rollback remove the other's guests.
+      const name = request.name ?? newClusterName((n) => book.get(n) !== null || booting.has(n));
+      if (booting.has(name)) throw new TaskRequestError('invalid', `a cluster named "${name}" is being booted already`);
+      booting.add(name);
       try {
-        return await bootCluster(ctx, who.owner, request);
+        return await bootCluster(ctx, who.owner, { ...request, name });
       } catch (error) {
         throw asRequestError(error);
+      } finally {
+        booting.delete(name);
       }
     },
 
