@@ -203,10 +203,11 @@ export async function acceptTicket(deps: NodeApiDeps, caller: Caller, ticket: st
     throw invalidArgument(1, 'ticket', `the node holds ${verified.sliver.name} at timestamp ${held.timestamp}, not older than the ticket's ${verified.timestamp}: replayed or stale`);
   }
   // A sliver the node does not hold may be one a later document removed: its old ticket must not
-  // bring it back. Only a ticket newer than the document in force can be for a slice it lacks.
+  // bring it back. As the original's database dropped any record older than the last whole
+  // update, a ticket older than the document in force is stale.
   const inForce = deps.store.data.records['timestamp']?.timestamp ?? 0;
-  if (!held && inForce >= verified.timestamp) {
-    throw invalidArgument(1, 'ticket', `the node's document in force has timestamp ${inForce}, not older than the ticket's ${verified.timestamp}, and does not hold ${verified.sliver.name}: replayed or stale`);
+  if (!held && verified.timestamp < inForce) {
+    throw invalidArgument(1, 'ticket', `the node's document in force has timestamp ${inForce}, newer than the ticket's ${verified.timestamp}, and does not hold ${verified.sliver.name}: replayed or stale`);
   }
   const next = recordOfSliver(verified.sliver, held);
   await persisted(() => deps.records.put({ kind: 'ticket', method, caller: describeCaller(caller) }, [next]));

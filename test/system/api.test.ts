@@ -301,7 +301,7 @@ serial('a ticket for a slice that a later document removed does not bring it bac
   // The document DeliverSlices applied (newer than the ticket) has no such slice: it is destroyed.
   t.truthy(acceptedTicket, 'the ticket test ran first');
   await waitFor('the ticket sliver to be destroyed', async () => (await stateOf(name('tkt'))) === 'absent');
-  isFault(t, await call(name('web'), 'unix', 'Ticket', acceptedTicket), 102, /document in force has timestamp \d+, not older than the ticket's \d+, and does not hold .*: replayed or stale/);
+  isFault(t, await call(name('web'), 'unix', 'Ticket', acceptedTicket), 102, /document in force has timestamp \d+, newer than the ticket's \d+, and does not hold .*: replayed or stale/);
   t.is(await stateOf(name('tkt')), 'absent');
   t.is((await db()).records[`sliver_${name('tkt')}`], undefined);
 });
