@@ -68,6 +68,12 @@ function terminalInputQueue(pty: object): () => number {
   };
 }
 
+/**
+ * The end of a session whose client went first: its programs are sent SIGHUP, as sshd's are when
+ * their terminal goes, and the session ends there (its slot given back) whether they stop or not.
+ */
+const CLIENT_GONE = 'HUP';
+
 /** Runs `launch` on a terminal; `onResize` receives what the client's window changes call. */
 export async function connectTerminal(
   io: SessionIo, launch: SessionLaunch, env: Record<string, string>, terminal: TerminalRequest,
@@ -115,7 +121,9 @@ export async function connectTerminal(
   pty.onExit(() => (exited = true));
   pty.onExit(({ exitCode, signal }) => finish(signal ? (SIGNAL_NAMES.get(signal) ?? 'KILL') : exitCode));
   channel.on('close', () => {
-    if (!io.ended()) pty.kill('SIGHUP');
+    if (io.ended()) return;
+    pty.kill('SIGHUP');
+    finish(CLIENT_GONE);
   });
 }
 
@@ -132,7 +140,14 @@ export function connectPipes(io: SessionIo, launch: SessionLaunch, env: Record<s
   child.on('error', (error) => finish(1, `nodemgr: ${error.message}\r\n`));
   child.on('close', (code, signal) => finish(signal ? signal.replace(/^SIG/, '') : (code ?? 1)));
   channel.on('close', () => {
-    if (!io.ended()) child.kill('SIGHUP');
+    if (io.ended()) return;
+    child.kill('SIGHUP');
+    // What ignores the hangup runs on in the sliver, as a nohup'd program would, but writes to
+    // closed pipes: it neither waits for a reader that is gone nor keeps the session open.
+    child.stdin?.destroy();
+    child.stdout?.destroy();
+    child.stderr?.destroy();
+    finish(CLIENT_GONE);
   });
 }
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Client } from 'ssh2';
 import { readDatabaseSnapshot } from '../../src/db/store.js';
 import {
-  accountPrefix, freePort, isRoot, nodemgr, removeAccounts, run, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor,
+  accountPrefix, freePort, isRoot, nodemgr, processesOf, removeAccounts, run, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor,
   type DaemonProcess, type DocumentServer, type Sandbox,
 } from './support/host.js';
 import { slicesXml, type TestDelegate, type TestSlice } from './support/slices.js';
@@ -283,6 +283,31 @@ serial('a command killed by a signal ssh cannot name (SIGBUS, SIGXCPU) ends with
   t.is((await ssh(web, 'user', ['kill -XCPU $$'])).code, 128 + 24);
   t.is((await ssh(web, 'user', ['echo still here'])).stdout, 'still here\n');
   t.is(daemon.child.exitCode, null, 'the daemon runs');
+});
+
+serial('a session ends when its client goes: its program gets SIGHUP, and one that ignores it runs on without holding the session', async (t) => {
+  const web = name('web');
+  // A sleep no other test runs: its argument marks it (and names it in the session's log line).
+  const marker = `3000.${Date.now() % 1_000_000}`;
+  const client = new Client();
+  await new Promise<void>((resolve, reject) => {
+    client.on('ready', () => resolve());
+    client.on('error', reject);
+    client.connect({ host: '127.0.0.1', port, username: web, privateKey: keys['user']!.privateKey });
+  });
+  // The hangup ignored, and still so after the exec; it writes nothing, so no SIGPIPE ends it.
+  const command = `trap "" HUP; echo started; exec sleep ${marker}`;
+  const channel = await new Promise<import('ssh2').ClientChannel>((resolve, reject) =>
+    client.exec(command, (error, c) => (error ? reject(error) : resolve(c))));
+  await new Promise<void>((resolve) => channel.once('data', () => resolve()));
+  client.end();
+  await waitFor('the session logged as ended', async () =>
+    daemon.output().split('\n').some((l) => l.includes('ssh session ended') && l.includes(marker)));
+  const line = daemon.output().split('\n').find((l) => l.includes('ssh session ended') && l.includes(marker))!;
+  t.true(line.includes('exit_status=HUP'), line);
+  const lingering = (await processesOf(web)).filter((p) => p.includes(marker));
+  t.true(lingering.length > 0, 'the program that ignores SIGHUP runs on in the sliver');
+  await run('pkill', ['-KILL', '-u', web, '-f', marker]).catch(() => undefined);
 });
 
 serial('50 sessions at once all succeed, and a client that stops reading does not hold up the others', async (t) => {
