@@ -10,6 +10,7 @@ import type { Logger } from '../../log.js';
 import type { HostAccount, HostAccounts } from './host-accounts.js';
 import { initscriptDir, removeInitscriptFiles } from './initscript.js';
 import { HOME_MODE, makeHome } from './home.js';
+import { removeTree } from './remove-tree.js';
 import { exclusive } from './shadow-utils.js';
 
 const MAIL_DIR = '/var/mail';
@@ -37,12 +38,12 @@ export function leftovers(accounts: HostAccounts, options: { homeBase: string; r
    * Removes a home directory that no account owns any more. Safe because it is taken only when its
    * owner uid is in our range (uids there are handed out by us alone) and no passwd entry has that
    * uid or that name: nobody can log in as it, and it can only be what an interrupted destroy (or
-   * create) left behind. Processes of the uid, if any survived, are killed first, so nothing can
-   * swap a directory for a symlink while root walks the tree; and the walk never follows symlinks.
+   * create) left behind. Processes of the uid, if any survived, are killed first; those of other
+   * users (a home its owner opened to them) may still change the tree, which removeTree withstands.
    */
   const removeOrphanHome = async (path: string, uid: number, gid: number, why: string) => {
     await killProcessesOf(uid, gid);
-    await rm(path, { recursive: true, force: true });
+    await removeTree(path);
     logger.info('orphaned home removed', { home: path, uid, why });
   };
 
@@ -105,8 +106,9 @@ export function leftovers(accounts: HostAccounts, options: { homeBase: string; r
 
     async ensureHome(account) {
       let st = await lstat(account.home).catch(() => null);
-      // An empty directory of root's at the home of an account of ours: a create killed between
-      // making the home and giving it to the account (claimHomePath refused anything else there).
+      // An empty directory of root's at the home of an account of ours: what an older version's
+      // create killed between making the home and giving it away left (claimHomePath refused
+      // anything else there).
       if (st?.isDirectory() && st.uid === 0 && basename(account.home) === account.name && (await readdir(account.home)).length === 0) {
         await rmdir(account.home);
         st = null;
@@ -136,8 +138,9 @@ export function leftovers(accounts: HostAccounts, options: { homeBase: string; r
       if (!isAbsolute(home) || basename(home) !== account.name) return;
       const st = await lstat(home).catch(() => null);
       if (!st || !st.isDirectory() || st.uid !== account.uid) return;
-      // The caller killed the uid's processes after removing its entry: nothing can race the walk.
-      await rm(home, { recursive: true, force: true });
+      // The caller killed the uid's processes after removing its entry; other users' processes
+      // may still be at work in it (removeTree).
+      await removeTree(home);
     },
   };
 }
