@@ -6,6 +6,7 @@
 import type { TaskRecord } from '../db/types.js';
 import type { ImageCache } from '../images/cache.js';
 import { cachedImagesClassad } from '../images/classad.js';
+import { invalidImageName } from '../images/index.js';
 import { INSTANCE_SIZES, type InstanceSize } from '../slices/types.js';
 import { describeNeed, type BudgetView } from '../tasks/budget.js';
 import { TaskRequestError, type Requester, type TaskEngine } from '../tasks/engine.js';
@@ -83,12 +84,22 @@ const text = (value: unknown, position: number, name: string): string => {
   return value;
 };
 
+const URI_SCHEME = /^[a-z][a-z0-9+.-]*:/i;
+
 function launchRequest(value: unknown) {
   const o = value as Record<string, unknown>;
   const known = new Set(['image', 'kernel', 'initrd', 'size', 'count', 'ssh_key', 'runtime']);
   const unknown = Object.keys(o).filter((k) => !known.has(k));
   if (unknown.length > 0) throw invalidArgument(1, 'request', `unknown member ${unknown.map((k) => JSON.stringify(k)).join(', ')} (one of ${[...known].join(', ')})`);
-  const ref = (key: string) => (o[key] === undefined || o[key] === '' ? null : text(o[key], 1, `request.${key}`).trim());
+  const ref = (key: string) => {
+    if (o[key] === undefined || o[key] === '') return null;
+    const value = text(o[key], 1, `request.${key}`).trim();
+    // A cache entry's name or a URL, never a path: the node's files are not the caller's to boot.
+    if (!URI_SCHEME.test(value) && invalidImageName(value) !== null) {
+      throw invalidArgument(1, `request.${key}`, `${JSON.stringify(value.slice(0, 200))} is neither an image-cache name (${invalidImageName(value)}) nor a URL`);
+    }
+    return value;
+  };
   const [image, kernel, initrd] = [ref('image'), ref('kernel'), ref('initrd')];
   if (image === null && kernel === null) throw invalidArgument(1, 'request.image', 'missing; name an entry of the image cache (or a kernel to boot)');
   const size = o.size === undefined ? 'small' : text(o.size, 1, 'request.size');

@@ -2,7 +2,7 @@
 // task_dir, its own leases of the node's address pool, its own libvirt connections), the engine over
 // the tasks' records, and what the capacity budget counts of the slivers.
 import { availableParallelism, totalmem } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, join, resolve as resolvePath } from 'node:path';
 import type { AddressBook } from '../addresses/address-book.js';
 import type { Config } from '../config/config.js';
 import type { DatabaseStore } from '../db/store.js';
@@ -35,7 +35,8 @@ function taskImageSource(images: ImageSource, spoolRoot: string): ImageSource {
   return {
     async resolve(ref, type) {
       if (!ref.startsWith('/')) return images.resolve(ref, type);
-      if (!ref.startsWith(`${spoolRoot}/`)) throw new Error(`${ref} is not a file of a task's spool`);
+      // Only bootOf makes paths, always normal ones: "spool/../../x" must not pass for a spool file.
+      if (!ref.startsWith(`${spoolRoot}/`) || resolvePath(ref) !== ref) throw new Error(`${ref} is not a file of a task's spool`);
       return { name: basename(ref), path: ref, format: type === 'image' ? await diskFormatOf(ref) : 'raw' };
     },
   };
