@@ -6,8 +6,8 @@
 import type { TaskRecord } from '../db/types.js';
 import type { ImageCache } from '../images/cache.js';
 import { cachedImagesClassad } from '../images/classad.js';
-import { invalidImageName } from '../images/index.js';
 import { INSTANCE_SIZES, type InstanceSize } from '../slices/types.js';
+import { invalidImageRef } from '../slices/values.js';
 import { describeNeed, type BudgetView } from '../tasks/budget.js';
 import { TaskRequestError, type Requester, type TaskEngine } from '../tasks/engine.js';
 import { describeError } from '../util/errors.js';
@@ -84,8 +84,6 @@ const text = (value: unknown, position: number, name: string): string => {
   return value;
 };
 
-const URI_SCHEME = /^[a-z][a-z0-9+.-]*:/i;
-
 function launchRequest(value: unknown) {
   const o = value as Record<string, unknown>;
   const known = new Set(['image', 'kernel', 'initrd', 'size', 'count', 'ssh_key', 'runtime']);
@@ -95,9 +93,8 @@ function launchRequest(value: unknown) {
     if (o[key] === undefined || o[key] === '') return null;
     const value = text(o[key], 1, `request.${key}`).trim();
     // A cache entry's name or a URL, never a path: the node's files are not the caller's to boot.
-    if (!URI_SCHEME.test(value) && invalidImageName(value) !== null) {
-      throw invalidArgument(1, `request.${key}`, `${JSON.stringify(value.slice(0, 200))} is neither an image-cache name (${invalidImageName(value)}) nor a URL`);
-    }
+    const refusal = invalidImageRef('the value', value);
+    if (refusal !== null) throw invalidArgument(1, `request.${key}`, refusal);
     return value;
   };
   const [image, kernel, initrd] = [ref('image'), ref('kernel'), ref('initrd')];

@@ -118,8 +118,10 @@ export async function connectTerminal(
       }, TERMINAL_INPUT_POLL_MS);
     }
   });
-  pty.onExit(() => (exited = true));
-  pty.onExit(({ exitCode, signal }) => finish(signal ? (SIGNAL_NAMES.get(signal) ?? 'KILL') : exitCode));
+  pty.onExit(({ exitCode, signal }) => {
+    exited = true;
+    finish(signal ? (SIGNAL_NAMES.get(signal) ?? 'KILL') : exitCode);
+  });
   channel.on('close', () => {
     if (io.ended()) return;
     pty.kill('SIGHUP');

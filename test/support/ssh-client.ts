@@ -2,7 +2,7 @@
 // request written to an exec channel with what came back (stdout and stderr) and its exit code.
 import ssh2, { type ClientChannel } from 'ssh2';
 
-export function sshLogin(port: number, username: string, privateKey: string): Promise<ssh2.Client> {
+export function sshLogin(port: number, username: string, privateKey: string | Buffer): Promise<ssh2.Client> {
   return new Promise((resolve, reject) => {
     const client = new ssh2.Client();
     client.on('ready', () => resolve(client));

@@ -12,6 +12,7 @@ import {
   accountPrefix, freePort, isRoot, nodemgr, processesOf, removeAccounts, run, sandbox, serveDocument, startDaemonProcess, stopDaemonProcess, waitFor,
   type DaemonProcess, type DocumentServer, type Sandbox,
 } from './support/host.js';
+import { sshLogin } from '../support/ssh-client.js';
 import { slicesXml, type TestDelegate, type TestSlice } from './support/slices.js';
 
 const prefix = accountPrefix();
@@ -127,12 +128,7 @@ async function daemonRss(): Promise<number> {
 }
 
 terminalTest('a program that does not read its terminal makes the client wait, not the daemon hold what it sends', async (t) => {
-  const client = new Client();
-  await new Promise<void>((resolve, reject) => {
-    client.on('ready', () => resolve());
-    client.on('error', reject);
-    client.connect({ host: '127.0.0.1', port, username: name('web'), privateKey: keys['user']!.privateKey });
-  });
+  const client = await sshLogin(port, name('web'), keys['user']!.privateKey);
   const channel = await new Promise<import('ssh2').ClientChannel>((resolve, reject) =>
     client.exec('stty raw -echo; echo ready; exec sleep 60', { pty: { rows: 24, cols: 80, term: 'xterm' } }, (error, c) => (error ? reject(error) : resolve(c))));
   await new Promise<void>((resolve) => channel.once('data', () => resolve()));
@@ -152,12 +148,7 @@ terminalTest('a program that does not read its terminal makes the client wait, n
 });
 
 terminalTest('the terminal has the client\'s size and follows its window changes', async (t) => {
-  const client = new Client();
-  await new Promise<void>((resolve, reject) => {
-    client.on('ready', () => resolve());
-    client.on('error', reject);
-    client.connect({ host: '127.0.0.1', port, username: name('web'), privateKey: keys['user']!.privateKey });
-  });
+  const client = await sshLogin(port, name('web'), keys['user']!.privateKey);
   const output = await new Promise<string>((resolve, reject) => {
     // After the resize the shell waits (up to 5 s) for the terminal to have changed size, instead of
     // the client waiting a while before it lets the shell go on.
@@ -289,12 +280,7 @@ serial('a session ends when its client goes: its program gets SIGHUP, and one th
   const web = name('web');
   // A sleep no other test runs: its argument marks it (and names it in the session's log line).
   const marker = `3000.${Date.now() % 1_000_000}`;
-  const client = new Client();
-  await new Promise<void>((resolve, reject) => {
-    client.on('ready', () => resolve());
-    client.on('error', reject);
-    client.connect({ host: '127.0.0.1', port, username: web, privateKey: keys['user']!.privateKey });
-  });
+  const client = await sshLogin(port, web, keys['user']!.privateKey);
   // The hangup ignored, and still so after the exec; it writes nothing, so no SIGPIPE ends it.
   const command = `trap "" HUP; echo started; exec sleep ${marker}`;
   const channel = await new Promise<import('ssh2').ClientChannel>((resolve, reject) =>
@@ -313,12 +299,7 @@ serial('a session ends when its client goes: its program gets SIGHUP, and one th
 serial('50 sessions at once all succeed, and a client that stops reading does not hold up the others', async (t) => {
   const web = name('web');
   // A session whose output nobody reads: it fills its window and must then wait alone.
-  const stalled = new Client();
-  await new Promise<void>((resolve, reject) => {
-    stalled.on('ready', () => resolve());
-    stalled.on('error', reject);
-    stalled.connect({ host: '127.0.0.1', port, username: web, privateKey: keys['user']!.privateKey });
-  });
+  const stalled = await sshLogin(port, web, keys['user']!.privateKey);
   const stream = await new Promise<import('ssh2').ClientChannel>((resolve, reject) =>
     stalled.exec('yes nodemgr', (error, channel) => (error ? reject(error) : resolve(channel))));
   stream.pause();

@@ -101,9 +101,9 @@ test('LaunchInstances checks its request member by member', async (t) => {
     [{ image: 'base', ssh_key: 'not a key' }, /request\.ssh_key\): not one public key/],
     [{ image: 'base', colour: 'blue' }, /unknown member "colour"/],
     // A path is no image of the caller's: a task's spool, climbed out of, or any file of the host.
-    [{ image: '/var/lib/nodemgr/tasks/spool/../../../../etc/shadow' }, /request\.image\): ".*etc\/shadow" is neither an image-cache name \(.*\) nor a URL/],
-    [{ image: 'base', kernel: '/boot/vmlinuz' }, /request\.kernel\): "\/boot\/vmlinuz" is neither an image-cache name/],
-    [{ image: 'base', initrd: '../initrd.img' }, /request\.initrd\): "\.\.\/initrd\.img" is neither an image-cache name/],
+    [{ image: '/var/lib/nodemgr/tasks/spool/../../../../etc/shadow' }, /request\.image\): the value ".*etc\/shadow" is neither an image name \(.*\) nor an http, https or file URI/],
+    [{ image: 'base', kernel: '/boot/vmlinuz' }, /request\.kernel\): the value "\/boot\/vmlinuz" is neither an image name/],
+    [{ image: 'base', initrd: '../initrd.img' }, /request\.initrd\): the value "\.\.\/initrd\.img" is neither an image name/],
   ];
   for (const [request, message] of cases) {
     const fault = await api.fault(ALICE, 'LaunchInstances', request);

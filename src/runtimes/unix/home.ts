@@ -54,7 +54,8 @@ export async function makeHome(home: string, owner: Owner, skeleton = SKELETON_D
   // before may still run something, from a program it left setuid elsewhere). Then given away
   // without following links, itself last, and renamed into place: the home is whole or absent.
   const making = join(dirname(home), `${MAKING_PREFIX}${basename(home)}`);
-  await removeTree(making); // what a make killed before its rename left
+  // What a make killed before its rename left (only then: an rm per new home would be wasted).
+  if (await lstat(making).then(() => true, () => false)) await removeTree(making);
   await mkdir(making, { mode: 0o700 });
   const hasSkeleton = await lstat(skeleton).then((st) => st.isDirectory(), () => false);
   const made = hasSkeleton ? await copySkeleton(skeleton, making) : [];
