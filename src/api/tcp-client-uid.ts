@@ -120,8 +120,9 @@ export function clientUidIn(tables: readonly string[], connection: TcpConnection
       const fields = text.slice(start, end < 0 ? undefined : end).trim().split(/\s+/);
       if (fields.length >= 10 && decodeProcAddress(fields[1]!) === client && decodeProcAddress(fields[2]!) === server) {
         const uid = Number(fields[7]);
-        // inode 0: the client closed its end (see the top of this file); it names nobody.
-        if (fields[9] !== '0' && Number.isInteger(uid) && uid >= 0) return uid;
+        // The kernel's rule, as for its own answer: a closed end (inode 0) names nobody.
+        const held = heldSocketUid({ uid, inode: Number(fields[9]), state: parseInt(fields[3]!, 16) });
+        if (held !== null && Number.isInteger(uid) && uid >= 0) return held;
       }
       at = end < 0 ? -1 : text.indexOf(portField, end);
     }
